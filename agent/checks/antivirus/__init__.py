@@ -1,0 +1,22 @@
+"""Anti-malware: the declared facts and the per-platform collectors."""
+
+from __future__ import annotations
+
+from agent.checks.antivirus import darwin, linux, windows
+from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec, ParamSpec  # noqa: F401
+
+SPEC = CheckSpec(
+    id="antivirus",
+    title="Anti-malware",
+    description="Whether an anti-malware or EDR product is running, with real-time protection and fresh signatures.",
+    platforms=PLATFORMS,
+    facts=(
+        FactSpec("running", "bool", "at least one anti-malware/EDR product is running"),
+        FactSpec("products", "list",
+                 "per product: {name, kind (antivirus|edr|builtin), running, realtime, signature_age_days, version}"),
+        FactSpec("realtime_protection", "bool", "real-time (on-access) protection is on, where the product reports it"),
+        FactSpec("signature_age_days", "number", "age of the freshest signature set among running products (null: none)"),
+    ),
+)
+
+FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})

@@ -1,0 +1,186 @@
+"""What a check is: a declared set of typed facts, and per-platform collectors that produce them.
+
+A check module declares a `CheckSpec` (like an osquery table spec): its id, the platforms it
+supports, and every fact it reports with a type and a description. Docs, the policy validator and
+the collector's schema all come from these declarations.
+
+A collector is ``collect(host, params) -> CheckOutcome``: it asks the `Host` for probe results and
+hands them to pure parse functions. ``params`` are inputs a policy gives the check (for example the
+corporate networks whose routes the VPN check must look up); they are declared too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from agent.probes import Host, ProbeResult
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+ERROR = "error"
+NOT_APPLICABLE = "not_applicable"
+OUTCOME_STATES = (OK, ERROR, NOT_APPLICABLE)
+
+# Fact types. "version" is a dotted version string compared numerically; "duration" is seconds.
+FACT_TYPES = ("bool", "int", "number", "string", "version", "list", "object")
+PLATFORMS = ("linux", "darwin", "windows")
+
+
+class ParseError(ValueError):
+    """A probe's output did not have the expected shape. The message says what was expected."""
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    name: str
+    type: str
+    description: str
+    # "none" means the fact may be null (unknown) without the whole check being an error.
+    nullable: bool = True
+
+    def __post_init__(self) -> None:
+        if self.type not in FACT_TYPES:
+            raise ValueError(f"fact {self.name}: unknown type {self.type}")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A policy input the collector needs (declared so the validator knows it is not a fact)."""
+
+    name: str
+    type: str  # "cidr_list"
+    description: str
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    id: str
+    title: str
+    description: str
+    platforms: Tuple[str, ...]
+    facts: Tuple[FactSpec, ...]
+    params: Tuple[ParamSpec, ...] = ()
+
+    def fact(self, name: str) -> Optional[FactSpec]:
+        for spec in self.facts:
+            if spec.name == name:
+                return spec
+        return None
+
+    def param(self, name: str) -> Optional[ParamSpec]:
+        for spec in self.params:
+            if spec.name == name:
+                return spec
+        return None
+
+
+@dataclass
+class CheckOutcome:
+    """What one check found on one machine: facts, or why there are none."""
+
+    check: str
+    state: str = OK
+    reason: Optional[str] = None
+    facts: Dict[str, Any] = field(default_factory=dict)
+    # Short human-readable lines saying what was observed (probe names and key values).
+    evidence: List[str] = field(default_factory=list)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"state": self.state, "reason": self.reason, "facts": self.facts, "evidence": self.evidence}
+
+    @classmethod
+    def from_json(cls, check: str, data: Mapping[str, Any]) -> CheckOutcome:
+        state = data.get("state")
+        if state not in OUTCOME_STATES:
+            raise ValueError(f"facts for {check}: state must be one of {OUTCOME_STATES}, found {state!r}")
+        facts = data.get("facts") or {}
+        evidence = data.get("evidence") or []
+        if not isinstance(facts, dict) or not isinstance(evidence, list):
+            raise ValueError(f"facts for {check}: 'facts' must be an object and 'evidence' a list")
+        reason = data.get("reason")
+        return cls(check=check, state=state, reason=None if reason is None else str(reason),
+                   facts=dict(facts), evidence=[str(e) for e in evidence])
+
+    @classmethod
+    def error(cls, check: str, reason: str, evidence: Sequence[str] = ()) -> CheckOutcome:
+        return cls(check=check, state=ERROR, reason=reason, evidence=list(evidence))
+
+    @classmethod
+    def not_applicable(cls, check: str, reason: str, evidence: Sequence[str] = ()) -> CheckOutcome:
+        return cls(check=check, state=NOT_APPLICABLE, reason=reason, evidence=list(evidence))
+
+    @classmethod
+    def probe_failed(cls, check: str, probe: ProbeResult) -> CheckOutcome:
+        return cls.error(check, probe.describe_failure())
+
+
+Collector = Callable[[Host, Mapping[str, Any]], CheckOutcome]
+
+
+@dataclass(frozen=True)
+class CheckFamily:
+    spec: CheckSpec
+    collectors: Mapping[str, Collector]
+
+
+def _type_ok(fact_type: str, value: Any) -> bool:
+    if fact_type == "bool":
+        return isinstance(value, bool)
+    if fact_type == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if fact_type == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if fact_type in ("string", "version"):
+        return isinstance(value, str)
+    if fact_type == "list":
+        return isinstance(value, list)
+    if fact_type == "object":
+        return isinstance(value, dict)
+    return False
+
+
+def conform(spec: CheckSpec, facts: Mapping[str, Any]) -> List[str]:
+    """Problems with ``facts`` against the declaration (unknown names, wrong types)."""
+    problems = []
+    for name, value in facts.items():
+        fact = spec.fact(name)
+        if fact is None:
+            problems.append(f"{spec.id}: undeclared fact {name!r}")
+        elif value is None:
+            if not fact.nullable:
+                problems.append(f"{spec.id}: fact {name!r} may not be null")
+        elif not _type_ok(fact.type, value):
+            problems.append(f"{spec.id}: fact {name!r} should be {fact.type}, found {type(value).__name__}")
+    return problems
+
+
+def run_collector(family: CheckFamily, host: Host, params: Optional[Mapping[str, Any]] = None) -> CheckOutcome:
+    """Run a check's collector for the host's platform; never raises for bad probe output."""
+    spec = family.spec
+    collector = family.collectors.get(host.platform)
+    if host.platform not in spec.platforms or collector is None:
+        return CheckOutcome.not_applicable(spec.id, f"{spec.id} is not checked on {host.platform}")
+    try:
+        outcome = collector(host, params or {})
+    except ParseError as exc:
+        return CheckOutcome.error(spec.id, f"unexpected probe output: {exc}")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, UnicodeError) as exc:
+        # A parser bug or an output shape nobody foresaw: an error result, never a verdict.
+        log.warning("check %s failed to parse probe output", spec.id, exc_info=True)
+        return CheckOutcome.error(spec.id, f"could not interpret probe output ({type(exc).__name__}: {exc})")
+    problems = conform(spec, outcome.facts) if outcome.state == OK else []
+    if problems:
+        log.error("check %s produced facts that do not match its declaration: %s", spec.id, problems)
+        return CheckOutcome.error(spec.id, "internal error: " + "; ".join(problems), outcome.evidence)
+    return outcome
+
+
+def network_list(value: Any) -> List[str]:
+    """Normalise a policy's list of CIDR networks (used by params of type cidr_list)."""
+    if not isinstance(value, list):
+        raise ValueError("expected a list of networks in CIDR notation")
+    return [str(ipaddress.ip_network(str(item), strict=False)) for item in value]

@@ -1,0 +1,14 @@
+"""Disk encryption on darwin: collector (probes) and pure parsers."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from agent.checks.base import CheckOutcome
+from agent.probes import Host
+
+CHECK = "disk_encryption"
+
+
+def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
+    return CheckOutcome.error(CHECK, "disk_encryption is not implemented yet on darwin")

@@ -1,0 +1,478 @@
+"""The probe layer: the only code of the agent that touches the operating system.
+
+Every observation a check makes goes through a `Host`: run a command (argv list, never a shell,
+always a timeout), read a file, list a directory, look at processes or network interfaces.
+Each observation is a `ProbeResult`, so that:
+
+* a missing binary, a permission error or a timeout is data (``error``), not an exception;
+* a `RecordingHost` can write every observation of a check cycle to one JSON file, and a
+  `ReplayHost` can answer the same questions from that file on any machine (support bundles,
+  fixtures of real macOS/Windows output, tests);
+* expensive commands (the package manager) can be cached on the modification times of their inputs.
+
+Check code receives a `Host` and must not import subprocess, open files or call psutil itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform as _platform
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from agent import __version__
+
+RECORDING_SCHEMA = "teleposture/recording/v1"
+DEFAULT_TIMEOUT = 15.0
+MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+
+# error kinds a ProbeResult can carry
+NOT_FOUND = "not_found"
+PERMISSION_DENIED = "permission_denied"
+TIMEOUT = "timeout"
+OS_ERROR = "os_error"
+NOT_RECORDED = "not_recorded"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one observation of the machine gave.
+
+    ``kind`` is ``run``, ``read``, ``listdir``, ``stat``, ``processes`` or ``interfaces``;
+    ``target`` is the argv (for ``run``) or the path / name observed.
+    ``error`` is None when the observation could be made (a command that ran and exited non-zero
+    is not an error of the probe: look at ``rc``).
+    """
+
+    kind: str
+    target: Tuple[str, ...]
+    stdout: str = ""
+    stderr: str = ""
+    rc: Optional[int] = 0
+    timed_out: bool = False
+    duration: float = 0.0
+    error: Optional[str] = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """The probe ran (or the file was read) and, for commands, exited 0."""
+        return self.error is None and self.rc == 0
+
+    @property
+    def name(self) -> str:
+        """A short human name for reasons: ``manage-bde -status`` or ``/etc/os-release``."""
+        return " ".join(self.target) if self.kind == "run" else f"{self.kind} {' '.join(self.target)}"
+
+    def describe_failure(self) -> str:
+        """A reason sentence for an `error` result naming this probe."""
+        if self.error == NOT_FOUND:
+            what = "command not found" if self.kind == "run" else "not found"
+            return f"{self.name}: {what}"
+        if self.error == PERMISSION_DENIED:
+            return f"{self.name}: permission denied (run the agent with the rights the docs list)"
+        if self.error == TIMEOUT:
+            return f"{self.name}: timed out after {self.duration:.1f}s"
+        if self.error == NOT_RECORDED:
+            return f"{self.name}: not present in the recording being replayed"
+        if self.error:
+            return f"{self.name}: {self.error} {self.detail}".strip()
+        first = (self.stderr or self.stdout).strip().splitlines()
+        tail = f": {first[0][:200]}" if first else ""
+        return f"{self.name}: exited with status {self.rc}{tail}"
+
+    def to_json(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["target"] = list(self.target)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> ProbeResult:
+        return cls(
+            kind=str(data["kind"]),
+            target=tuple(str(t) for t in data["target"]),
+            stdout=str(data.get("stdout", "")),
+            stderr=str(data.get("stderr", "")),
+            rc=data.get("rc"),
+            timed_out=bool(data.get("timed_out", False)),
+            duration=float(data.get("duration", 0.0)),
+            error=data.get("error"),
+            detail=str(data.get("detail", "")),
+        )
+
+
+def _key(kind: str, target: Sequence[str]) -> str:
+    return json.dumps([kind, list(target)], ensure_ascii=False)
+
+
+def current_platform() -> str:
+    """``linux``, ``darwin`` or ``windows``."""
+    system = _platform.system().lower()
+    if system.startswith("win"):
+        return "windows"
+    return system
+
+
+class Host:
+    """The interface checks use. Subclasses: LiveHost, RecordingHost, ReplayHost."""
+
+    platform: str = "linux"
+
+    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT,
+            cache_on: Sequence[str] = ()) -> ProbeResult:
+        """Run ``argv`` (no shell). ``cache_on``: paths whose mtimes key a cached answer."""
+        raise NotImplementedError
+
+    def read_text(self, path: str) -> ProbeResult:
+        """Read a text file; its content is in ``stdout``."""
+        raise NotImplementedError
+
+    def listdir(self, path: str) -> ProbeResult:
+        """Names in a directory, one per line in ``stdout`` (sorted)."""
+        raise NotImplementedError
+
+    def stat(self, path: str) -> ProbeResult:
+        """``stdout`` is JSON ``{"mtime": float, "size": int, "mode": int, "is_dir": bool}``."""
+        raise NotImplementedError
+
+    def processes(self) -> ProbeResult:
+        """``stdout`` is a JSON list of ``{pid, name, exe, cmdline, username}``."""
+        raise NotImplementedError
+
+    def interfaces(self) -> ProbeResult:
+        """``stdout`` is JSON ``{name: {"up": bool, "mtu": int, "addresses": [{family, address, netmask}]}}``."""
+        raise NotImplementedError
+
+    def now(self) -> float:
+        """Epoch seconds; a replay answers the recording's time so verdicts are identical."""
+        return time.time()
+
+    def which(self, name: str) -> Optional[str]:
+        """Full path of a command, or None. Recorded, so replays answer as the machine did."""
+        result = self.run(["__which__", name], timeout=1.0)
+        return result.stdout.strip() or None if result.ok else None
+
+    def exists(self, path: str) -> bool:
+        return self.stat(path).error is None
+
+
+def _classify_os_error(exc: OSError) -> Tuple[str, str]:
+    if isinstance(exc, FileNotFoundError):
+        return NOT_FOUND, str(exc)
+    if isinstance(exc, PermissionError):
+        return PERMISSION_DENIED, str(exc)
+    return OS_ERROR, f"{type(exc).__name__}: {exc}"
+
+
+class LiveHost(Host):
+    """Observes the machine the agent runs on."""
+
+    def __init__(self, cache_dir: Optional[Path] = None, env: Optional[Dict[str, str]] = None) -> None:
+        self.platform = current_platform()
+        self.cache_dir = cache_dir
+        # Commands run in the C locale where the OS allows: parsers read English, stable output.
+        base_env = dict(os.environ)
+        base_env.update({"LC_ALL": "C", "LANG": "C"})
+        if env:
+            base_env.update(env)
+        self._env = base_env
+        self._memory_cache: Dict[str, Tuple[str, ProbeResult]] = {}
+
+    # -- commands -------------------------------------------------------------
+    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT,
+            cache_on: Sequence[str] = ()) -> ProbeResult:
+        target = tuple(argv)
+        if target and target[0] == "__which__":
+            found = shutil.which(target[1]) if len(target) > 1 else None
+            return ProbeResult("run", target, stdout=found or "", rc=0 if found else 1)
+        if cache_on:
+            signature = self._mtime_signature(cache_on)
+            cached = self._cache_get(target, signature)
+            if cached is not None:
+                return cached
+            result = self._run(target, timeout)
+            if result.error is None and not result.timed_out:
+                self._cache_put(target, signature, result)
+            return result
+        return self._run(target, timeout)
+
+    def _run(self, target: Tuple[str, ...], timeout: float) -> ProbeResult:
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                list(target), capture_output=True, timeout=timeout, env=self._env,
+                stdin=subprocess.DEVNULL, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return ProbeResult("run", target, rc=None, timed_out=True, error=TIMEOUT,
+                               duration=time.monotonic() - start)
+        except OSError as exc:
+            error, detail = _classify_os_error(exc)
+            return ProbeResult("run", target, rc=None, error=error, detail=detail,
+                               duration=time.monotonic() - start)
+        return ProbeResult(
+            "run", target,
+            stdout=proc.stdout[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+            stderr=proc.stderr[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+            rc=proc.returncode, duration=time.monotonic() - start,
+        )
+
+    # -- cache ----------------------------------------------------------------
+    @staticmethod
+    def _mtime_signature(paths: Sequence[str]) -> str:
+        parts = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+                parts.append(f"{path}:{st.st_mtime_ns}:{st.st_size}")
+            except OSError:
+                parts.append(f"{path}:-")
+        return "|".join(parts)
+
+    def _cache_file(self, target: Tuple[str, ...]) -> Optional[Path]:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(_key("run", target).encode()).hexdigest()[:32]
+        return self.cache_dir / f"probe-{digest}.json"
+
+    def _cache_get(self, target: Tuple[str, ...], signature: str) -> Optional[ProbeResult]:
+        key = _key("run", target)
+        hit = self._memory_cache.get(key)
+        if hit and hit[0] == signature:
+            return hit[1]
+        path = self._cache_file(target)
+        if path is None:
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("signature") != signature or data.get("agent_version") != __version__:
+                return None
+            result = ProbeResult.from_json(data["result"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        self._memory_cache[key] = (signature, result)
+        return result
+
+    def _cache_put(self, target: Tuple[str, ...], signature: str, result: ProbeResult) -> None:
+        self._memory_cache[_key("run", target)] = (signature, result)
+        path = self._cache_file(target)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"signature": signature, "agent_version": __version__,
+                                       "result": result.to_json()}), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+
+    # -- files ----------------------------------------------------------------
+    def read_text(self, path: str) -> ProbeResult:
+        start = time.monotonic()
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_OUTPUT_BYTES)
+        except OSError as exc:
+            error, detail = _classify_os_error(exc)
+            return ProbeResult("read", (path,), rc=None, error=error, detail=detail,
+                               duration=time.monotonic() - start)
+        return ProbeResult("read", (path,), stdout=data.decode("utf-8", "replace"),
+                           duration=time.monotonic() - start)
+
+    def listdir(self, path: str) -> ProbeResult:
+        try:
+            names = sorted(os.listdir(path))
+        except OSError as exc:
+            error, detail = _classify_os_error(exc)
+            return ProbeResult("listdir", (path,), rc=None, error=error, detail=detail)
+        return ProbeResult("listdir", (path,), stdout="\n".join(names))
+
+    def stat(self, path: str) -> ProbeResult:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            error, detail = _classify_os_error(exc)
+            return ProbeResult("stat", (path,), rc=None, error=error, detail=detail)
+        info = {"mtime": st.st_mtime, "size": st.st_size, "mode": st.st_mode,
+                "is_dir": os.path.isdir(path)}
+        return ProbeResult("stat", (path,), stdout=json.dumps(info))
+
+    # -- psutil -----------------------------------------------------------------
+    def processes(self) -> ProbeResult:
+        import psutil
+
+        start = time.monotonic()
+        rows: List[Dict[str, Any]] = []
+        for proc in psutil.process_iter(["pid", "name", "exe", "cmdline", "username"]):
+            info = proc.info
+            rows.append({
+                "pid": info.get("pid"),
+                "name": info.get("name") or "",
+                "exe": info.get("exe") or "",
+                "cmdline": list(info.get("cmdline") or [])[:20],
+                "username": info.get("username") or "",
+            })
+        return ProbeResult("processes", ("psutil",), stdout=json.dumps(rows),
+                           duration=time.monotonic() - start)
+
+    def interfaces(self) -> ProbeResult:
+        import socket
+
+        import psutil
+
+        stats = psutil.net_if_stats()
+        out: Dict[str, Any] = {}
+        for name, addrs in psutil.net_if_addrs().items():
+            entries = []
+            for addr in addrs:
+                if addr.family == socket.AF_INET:
+                    family = "ipv4"
+                elif addr.family == socket.AF_INET6:
+                    family = "ipv6"
+                else:
+                    continue
+                entries.append({"family": family, "address": addr.address.split("%")[0],
+                                "netmask": addr.netmask})
+            st = stats.get(name)
+            out[name] = {"up": bool(st.isup) if st else False, "mtu": st.mtu if st else 0,
+                         "addresses": entries}
+        for name, st in stats.items():
+            out.setdefault(name, {"up": bool(st.isup), "mtu": st.mtu, "addresses": []})
+        return ProbeResult("interfaces", ("psutil",), stdout=json.dumps(out, sort_keys=True))
+
+
+@dataclass
+class Recording:
+    """One JSON file holding every observation of a cycle, and the machine it came from."""
+
+    platform: str
+    os_version: str = ""
+    agent_version: str = __version__
+    recorded_at: float = field(default_factory=time.time)
+    note: str = ""
+    probes: Dict[str, ProbeResult] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "schema": RECORDING_SCHEMA,
+            "platform": self.platform,
+            "os_version": self.os_version,
+            "agent_version": self.agent_version,
+            "recorded_at": self.recorded_at,
+            "note": self.note,
+            "probes": [p.to_json() for p in self.probes.values()],
+        }
+
+    def save(self, path: Path) -> None:
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Recording:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RecordingError(f"{path}: cannot read recording: {exc}") from exc
+        return cls.from_json(data, source=str(path))
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "recording") -> Recording:
+        if not isinstance(data, dict) or data.get("schema") != RECORDING_SCHEMA:
+            raise RecordingError(f"{source}: not a Teleposture recording (expected schema {RECORDING_SCHEMA})")
+        platform = data.get("platform")
+        if platform not in ("linux", "darwin", "windows"):
+            raise RecordingError(f"{source}: platform must be linux, darwin or windows, found {platform!r}")
+        probes: Dict[str, ProbeResult] = {}
+        for index, raw in enumerate(data.get("probes") or []):
+            try:
+                result = ProbeResult.from_json(raw)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise RecordingError(f"{source}: probe #{index} is malformed: {exc}") from exc
+            probes[_key(result.kind, result.target)] = result
+        return cls(platform=platform, os_version=str(data.get("os_version", "")),
+                   agent_version=str(data.get("agent_version", "")),
+                   recorded_at=float(data.get("recorded_at") or 0.0), note=str(data.get("note", "")),
+                   probes=probes)
+
+
+class RecordingError(ValueError):
+    """A recording file that cannot be replayed."""
+
+
+class RecordingHost(Host):
+    """Wraps a live host and keeps every observation it made."""
+
+    def __init__(self, inner: Host) -> None:
+        self.inner = inner
+        self.platform = inner.platform
+        self.recording = Recording(platform=inner.platform, recorded_at=inner.now())
+
+    def _keep(self, result: ProbeResult) -> ProbeResult:
+        self.recording.probes[_key(result.kind, result.target)] = result
+        return result
+
+    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT,
+            cache_on: Sequence[str] = ()) -> ProbeResult:
+        return self._keep(self.inner.run(argv, timeout, cache_on))
+
+    def read_text(self, path: str) -> ProbeResult:
+        return self._keep(self.inner.read_text(path))
+
+    def listdir(self, path: str) -> ProbeResult:
+        return self._keep(self.inner.listdir(path))
+
+    def stat(self, path: str) -> ProbeResult:
+        return self._keep(self.inner.stat(path))
+
+    def processes(self) -> ProbeResult:
+        return self._keep(self.inner.processes())
+
+    def interfaces(self) -> ProbeResult:
+        return self._keep(self.inner.interfaces())
+
+    def now(self) -> float:
+        return self.recording.recorded_at
+
+
+class ReplayHost(Host):
+    """Answers from a recording: the same questions get the same answers, on any OS."""
+
+    def __init__(self, recording: Recording) -> None:
+        self.recording = recording
+        self.platform = recording.platform
+
+    def _answer(self, kind: str, target: Sequence[str]) -> ProbeResult:
+        found = self.recording.probes.get(_key(kind, target))
+        if found is None:
+            return ProbeResult(kind, tuple(target), rc=None, error=NOT_RECORDED)
+        return found
+
+    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT,
+            cache_on: Sequence[str] = ()) -> ProbeResult:
+        return self._answer("run", argv)
+
+    def read_text(self, path: str) -> ProbeResult:
+        return self._answer("read", [path])
+
+    def listdir(self, path: str) -> ProbeResult:
+        return self._answer("listdir", [path])
+
+    def stat(self, path: str) -> ProbeResult:
+        return self._answer("stat", [path])
+
+    def processes(self) -> ProbeResult:
+        return self._answer("processes", ["psutil"])
+
+    def interfaces(self) -> ProbeResult:
+        return self._answer("interfaces", ["psutil"])
+
+    def now(self) -> float:
+        return self.recording.recorded_at

@@ -1,0 +1,1 @@
+"""Policy documents shipped with Teleposture (YAML) and their JSON Schema."""

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, types, then pytest (agent, collector, browser, VPN namespaces, installers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+echo "== ruff"; $PY -m ruff check agent server policies tests benchmarks
+echo "== mypy"; $PY -m mypy
+echo "== pytest"; $PY -m pytest -q "$@"
