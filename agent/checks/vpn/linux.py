@@ -1,14 +1,461 @@
-"""VPN on linux: collector (probes) and pure parsers."""
+"""VPN on linux: collector (probes) and pure parsers.
+
+Probes (no root needed, no traffic sent):
+
+* ``ip -d -j addr show``: every interface with its link type (the kernel's ARPHRD type, the same number
+  as ``/sys/class/net/<if>/type``), its ``linkinfo`` kind (tun/tap, wireguard, vti/xfrm ...) and addresses;
+* ``/sys/class/net/<if>/tun_flags`` for an interface that has no ``linkinfo`` (old iproute2 / kernels);
+* ``ip -j route get <address>``: the kernel's route lookup for one address, which follows policy
+  routing (``ip rule``, wg-quick's fwmark tables) and OpenVPN's ``def1`` half-routes, unlike reading
+  the ``default`` entry of the main table;
+* ``ip -j rule`` and ``ip -j route show table all``: evidence only (which tables exist, which default routes);
+* the process list (VPN clients), NetworkManager connections and ``/etc/wireguard``, ``/etc/openvpn``.
+
+A tunnel counts when its kind is a VPN kind, it is administratively up with carrier (``LOWER_UP``) and it
+has an IPv4 or a routable (non link-local) IPv6 address. A route "via tunnel" means the kernel sends the
+looked-up address out of such an interface: a tunnel that is up but does not carry the corporate
+networks does not make ``corporate_networks_via_tunnel`` true.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.checks.base import CheckOutcome
-from agent.probes import Host
+from agent.checks.base import CheckOutcome, ParseError, network_list
+from agent.probes import NOT_FOUND, Host, ProbeResult
 
 CHECK = "vpn"
 
+# Looked up to learn where "the Internet" goes. TEST-NET-2 (RFC 5737): never configured on a real
+# network, so only a default route (or OpenVPN's 0.0.0.0/1 + 128.0.0.0/1 pair) matches it.
+DEFAULT_ROUTE_PROBE_ADDRESS = "198.51.100.1"
+
+IP_TIMEOUT = 5.0
+
+# linkinfo info_kind -> tunnel kind. GRE/IPIP/SIT are plain (unencrypted) tunnels and the kernel
+# creates fallback devices (gre0, tunl0, sit0) for them: they are not VPN tunnels.
+_INFO_KIND = {
+    "wireguard": "wireguard",
+    "vti": "ipsec",
+    "vti6": "ipsec",
+    "xfrm": "ipsec",
+    "ppp": "ppp",
+}
+# link_type (ARPHRD) names iproute2 prints -> kind, for interfaces without linkinfo
+_LINK_TYPE = {"ppp": "ppp"}
+IFF_TAP = 0x0002
+
+# process name (lower case) -> VPN client label
+VPN_PROCESSES: Dict[str, str] = {
+    "openvpn": "openvpn",
+    "nm-openvpn-service": "openvpn (NetworkManager)",
+    "openvpn3-service-client": "openvpn3",
+    "openvpn3-service-netcfg": "openvpn3",
+    "wg-quick": "wireguard",
+    "wireguard-go": "wireguard",
+    "boringtun": "wireguard",
+    "boringtun-cli": "wireguard",
+    "openconnect": "openconnect",
+    "nm-openconnect-service": "openconnect (NetworkManager)",
+    "vpnc": "vpnc",
+    "nm-vpnc-service": "vpnc (NetworkManager)",
+    "charon": "strongswan",
+    "charon-systemd": "strongswan",
+    "charon-nm": "strongswan (NetworkManager)",
+    "starter": "strongswan",
+    "pluto": "libreswan",
+    "xl2tpd": "l2tp",
+    "nm-l2tp-service": "l2tp (NetworkManager)",
+    "nm-fortisslvpn-service": "fortinet (NetworkManager)",
+    "openfortivpn": "fortinet",
+    "forticlient": "forticlient",
+    "fortitray": "forticlient",
+    "fortivpn": "forticlient",
+    "pangps": "globalprotect",
+    "pangpa": "globalprotect",
+    "globalprotect": "globalprotect",
+    "vpnagentd": "anyconnect",
+    "vpnui": "anyconnect",
+    "csc_ui": "cisco secure client",
+    "tailscaled": "tailscale",
+    "zerotier-one": "zerotier",
+    "netbird": "netbird",
+    "nebula": "nebula",
+    "nordvpnd": "nordvpn",
+    "expressvpnd": "expressvpn",
+    "mullvad-daemon": "mullvad",
+    "protonvpn": "protonvpn",
+}
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    name: str
+    kind: str
+    up: bool
+    addresses: Tuple[str, ...]
+
+    @property
+    def carries_traffic(self) -> bool:
+        return self.up and any(_routable(a) for a in self.addresses)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "up": self.up, "addresses": list(self.addresses)}
+
+
+@dataclass(frozen=True)
+class RouteAnswer:
+    """What ``ip route get`` said for one address: an interface, or no route (with the kernel's words)."""
+
+    address: str
+    interface: Optional[str]
+    gateway: Optional[str] = None
+    no_route: str = ""
+
+
+@dataclass
+class Link:
+    name: str
+    link_type: str
+    info_kind: str
+    info_type: str
+    flags: Tuple[str, ...]
+    addresses: Tuple[str, ...]
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+# -- pure parsers ---------------------------------------------------------------
+
+def _routable(address: str) -> bool:
+    """IPv4 (not link-local 169.254/16) or IPv6 that is neither link-local nor loopback."""
+    try:
+        ip = ipaddress.ip_address(address.split("/")[0])
+    except ValueError:
+        return False
+    return not (ip.is_link_local or ip.is_loopback or ip.is_unspecified)
+
+
+def _json_list(text: str, what: str) -> List[Any]:
+    stripped = text.strip()
+    if not stripped:
+        raise ParseError(f"{what}: expected a JSON list, found empty output")
+    try:
+        data = json.loads(stripped)
+    except ValueError as exc:
+        raise ParseError(f"{what}: expected JSON, found {stripped[:60]!r} ({exc})") from exc
+    if not isinstance(data, list):
+        raise ParseError(f"{what}: expected a JSON list, found {type(data).__name__}")
+    return data
+
+
+def parse_links(text: str) -> List[Link]:
+    """``ip -d -j addr show`` -> links (name, link type, linkinfo kind, flags, addresses)."""
+    links: List[Link] = []
+    for index, entry in enumerate(_json_list(text, "ip -d -j addr show")):
+        if not isinstance(entry, dict) or not isinstance(entry.get("ifname"), str):
+            raise ParseError(f"ip -d -j addr show: entry #{index} has no interface name")
+        flags = entry.get("flags") or []
+        if not isinstance(flags, list):
+            raise ParseError(f"ip -d -j addr show: flags of {entry['ifname']} are not a list")
+        linkinfo = entry.get("linkinfo") or {}
+        if not isinstance(linkinfo, dict):
+            linkinfo = {}
+        info_data = linkinfo.get("info_data") or {}
+        addresses = []
+        for addr in entry.get("addr_info") or []:
+            if isinstance(addr, dict) and isinstance(addr.get("local"), str) and addr.get("family") in ("inet", "inet6"):
+                addresses.append(f"{addr['local']}/{addr.get('prefixlen', '')}".rstrip("/"))
+        links.append(Link(
+            name=entry["ifname"],
+            link_type=str(entry.get("link_type") or ""),
+            info_kind=str(linkinfo.get("info_kind") or ""),
+            info_type=str(info_data.get("type") or "") if isinstance(info_data, dict) else "",
+            flags=tuple(str(f) for f in flags),
+            addresses=tuple(addresses),
+        ))
+    return links
+
+
+def parse_tun_flags(text: str) -> Optional[int]:
+    """``/sys/class/net/<if>/tun_flags`` (``0x1001``) -> int, None when unreadable."""
+    try:
+        return int(text.strip(), 16)
+    except ValueError:
+        return None
+
+
+def tunnel_kind(link: Link, tun_flags: Optional[int] = None) -> Optional[str]:
+    """The VPN kind of an interface from its type (not its name), or None for other interfaces."""
+    if link.info_kind == "tun":
+        return "tap" if link.info_type == "tap" else "tun"
+    if link.info_kind in _INFO_KIND:
+        return _INFO_KIND[link.info_kind]
+    if link.info_kind:
+        return None
+    if link.link_type in _LINK_TYPE:
+        return _LINK_TYPE[link.link_type]
+    if tun_flags is not None:
+        return "tap" if tun_flags & IFF_TAP else "tun"
+    if link.link_type == "none":
+        # ARPHRD_NONE without details: a layer-3 tunnel device (tun or WireGuard on an old iproute2).
+        return "tun"
+    return None
+
+
+def link_is_up(link: Link) -> bool:
+    # LOWER_UP: carrier. A tun whose VPN process died stays UP but loses it (NO-CARRIER).
+    return "UP" in link.flags and "LOWER_UP" in link.flags
+
+
+def parse_route_get(probe: ProbeResult, address: str) -> RouteAnswer:
+    """``ip -j route get ADDRESS`` -> the interface the kernel would use, or no route."""
+    if probe.rc != 0:
+        message = (probe.stderr or probe.stdout).strip()
+        # "RTNETLINK answers: Network is unreachable" (no route), "... No route to host" (unreachable
+        # route), "... Invalid argument" (blackhole), "... Permission denied" (prohibit route):
+        # the kernel answered, there is no usable route.
+        if message.startswith("RTNETLINK answers:") or "unreachable" in message.lower():
+            return RouteAnswer(address, None, no_route=message.splitlines()[0])
+        raise ParseError(f"ip route get {address}: exited {probe.rc}: {message[:200] or 'no output'}")
+    entries = _json_list(probe.stdout, f"ip -j route get {address}")
+    if not entries or not isinstance(entries[0], dict):
+        raise ParseError(f"ip -j route get {address}: expected one route object, found {probe.stdout.strip()[:60]!r}")
+    route = entries[0]
+    route_type = route.get("type")
+    if route_type in ("unreachable", "blackhole", "prohibit"):
+        return RouteAnswer(address, None, no_route=f"{route_type} route")
+    dev = route.get("dev")
+    if not isinstance(dev, str) or not dev:
+        raise ParseError(f"ip -j route get {address}: the answer names no interface: {json.dumps(route)[:120]}")
+    gateway = route.get("gateway")
+    return RouteAnswer(address, dev, gateway if isinstance(gateway, str) else None)
+
+
+def parse_rules(text: str) -> List[str]:
+    """``ip -j rule`` -> the non-standard rules as text (policy routing evidence)."""
+    rules = []
+    for entry in _json_list(text, "ip -j rule"):
+        if not isinstance(entry, dict):
+            continue
+        table = str(entry.get("table", ""))
+        if table in ("local", "main", "default") and len(entry) <= 3:
+            continue
+        words = [str(entry.get("priority", "?")) + ":"]
+        if entry.get("not"):
+            words.append("not")
+        for key in ("src", "dst", "fwmark", "iif", "oif", "uidrange", "ipproto", "dport"):
+            if key in entry:
+                words.append(f"{key} {entry[key]}")
+        if "suppress_prefixlength" in entry:
+            words.append(f"suppress_prefixlength {entry['suppress_prefixlength']}")
+        words.append(f"lookup {table}" if table else str(entry.get("action", "")))
+        rules.append(" ".join(w for w in words if w))
+    return rules
+
+
+def parse_default_routes(text: str) -> List[str]:
+    """``ip -j route show table all`` -> default routes of every table, as text."""
+    found = []
+    for entry in _json_list(text, "ip -j route show table all"):
+        if not isinstance(entry, dict):
+            continue
+        dst = entry.get("dst")
+        if dst in ("default", "0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"):
+            table = entry.get("table", "main")
+            via = f" via {entry['gateway']}" if entry.get("gateway") else ""
+            found.append(f"{dst} dev {entry.get('dev', '?')}{via} table {table}")
+    return found
+
+
+def parse_vpn_processes(text: str) -> List[str]:
+    """Host.processes() JSON -> sorted labels of known VPN clients."""
+    rows = _json_list(text, "process list")
+    labels = set()
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        candidates = [str(row.get("name") or "")]
+        exe = row.get("exe")
+        if isinstance(exe, str) and exe:
+            candidates.append(os.path.basename(exe))
+        cmdline = row.get("cmdline")
+        if isinstance(cmdline, list) and cmdline:
+            candidates.append(os.path.basename(str(cmdline[0])))
+            # wg-quick is a bash script: "bash /usr/bin/wg-quick up wg0"
+            if len(cmdline) > 1 and candidates[-1] in ("bash", "sh"):
+                candidates.append(os.path.basename(str(cmdline[1])))
+        for candidate in candidates:
+            label = VPN_PROCESSES.get(candidate.lower())
+            if label:
+                labels.add(label)
+                break
+    return sorted(labels)
+
+
+def parse_nmcli_vpn_connections(text: str) -> List[str]:
+    """``nmcli -t -f NAME,TYPE connection show`` -> names of VPN/WireGuard profiles."""
+    names = []
+    for line in text.splitlines():
+        # terse mode escapes ':' inside names as '\:'
+        name, sep, kind = line.replace("\\:", "\0").rpartition(":")
+        if sep and kind.strip() in ("vpn", "wireguard"):
+            names.append("networkmanager:" + name.replace("\0", ":"))
+    return names
+
+
+def first_address(network: str) -> str:
+    """The address looked up for a network: its first host (the address itself for a /32 or /128)."""
+    net = ipaddress.ip_network(network, strict=False)
+    if net.num_addresses == 1:
+        return str(net.network_address)
+    return str(net.network_address + 1)
+
+
+def _describe_route(answer: RouteAnswer, tunnels: Mapping[str, Tunnel]) -> str:
+    if answer.interface is None:
+        return f"ip route get {answer.address}: no route ({answer.no_route})"
+    via = f" via {answer.gateway}" if answer.gateway else ""
+    tunnel = tunnels.get(answer.interface)
+    what = f"tunnel ({tunnel.kind})" if tunnel and tunnel.carries_traffic else "not a tunnel"
+    return f"ip route get {answer.address}: dev {answer.interface}{via}, {what}"
+
+
+def build_facts(links: Sequence[Link], tun_flags: Mapping[str, Optional[int]], default_route: RouteAnswer,
+                corporate: Sequence[Tuple[str, RouteAnswer]], vpn_clients: Sequence[str],
+                configured: Optional[Sequence[str]]) -> Tuple[Dict[str, Any], List[str], str]:
+    """Pure: parsed observations -> (facts, evidence, summary sentence)."""
+    tunnels: Dict[str, Tunnel] = {}
+    for link in links:
+        kind = tunnel_kind(link, tun_flags.get(link.name))
+        if kind:
+            tunnels[link.name] = Tunnel(link.name, kind, link_is_up(link), link.addresses)
+    carrying = [t for t in tunnels.values() if t.carries_traffic]
+    evidence = [
+        f"tunnel {t.name} ({t.kind}): {'up' if t.up else 'down'}, addresses {', '.join(t.addresses) or 'none'}"
+        for t in tunnels.values()
+    ] or ["no tunnel interface (tun, tap, wireguard, ppp, ipsec vti/xfrm)"]
+    evidence.append(_describe_route(default_route, tunnels))
+
+    def via_tunnel(answer: RouteAnswer) -> bool:
+        tunnel = tunnels.get(answer.interface or "")
+        return bool(tunnel and tunnel.carries_traffic)
+
+    routes = []
+    for network, answer in corporate:
+        routes.append({"network": network, "interface": answer.interface, "via_tunnel": via_tunnel(answer)})
+        evidence.append(f"corporate {network}: " + _describe_route(answer, tunnels))
+    if vpn_clients:
+        evidence.append("VPN client processes: " + ", ".join(vpn_clients))
+    facts: Dict[str, Any] = {
+        "tunnel_up": bool(carrying),
+        "tunnels": [t.to_json() for t in tunnels.values()],
+        "vpn_clients": list(vpn_clients),
+        "configured_vpn_services": None if configured is None else list(configured),
+        "default_route_interface": default_route.interface,
+        "default_route_via_tunnel": via_tunnel(default_route),
+        "corporate_routes": routes,
+        "corporate_networks_via_tunnel": all(r["via_tunnel"] for r in routes) if routes else None,
+    }
+    if not carrying:
+        summary = "no VPN tunnel is up"
+    else:
+        names = ", ".join(t.name for t in carrying)
+        outside = [r for r in routes if not r["via_tunnel"]]
+        if outside:
+            summary = f"tunnel {names} is up but " + "; ".join(
+                f"{r['network']} is routed via {r['interface'] or 'no route'}, not through a tunnel" for r in outside)
+        elif routes:
+            summary = f"tunnel {names} is up and routes every corporate network"
+        else:
+            summary = f"tunnel {names} is up" + (" and carries the default route" if facts["default_route_via_tunnel"] else "")
+    return facts, evidence, summary
+
+
+# -- collector ------------------------------------------------------------------
+
+def _route_get(host: Host, address: str) -> Tuple[Optional[RouteAnswer], Optional[ProbeResult]]:
+    probe = host.run(["ip", "-j", "route", "get", address], timeout=IP_TIMEOUT)
+    if probe.error is not None:
+        return None, probe
+    return parse_route_get(probe, address), None
+
+
+def _configured_services(host: Host, evidence: List[str]) -> Optional[List[str]]:
+    found: List[str] = []
+    known = True
+    for directory, label in (("/etc/wireguard", "wireguard"), ("/etc/openvpn/client", "openvpn"),
+                             ("/etc/openvpn", "openvpn")):
+        listing = host.listdir(directory)
+        if listing.error == NOT_FOUND:
+            continue
+        if listing.error is not None:
+            evidence.append(f"configured VPNs unknown: {listing.describe_failure()}")
+            known = False
+            continue
+        found.extend(f"{label}:{name[:-5]}" for name in listing.stdout.splitlines() if name.endswith(".conf"))
+    if host.which("nmcli"):
+        nm = host.run(["nmcli", "-t", "-f", "NAME,TYPE", "connection", "show"], timeout=IP_TIMEOUT)
+        if nm.ok:
+            found.extend(parse_nmcli_vpn_connections(nm.stdout))
+        else:
+            evidence.append(f"NetworkManager profiles not listed: {nm.describe_failure()}")
+    return sorted(set(found)) if known else None
+
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
-    return CheckOutcome.error(CHECK, "vpn is not implemented yet on linux")
+    raw_networks = params.get("corporate_networks")
+    try:
+        networks = network_list(raw_networks) if raw_networks is not None else []
+    except ValueError as exc:
+        return CheckOutcome.error(CHECK, f"policy parameter corporate_networks: {exc}; found {raw_networks!r}. "
+                                         "Give a list such as [\"10.0.0.0/8\", \"2001:db8::/32\"].")
+
+    addr = host.run(["ip", "-d", "-j", "addr", "show"], timeout=IP_TIMEOUT)
+    if not addr.ok:
+        return CheckOutcome.probe_failed(CHECK, addr)
+    links = parse_links(addr.stdout)
+    tun_flags: Dict[str, Optional[int]] = {}
+    for link in links:
+        if not link.info_kind and link.link_type in ("none", "ether"):
+            flags_probe = host.read_text(f"/sys/class/net/{link.name}/tun_flags")
+            tun_flags[link.name] = parse_tun_flags(flags_probe.stdout) if flags_probe.error is None else None
+
+    default_answer, failed = _route_get(host, DEFAULT_ROUTE_PROBE_ADDRESS)
+    if failed is not None or default_answer is None:
+        return CheckOutcome.probe_failed(CHECK, failed) if failed else CheckOutcome.error(CHECK, "no route answer")
+    corporate: List[Tuple[str, RouteAnswer]] = []
+    for network in networks:
+        answer, failed = _route_get(host, first_address(network))
+        if failed is not None or answer is None:
+            return CheckOutcome.probe_failed(CHECK, failed) if failed else CheckOutcome.error(CHECK, "no route answer")
+        corporate.append((network, answer))
+
+    procs = host.processes()
+    if procs.error is not None:
+        return CheckOutcome.probe_failed(CHECK, procs)
+    clients = parse_vpn_processes(procs.stdout)
+
+    extra_evidence: List[str] = []
+    configured = _configured_services(host, extra_evidence)
+    facts, evidence, summary = build_facts(links, tun_flags, default_answer, corporate, clients, configured)
+
+    # policy routing evidence: wg-quick and some clients route through extra tables selected by rules
+    rules = host.run(["ip", "-j", "rule"], timeout=IP_TIMEOUT)
+    tables = host.run(["ip", "-j", "route", "show", "table", "all"], timeout=IP_TIMEOUT)
+    for probe, parse, label in ((rules, parse_rules, "policy routing rules"),
+                                (tables, parse_default_routes, "default routes")):
+        if not probe.ok:
+            evidence.append(f"{label} not read (evidence only): {probe.describe_failure()}")
+            continue
+        try:
+            lines = parse(probe.stdout)
+        except ParseError as exc:
+            evidence.append(f"{label} not understood (evidence only): {exc}")
+            continue
+        if lines:
+            evidence.append(f"{label}: " + "; ".join(lines[:8]))
+    return CheckOutcome(CHECK, reason=summary, facts=facts, evidence=evidence + extra_evidence)
