@@ -1,0 +1,314 @@
+"""Evaluation: facts (a report's "facts" object) + policy -> one Result per rule. Pure, never raises.
+
+Per rule: a check that errored gives ``error`` with its reason; a check that does not apply gives
+``not_applicable``; a fact the rule needs that is null or missing gives ``error`` ("unknown"),
+never a guess; otherwise the worst verdict of the rule's expectations (fail > error > warn > pass).
+A failure younger than the rule's grace period (``failing_since``) is reported as ``warn``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from agent.checks import REGISTRY
+from agent.checks.base import _type_ok  # the declared-type test, shared with conform()
+from agent.policy.messages import Message, message, render_en
+from agent.policy.model import STATUSES, Policy, Rule
+from agent.protocol import rfc3339
+
+# Which verdict wins when a rule has several expectations: a known failure says more than an
+# unknown, an unknown more than a warning.
+_RANK = {"pass": 0, "not_applicable": 0, "warn": 1, "error": 2, "fail": 3}
+_MAX_EVIDENCE = 40
+
+
+@dataclass(frozen=True)
+class Result:
+    rule_id: str
+    check: str
+    status: str
+    severity: str
+    reason: str
+    message: Mapping[str, Any]
+    evidence: List[str] = field(default_factory=list)
+    remediation: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "check": self.check,
+            "status": self.status,
+            "severity": self.severity,
+            "reason": self.reason,
+            "message": {"key": self.message.get("key"), "params": dict(self.message.get("params") or {})},
+            "evidence": list(self.evidence),
+            "remediation": dict(self.remediation),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Result:
+        """Read a result back (from a report); raises ValueError naming what is wrong."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a result is an object, found {type(data).__name__}")
+        for key in ("rule_id", "check", "status", "severity", "reason"):
+            if not isinstance(data.get(key), str):
+                raise ValueError(f"result field {key!r} must be a string, found {data.get(key)!r}")
+        if data["status"] not in STATUSES:
+            raise ValueError(f"result status must be one of {', '.join(STATUSES)}, found {data['status']!r}")
+        msg = data.get("message")
+        if not isinstance(msg, Mapping) or not isinstance(msg.get("key"), str) \
+                or not isinstance(msg.get("params", {}), Mapping):
+            raise ValueError("result field 'message' must be {key: string, params: object}")
+        evidence = data.get("evidence", [])
+        remediation = data.get("remediation", {})
+        if not isinstance(evidence, list) or not isinstance(remediation, Mapping):
+            raise ValueError("result 'evidence' must be a list and 'remediation' an object")
+        return cls(rule_id=data["rule_id"], check=data["check"], status=data["status"],
+                   severity=data["severity"], reason=data["reason"],
+                   message={"key": msg["key"], "params": dict(msg.get("params") or {})},
+                   evidence=[str(e) for e in evidence],
+                   remediation={str(k): str(v) for k, v in remediation.items()})
+
+
+Verdict = Tuple[str, Message]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def version_tuple(text: Any) -> Optional[Tuple[int, ...]]:
+    """(14, 5) from "14.5", (10, 0, 22631) from "10.0.22631"; a part's leading digits count ("24.04.1-LTS")."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    parts = []
+    for piece in text.strip().split("."):
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        parts.append(int(match.group(0)))
+        if match.end() != len(piece):
+            break
+    return tuple(parts) if parts else None
+
+
+def _compare_versions(left: Tuple[int, ...], right: Tuple[int, ...]) -> int:
+    width = max(len(left), len(right))
+    a = left + (0,) * (width - len(left))
+    b = right + (0,) * (width - len(right))
+    return (a > b) - (a < b)
+
+
+def _judge_number(fact: str, value: Any, exp: Any) -> Verdict:
+    if not isinstance(exp, Mapping):
+        return ("pass", message("eq_pass", fact=fact, value=value)) if value == exp \
+            else ("fail", message("eq_fail", fact=fact, value=value, expected=exp))
+    low, high, warn = exp.get("min"), exp.get("max"), exp.get("warn")
+    if high is not None and value > high:
+        return "fail", message("max_fail", fact=fact, value=value, max=high)
+    if low is not None and value < low:
+        return "fail", message("min_fail", fact=fact, value=value, min=low)
+    if warn is not None and high is not None and value > warn:
+        return "warn", message("max_warn", fact=fact, value=value, warn=warn, max=high)
+    if warn is not None and low is not None and value < warn:
+        return "warn", message("min_warn", fact=fact, value=value, warn=warn, min=low)
+    if high is not None:
+        return "pass", message("max_pass", fact=fact, value=value, max=high)
+    return "pass", message("min_pass", fact=fact, value=value, min=low)
+
+
+def _judge_version(fact: str, value: Any, exp: Mapping[str, Any], facts: Mapping[str, Any]) -> List[Verdict]:
+    verdicts: List[Verdict] = []
+    if "min" in exp or "max" in exp:
+        have = version_tuple(value)
+        if have is None:
+            return [("error", message("version_unparsable", fact=fact, value=value))]
+        if "min" in exp:
+            want = version_tuple(exp["min"]) or (0,)
+            ok = _compare_versions(have, want) >= 0
+            verdicts.append(("pass", message("min_pass", fact=fact, value=value, min=exp["min"])) if ok
+                            else ("fail", message("min_fail", fact=fact, value=value, min=exp["min"])))
+        if "max" in exp:
+            want = version_tuple(exp["max"]) or (0,)
+            ok = _compare_versions(have, want) <= 0
+            verdicts.append(("pass", message("max_pass", fact=fact, value=value, max=exp["max"])) if ok
+                            else ("fail", message("version_max_fail", fact=fact, value=value, max=exp["max"])))
+    if "min_build" in exp:
+        # Windows: the build is its own fact where the check reports it, else the third part of the version.
+        build = facts.get("os_build_number")
+        if not isinstance(build, int) or isinstance(build, bool):
+            parts = version_tuple(value)
+            build = parts[2] if parts is not None and len(parts) >= 3 else None
+        if build is None:
+            verdicts.append(("error", message("fact_unknown", fact="os_build_number",
+                                              reason="no build number in the facts")))
+        elif build >= exp["min_build"]:
+            verdicts.append(("pass", message("build_pass", value=build, min=exp["min_build"])))
+        else:
+            verdicts.append(("fail", message("build_fail", value=build, min=exp["min_build"])))
+    return verdicts
+
+
+def _judge(fact_type: str, fact: str, value: Any, exp: Any, facts: Mapping[str, Any]) -> List[Verdict]:
+    if fact_type == "version":
+        return _judge_version(fact, value, exp, facts)
+    if fact_type in ("int", "number"):
+        return [_judge_number(fact, value, exp)]
+    if isinstance(exp, Mapping) and "in" in exp:
+        allowed = list(exp["in"])
+        return [("pass", message("eq_pass", fact=fact, value=value)) if value in allowed
+                else ("fail", message("in_fail", fact=fact, value=value, allowed=allowed))]
+    return [("pass", message("eq_pass", fact=fact, value=value)) if value == exp
+            else ("fail", message("eq_fail", fact=fact, value=value, expected=exp))]
+
+
+def _unknown_reason(outcome: Mapping[str, Any]) -> str:
+    reason = outcome.get("reason")
+    return str(reason) if reason else "not reported by the check"
+
+
+def _judge_corporate_networks(networks: List[str], facts: Mapping[str, Any],
+                              outcome: Mapping[str, Any]) -> List[Verdict]:
+    """Every listed network must appear in the VPN facts and be routed through a tunnel."""
+    via_all = facts.get("corporate_networks_via_tunnel")
+    routes = facts.get("corporate_routes")
+    if routes is None:
+        return [("error", message("fact_unknown", fact="corporate_routes", reason=_unknown_reason(outcome)))]
+    if not isinstance(routes, list):
+        return [("error", message("fact_bad_type", fact="corporate_routes", expected="list",
+                                  found=type(routes).__name__))]
+    by_network: Dict[str, Mapping[str, Any]] = {}
+    for route in routes:
+        if not isinstance(route, Mapping):
+            continue
+        try:
+            by_network[str(ipaddress.ip_network(str(route.get("network")), strict=False))] = route
+        except ValueError:
+            continue
+    verdicts: List[Verdict] = []
+    for network in networks:
+        route = by_network.get(network)
+        if route is None:
+            verdicts.append(("error", message("network_not_measured", network=network)))
+        elif route.get("via_tunnel") is not True:
+            verdicts.append(("fail", message("network_not_via_tunnel", network=network,
+                                             interface=route.get("interface") or "?")))
+    if not verdicts and via_all is not True:
+        # The per-network facts say yes but the summary fact does not: trust neither.
+        if via_all is None:
+            verdicts.append(("error", message("fact_unknown", fact="corporate_networks_via_tunnel",
+                                              reason=_unknown_reason(outcome))))
+        else:
+            verdicts.append(("fail", message("networks_not_via_tunnel")))
+    if not verdicts:
+        verdicts.append(("pass", message("networks_pass", networks=networks)))
+    return verdicts
+
+
+def _combine(verdicts: List[Verdict]) -> Verdict:
+    worst = max(_RANK[status] for status, _ in verdicts)
+    status = next(s for s, _ in verdicts if _RANK[s] == worst)
+    chosen = [m for s, m in verdicts if _RANK[s] == worst]
+    return status, chosen[0] if len(chosen) == 1 else message("several", items=chosen)
+
+
+def _evidence(outcome: Mapping[str, Any], used: List[Tuple[str, Any]]) -> List[str]:
+    lines = [f"{name} = {_show(value)}" for name, value in used]
+    raw = outcome.get("evidence")
+    if isinstance(raw, list):
+        lines.extend(str(item) for item in raw)
+    return lines[:_MAX_EVIDENCE]
+
+
+def evaluate_rule(rule: Rule, outcome: Any, platform: str) -> Tuple[str, Message, List[str]]:
+    """(status, message, evidence) of one rule against one check's outcome, before grace."""
+    if outcome is None:
+        return "error", message("check_missing", check=rule.check), []
+    if not isinstance(outcome, Mapping):
+        return "error", message("facts_malformed", check=rule.check,
+                                problem=f"expected an object, found {type(outcome).__name__}"), []
+    state = outcome.get("state")
+    if state == "error":
+        return "error", message("check_error", check=rule.check, reason=_unknown_reason(outcome)), \
+            _evidence(outcome, [])
+    if state == "not_applicable":
+        return "not_applicable", message("check_not_applicable", reason=_unknown_reason(outcome)), \
+            _evidence(outcome, [])
+    facts = outcome.get("facts")
+    if state != "ok" or not isinstance(facts, Mapping):
+        return "error", message("facts_malformed", check=rule.check,
+                                problem=f"state {_show(state)!s} with facts of type {type(facts).__name__}"), []
+    family = REGISTRY.get(rule.check)
+    verdicts: List[Verdict] = []
+    used: List[Tuple[str, Any]] = []
+    for name, exp in rule.expect.items():
+        if isinstance(exp, Mapping) and exp and all(k in ("linux", "darwin", "windows") for k in exp):
+            if platform not in exp:
+                continue  # this expectation is about another platform
+            exp = exp[platform]
+        spec = family.spec.fact(name) if family is not None else None
+        fact_type = spec.type if spec is not None else "string"
+        value = facts.get(name)
+        used.append((name, value))
+        if value is None:
+            verdicts.append(("error", message("fact_unknown", fact=name, reason=_unknown_reason(outcome))))
+        elif not _type_ok(fact_type, value):
+            verdicts.append(("error", message("fact_bad_type", fact=name, expected=fact_type,
+                                              found=type(value).__name__)))
+        else:
+            verdicts.extend(_judge(fact_type, name, value, exp, facts))
+    networks = rule.params.get("corporate_networks")
+    if rule.check == "vpn" and isinstance(networks, list) and networks:
+        used.append(("corporate_networks_via_tunnel", facts.get("corporate_networks_via_tunnel")))
+        verdicts.extend(_judge_corporate_networks(list(networks), facts, outcome))
+    if not verdicts:
+        return "not_applicable", message("no_expectation_applies", platform=platform), _evidence(outcome, used)
+    status, msg = _combine(verdicts)
+    return status, msg, _evidence(outcome, used)
+
+
+def evaluate(policy: Policy, facts: Mapping[str, Mapping[str, Any]], platform: str, now: float,
+             failing_since: Optional[Mapping[str, float]] = None) -> List[Result]:
+    """One Result per rule, in policy order.
+
+    ``failing_since`` maps rule ids to the time they started failing. A fail within the rule's
+    grace period becomes ``warn``; a rule absent from the mapping starts failing ``now``. Without
+    a mapping (a one-off ``check``) there is no history, so failures are reported as they are.
+    """
+    results = []
+    source = facts if isinstance(facts, Mapping) else {}
+    for rule in policy.rules:
+        try:
+            status, msg, evidence = evaluate_rule(rule, source.get(rule.check), platform)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # Facts of a shape nobody foresaw (a number where a list belongs ...): an error result.
+            status, msg, evidence = "error", message("facts_malformed", check=rule.check,
+                                                     problem=f"{type(exc).__name__}: {exc}"), []
+        if status == "fail" and failing_since is not None and rule.grace_seconds > 0:
+            since = failing_since.get(rule.id, now)
+            if isinstance(since, (int, float)) and not isinstance(since, bool):
+                until = float(since) + rule.grace_seconds
+                if now < until:
+                    status, msg = "warn", message("within_grace", inner=msg, until=rfc3339(until))
+        results.append(Result(rule_id=rule.id, check=rule.check, status=status, severity=rule.severity,
+                              reason=render_en(msg), message=msg, evidence=evidence,
+                              remediation=dict(rule.remediation)))
+    return results
+
+
+def summarize(results: List[Result]) -> str:
+    """compliant (no fail, no error) | not_compliant (any fail) | error (errors and no fail)."""
+    statuses = {result.status for result in results}
+    if "fail" in statuses:
+        return "not_compliant"
+    if "error" in statuses:
+        return "error"
+    return "compliant"

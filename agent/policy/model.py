@@ -1,0 +1,117 @@
+"""The policy data model: a policy is an id, a version, intervals and typed rules over declared facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Tuple
+
+from agent.protocol import canonical_json, digest
+
+POLICY_SCHEMA = "teleposture/policy/v1"
+SEVERITIES = ("critical", "high", "medium", "low")
+LANGUAGES = ("en", "fr", "ar")
+STATUSES = ("pass", "warn", "fail", "not_applicable", "error")
+
+# How long a failure may last before it counts, when a rule does not say (seconds).
+DEFAULT_GRACE_SECONDS: Mapping[str, int] = {
+    "critical": 0,
+    "high": 24 * 3600,
+    "medium": 72 * 3600,
+    "low": 7 * 24 * 3600,
+}
+
+# Agent schedule (seconds); a policy document may override any of them under `intervals:`.
+DEFAULT_INTERVALS: Mapping[str, int] = {
+    "check": 3600,
+    "upload": 300,
+    "policy_refresh": 3600,
+    "vpn_sample": 60,
+}
+
+
+class PolicyError(ValueError):
+    """A policy document that cannot be used. ``problems`` are "SOURCE:LINE: message" lines."""
+
+    def __init__(self, problems: List[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems) if self.problems else "invalid policy")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One requirement: expectations on the facts of one check.
+
+    ``expect`` maps fact names to expectations (see docs/policy.md); ``params`` are inputs the
+    check's collector needs (the VPN check's ``corporate_networks``), which the evaluator then
+    also verifies against the matching facts.
+    """
+
+    id: str
+    check: str
+    severity: str
+    grace_seconds: int
+    expect: Mapping[str, Any]
+    title: Mapping[str, str]
+    remediation: Mapping[str, str]
+    references: Tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> Dict[str, Any]:
+        data: Dict[str, Any] = {
+            "id": self.id,
+            "check": self.check,
+            "severity": self.severity,
+            "grace": self.grace_seconds,
+            "expect": _plain(self.expect),
+            "title": dict(self.title),
+            "remediation": dict(self.remediation),
+            "references": list(self.references),
+        }
+        if self.params:
+            data["params"] = _plain(self.params)
+        return data
+
+
+@dataclass(frozen=True)
+class Policy:
+    id: str
+    version: int
+    title: Mapping[str, str]
+    rules: Tuple[Rule, ...]
+    intervals: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_INTERVALS))
+
+    def to_json(self) -> Dict[str, Any]:
+        """The whole document as plain JSON (grace and intervals in seconds, defaults filled in)."""
+        return {
+            "schema": POLICY_SCHEMA,
+            "id": self.id,
+            "version": self.version,
+            "title": dict(self.title),
+            "intervals": dict(self.intervals),
+            "rules": [rule.to_json() for rule in self.rules],
+        }
+
+    def canonical_text(self) -> str:
+        return canonical_json(self.to_json())
+
+    def digest(self) -> str:
+        return digest(self.canonical_text())
+
+    def ref(self) -> Dict[str, Any]:
+        """What a report's ``policy`` field carries."""
+        return {"id": self.id, "version": self.version, "digest": self.digest()}
+
+    def rule(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy made only of dict/list/scalars (rules must not share mutable state with callers)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
