@@ -1,0 +1,180 @@
+"""Org units, dashboard users and admin API tokens."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from server import security
+from server.store.schema import ROLES, api_token_org_units, api_tokens, org_units, user_org_units, users
+from server.store.scope import Scope
+
+ORG_UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._/-]{0,199}$")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$")
+MIN_PASSWORD_LENGTH = 12
+
+
+class AccountError(ValueError):
+    """A bad name, role or password; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling the admin API (or the dashboard): name for the audit log, role and scope."""
+
+    actor: str
+    role: str
+    scope: Scope
+    token_id: Optional[int] = None
+    user_id: Optional[int] = None
+    # For API tokens: whether last_used_at is old enough to be refreshed (see touch_api_token).
+    needs_touch: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+# -- org units ---------------------------------------------------------------------------------
+
+def check_org_unit_name(name: str) -> str:
+    if not isinstance(name, str) or not ORG_UNIT_NAME.match(name):
+        raise AccountError(f"org unit name {str(name)[:60]!r} is not valid: expected 1-200 letters, digits, "
+                           "spaces or . _ / - (starting with a letter or digit)")
+    return name
+
+
+def ensure_org_unit(conn: Connection, name: str, now: Optional[float] = None) -> int:
+    """The id of org unit ``name``, created when it does not exist yet."""
+    check_org_unit_name(name)
+    found = conn.execute(sa.select(org_units.c.id).where(org_units.c.name == name)).scalar_one_or_none()
+    if found is not None:
+        return int(found)
+    return int(conn.execute(org_units.insert().values(name=name, created_at=time.time() if now is None else now)
+                            .returning(org_units.c.id)).scalar_one())
+
+
+def org_unit_id(conn: Connection, name: str) -> Optional[int]:
+    found = conn.execute(sa.select(org_units.c.id).where(org_units.c.name == name)).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+def list_org_units(conn: Connection, scope: Scope) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(org_units).where(scope.clause(org_units.c.id)).order_by(org_units.c.name))
+    return [dict(row) for row in rows.mappings()]
+
+
+def org_unit_names(conn: Connection, ids: Iterable[int]) -> dict[int, str]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    rows = conn.execute(sa.select(org_units.c.id, org_units.c.name).where(org_units.c.id.in_(wanted)))
+    return {int(row.id): str(row.name) for row in rows}
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}, found {role!r}")
+    return role
+
+
+# -- users -------------------------------------------------------------------------------------
+
+def create_user(conn: Connection, username: str, password: str, role: str,
+                org_unit_ids: Iterable[int] = (), now: Optional[float] = None) -> int:
+    if not isinstance(username, str) or not USERNAME.match(username):
+        raise AccountError(f"user name {str(username)[:60]!r} is not valid: expected letters, digits and . _ @ -")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters, found {len(password)}")
+    _check_role(role)
+    exists = conn.execute(sa.select(users.c.id).where(users.c.username == username)).scalar_one_or_none()
+    if exists is not None:
+        raise AccountError(f"user {username!r} already exists")
+    user_id = int(conn.execute(users.insert().values(
+        username=username, password_hash=security.hash_password(password), role=role,
+        created_at=time.time() if now is None else now).returning(users.c.id)).scalar_one())
+    for unit in sorted(set(org_unit_ids)):
+        conn.execute(user_org_units.insert().values(user_id=user_id, org_unit_id=unit))
+    return user_id
+
+
+def authenticate_user(conn: Connection, username: str, password: str,
+                      now: Optional[float] = None) -> Optional[Principal]:
+    """The principal for a correct user name and password, None otherwise (the dashboard's sign-in)."""
+    row = conn.execute(sa.select(users).where(users.c.username == username)).mappings().first()
+    if row is None:
+        # Same work as a real check, so response time does not reveal which user names exist.
+        security.verify_password(password, _DUMMY_HASH)
+        return None
+    if row["disabled_at"] is not None or not security.verify_password(password, row["password_hash"]):
+        return None
+    conn.execute(users.update().where(users.c.id == row["id"])
+                 .values(last_login_at=time.time() if now is None else now))  # caller runs this in db.write()
+    units = conn.execute(sa.select(user_org_units.c.org_unit_id)
+                         .where(user_org_units.c.user_id == row["id"])).scalars().all()
+    return Principal(actor=f"user:{row['username']}", role=row["role"],
+                     scope=Scope(frozenset(int(u) for u in units)) if units else Scope.everything(),
+                     user_id=int(row["id"]))
+
+
+_DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+# -- API tokens --------------------------------------------------------------------------------
+
+def create_api_token(conn: Connection, name: str, role: str, org_unit_ids: Iterable[int] = (),
+                     expires_at: Optional[float] = None, user_id: Optional[int] = None,
+                     now: Optional[float] = None) -> tuple[int, str]:
+    """Store a new API token (hashed) and return (id, token); the token is shown once and never again."""
+    _check_role(role)
+    if not name or len(name) > 200:
+        raise AccountError("an API token needs a name of 1-200 characters (who or what uses it)")
+    token = security.new_token(security.API_TOKEN_PREFIX)
+    token_id = int(conn.execute(api_tokens.insert().values(
+        name=name, token_hash=security.token_hash(token), prefix=security.token_display_prefix(token),
+        role=role, user_id=user_id, created_at=time.time() if now is None else now,
+        expires_at=expires_at).returning(api_tokens.c.id)).scalar_one())
+    for unit in sorted(set(org_unit_ids)):
+        conn.execute(api_token_org_units.insert().values(token_id=token_id, org_unit_id=unit))
+    return token_id, token
+
+
+# last_used_at is refreshed at most this often, so reads by a busy script do not write on every call.
+LAST_USED_RESOLUTION = 60.0
+
+
+def authenticate_api_token(conn: Connection, token: str, now: Optional[float] = None) -> Optional[Principal]:
+    """The principal for a valid, unexpired, unrevoked API token; None otherwise. Reads only."""
+    if not token.startswith(security.API_TOKEN_PREFIX) or len(token) > 200:
+        return None
+    current = time.time() if now is None else now
+    row = conn.execute(sa.select(api_tokens).where(api_tokens.c.token_hash == security.token_hash(token))
+                       ).mappings().first()
+    if row is None or row["revoked_at"] is not None:
+        return None
+    if row["expires_at"] is not None and row["expires_at"] <= current:
+        return None
+    units = conn.execute(sa.select(api_token_org_units.c.org_unit_id)
+                         .where(api_token_org_units.c.token_id == row["id"])).scalars().all()
+    needs_touch = row["last_used_at"] is None or current - row["last_used_at"] > LAST_USED_RESOLUTION
+    return Principal(actor=f"token:{row['name']}", role=row["role"],
+                     scope=Scope(frozenset(int(u) for u in units)) if units else Scope.everything(),
+                     token_id=int(row["id"]), user_id=row["user_id"], needs_touch=needs_touch)
+
+
+def touch_api_token(conn: Connection, token_id: int, now: Optional[float] = None) -> None:
+    conn.execute(api_tokens.update().where(api_tokens.c.id == token_id)
+                 .values(last_used_at=time.time() if now is None else now))
+
+
+def list_api_tokens(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.prefix, api_tokens.c.role,
+                                  api_tokens.c.created_at, api_tokens.c.expires_at, api_tokens.c.revoked_at,
+                                  api_tokens.c.last_used_at).order_by(api_tokens.c.id)).mappings().all()
+    return [dict(row) for row in rows]

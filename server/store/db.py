@@ -1,0 +1,112 @@
+"""Engines for the collector database: SQLite (WAL, busy timeout) or PostgreSQL (psycopg 3).
+
+`Database.read()` gives a connection for queries; `Database.write()` a transaction for changes. On
+SQLite a write transaction starts with BEGIN IMMEDIATE (it takes the write lock up front, so two writers
+never deadlock upgrading a read lock) and writers of one process queue on a lock instead of polling the
+database file; other processes wait up to busy_timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+SQLITE_BUSY_TIMEOUT_MS = 15000
+
+
+class DatabaseURLError(ValueError):
+    """The database URL names a backend the collector does not support."""
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite+pysqlite:///{(Path(data_dir) / 'teleposture.db').resolve()}"
+
+
+def backend_of(url: str) -> str:
+    name = sa.engine.make_url(url).get_backend_name()
+    if name not in ("sqlite", "postgresql"):
+        raise DatabaseURLError(
+            f"unsupported database URL {sa.engine.make_url(url).render_as_string(hide_password=True)!r}: "
+            "expected sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+    return name
+
+
+def _sqlite_engine(url: str, immediate: bool) -> Engine:
+    sa_url = sa.engine.make_url(url)
+    if sa_url.database and sa_url.database != ":memory:":
+        Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, pool_size=8, max_overflow=8,
+                              connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how transactions start (pysqlite would BEGIN lazily).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # NORMAL in WAL mode: a commit is durable against application crashes; an OS crash may lose
+        # the last transactions but never corrupts the database.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The two engines (read and write) of one database URL."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.backend = backend_of(url)
+        self._write_lock: threading.Lock | None
+        if self.backend == "sqlite":
+            self.read_engine = _sqlite_engine(url, immediate=False)
+            self.write_engine = _sqlite_engine(url, immediate=True)
+            self._write_lock = threading.Lock()
+        else:
+            self.read_engine = sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                                                pool_pre_ping=True)
+            self.write_engine = self.read_engine
+            self._write_lock = None
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.backend == "postgresql"
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.read_engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self.write_engine.begin() as conn:
+                yield conn
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def dispose(self) -> None:
+        self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()
+
+    def display_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)

@@ -1,0 +1,310 @@
+"""Read queries behind the admin API and the dashboard: fleet summary, device lists, device detail.
+
+Every function takes a `Scope` and applies it in SQL. Lists are paginated and their filters and sort
+keys are allow-listed; each combination is answered from an index on devices or check_state (see
+server/store/schema.py), so they stay fast at 100k devices.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from server.store.policies import find_version
+from server.store.schema import (
+    COMPLIANCE_STATES,
+    DEVICE_ACTIVE,
+    DEVICE_STATES,
+    RESULT_STATUSES,
+    check_state,
+    devices,
+    org_units,
+    reports,
+    transitions,
+)
+from server.store.scope import Scope
+
+MAX_PER_PAGE = 500
+SEARCH_MAX_LENGTH = 100
+
+# sort key (as the API and dashboard spell it) -> column; "-key" sorts descending.
+SORT_COLUMNS: dict[str, Any] = {
+    "hostname": devices.c.hostname_lc,
+    "serial": devices.c.serial_lc,
+    "user": devices.c.username_lc,
+    "last_seen": devices.c.last_seen,
+    "compliance": devices.c.compliance,
+    "fail_count": devices.c.fail_count,
+    "enrolled_at": devices.c.enrolled_at,
+    "platform": devices.c.platform,
+    "os_version": devices.c.os_version,
+}
+DEFAULT_SORT = "hostname"
+
+
+class QueryError(ValueError):
+    """A filter or sort value outside the allow-list; the message lists what is accepted."""
+
+
+@dataclass(frozen=True)
+class DeviceFilter:
+    compliance: Optional[str] = None  # compliant | not_compliant | error | unknown
+    failing_rule: Optional[str] = None  # devices whose rule has status `rule_status`
+    rule_status: str = "fail"
+    org_unit_id: Optional[int] = None
+    platform: Optional[str] = None
+    os_name: Optional[str] = None
+    stale: Optional[bool] = None  # True: not seen for stale_after seconds (or never); False: seen recently
+    search: Optional[str] = None  # prefix of hostname, serial or user (case-insensitive)
+    state: str = DEVICE_ACTIVE  # active | revoked | replaced
+
+    def validate(self) -> None:
+        if self.compliance is not None and self.compliance not in COMPLIANCE_STATES:
+            raise QueryError(f"status must be one of {', '.join(COMPLIANCE_STATES)}, found {self.compliance!r}")
+        if self.rule_status not in RESULT_STATUSES:
+            raise QueryError(f"rule_status must be one of {', '.join(RESULT_STATUSES)}, found {self.rule_status!r}")
+        if self.state not in DEVICE_STATES:
+            raise QueryError(f"state must be one of {', '.join(DEVICE_STATES)}, found {self.state!r}")
+        if self.search is not None and len(self.search) > SEARCH_MAX_LENGTH:
+            raise QueryError(f"search text is limited to {SEARCH_MAX_LENGTH} characters")
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass
+class FleetSummary:
+    devices: int = 0  # active devices
+    reporting: int = 0  # active devices with at least one report
+    by_compliance: dict[str, int] = field(default_factory=dict)
+    compliant_percent: Optional[float] = None  # of reporting devices; None when none reported yet
+    stale: int = 0  # active devices not seen for stale_after seconds (including never seen)
+    never_seen: int = 0
+    revoked: int = 0
+    stale_after: float = 0.0
+    rules: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> status -> count
+
+
+def _like_prefix(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def parse_sort(sort: Optional[str]) -> tuple[str, bool]:
+    key = sort or DEFAULT_SORT
+    descending = key.startswith("-")
+    name = key[1:] if descending else key
+    if name not in SORT_COLUMNS:
+        raise QueryError(f"sort must be one of {', '.join(sorted(SORT_COLUMNS))} (prefix - for descending), "
+                         f"found {key!r}")
+    return name, descending
+
+
+def _device_conditions(scope: Scope, flt: DeviceFilter, now: float, stale_after: float) -> list[Any]:
+    flt.validate()
+    where: list[Any] = [devices.c.state == flt.state, scope.clause(devices.c.org_unit_id)]
+    if flt.org_unit_id is not None:
+        where.append(devices.c.org_unit_id == flt.org_unit_id)
+    if flt.compliance is not None:
+        where.append(devices.c.compliance == flt.compliance)
+    if flt.platform:
+        where.append(devices.c.platform == flt.platform)
+    if flt.os_name:
+        where.append(devices.c.os_name == flt.os_name)
+    cutoff = now - stale_after
+    if flt.stale is True:
+        where.append(sa.or_(devices.c.last_seen < cutoff,
+                            sa.and_(devices.c.last_seen.is_(None), devices.c.enrolled_at < cutoff)))
+    elif flt.stale is False:
+        where.append(sa.or_(devices.c.last_seen >= cutoff,
+                            sa.and_(devices.c.last_seen.is_(None), devices.c.enrolled_at >= cutoff)))
+    if flt.search:
+        pattern = _like_prefix(flt.search.strip())
+        where.append(sa.or_(devices.c.hostname_lc.like(pattern, escape="\\"),
+                            devices.c.serial_lc.like(pattern, escape="\\"),
+                            devices.c.username_lc.like(pattern, escape="\\")))
+    if flt.failing_rule:
+        failing = sa.select(check_state.c.device_id).where(
+            check_state.c.active.is_(True), check_state.c.rule_id == flt.failing_rule,
+            check_state.c.status == flt.rule_status, scope.clause(check_state.c.org_unit_id))
+        where.append(devices.c.id.in_(failing))
+    return where
+
+
+DEVICE_LIST_COLUMNS = (
+    devices.c.id, devices.c.hostname, devices.c.serial, devices.c.username, devices.c.platform,
+    devices.c.os_name, devices.c.os_version, devices.c.agent_version, devices.c.org_unit_id,
+    org_units.c.name.label("org_unit"), devices.c.state, devices.c.compliance, devices.c.compliance_since,
+    devices.c.fail_count, devices.c.warn_count, devices.c.error_count, devices.c.disagreements,
+    devices.c.last_seen, devices.c.last_report_at, devices.c.enrolled_at, devices.c.policy_ref,
+    devices.c.agent_policy_ref, devices.c.revoked_at, devices.c.replaced_by, devices.c.replaces,
+)
+
+
+def _device_item(row: Any, now: float, stale_after: float) -> dict[str, Any]:
+    item = dict(row)
+    seen = item["last_seen"] if item["last_seen"] is not None else item["enrolled_at"]
+    item["stale"] = seen < now - stale_after
+    return item
+
+
+def list_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: float, stale_after: float,
+                 sort: Optional[str] = None, page: int = 1, per_page: int = 50) -> Page:
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise QueryError(f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
+    name, descending = parse_sort(sort)
+    where = _device_conditions(scope, flt, now, stale_after)
+    total = conn.execute(sa.select(sa.func.count()).select_from(devices).where(*where)).scalar_one()
+    column = SORT_COLUMNS[name]
+    order = [column.desc() if descending else column.asc(), devices.c.id.desc() if descending else devices.c.id]
+    rows = conn.execute(sa.select(*DEVICE_LIST_COLUMNS)
+                        .select_from(devices.join(org_units, org_units.c.id == devices.c.org_unit_id))
+                        .where(*where).order_by(*order).limit(per_page).offset((page - 1) * per_page)
+                        ).mappings().all()
+    return Page([_device_item(r, now, stale_after) for r in rows], int(total), page, per_page)
+
+
+def iter_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: float, stale_after: float,
+                 sort: Optional[str] = None, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every matching device in sort order, fetched in chunks (for exports)."""
+    name, descending = parse_sort(sort)
+    where = _device_conditions(scope, flt, now, stale_after)
+    column = SORT_COLUMNS[name]
+    order = [column.desc() if descending else column.asc(), devices.c.id.desc() if descending else devices.c.id]
+    result = conn.execution_options(yield_per=chunk).execute(
+        sa.select(*DEVICE_LIST_COLUMNS)
+        .select_from(devices.join(org_units, org_units.c.id == devices.c.org_unit_id))
+        .where(*where).order_by(*order))
+    for row in result.mappings():
+        yield _device_item(row, now, stale_after)
+
+
+def fleet_summary(conn: Connection, scope: Scope, *, now: float, stale_after: float) -> FleetSummary:
+    summary = FleetSummary(stale_after=stale_after, by_compliance={state: 0 for state in COMPLIANCE_STATES})
+    active = [devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id)]
+    for compliance, count in conn.execute(sa.select(devices.c.compliance, sa.func.count()).where(*active)
+                                          .group_by(devices.c.compliance)).tuples():
+        summary.by_compliance[str(compliance)] = int(count)
+    summary.devices = sum(summary.by_compliance.values())
+    summary.reporting = summary.devices - summary.by_compliance.get("unknown", 0)
+    if summary.reporting:
+        summary.compliant_percent = round(100.0 * summary.by_compliance.get("compliant", 0) / summary.reporting, 2)
+    cutoff = now - stale_after
+    summary.stale = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
+        *active, devices.c.last_seen < cutoff)).scalar_one())
+    summary.never_seen = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
+        *active, devices.c.last_seen.is_(None))).scalar_one())
+    summary.stale += int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
+        *active, devices.c.last_seen.is_(None), devices.c.enrolled_at < cutoff)).scalar_one())
+    summary.revoked = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
+        devices.c.state == "revoked", scope.clause(devices.c.org_unit_id))).scalar_one())
+    for rule_id, status, count in conn.execute(
+            sa.select(check_state.c.rule_id, check_state.c.status, sa.func.count())
+            .where(check_state.c.active.is_(True), scope.clause(check_state.c.org_unit_id))
+            .group_by(check_state.c.rule_id, check_state.c.status)).tuples():
+        summary.rules.setdefault(str(rule_id), {s: 0 for s in RESULT_STATUSES})[str(status)] = int(count)
+    return summary
+
+
+def _json_or(text: Optional[str], default: Any) -> Any:
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def get_device(conn: Connection, scope: Scope, device_id: str, *, now: float,
+               stale_after: float) -> Optional[dict[str, Any]]:
+    """The device row (as list_devices shows it) or None when unknown or outside the scope."""
+    row = conn.execute(sa.select(*DEVICE_LIST_COLUMNS, devices.c.machine_id, devices.c.key_id, devices.c.last_seq)
+                       .select_from(devices.join(org_units, org_units.c.id == devices.c.org_unit_id))
+                       .where(devices.c.id == device_id, scope.clause(devices.c.org_unit_id))).mappings().first()
+    return None if row is None else _device_item(row, now, stale_after)
+
+
+def device_checks(conn: Connection, device: dict[str, Any]) -> list[dict[str, Any]]:
+    """Current state per rule, with the remediation text of the policy version that judged it."""
+    remediation: dict[str, Any] = {}
+    titles: dict[str, Any] = {}
+    ref = device.get("policy_ref")
+    if ref and "@" in ref:
+        policy_id, _, version = ref.rpartition("@")
+        if version.isdigit():
+            stored = find_version(conn, policy_id, int(version))
+            if stored is not None:
+                for rule in stored.policy.rules:
+                    remediation[rule.id] = dict(rule.remediation)
+                    titles[rule.id] = dict(rule.title)
+    rows = conn.execute(sa.select(check_state).where(check_state.c.device_id == device["id"])
+                        .order_by(check_state.c.rule_id)).mappings().all()
+    out = []
+    for row in rows:
+        out.append({
+            "rule_id": row["rule_id"], "check": row["check_id"], "severity": row["severity"],
+            "status": row["status"], "since": row["since"], "failing_since": row["failing_since"],
+            "reason": row["reason"], "message": _json_or(row["message"], {}),
+            "evidence": _json_or(row["evidence"], []), "agent_status": row["agent_status"],
+            "disagrees": row["agent_status"] is not None and row["agent_status"] != row["status"],
+            "updated_at": row["updated_at"], "title": titles.get(row["rule_id"], {}),
+            "remediation": remediation.get(row["rule_id"], {}),
+        })
+    return out
+
+
+def device_history(conn: Connection, device_id: str, *, page: int = 1, per_page: int = 50,
+                   rule_id: Optional[str] = None) -> Page:
+    where = [transitions.c.device_id == device_id]
+    if rule_id:
+        where.append(transitions.c.rule_id == rule_id)
+    total = conn.execute(sa.select(sa.func.count()).select_from(transitions).where(*where)).scalar_one()
+    rows = conn.execute(sa.select(transitions.c.rule_id, transitions.c.check_id, transitions.c.old_status,
+                                  transitions.c.new_status, transitions.c.at, transitions.c.recorded_at,
+                                  transitions.c.seq, transitions.c.reason)
+                        .where(*where).order_by(transitions.c.at.desc(), transitions.c.id.desc())
+                        .limit(per_page).offset((page - 1) * per_page)).mappings().all()
+    return Page([dict(r) for r in rows], int(total), page, per_page)
+
+
+def device_reports(conn: Connection, device_id: str, *, limit: int = 10,
+                   with_payload: bool = False) -> list[dict[str, Any]]:
+    """The most recent kept raw reports (see ingest's sampling), newest first."""
+    columns = [reports.c.seq, reports.c.report_id, reports.c.created_at, reports.c.received_at,
+               reports.c.compliance, reports.c.policy_ref]
+    if with_payload:
+        columns.append(reports.c.payload)
+    rows = conn.execute(sa.select(*columns).where(reports.c.device_id == device_id)
+                        .order_by(reports.c.seq.desc()).limit(limit)).mappings().all()
+    out = []
+    for row in rows:
+        item = dict(row)
+        if with_payload:
+            item["payload"] = _json_or(item["payload"], None)
+        out.append(item)
+    return out
+
+
+def fleet_history(conn: Connection, scope: Scope, *, since: float, until: float, page: int = 1,
+                  per_page: int = 100) -> Page:
+    """Status changes across the fleet in a time window, newest first (dashboard activity feed)."""
+    where = [transitions.c.at >= since, transitions.c.at < until, scope.clause(transitions.c.org_unit_id)]
+    total = conn.execute(sa.select(sa.func.count()).select_from(transitions).where(*where)).scalar_one()
+    rows = conn.execute(sa.select(transitions).where(*where)
+                        .order_by(transitions.c.at.desc(), transitions.c.id.desc())
+                        .limit(per_page).offset((page - 1) * per_page)).mappings().all()
+    return Page([dict(r) for r in rows], int(total), page, per_page)
