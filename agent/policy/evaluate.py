@@ -170,9 +170,10 @@ def _judge(fact_type: str, fact: str, value: Any, exp: Any, facts: Mapping[str, 
             else ("fail", message("eq_fail", fact=fact, value=value, expected=exp))]
 
 
-def _unknown_reason(outcome: Mapping[str, Any]) -> str:
+def _unknown_reason(outcome: Mapping[str, Any]) -> Any:
+    """The check's own reason (English text from the collector), or a translatable "not reported"."""
     reason = outcome.get("reason")
-    return str(reason) if reason else "not reported by the check"
+    return str(reason) if reason else message("not_reported")
 
 
 def _judge_corporate_networks(networks: List[str], facts: Mapping[str, Any],

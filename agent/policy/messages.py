@@ -17,6 +17,7 @@ TEMPLATES_EN: Mapping[str, str] = {
     "check_missing": "no facts were collected for check {check}",
     "facts_malformed": "facts for {check} are malformed: {problem}",
     "fact_unknown": "{fact} unknown ({reason})",
+    "not_reported": "the check did not report it",
     "fact_bad_type": "{fact} should be {expected}, found {found}",
     "eq_pass": "{fact}: {value}",
     "eq_fail": "{fact}: {value} (expected: {expected})",
