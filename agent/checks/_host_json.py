@@ -1,0 +1,97 @@
+"""Pure readers for the JSON the Host gives for processes and network interfaces."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from agent.checks.base import ParseError
+
+
+def parse_processes(text: str) -> List[Dict[str, Any]]:
+    """Rows of ``Host.processes()``: dicts with at least a string ``name``."""
+    try:
+        rows = json.loads(text or "[]")
+    except ValueError as exc:
+        raise ParseError(f"process list: expected JSON, found unparsable text ({exc})") from exc
+    if not isinstance(rows, list):
+        raise ParseError("process list: expected a JSON list of processes")
+    out = []
+    for row in rows:
+        if isinstance(row, dict):
+            name = row.get("name")
+            exe = row.get("exe")
+            out.append({"name": name if isinstance(name, str) else "",
+                        "exe": exe if isinstance(exe, str) else ""})
+    return out
+
+
+def parse_interfaces(text: str) -> Dict[str, Dict[str, Any]]:
+    """``Host.interfaces()``: name -> {up: bool, addresses: [{family, address}]}."""
+    try:
+        data = json.loads(text or "{}")
+    except ValueError as exc:
+        raise ParseError(f"interface list: expected JSON, found unparsable text ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ParseError("interface list: expected a JSON object of interfaces")
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, info in data.items():
+        if not isinstance(info, dict):
+            continue
+        addresses = []
+        for addr in info.get("addresses") or []:
+            if isinstance(addr, dict) and isinstance(addr.get("address"), str):
+                addresses.append({"family": str(addr.get("family", "")), "address": addr["address"]})
+        out[str(name)] = {"up": bool(info.get("up")), "addresses": addresses}
+    return out
+
+
+def routable_addresses(addresses: Sequence[Mapping[str, Any]]) -> List[str]:
+    """IPv4 addresses and IPv6 addresses that are not link-local (fe80::/10) or loopback."""
+    out = []
+    for addr in addresses:
+        text = str(addr.get("address", "")).split("%")[0]
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_unspecified:
+            continue
+        if ip.version == 6 and ip.is_link_local:
+            continue
+        if ip.version == 4 and ip.is_link_local:
+            continue  # 169.254/16: no DHCP answer, not a tunnel address
+        out.append(text)
+    return out
+
+
+def running_names(processes: Sequence[Mapping[str, Any]], known: Mapping[str, Sequence[str]]) -> List[str]:
+    """Product names from ``known`` (product -> process names, case-insensitive) that have a process running."""
+    seen = set()
+    for proc in processes:
+        name = str(proc.get("name", "")).lower()
+        exe_base = str(proc.get("exe", "")).replace("\\", "/").rsplit("/", 1)[-1].lower()
+        seen.add(name)
+        if exe_base:
+            seen.add(exe_base)
+    found = []
+    for product, names in known.items():
+        if any(n.lower() in seen for n in names):
+            found.append(product)
+    return found
+
+
+def iso_utc(epoch: Optional[float]) -> Optional[str]:
+    """RFC 3339 UTC text for epoch seconds (None stays None)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def days_between(earlier: Optional[float], now: float) -> Optional[float]:
+    """Whole-ish days from ``earlier`` to ``now`` (two decimals), never negative; None when unknown."""
+    if earlier is None:
+        return None
+    return round(max(0.0, now - earlier) / 86400.0, 2)

@@ -1,0 +1,67 @@
+"""Property lists as macOS tools print them (`-plist`, `plutil -convert xml1 -o -`): pure parsing."""
+
+from __future__ import annotations
+
+import plistlib
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional
+
+from agent.checks.base import ParseError
+
+
+def parse_plist(text: str, what: str) -> Any:
+    """The object in an XML (or binary-as-text) property list; ParseError naming ``what`` otherwise."""
+    data = text.strip().encode("utf-8")
+    if not data:
+        raise ParseError(f"{what}: expected a property list, found empty output")
+    try:
+        return plistlib.loads(data)
+    except (plistlib.InvalidFileException, ValueError, TypeError, KeyError, IndexError) as exc:
+        # expat errors subclass ValueError; a truncated document can raise the others
+        raise ParseError(f"{what}: expected a property list, found unparsable text ({exc})") from exc
+
+
+def parse_plist_dict(text: str, what: str) -> Dict[str, Any]:
+    value = parse_plist(text, what)
+    if not isinstance(value, dict):
+        raise ParseError(f"{what}: expected a dictionary at the top of the property list, found {type(value).__name__}")
+    return value
+
+
+def plist_bool(value: Any) -> Optional[bool]:
+    """Booleans as preference files store them: true/false, 1/0, "YES"/"NO"; None when absent or odd."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "yes", "true"):
+            return True
+        if lowered in ("0", "no", "false"):
+            return False
+    return None
+
+
+def plist_int(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def plist_epoch(value: Any) -> Optional[float]:
+    """A plist <date> (naive datetimes from plistlib are UTC) as epoch seconds."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    return None
