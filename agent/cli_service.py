@@ -1,9 +1,277 @@
-"""`enroll`, `run`, `report`, `status` subcommands (placeholder until the service lands)."""
+"""`enroll`, `run`, `report`, `status`: the agent service's subcommands.
+
+Every setting (agent.config.OPTIONS) is a flag here, an environment variable TELEPOSTURE_<NAME> and a
+config-file key, in that order of precedence.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from agent.config import OPTIONS, ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_NOT_DELIVERED = 1
+EXIT_USAGE = 2
+
+
+def _common() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("settings (flag > environment TELEPOSTURE_* > config file)")
+    group.add_argument("--config", metavar="FILE", default=None,
+                       help="config file (TOML, or JSON if it ends in .json); env TELEPOSTURE_CONFIG")
+    for option in OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        if option.convert.__name__ == "_as_bool":
+            group.add_argument(flag, dest=option.name, action="store_const", const=True, default=None,
+                               help=f"{option.help} (env {option.env})")
+        else:
+            group.add_argument(flag, dest=option.name, default=None, metavar=option.name.upper(),
+                               help=f"{option.help} (env {option.env})")
+    return parent
 
 
 def register(sub: Any) -> None:
-    return None
+    common = _common()
+    enroll = sub.add_parser("enroll", parents=[common], help="enrol this machine with a collector (once)",
+                            description="Create this device's key, enrol with the collector using a one-time "
+                                        "token, pin the collector's key and keep the first signed policy.")
+    enroll.add_argument("--token", default=None,
+                        help="enrolment token from `teleposture-server token create` (env TELEPOSTURE_TOKEN)")
+    enroll.add_argument("--force", action="store_true", help="enrol again even if already enrolled")
+    enroll.set_defaults(handler=cmd_enroll)
+
+    run = sub.add_parser("run", parents=[common], help="the service: scheduled checks, uploads, policy refresh")
+    run.add_argument("--max-cycles", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--replay", metavar="FILE", default=None,
+                     help="answer probes from a `check --record` file instead of this machine (tests, benchmarks)")
+    run.set_defaults(handler=cmd_run)
+
+    report = sub.add_parser("report", parents=[common], help="check, sign, queue and upload one report now")
+    report.add_argument("--now", action="store_true", help="required: run one cycle and upload immediately")
+    report.add_argument("--deadline", type=float, default=20.0,
+                        help="seconds to keep retrying the upload before giving up (default 20)")
+    report.add_argument("--replay", metavar="FILE", default=None,
+                        help="answer probes from a `check --record` file instead of this machine")
+    report.set_defaults(handler=cmd_report)
+
+    status = sub.add_parser("status", parents=[common], help="identity, policy, last results, outbox, last upload")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+
+
+def _settings(args: argparse.Namespace, quiet_default: bool = True) -> Settings:
+    flags = {option.name: getattr(args, option.name, None) for option in OPTIONS}
+    flags["config"] = args.config
+    settings = load_settings(flags)
+    from agent import logs
+
+    level = settings.log_level
+    if quiet_default and settings.sources.get("log_level") == "default":
+        level = "warning"  # one-shot commands talk through their output, not info logs
+    logs.configure(settings.log_format, level)
+    return settings
+
+
+def _fail(message: str) -> int:
+    print(f"teleposture-agent: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# -- enroll ------------------------------------------------------------------------------------------
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from agent.service import ServiceError, enroll
+    from agent.state import StateError
+    from agent.transport import TransportError
+
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    token = args.token or os.environ.get("TELEPOSTURE_TOKEN")
+    if not settings.server:
+        return _fail("enroll needs the collector URL: --server https://collector.example.org (or TELEPOSTURE_SERVER)")
+    if not token:
+        return _fail("enroll needs an enrolment token: --token TOKEN (or TELEPOSTURE_TOKEN)")
+    try:
+        identity = enroll(settings, settings.server, token, settings.ca_file, settings.allow_http, force=args.force)
+    except (ServiceError, StateError, TransportError) as exc:
+        return _fail(f"enrolment failed: {exc}")
+    print(f"enrolled as device {identity.device_id} with {identity.server_url}")
+    print(f"state directory: {settings.state_dir}")
+    return EXIT_OK
+
+
+# -- run ----------------------------------------------------------------------------------------------
+
+def _service(settings: Settings, replay: Optional[str] = None) -> Any:
+    from agent.probes import Recording, ReplayHost
+    from agent.service import AgentService
+
+    host = ReplayHost(Recording.load(Path(replay))) if replay else None
+    return AgentService(settings, host=host)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.daemon import Daemon
+    from agent.probes import RecordingError
+    from agent.state import StateError
+    from agent.transport import TransportError
+
+    try:
+        settings = _settings(args, quiet_default=False)
+        service = _service(settings, args.replay)
+    except (ConfigError, StateError, TransportError, RecordingError) as exc:
+        return _fail(str(exc))
+    daemon = Daemon(service, splay=settings.splay, max_cycles=args.max_cycles)
+    try:
+        daemon.run_forever()
+    finally:
+        service.close()
+    return EXIT_OK
+
+
+# -- report --now -----------------------------------------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from agent.probes import RecordingError
+    from agent.service import ServiceError
+    from agent.state import StateError
+    from agent.transport import TransportError
+
+    if not args.now:
+        return _fail("report needs --now (run one cycle, queue and upload immediately)")
+    try:
+        settings = _settings(args)
+        service = _service(settings, args.replay)
+    except (ConfigError, StateError, TransportError, RecordingError) as exc:
+        return _fail(str(exc))
+    try:
+        try:
+            produced = service.produce_report("report --now")
+        except ServiceError as exc:
+            return _fail(str(exc))
+        counts = " ".join(f"{k}={v}" for k, v in sorted(produced.counts.items()))
+        print(f"report seq {produced.seq} queued: {produced.status} ({counts or 'no rules'})", flush=True)
+        if produced.evicted:
+            print(f"outbox full: dropped the {produced.evicted} oldest report(s)")
+        return _deliver(service, produced.seq, args.deadline)
+    finally:
+        service.close()
+
+
+def _deliver(service: Any, seq: int, deadline_seconds: float) -> int:
+    deadline = time.monotonic() + max(0.0, deadline_seconds)
+    while True:
+        outcome = service.upload_pending(lock_wait=max(0.0, deadline - time.monotonic()))
+        queued = service._spool_call("seqs")
+        if seq not in queued:
+            dead = [d for d in service._spool_call("dead_letters") if d["seq"] == seq]
+            if dead:
+                print(f"report seq {seq} was rejected by the collector: {dead[0]['reason']}")
+                return EXIT_NOT_DELIVERED
+            if outcome.error is None or outcome.delivered:
+                print(f"report seq {seq} delivered to {service.identity.server_url}"
+                      + (f" ({outcome.remaining} report(s) still queued)" if outcome.remaining else ""))
+                return EXIT_OK
+            print(f"report seq {seq} is no longer queued (dropped from a full outbox?)")
+            return EXIT_NOT_DELIVERED
+        if outcome.error is None:
+            # nothing failed but ours is still queued (another process held the upload lock): try again
+            delay = 0.2
+        elif not outcome.retryable:
+            break
+        else:
+            delay = service.backoff.next_delay(outcome.retry_after)
+        if time.monotonic() + delay > deadline:
+            break
+        time.sleep(delay)
+    reason = outcome.error or "deadline reached"
+    print(f"report seq {seq} queued but not delivered: {reason}. {outcome.remaining} report(s) in the outbox; "
+          "the service (`teleposture-agent run`) will keep retrying")
+    return EXIT_NOT_DELIVERED
+
+
+# -- status --------------------------------------------------------------------------------------------
+
+def collect_status(settings: Settings) -> Dict[str, Any]:
+    from agent import protocol
+    from agent.spool import peek
+    from agent.state import StateDir, StateError
+
+    state = StateDir(settings.state_dir)
+    out: Dict[str, Any] = {"state_dir": str(settings.state_dir), "enrolled": False}
+    try:
+        identity = state.load_identity()
+    except StateError as exc:
+        out["problem"] = str(exc)
+        return out
+    out.update(enrolled=True, device_id=identity.device_id, collector=identity.server_url,
+               enrolled_at=identity.enrolled_at, server_key_id=identity.server_key_id)
+    policy: Dict[str, Any] = {"source": "bundled baseline (no signed policy stored)"}
+    try:
+        bundle = state.load_policy_bundle()
+        if bundle is not None:
+            doc, _ = protocol.open_policy_bundle(bundle, protocol.load_public_key(identity.server_key))
+            policy = {"id": doc.get("id"), "version": doc.get("version"), "source": "signed by the collector"}
+    except (StateError, protocol.ProtocolError) as exc:
+        policy = {"source": "stored policy unusable", "problem": str(exc)}
+    out["policy"] = policy
+    try:
+        saved = state.status() if state.db_path.exists() else {}
+    except sqlite3.Error as exc:
+        saved = {"last_error": {"message": f"state database unreadable: {exc}"}}
+    finally:
+        state.close()
+    out["last_cycle"] = saved.get("last_cycle")
+    out["last_upload_at"] = saved.get("last_upload_at")
+    out["last_error"] = saved.get("last_error")
+    out["outbox_reset"] = saved.get("outbox_reset")
+    out["outbox"] = peek(state.outbox_path)
+    out["last_seq"] = (saved.get("last_cycle") or {}).get("seq")
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    info = collect_status(settings)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not info["enrolled"]:
+        print(f"not enrolled ({info.get('problem')})")
+        return EXIT_OK
+    policy = info["policy"]
+    cycle: Optional[Dict[str, Any]] = info["last_cycle"]
+    outbox = info["outbox"]
+    lines = [
+        ("device", info["device_id"]),
+        ("collector", info["collector"]),
+        ("policy", f"{policy.get('id')} version {policy.get('version')} ({policy['source']})"
+         if policy.get("id") else policy["source"] + (f": {policy['problem']}" if policy.get("problem") else "")),
+        ("last cycle", "never" if not cycle else
+         f"{cycle['at']} seq {cycle['seq']}: {cycle['status']} "
+         f"({' '.join(f'{k}={v}' for k, v in sorted(cycle['counts'].items()))})"
+         + (f"; failing: {', '.join(cycle['failing'])}" if cycle.get("failing") else "")),
+        ("outbox", outbox.get("problem") or
+         f"{outbox['depth']} report(s) queued, {outbox['bytes']} bytes; dropped {outbox['dropped_total']}, "
+         f"rejected {outbox['rejected_total']}"),
+        ("last upload", info["last_upload_at"] or "never"),
+        ("last error", "none" if not info["last_error"] else
+         f"{info['last_error'].get('at', '')} {info['last_error'].get('message', '')}".strip()),
+    ]
+    width = max(len(name) for name, _ in lines)
+    for name, value in lines:
+        print(f"{name.ljust(width)} : {value}")
+    return EXIT_OK

@@ -1,0 +1,304 @@
+"""The agent's state directory: identity, device key, pinned server key, last good policy, counters.
+
+Layout (directory 0700, secrets 0600):
+
+    identity.json     device id, collector URL, pinned server key, TLS settings used at enrolment
+    device_key.pem    the device's Ed25519 private key (PKCS#8, 0600)
+    policy.json       the last good signed policy bundle {payload, signature, key_id}
+    state.db          SQLite: the report sequence counter and the status `status` shows
+    outbox.db         the spool of signed reports (agent.spool)
+    cache/            probe cache (mtime-keyed)
+
+The sequence counter lives in state.db, apart from the outbox, so that a corrupted outbox that is moved
+aside never makes the agent reuse a sequence number the collector has already seen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import protocol
+
+IDENTITY_SCHEMA = "teleposture/identity/v1"
+
+
+class StateError(RuntimeError):
+    """The state directory cannot be used; the message says why and what to do."""
+
+
+class NotEnrolled(StateError):
+    pass
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(str(directory), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    server_url: str
+    server_key: str  # base64 Ed25519 public key, pinned at enrolment
+    server_key_id: str
+    enrolled_at: str
+    ca_file: Optional[str] = None
+    allow_http: bool = False
+    org_unit: Optional[str] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = IDENTITY_SCHEMA
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> Identity:
+        if not isinstance(data, dict) or data.get("schema") != IDENTITY_SCHEMA:
+            raise StateError(f"{source}: not a Teleposture identity file (expected schema {IDENTITY_SCHEMA}); "
+                             "enrol again with `teleposture-agent enroll --force`")
+        try:
+            return cls(
+                device_id=str(data["device_id"]), server_url=str(data["server_url"]),
+                server_key=str(data["server_key"]), server_key_id=str(data["server_key_id"]),
+                enrolled_at=str(data["enrolled_at"]),
+                ca_file=None if data.get("ca_file") is None else str(data["ca_file"]),
+                allow_http=bool(data.get("allow_http", False)),
+                org_unit=None if data.get("org_unit") is None else str(data["org_unit"]),
+            )
+        except KeyError as exc:
+            raise StateError(f"{source}: identity file lacks {exc}; enrol again with --force") from exc
+
+
+class FileLock:
+    """An exclusive inter-process lock (flock / msvcrt) on a file; released by the OS if the process dies.
+
+    Each acquisition opens its own descriptor, so two threads of one process exclude each other too.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+
+    def acquire(self, timeout: Optional[float] = None) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if _try_lock(fd):
+                self._fd = fd
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                os.close(fd)
+                return False
+            time.sleep(0.02)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            _unlock(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined,unused-ignore]
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined,unused-ignore]
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+class StateDir:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.identity_path = self.root / "identity.json"
+        self.key_path = self.root / "device_key.pem"
+        self.policy_path = self.root / "policy.json"
+        self.db_path = self.root / "state.db"
+        self.outbox_path = self.root / "outbox.db"
+        self.cache_dir = self.root / "cache"
+        # Held while a seq is allocated, signed and spooled: the outbox then only ever grows in seq order.
+        self.produce_lock = FileLock(self.root / "produce.lock")
+        self.upload_lock_path = self.root / "upload.lock"
+        self._db: Optional[sqlite3.Connection] = None
+        self._db_lock = threading.Lock()
+
+    # -- directory ---------------------------------------------------------------------------------
+    def ensure(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if os.name == "posix":
+                os.chmod(self.root, 0o700)
+        except OSError as exc:
+            raise StateError(f"cannot create the state directory {self.root}: {exc.strerror or exc} "
+                             "(run as the service user, or choose another with --state-dir)") from exc
+
+    def upload_lock(self) -> FileLock:
+        return FileLock(self.upload_lock_path)
+
+    # -- identity and keys --------------------------------------------------------------------------
+    def is_enrolled(self) -> bool:
+        return self.identity_path.exists() and self.key_path.exists()
+
+    def load_identity(self) -> Identity:
+        if not self.identity_path.exists():
+            raise NotEnrolled(f"this agent is not enrolled (no {self.identity_path}); run "
+                              "`teleposture-agent enroll --server URL --token TOKEN` first")
+        try:
+            data = json.loads(self.identity_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read {self.identity_path}: {exc}; enrol again with --force") from exc
+        return Identity.from_json(data, str(self.identity_path))
+
+    def save_identity(self, identity: Identity) -> None:
+        atomic_write(self.identity_path, (json.dumps(identity.to_json(), indent=2, sort_keys=True) + "\n").encode())
+
+    def load_private_key(self) -> Ed25519PrivateKey:
+        try:
+            return protocol.load_private_key(self.key_path)
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot load the device key {self.key_path}: {exc}; enrol again with --force") from exc
+
+    def save_private_key(self, key: Ed25519PrivateKey) -> None:
+        protocol.save_private_key(key, self.key_path)
+
+    # -- policy -------------------------------------------------------------------------------------
+    def load_policy_bundle(self) -> Optional[Dict[str, Any]]:
+        """The stored bundle, or None; its signature is checked by the caller with the pinned key."""
+        try:
+            data = json.loads(self.policy_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read the stored policy {self.policy_path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise StateError(f"{self.policy_path}: expected a signed policy bundle object")
+        return data
+
+    def save_policy_bundle(self, bundle: Mapping[str, Any]) -> None:
+        keep = {name: bundle[name] for name in ("payload", "signature", "key_id") if name in bundle}
+        atomic_write(self.policy_path, (json.dumps(keep, sort_keys=True) + "\n").encode(), mode=0o644)
+
+    # -- state.db: counters and status ----------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.ensure()
+            conn = sqlite3.connect(str(self.db_path), timeout=30.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS status (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db = conn
+        return self._db
+
+    def next_seq(self) -> int:
+        """Allocate the next report sequence number, durably, before anything is signed with it.
+
+        A process killed after this returns leaves a gap, never a reused number.
+        """
+        with self._db_lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+                seq = (row[0] if row else 0) + 1
+                conn.execute("INSERT INTO counters(name, value) VALUES('seq', ?) "
+                             "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (seq,))
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return int(seq)
+
+    def last_seq(self) -> int:
+        with self._db_lock:
+            row = self._conn().execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    def status(self) -> Dict[str, Any]:
+        with self._db_lock:
+            rows = self._conn().execute("SELECT name, value FROM status").fetchall()
+        out: Dict[str, Any] = {}
+        for name, value in rows:
+            try:
+                out[name] = json.loads(value)
+            except ValueError:
+                out[name] = value
+        return out
+
+    def update_status(self, **fields: Any) -> None:
+        if not fields:
+            return
+        with self._db_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for name, value in fields.items():
+                    conn.execute("INSERT INTO status(name, value) VALUES(?, ?) "
+                                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                                 (name, json.dumps(value, sort_keys=True)))
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
