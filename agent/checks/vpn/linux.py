@@ -30,9 +30,11 @@ from agent.probes import NOT_FOUND, Host, ProbeResult
 
 CHECK = "vpn"
 
-# Looked up to learn where "the Internet" goes. TEST-NET-2 (RFC 5737): never configured on a real
-# network, so only a default route (or OpenVPN's 0.0.0.0/1 + 128.0.0.0/1 pair) matches it.
-DEFAULT_ROUTE_PROBE_ADDRESS = "198.51.100.1"
+# Looked up to learn where "the Internet" goes: documentation addresses (RFC 5737), never configured
+# on a real network, so only a default route (or OpenVPN's 0.0.0.0/1 + 128.0.0.0/1 pair) matches them.
+# The first one outside every corporate network of the policy is used (policies are written with
+# documentation ranges as placeholders, and a placeholder must not pass for the default route).
+DEFAULT_ROUTE_PROBE_ADDRESSES = ("198.51.100.1", "203.0.113.1", "192.0.2.1", "192.88.99.1")
 
 IP_TIMEOUT = 5.0
 
@@ -307,6 +309,16 @@ def parse_nmcli_vpn_connections(text: str) -> List[str]:
     return names
 
 
+def default_route_probe(networks: Sequence[str]) -> str:
+    """The address to look up for the default route: one no corporate network contains."""
+    parsed = [ipaddress.ip_network(n, strict=False) for n in networks]
+    for candidate in DEFAULT_ROUTE_PROBE_ADDRESSES:
+        address = ipaddress.ip_address(candidate)
+        if not any(address in net for net in parsed if net.version == address.version):
+            return candidate
+    return DEFAULT_ROUTE_PROBE_ADDRESSES[-1]
+
+
 def first_address(network: str) -> str:
     """The address looked up for a network: its first host (the address itself for a /32 or /128)."""
     net = ipaddress.ip_network(network, strict=False)
@@ -424,7 +436,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
             flags_probe = host.read_text(f"/sys/class/net/{link.name}/tun_flags")
             tun_flags[link.name] = parse_tun_flags(flags_probe.stdout) if flags_probe.error is None else None
 
-    default_answer, failed = _route_get(host, DEFAULT_ROUTE_PROBE_ADDRESS)
+    default_answer, failed = _route_get(host, default_route_probe(networks))
     if failed is not None or default_answer is None:
         return CheckOutcome.probe_failed(CHECK, failed) if failed else CheckOutcome.error(CHECK, "no route answer")
     corporate: List[Tuple[str, RouteAnswer]] = []
