@@ -200,12 +200,19 @@ def parse_iptables_save(text: str, family: str) -> Ruleset:
 def chain_outcome(ruleset: Ruleset, chain: Chain, seen: Tuple[str, ...] = ()) -> Optional[str]:
     """What a chain does with traffic no earlier rule matched: its first catch-all verdict.
 
-    None when the chain falls through (for a base chain that means its policy applies).
+    None when the chain falls through (for a base chain that means its policy applies). In a
+    called chain, a conditional ``return`` before the catch-all sends part of the traffic back to
+    the caller, so that chain cannot be said to decide for all traffic (ufw's ``ufw-not-local``).
     """
     if chain.name in seen:
         return None  # a jump loop; nft refuses these, be safe anyway
+    called = bool(seen)
     for rule in chain.rules:
-        if not rule.unconditional or rule.verdict is None:
+        if rule.verdict is None:
+            continue
+        if not rule.unconditional:
+            if called and rule.verdict == "return":
+                return None
             continue
         if rule.verdict in TERMINAL:
             return rule.verdict
