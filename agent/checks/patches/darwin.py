@@ -159,7 +159,9 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         "package_lists_age_days": days_between(settings["last_check"], now),
         "days_since_last_update": days_between(last_date, now),
         "last_update_at": iso_utc(last_date),
-        "reboot_required": None,
+        # macOS applies restart-requiring updates during the restart itself: an installed update never
+        # waits for one (a downloaded one that does is still pending, counted above).
+        "reboot_required": False,
         "automatic_updates": settings["automatic_updates"],
     }
     return CheckOutcome(CHECK, facts=facts, evidence=evidence)
