@@ -9,6 +9,7 @@ A failure younger than the rule's grace period (``failing_since``) is reported a
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -261,7 +262,7 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str) -> Tuple[str, Message
         used.append((name, value))
         if value is None:
             verdicts.append(("error", message("fact_unknown", fact=name, reason=_unknown_reason(outcome))))
-        elif not _type_ok(fact_type, value):
+        elif not _type_ok(fact_type, value) or (isinstance(value, float) and not math.isfinite(value)):
             verdicts.append(("error", message("fact_bad_type", fact=name, expected=fact_type,
                                               found=type(value).__name__)))
         else:

@@ -78,9 +78,15 @@ class _Validator:
     def __init__(self, lines: LineMap) -> None:
         self.lines = lines
         self.problems: List[str] = []
+        self._ordered: List[Tuple[int, int, str]] = []
 
     def problem(self, path: Path_, message: str) -> None:
         self.problems.append(self.lines.at(path, message))
+        self._ordered.append((self.lines.line(path), len(self._ordered), self.problems[-1]))
+
+    def sorted_problems(self) -> List[str]:
+        """Problems in the order of their lines, as an editor shows them."""
+        return [text for _, _, text in sorted(self._ordered)]
 
     # -- pieces ------------------------------------------------------------------------------
     def texts(self, doc: Mapping[str, Any], key: str, path: Path_, what: str) -> Dict[str, str]:
@@ -383,4 +389,4 @@ def validate_document(doc: Any, lines: LineMap) -> Tuple[List[str], Optional[Pol
     """All problems of a parsed document (empty when valid) and the Policy when valid."""
     validator = _Validator(lines)
     policy = validator.document(doc)
-    return validator.problems, policy
+    return validator.sorted_problems(), policy

@@ -1,0 +1,299 @@
+"""Evaluation semantics, table-driven over synthetic facts: pure, typed, never a guess, never a crash."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.policy import STATUSES, Policy, Result, evaluate, load_policy_text, summarize
+from agent.policy.evaluate import version_tuple
+from agent.policy.messages import render_en
+from agent.protocol import parse_rfc3339
+
+NOW = 1_790_000_000.0
+
+
+def policy_with(check: str, expect: str, params: str = "", grace: str = "", severity: str = "high") -> Policy:
+    text = f"""\
+schema: teleposture/policy/v1
+id: t
+version: 1
+title: {{en: T, fr: T, ar: ت}}
+rules:
+  - id: r
+    check: {check}
+    severity: {severity}
+{grace and f"    grace: {grace}" + chr(10)}    expect: {expect}
+{params and f"    params: {params}" + chr(10)}    title: {{en: T, fr: T, ar: ت}}
+    remediation: {{en: Fix it, fr: Corrigez, ar: أصلحه}}
+"""
+    return load_policy_text(text, "t.yaml")
+
+
+def ok(facts: Dict[str, Any], evidence: Optional[List[str]] = None) -> Dict[str, Any]:
+    return {"state": "ok", "reason": None, "facts": facts, "evidence": evidence or []}
+
+
+def one(policy: Policy, check: str, outcome: Any, platform: str = "linux",
+        failing_since: Optional[Mapping[str, float]] = None) -> Result:
+    [result] = evaluate(policy, {check: outcome}, platform, NOW, failing_since)
+    return result
+
+
+# (check, expect, facts, platform, status, fragment of the English reason)
+TABLE = [
+    ("disk_encryption", "{system_volume_encrypted: true}", {"system_volume_encrypted": True}, "linux", "pass",
+     "system volume encrypted: yes"),
+    ("disk_encryption", "{system_volume_encrypted: true}", {"system_volume_encrypted": False}, "linux", "fail",
+     "system volume encrypted: no (expected: yes)"),
+    ("patches", "{days_since_last_update: {max: 14, warn: 7}}", {"days_since_last_update": 0}, "linux", "pass",
+     "at most 14"),
+    ("patches", "{days_since_last_update: {max: 14, warn: 7}}", {"days_since_last_update": 7}, "linux", "pass", ""),
+    ("patches", "{days_since_last_update: {max: 14, warn: 7}}", {"days_since_last_update": 7.5}, "linux", "warn",
+     "7.5, above 7"),
+    ("patches", "{days_since_last_update: {max: 14, warn: 7}}", {"days_since_last_update": 14}, "linux", "warn", ""),
+    ("patches", "{days_since_last_update: {max: 14, warn: 7}}", {"days_since_last_update": 14.04}, "linux", "fail",
+     "(at most 14 allowed)"),
+    ("patches", "{pending_security_updates: {max: 0}}", {"pending_security_updates": 3}, "linux", "fail",
+     "pending security updates: 3 (at most 0 allowed)"),
+    ("vpn", "{vpn_up_share: {min: 0.5, warn: 0.9}}", {"vpn_up_share": 0.95}, "linux", "pass", ""),
+    ("vpn", "{vpn_up_share: {min: 0.5, warn: 0.9}}", {"vpn_up_share": 0.6}, "linux", "warn", "below 0.9"),
+    ("vpn", "{vpn_up_share: {min: 0.5, warn: 0.9}}", {"vpn_up_share": 0.2}, "linux", "fail", "at least 0.5"),
+    ("screen_lock", "{idle_delay_seconds: {min: 1, max: 600}}", {"idle_delay_seconds": 0}, "linux", "fail",
+     "at least 1"),
+    ("screen_lock", "{idle_delay_seconds: {min: 1, max: 600}}", {"idle_delay_seconds": 300}, "linux", "pass", ""),
+    ("screen_lock", "{idle_delay_seconds: 300}", {"idle_delay_seconds": 301}, "linux", "fail", "expected: 300"),
+    ("firewall", "{inbound_policy: {in: [drop, reject]}}", {"inbound_policy": "drop"}, "linux", "pass", ""),
+    ("firewall", "{inbound_policy: {in: [drop, reject]}}", {"inbound_policy": "accept"}, "linux", "fail",
+     "expected one of: drop, reject"),
+    ("firewall", "{backend: nftables}", {"backend": "ufw"}, "linux", "fail", "expected: nftables"),
+    ("os_identity", '{os_version: {darwin: {min: "14.0"}}}', {"os_version": "13.6.7"}, "darwin", "fail",
+     "OS version: 13.6.7 (at least 14.0 required)"),
+    ("os_identity", '{os_version: {darwin: {min: "14.0"}}}', {"os_version": "14"}, "darwin", "pass", ""),
+    ("os_identity", '{os_version: {darwin: {min: "14.9"}}}', {"os_version": "14.10"}, "darwin", "pass", ""),
+    ("os_identity", '{os_version: {darwin: {min: "14.0"}}}', {"os_version": "12"}, "linux", "not_applicable",
+     "no expectation of this rule applies on linux"),
+    ("os_identity", "{os_version: {windows: {min_build: 19045}}}",
+     {"os_version": "10.0.19044", "os_build_number": 19044}, "windows", "fail", "build 19044 (at least build 19045"),
+    ("os_identity", "{os_version: {windows: {min_build: 19045}}}", {"os_version": "10.0.22631"}, "windows", "pass",
+     "build 22631"),
+    ("os_identity", "{os_version: {windows: {min_build: 19045}}}", {"os_version": "10"}, "windows", "error",
+     "unknown"),
+    ("os_identity", '{os_version: {min: "22.04"}}', {"os_version": "rolling"}, "linux", "error",
+     "cannot compare version rolling"),
+    ("os_identity", '{os_version: {max: "12"}}', {"os_version": "13.1"}, "linux", "fail", "at most 12"),
+    # a needed fact that is null or absent is an error, never a pass or a fail
+    ("firewall", "{enabled: true}", {"enabled": None}, "linux", "error", "firewall enabled unknown"),
+    ("firewall", "{enabled: true}", {}, "linux", "error", "the check did not report it"),
+    # a fact of the wrong type (a collector bug, a tampered report) is an error too
+    ("firewall", "{enabled: true}", {"enabled": "true"}, "linux", "error", "should be bool, found str"),
+    ("patches", "{pending_security_updates: {max: 0}}", {"pending_security_updates": "0"}, "linux", "error",
+     "should be int"),
+    ("patches", "{days_since_last_update: {max: 14}}", {"days_since_last_update": float("nan")}, "linux", "error",
+     "should be number, found float"),
+    # several expectations: the worst wins, fail over error over warn
+    ("screen_lock", "{lock_enabled: true, idle_delay_seconds: {max: 600}}",
+     {"lock_enabled": False, "idle_delay_seconds": None}, "linux", "fail", "screen lock enabled: no"),
+    ("patches", "{automatic_updates: true, days_since_last_update: {max: 14, warn: 7}}",
+     {"automatic_updates": None, "days_since_last_update": 10}, "linux", "error", "automatic updates unknown"),
+    ("patches", "{pending_updates: {max: 0}, pending_security_updates: {max: 0}}",
+     {"pending_updates": 4, "pending_security_updates": 2}, "linux", "fail",
+     "pending updates: 4 (at most 0 allowed); pending security updates: 2"),
+]
+
+
+@pytest.mark.parametrize("check, expect, facts, platform, status, fragment", TABLE,
+                         ids=[f"{row[0]}-{row[4]}-{i}" for i, row in enumerate(TABLE)])
+def test_expectations(check: str, expect: str, facts: Dict[str, Any], platform: str, status: str,
+                      fragment: str) -> None:
+    result = one(policy_with(check, expect), check, ok(facts), platform)
+    assert result.status == status, result.reason
+    assert fragment in result.reason
+    assert result.reason == render_en(result.message)
+    assert result.remediation == {"en": "Fix it", "fr": "Corrigez", "ar": "أصلحه"}
+    assert result.rule_id == "r" and result.check == check and result.severity == "high"
+
+
+def test_check_error_carries_the_checks_reason() -> None:
+    outcome = {"state": "error", "reason": "lsblk: command not found", "facts": {}, "evidence": ["which lsblk: none"]}
+    result = one(policy_with("disk_encryption", "{system_volume_encrypted: true}"), "disk_encryption", outcome)
+    assert result.status == "error"
+    assert result.reason == "disk_encryption could not be checked: lsblk: command not found"
+    assert result.message == {"key": "check_error", "params": {"check": "disk_encryption",
+                                                               "reason": "lsblk: command not found"}}
+    assert "which lsblk: none" in result.evidence
+
+
+def test_not_applicable_check() -> None:
+    outcome = {"state": "not_applicable", "reason": "no graphical session", "facts": {}, "evidence": []}
+    result = one(policy_with("screen_lock", "{lock_enabled: true}"), "screen_lock", outcome)
+    assert (result.status, result.reason) == ("not_applicable", "does not apply here: no graphical session")
+
+
+def test_unknown_fact_names_the_checks_reason() -> None:
+    outcome = {"state": "ok", "reason": "no anti-malware running", "facts": {"signature_age_days": None},
+               "evidence": []}
+    result = one(policy_with("antivirus", "{signature_age_days: {max: 3}}"), "antivirus", outcome)
+    assert result.status == "error"
+    assert result.reason == "signature age (days) unknown (no anti-malware running)"
+
+
+@pytest.mark.parametrize("outcome, fragment", [
+    (None, "no facts were collected for check firewall"),
+    ("garbage", "facts for firewall are malformed"),
+    ({"state": "ok", "facts": ["enabled"]}, "malformed"),
+    ({"state": "weird", "facts": {}}, "malformed"),
+    ({"facts": {"enabled": True}}, "malformed"),
+])
+def test_missing_or_malformed_outcome_is_an_error(outcome: Any, fragment: str) -> None:
+    policy = policy_with("firewall", "{enabled: true}")
+    facts = {} if outcome is None else {"firewall": outcome}
+    [result] = evaluate(policy, facts, "linux", NOW)
+    assert result.status == "error" and fragment in result.reason
+
+
+def test_evidence_lists_the_facts_used_then_the_checks_evidence() -> None:
+    result = one(policy_with("firewall", "{enabled: true}"), "firewall",
+                 ok({"enabled": False, "rule_count": 0}, ["input chain: policy accept"]))
+    assert result.evidence == ["enabled = false", "input chain: policy accept"]
+
+
+# -- VPN routing of the corporate networks -----------------------------------------------------
+
+VPN_PARAMS = "{corporate_networks: [10.20.0.0/16, 192.168.50.0/24]}"
+
+
+def vpn(corporate: Any, via_all: Any, tunnel_up: bool = True) -> Dict[str, Any]:
+    return ok({"tunnel_up": tunnel_up, "corporate_routes": corporate, "corporate_networks_via_tunnel": via_all,
+               "default_route_via_tunnel": False})
+
+
+def route(network: str, via: Any, interface: str = "tun0") -> Dict[str, Any]:
+    return {"network": network, "interface": interface, "via_tunnel": via}
+
+
+@pytest.mark.parametrize("outcome, status, fragment", [
+    (vpn([route("10.20.0.0/16", True), route("192.168.50.0/24", True)], True), "pass",
+     "corporate networks routed through the VPN: 10.20.0.0/16, 192.168.50.0/24"),
+    # tunnel up but one network goes out the normal interface: not good enough
+    (vpn([route("10.20.0.0/16", True), route("192.168.50.0/24", False, "eth0")], False), "fail",
+     "corporate network 192.168.50.0/24 is not routed through the VPN (it goes via eth0)"),
+    (vpn([route("10.20.0.0/16", True), route("192.168.50.0/24", True)], True, tunnel_up=False), "fail",
+     "VPN tunnel up: no"),
+    # a network the collector did not measure is not a pass
+    (vpn([route("10.20.0.0/16", True)], True), "error",
+     "corporate network 192.168.50.0/24 was not measured by the VPN check"),
+    (vpn(None, None), "error", "corporate_routes unknown"),
+    (vpn("10.20.0.0/16", True), "error", "corporate_routes should be list"),
+    # per-network facts and the summary fact disagree: not a pass
+    (vpn([route("10.20.0.0/16", True), route("192.168.50.0/24", True)], False), "fail",
+     "corporate networks are not routed through the VPN"),
+    (vpn([route("10.20.0.0/16", True), route("192.168.50.0/24", True)], None), "error",
+     "corporate networks through the VPN unknown"),
+    # networks written differently by the collector still match
+    (vpn([route("10.20.0.1/16", True), route("192.168.50.0/24", True), {"junk": 1}, "x"], True), "pass", ""),
+])
+def test_corporate_networks(outcome: Dict[str, Any], status: str, fragment: str) -> None:
+    result = one(policy_with("vpn", "{tunnel_up: true}", params=VPN_PARAMS), "vpn", outcome)
+    assert result.status == status, result.reason
+    assert fragment in result.reason
+
+
+def test_params_alone_make_a_rule() -> None:
+    text = """\
+schema: teleposture/policy/v1
+id: t
+version: 1
+title: {en: T, fr: T, ar: ت}
+rules:
+  - id: r
+    check: vpn
+    severity: high
+    params: {corporate_networks: [10.20.0.0/16]}
+    title: {en: T, fr: T, ar: ت}
+    remediation: {en: Fix it, fr: Corrigez, ar: أصلحه}
+"""
+    policy = load_policy_text(text, "t.yaml")
+    assert one(policy, "vpn", vpn([route("10.20.0.0/16", False, "eth0")], False)).status == "fail"
+    assert one(policy, "vpn", vpn([route("10.20.0.0/16", True)], True)).status == "pass"
+
+
+# -- grace -------------------------------------------------------------------------------------------
+
+def test_grace_turns_a_young_failure_into_a_warning() -> None:
+    policy = policy_with("firewall", "{enabled: true}", grace="24h")
+    failing = ok({"enabled": False})
+    assert one(policy, "firewall", failing).status == "fail"  # no history: as it is
+    young = one(policy, "firewall", failing, failing_since={"r": NOW - 3600})
+    assert young.status == "warn"
+    assert "within the grace period until" in young.reason
+    assert parse_rfc3339(young.message["params"]["until"]) == pytest.approx(NOW - 3600 + 86400)
+    assert young.message["params"]["inner"]["key"] == "eq_fail"
+    assert one(policy, "firewall", failing, failing_since={"r": NOW - 86400 - 1}).status == "fail"
+    # a rule not yet in the history starts failing now
+    assert one(policy, "firewall", failing, failing_since={}).status == "warn"
+    # grace never hides an error nor touches a pass
+    assert one(policy, "firewall", ok({"enabled": None}), failing_since={}).status == "error"
+    assert one(policy, "firewall", ok({"enabled": True}), failing_since={}).status == "pass"
+
+
+def test_zero_grace_fails_at_once() -> None:
+    policy = policy_with("disk_encryption", "{system_volume_encrypted: true}", severity="critical")
+    assert policy.rules[0].grace_seconds == 0
+    result = one(policy, "disk_encryption", ok({"system_volume_encrypted": False}), failing_since={})
+    assert result.status == "fail"
+
+
+# -- results, summary ------------------------------------------------------------------------------
+
+def test_result_round_trips_and_rejects_garbage() -> None:
+    policy = policy_with("firewall", "{enabled: true}", grace="1h")
+    result = one(policy, "firewall", ok({"enabled": False}), failing_since={})
+    assert Result.from_json(result.to_json()) == result
+    for broken in ({}, {**result.to_json(), "status": "great"}, {**result.to_json(), "message": "x"}, "x"):
+        with pytest.raises(ValueError):
+            Result.from_json(broken)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("statuses, summary", [
+    ([], "compliant"),
+    (["pass", "warn", "not_applicable"], "compliant"),
+    (["pass", "error"], "error"),
+    (["error", "fail", "pass"], "not_compliant"),
+])
+def test_summarize(statuses: List[str], summary: str) -> None:
+    results = [Result(rule_id=str(i), check="c", status=s, severity="low", reason="", message={"key": "x",
+                                                                                                "params": {}})
+               for i, s in enumerate(statuses)]
+    assert summarize(results) == summary
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("14.5", (14, 5)), ("10.0.22631", (10, 0, 22631)), ("24.04.1-LTS", (24, 4, 1)), ("12", (12,)),
+    ("", None), ("rolling", None), (None, None), ("15.1b", (15, 1)),
+])
+def test_version_tuple(text: Any, expected: Any) -> None:
+    assert version_tuple(text) == expected
+
+
+_any = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                    max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["disk_encryption", "vpn", "patches", "os_identity", "firewall",
+                                        "screen_lock", "antivirus", "x"]),
+                       st.one_of(_any, st.fixed_dictionaries({"state": st.sampled_from(["ok", "error", "x"]),
+                                                              "facts": _any, "reason": _any, "evidence": _any}))),
+       st.sampled_from(["linux", "darwin", "windows", "beos"]))
+def test_evaluate_never_raises_on_any_facts(facts: Dict[str, Any], platform: str) -> None:
+    from agent.policy import baseline
+
+    results = evaluate(baseline(), facts, platform, NOW, {})
+    assert len(results) == len(baseline().rules)
+    for result in results:
+        assert result.status in STATUSES and result.reason
