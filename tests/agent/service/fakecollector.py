@@ -25,6 +25,7 @@ class FakeCollector:
         self.devices: Dict[str, Any] = {}
         self.highest: Dict[str, int] = {}
         self.accepted: List[int] = []
+        self.payloads: List[Dict[str, Any]] = []
         self.duplicates: List[int] = []
         self.requests: List[str] = []
         self.faults: List[Dict[str, Any]] = []  # consumed one per request to /api/v1/reports
@@ -114,6 +115,7 @@ class FakeCollector:
                         else:
                             fake.highest[env.device_id] = seq
                             fake.accepted.append(seq)
+                            fake.payloads.append(payload)
                             results.append({"status": "accepted"})
                 self._send(200, {"results": results})
 

@@ -13,7 +13,6 @@ import pytest
 from agent import protocol
 from agent.policy import baseline
 from agent.service import AgentService, ServiceError, enroll
-from agent.spool import Spool
 from agent.state import StateDir
 from tests.agent.service.conftest import make_settings
 from tests.agent.service.fakecollector import FakeCollector
