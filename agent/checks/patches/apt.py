@@ -408,6 +408,11 @@ def collect_apt(host: Host, now: float) -> Findings:
     findings.evidence.append(
         f"apt-get -s dist-upgrade: {len(sim.upgrades)} upgrades ({len(security)} from a security archive), "
         f"{len(sim.new_packages)} new packages, {len(sim.kept_back)} kept back, {len(sim.phased)} deferred by phasing")
+    if phased:
+        findings.evidence.append("held back by phasing (not pending yet): " + ", ".join(sorted(phased)[:20]))
+    blocked = sorted(set(sim.kept_back) - phased)
+    if blocked:
+        findings.evidence.append("kept back (counted as pending): " + ", ".join(blocked[:20]))
     if superseding:
         findings.evidence.append(
             f"{len(superseding)} non-security updates also carry an earlier security fix not yet installed "

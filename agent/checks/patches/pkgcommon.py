@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence
 
 from agent.checks.base import ParseError
@@ -69,6 +68,11 @@ def file_exists(host: Host, path: str) -> bool:
     return True
 
 
+# names in package caches that are files (or package directories) never holding repository metadata
+_NOT_METADATA_DIRS = (".solv", ".solvx", ".json", ".db", ".rpm", ".xml", ".gz", ".zst", ".xz", ".bz2",
+                      ".sqlite", ".lock", ".pid", ".cookie", "last_makecache", "packages")
+
+
 def find_files(host: Host, root: str, name: str, depth: int) -> List[str]:
     """Paths of files called ``name`` under ``root`` (at most ``depth`` levels), through the Host."""
     found: List[str] = []
@@ -79,7 +83,7 @@ def find_files(host: Host, root: str, name: str, depth: int) -> List[str]:
         path = f"{root.rstrip('/')}/{entry}"
         if entry == name:
             found.append(path)
-        elif depth > 1:
+        elif depth > 1 and not entry.endswith(_NOT_METADATA_DIRS):
             found.extend(find_files(host, path, name, depth - 1))
     return found
 
@@ -121,13 +125,6 @@ def parse_os_release(text: str) -> Dict[str, str]:
     return values
 
 
-def now_or_host(host: Host) -> float:
-    try:
-        return host.now()
-    except NotImplementedError:
-        return time.time()
-
-
 def parse_systemctl_is_enabled(probe: ProbeResult) -> Optional[bool]:
     """``systemctl is-enabled UNIT`` -> True (enabled/static/alias...), False (disabled/masked/not found),
     None when systemctl itself could not answer (no systemd)."""
@@ -161,7 +158,3 @@ def parse_ini_value(text: str, section: str, key: str) -> Optional[str]:
 
 def truthy(value: Optional[str]) -> bool:
     return (value or "").strip().strip('"').lower() in ("1", "yes", "true", "on")
-
-
-def day_stamp(epoch: float) -> str:
-    return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=epoch)).strftime("%Y-%m-%d")

@@ -123,7 +123,8 @@ def parse_history_last_upgrade(text: str) -> Optional[str]:
 
 def _metadata_refreshed_at(host: Host, manager: str) -> Optional[float]:
     root = CACHE_DIRS.get(manager, "/var/cache/dnf")
-    files = find_files(host, root, "repomd.xml", depth=5)
+    # dnf: <root>/<repo>/repodata/repomd.xml; yum: <root>/<arch>/<releasever>/<repo>/repomd.xml
+    files = find_files(host, root, "repomd.xml", depth=4 if manager == "yum" else 3)
     stamps = [stat_mtime(host, path) for path in files]
     stamps.append(stat_mtime(host, f"{root}/last_makecache"))
     known = [s for s in stamps if s is not None]
@@ -188,8 +189,9 @@ def collect_rpm(host: Host, manager: str, now: float) -> Findings:
         "package_lists_age_days": age_days(now, refreshed),
     })
     ids = sorted({a for name in security for a in advisories[name]})
+    listed = f" ({', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})" if ids else ""
     findings.evidence.append(f"{binary} check-update: {len(pending)} updates; updateinfo: {len(security)} packages "
-                             f"with security advisories ({', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''})")
+                             f"with security advisories{listed}")
     if stale_advisories:
         findings.evidence.append("advisories for packages not in check-update (ignored): "
                                  + ", ".join(stale_advisories[:10]))

@@ -247,7 +247,7 @@ def parse_rules(text: str) -> List[str]:
         if table in ("local", "main", "default") and len(entry) <= 3:
             continue
         words = [str(entry.get("priority", "?")) + ":"]
-        if entry.get("not"):
+        if "not" in entry:  # iproute2 prints the flag as "not": null
             words.append("not")
         for key in ("src", "dst", "fwmark", "iif", "oif", "uidrange", "ipproto", "dport"):
             if key in entry:
