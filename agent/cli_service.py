@@ -179,7 +179,7 @@ def _deliver(service: Any, seq: int, deadline_seconds: float) -> int:
                 print(f"report seq {seq} was rejected by the collector: {dead[0]['reason']}")
                 return EXIT_NOT_DELIVERED
             if outcome.error is None or outcome.delivered:
-                print(f"report seq {seq} delivered to {service.identity.server_url}"
+                print(f"report seq {seq} delivered to {service.server_url}"
                       + (f" ({outcome.remaining} report(s) still queued)" if outcome.remaining else ""))
                 return EXIT_OK
             print(f"report seq {seq} is no longer queued (dropped from a full outbox?)")
@@ -214,7 +214,7 @@ def collect_status(settings: Settings) -> Dict[str, Any]:
     except StateError as exc:
         out["problem"] = str(exc)
         return out
-    out.update(enrolled=True, device_id=identity.device_id, collector=identity.server_url,
+    out.update(enrolled=True, device_id=identity.device_id, collector=settings.server or identity.server_url,
                enrolled_at=identity.enrolled_at, server_key_id=identity.server_key_id)
     policy: Dict[str, Any] = {"source": "bundled baseline (no signed policy stored)"}
     try:

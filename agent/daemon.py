@@ -91,7 +91,7 @@ class Daemon:
         self.scheduler.start()
         intervals = self.service.intervals()
         log.info("agent service started: device %s, collector %s, policy %s v%d, intervals %s",
-                 self.service.identity.device_id, self.service.identity.server_url, self.service.policy.id,
+                 self.service.identity.device_id, self.service.server_url, self.service.policy.id,
                  self.service.policy.version, intervals, extra={"event": "started"})
 
     def stop(self) -> None:

@@ -156,8 +156,10 @@ class AgentService:
         except protocol.ProtocolError as exc:
             raise StateError(f"pinned server key in {self.state.identity_path} is unusable: {exc}") from exc
         self.host: Host = host or LiveHost(cache_dir=self.state.cache_dir)
+        # a configured server URL wins over the enrolled one (the collector moved, or a dev port changed)
+        self.server_url = settings.server or self.identity.server_url
         self.transport = transport or Transport(
-            self.identity.server_url, ca_file=settings.ca_file or self.identity.ca_file,
+            self.server_url, ca_file=settings.ca_file or self.identity.ca_file,
             allow_http=settings.allow_http or self.identity.allow_http, timeout=settings.http_timeout)
         self.sampler = VpnSampler()
         self.backoff = Backoff()
