@@ -197,7 +197,7 @@ def fleet_summary(conn: Connection, scope: Scope, *, now: float, stale_after: fl
     summary = FleetSummary(stale_after=stale_after, by_compliance={state: 0 for state in COMPLIANCE_STATES})
     active = [devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id)]
     for compliance, count in conn.execute(sa.select(devices.c.compliance, sa.func.count()).where(*active)
-                                          .group_by(devices.c.compliance)).tuples():
+                                          .group_by(devices.c.compliance)):
         summary.by_compliance[str(compliance)] = int(count)
     summary.devices = sum(summary.by_compliance.values())
     summary.reporting = summary.devices - summary.by_compliance.get("unknown", 0)
@@ -215,7 +215,7 @@ def fleet_summary(conn: Connection, scope: Scope, *, now: float, stale_after: fl
     for rule_id, status, count in conn.execute(
             sa.select(check_state.c.rule_id, check_state.c.status, sa.func.count())
             .where(check_state.c.active.is_(True), scope.clause(check_state.c.org_unit_id))
-            .group_by(check_state.c.rule_id, check_state.c.status)).tuples():
+            .group_by(check_state.c.rule_id, check_state.c.status)):
         summary.rules.setdefault(str(rule_id), {s: 0 for s in RESULT_STATUSES})[str(status)] = int(count)
     return summary
 

@@ -31,7 +31,7 @@ def snapshot_daily_stats(conn: Connection, *, now: Optional[float] = None, stale
 
     for org_unit_id, compliance, count in conn.execute(
             sa.select(devices.c.org_unit_id, devices.c.compliance, sa.func.count())
-            .where(devices.c.state == DEVICE_ACTIVE).group_by(devices.c.org_unit_id, devices.c.compliance)).tuples():
+            .where(devices.c.state == DEVICE_ACTIVE).group_by(devices.c.org_unit_id, devices.c.compliance)):
         entry = unit(int(org_unit_id))
         entry["devices"] += int(count)
         entry[str(compliance)] = entry.get(str(compliance), 0) + int(count)
@@ -39,12 +39,12 @@ def snapshot_daily_stats(conn: Connection, *, now: Optional[float] = None, stale
             sa.select(devices.c.org_unit_id, sa.func.count())
             .where(devices.c.state == DEVICE_ACTIVE,
                    sa.func.coalesce(devices.c.last_seen, devices.c.enrolled_at) < cutoff)
-            .group_by(devices.c.org_unit_id)).tuples():
+            .group_by(devices.c.org_unit_id)):
         unit(int(org_unit_id))["stale"] = int(count)
     for org_unit_id, rule_id, status, count in conn.execute(
             sa.select(check_state.c.org_unit_id, check_state.c.rule_id, check_state.c.status, sa.func.count())
             .where(check_state.c.active.is_(True))
-            .group_by(check_state.c.org_unit_id, check_state.c.rule_id, check_state.c.status)).tuples():
+            .group_by(check_state.c.org_unit_id, check_state.c.rule_id, check_state.c.status)):
         unit(int(org_unit_id))["rules"].setdefault(str(rule_id), {})[str(status)] = int(count)
     conn.execute(daily_stats.delete().where(daily_stats.c.day == day))
     for org_unit_id, entry in per_unit.items():

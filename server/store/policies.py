@@ -86,7 +86,7 @@ def list_policies(conn: Connection) -> list[dict[str, Any]]:
                              .where(org_units.c.policy_id.is_not(None))):
         assigned.setdefault(str(unit.policy_id), []).append(str(unit.name))
     latest = dict(conn.execute(sa.select(policies.c.policy_id, sa.func.max(policies.c.version))
-                               .group_by(policies.c.policy_id)).tuples().all())
+                               .group_by(policies.c.policy_id)).all())
     rows = conn.execute(sa.select(policies.c.id, policies.c.policy_id, policies.c.version, policies.c.digest,
                                   policies.c.title, policies.c.created_at, policies.c.created_by)
                         .order_by(policies.c.policy_id, policies.c.version.desc())).mappings().all()

@@ -1,0 +1,195 @@
+"""Agent endpoints: enrolment, report ingest, signed policy distribution (wire protocol v1)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Request, Response
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
+
+from agent import protocol
+from server.api.deps import ContextDep, client_address, limit_ip
+from server.api.models import (
+    EnrollRequest,
+    EnrollResponse,
+    Ping,
+    PolicyBundle,
+    Problem,
+    ReportBatch,
+    ReportResponse,
+)
+from server.app import AppContext
+from server.bodies import read_json
+from server.ingest import ACCEPTED, DUPLICATE, IngestStats, NoPolicyError
+from server.ratelimit import retry_after_header
+from server.store import audit, enrolment
+from server.store import policies as policy_store
+from server.store.schema import DEVICE_ACTIVE, devices
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/v1", tags=["agent"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem}, 413: {"model": Problem}, 429: {"model": Problem}, 503: {"model": Problem}}
+
+
+def _bundle(ctx: AppContext, stored: policy_store.StoredPolicy) -> dict[str, str]:
+    # Ed25519 signatures are deterministic, so a signed bundle per immutable version can be kept.
+    with ctx.bundle_lock:
+        bundle = ctx.bundles.get(stored.pk)
+    if bundle is None:
+        bundle = protocol.sign_policy_bundle(ctx.server_key, stored.policy.to_json())
+        with ctx.bundle_lock:
+            ctx.bundles[stored.pk] = bundle
+    return bundle
+
+
+def _enrol(ctx: AppContext, body: EnrollRequest, remote: str) -> dict[str, Any]:
+    try:
+        protocol.load_public_key(body.public_key)
+    except protocol.ProtocolError as exc:
+        raise HTTPException(status_code=400, detail=f"public_key: {exc}") from exc
+    now = time.time()
+    with ctx.db.write() as conn:
+        try:
+            grant = enrolment.consume_enroll_token(conn, body.token, now)
+        except enrolment.EnrolmentError as exc:
+            raise HTTPException(status_code=exc.status, detail=exc.message) from exc
+        stored = policy_store.policy_for_org_unit(conn, grant.org_unit_id)
+        if stored is None:
+            raise HTTPException(status_code=503, detail="the collector has no policy yet: the operator must run "
+                                                        "`teleposture-server init` or `policy push`")
+        device_id, replaced = enrolment.register_device(
+            conn, grant, body.public_key, protocol.key_id(body.public_key), body.device.model_dump(), now)
+        audit.record(conn, actor=f"enroll-token:{grant.token_id}", action="device.enroll", target=device_id,
+                     org_unit_id=grant.org_unit_id, remote_addr=remote,
+                     details={"hostname": body.device.hostname, "machine_id": body.device.machine_id,
+                              "replaced": replaced})
+    return {"device_id": device_id, "server_key": ctx.server_public_key, "policy": _bundle(ctx, stored),
+            "intervals": dict(stored.policy.intervals), "replaced": replaced}
+
+
+@router.post("/enroll", response_model=EnrollResponse, responses={**ERRORS, 401: {"model": Problem},
+                                                                   403: {"model": Problem}})
+async def enroll(body: EnrollRequest, request: Request, ctx: ContextDep) -> dict[str, Any]:
+    """Register a device with a one-org-unit enrolment token; answers its id, the server key and policy."""
+    limit_ip(request, ctx)
+    return await run_in_threadpool(_enrol, ctx, body, client_address(request))
+
+
+def _limit_devices(ctx: AppContext, items: list[Any]) -> None:
+    ids = {item.get("device_id") for item in items if isinstance(item, dict)}
+    for device_id in sorted(i for i in ids if isinstance(i, str)):
+        wait = ctx.device_limiter.take(device_id[:64])
+        if wait:
+            raise HTTPException(status_code=429, headers={"Retry-After": retry_after_header(wait)},
+                                detail=f"device {device_id[:64]} sends too often: retry in {wait:.0f} s")
+
+
+@router.post("/reports", response_model=ReportResponse, responses=ERRORS,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": ReportBatch.model_json_schema()}}}})
+async def post_reports(request: Request, ctx: ContextDep) -> dict[str, Any]:
+    """Ingest a batch of signed report envelopes (gzip bodies accepted); one answer per envelope."""
+    limit_ip(request, ctx)
+    document = await read_json(request, ctx.settings.max_body_bytes, ctx.settings.max_decompressed_bytes)
+    items = document.get("envelopes") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        raise HTTPException(status_code=400, detail='expected a JSON object {"envelopes": [...]}')
+    if len(items) > ctx.settings.max_batch:
+        raise HTTPException(status_code=413, detail=f"{len(items)} envelopes in one batch; at most "
+                                                    f"{ctx.settings.max_batch} allowed: split the batch")
+    _limit_devices(ctx, items)
+    stats = IngestStats()
+    try:
+        answers = await run_in_threadpool(ctx.ingestor.ingest, items, stats)
+    except NoPolicyError as exc:
+        raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": "60"}) from exc
+    except DBAPIError as exc:
+        log.warning("report batch not stored, database error: %s", exc.orig)
+        raise HTTPException(status_code=503, headers={"Retry-After": "5"},
+                            detail="the collector's database is unavailable; nothing was stored, retry later"
+                            ) from exc
+    return {"results": [a.to_json() for a in answers],
+            "accepted": sum(1 for a in answers if a.status == ACCEPTED),
+            "duplicate": sum(1 for a in answers if a.status == DUPLICATE),
+            "rejected": sum(1 for a in answers if a.status not in (ACCEPTED, DUPLICATE))}
+
+
+def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, timestamp: str,
+                       signature: str) -> policy_store.StoredPolicy:
+    with ctx.db.read() as conn:
+        row = conn.execute(sa.select(devices.c.public_key, devices.c.state, devices.c.org_unit_id)
+                           .where(devices.c.id == device_id)).first()
+        if row is None:
+            raise HTTPException(status_code=401, detail="unknown device: enrol it first")
+        try:
+            protocol.check_request_signature(protocol.load_public_key(row.public_key), method, path, timestamp,
+                                             signature)
+        except protocol.ProtocolError as exc:
+            raise HTTPException(status_code=401, detail=str(exc)) from exc
+        if row.state != DEVICE_ACTIVE:
+            raise HTTPException(status_code=403, detail=f"device is {row.state}: enrol it again with a new token")
+        stored = ctx.ingestor.policies.get(conn, int(row.org_unit_id))
+    if stored is None:
+        raise HTTPException(status_code=404, detail="no policy applies to this device yet")
+    return stored
+
+
+@router.get("/policy", response_model=PolicyBundle,
+            responses={304: {"description": "the policy the agent holds (If-None-Match) is current"},
+                       401: {"model": Problem}, 403: {"model": Problem}, 404: {"model": Problem},
+                       429: {"model": Problem}})
+async def get_policy(request: Request, ctx: ContextDep, response: Response) -> Any:
+    """The device's policy as a bundle signed by the server key. Requests are signed by the device."""
+    limit_ip(request, ctx)
+    device_id = request.headers.get(protocol.HEADER_DEVICE)
+    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
+    signature = request.headers.get(protocol.HEADER_SIGNATURE)
+    if not device_id or not timestamp or not signature or len(device_id) > 64:
+        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
+                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
+    wait = ctx.device_limiter.take(device_id)
+    if wait:
+        raise HTTPException(status_code=429, headers={"Retry-After": retry_after_header(wait)},
+                            detail=f"this device asks too often: retry in {wait:.0f} s")
+    stored = await run_in_threadpool(_policy_for_device, ctx, device_id, request.method, request.url.path,
+                                     timestamp, signature)
+    etag = f'"{stored.policy.digest()}"'
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = "no-cache"
+    return _bundle(ctx, stored)
+
+
+def _etag_matches(header: Optional[str], etag: str) -> bool:
+    if not header:
+        return False
+    candidates = [item.strip().removeprefix("W/") for item in header.split(",")]
+    return etag in candidates or "*" in candidates
+
+
+@router.api_route("/ping", methods=["GET", "POST"], response_model=Ping, tags=["meta"])
+async def ping(request: Request, ctx: ContextDep) -> dict[str, bool]:
+    """A trivial endpoint: reads and discards the body (the load benchmark's reference)."""
+    limit_ip(request, ctx)
+    async for _chunk in request.stream():
+        pass
+    return {"ok": True}
+
+
+@router.get("/health", response_model=Ping, tags=["meta"], responses={503: {"model": Problem}})
+def health(ctx: ContextDep) -> dict[str, bool]:
+    """200 when the database answers."""
+    try:
+        with ctx.db.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except DBAPIError as exc:
+        raise HTTPException(status_code=503, detail="database unavailable") from exc
+    return {"ok": True}

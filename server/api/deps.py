@@ -1,0 +1,87 @@
+"""Typed FastAPI dependencies shared by the admin API and the dashboard."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+from fastapi import Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from server.app import AppContext
+from server.ratelimit import retry_after_header
+from server.store import accounts, audit
+from server.store.accounts import Principal
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def limit_ip(request: Request, ctx: AppContext) -> None:
+    wait = ctx.ip_limiter.take(client_address(request))
+    if wait:
+        raise HTTPException(status_code=429, detail=f"too many requests from this address: retry in {wait:.0f} s",
+                            headers={"Retry-After": retry_after_header(wait)})
+
+
+def _bearer(request: Request) -> Optional[str]:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _authenticate(ctx: AppContext, token: str) -> Optional[Principal]:
+    with ctx.db.read() as conn:
+        principal = accounts.authenticate_api_token(conn, token)
+    if principal is not None and principal.needs_touch and principal.token_id is not None:
+        with ctx.db.write() as conn:
+            accounts.touch_api_token(conn, principal.token_id)
+    return principal
+
+
+async def require_principal(request: Request, ctx: ContextDep) -> Principal:
+    limit_ip(request, ctx)
+    token = _bearer(request)
+    unauthorized = HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                                 detail="an admin API token is required: send `Authorization: Bearer tpa_...` "
+                                        "(create one with `teleposture-server init` or the admin API)")
+    if token is None:
+        raise unauthorized
+    principal = await run_in_threadpool(_authenticate, ctx, token)
+    if principal is None:
+        raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                            detail="API token not recognised, expired or revoked")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(require_principal)]
+
+
+def deny(ctx: AppContext, request: Request, principal: Principal, action: str, detail: str,
+         target: Optional[str] = None, org_unit_id: Optional[int] = None) -> HTTPException:
+    """Record a refused admin action in the audit log and return the 403 to raise."""
+    with ctx.db.write() as conn:
+        audit.record(conn, actor=principal.actor, action=action, target=target, org_unit_id=org_unit_id,
+                     outcome="denied", details={"reason": detail}, remote_addr=client_address(request))
+    return HTTPException(status_code=403, detail=detail)
+
+
+async def require_admin(request: Request, ctx: ContextDep, principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        action = f"{request.method} {request.url.path}"
+        raise await run_in_threadpool(deny, ctx, request, principal, action,
+                                      "this action needs the admin role; your token has the viewer role")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]

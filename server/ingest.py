@@ -1,0 +1,375 @@
+"""Report ingest: verify -> dedupe -> re-evaluate -> update state and history, in one transaction.
+
+Order per batch:
+1. every envelope's signature is checked with its device's key BEFORE the payload is parsed
+   (agent.protocol.open_envelope), outside any database transaction;
+2. one write transaction: per device (sorted, so processes lock devices in the same order) and per
+   seq, an atomic conditional UPDATE of the device row (``last_seq < :seq AND state = 'active'``) both
+   dedupes and takes the row lock that serialises concurrent collectors on PostgreSQL;
+3. the facts are evaluated with the device's assigned policy (agent.policy.evaluate, failing_since
+   from check_state): only rules whose status, reason or evidence changed are written, and a
+   transition row only when a status changed. The common report (nothing changed) costs one UPDATE
+   of the device row and one SELECT of its check state.
+
+A raw payload is kept when something changed, for the first report, and otherwise at most once per
+``raw_report_interval`` per device, so retention stays bounded with a large fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.engine import Connection
+
+from agent import protocol
+from agent.policy import Result, evaluate, summarize
+from server.store import policies as policy_store
+from server.store.db import Database
+from server.store.schema import DEVICE_ACTIVE, check_state, devices, reports, transitions
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+
+
+@dataclass
+class Answer:
+    status: str
+    device_id: Optional[str] = None
+    seq: Optional[int] = None
+    reason: Optional[str] = None
+    compliance: Optional[str] = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status if self.reason is None or self.status != REJECTED
+                               else f"{REJECTED}: {self.reason}",
+                               "device_id": self.device_id, "seq": self.seq}
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.compliance is not None:
+            out["compliance"] = self.compliance
+        return out
+
+
+@dataclass
+class _Candidate:
+    index: int
+    envelope: protocol.Envelope
+    payload: dict[str, Any]
+    seq: int
+    created_at: float
+
+
+@dataclass
+class _StateRow:
+    status: str
+    since: float
+    failing_since: Optional[float]
+    reason: str
+    message: str
+    evidence: str
+    agent_status: Optional[str]
+    check_id: str
+    severity: str
+
+
+@dataclass
+class IngestStats:
+    accepted: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    transitions: int = 0
+    state_writes: int = 0
+    raw_kept: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class PolicyCache:
+    """org unit -> the policy version that applies, cached for ``ttl`` seconds per process.
+
+    Policy versions are immutable (cached forever by the store); only the assignment can change, and
+    admin actions in this process clear the cache at once. Other collector processes pick a change
+    up within ``ttl`` seconds.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._entries: dict[int, tuple[float, Optional[int]]] = {}
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def get(self, conn: Connection, org_unit_id: int) -> Optional[policy_store.StoredPolicy]:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(org_unit_id)
+        if entry is None or now - entry[0] > self.ttl:
+            pk = policy_store.policy_pk_for_org_unit(conn, org_unit_id)
+            with self._lock:
+                self._entries[org_unit_id] = (now, pk)
+        else:
+            pk = entry[1]
+        return None if pk is None else policy_store.get_policy(conn, pk)
+
+
+class KeyCache:
+    """device id -> public key. Safe to keep: a device id names one key for ever (re-enrolment makes a
+    new device). Revocation is not cached: the ingest transaction checks the device state each time."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+
+    def lookup(self, db: Database, device_ids: Sequence[str]) -> dict[str, Ed25519PublicKey]:
+        found: dict[str, Ed25519PublicKey] = {}
+        missing = []
+        with self._lock:
+            for device_id in device_ids:
+                key = self._keys.get(device_id)
+                if key is None:
+                    missing.append(device_id)
+                else:
+                    found[device_id] = key
+        if missing:
+            with db.read() as conn:
+                rows = conn.execute(sa.select(devices.c.id, devices.c.public_key)
+                                    .where(devices.c.id.in_(missing))).all()
+            loaded = {}
+            for row in rows:
+                try:
+                    loaded[str(row.id)] = protocol.load_public_key(row.public_key)
+                except protocol.ProtocolError:
+                    log.error("device %s has an unreadable public key in the database", row.id)
+            with self._lock:
+                if len(self._keys) + len(loaded) > self.max_entries:
+                    self._keys.clear()
+                self._keys.update(loaded)
+            found.update(loaded)
+        return found
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _raw_failing(result: Result) -> bool:
+    """True when the rule's facts fail, including a failure still inside its grace period."""
+    return result.status == "fail" or (result.status == "warn" and result.message.get("key") == "within_grace")
+
+
+def _agent_statuses(payload: Mapping[str, Any]) -> dict[str, str]:
+    """The agent's own status per rule, ignoring malformed entries (they are the agent's opinion only)."""
+    statuses: dict[str, str] = {}
+    for item in payload.get("results") or []:
+        if isinstance(item, dict) and isinstance(item.get("rule_id"), str) and isinstance(item.get("status"), str):
+            statuses[item["rule_id"][:200]] = item["status"][:16]
+    return statuses
+
+
+class Ingestor:
+    def __init__(self, db: Database, *, raw_report_interval: float = 3600.0, policy_cache_ttl: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.raw_report_interval = raw_report_interval
+        self.policies = PolicyCache(policy_cache_ttl)
+        self.keys = KeyCache()
+        self.clock = clock
+
+    # -- phase 1: signatures, outside the transaction ------------------------------------------
+
+    def _open_all(self, items: Sequence[Any], now: float) -> tuple[list[Answer], list[_Candidate]]:
+        answers: list[Answer] = [Answer(REJECTED) for _ in items]
+        envelopes: list[Optional[protocol.Envelope]] = []
+        for index, item in enumerate(items):
+            try:
+                envelopes.append(protocol.Envelope.from_json(item))
+            except protocol.ProtocolError as exc:
+                envelopes.append(None)
+                device = item.get("device_id") if isinstance(item, dict) else None
+                answers[index] = Answer(REJECTED, device_id=device if isinstance(device, str) else None,
+                                        reason=str(exc))
+        ids = sorted({e.device_id for e in envelopes if e is not None and len(e.device_id) <= 36})
+        keys = self.keys.lookup(self.db, ids) if ids else {}
+        candidates: list[_Candidate] = []
+        for index, envelope in enumerate(envelopes):
+            if envelope is None:
+                continue
+            answer = answers[index] = Answer(REJECTED, device_id=envelope.device_id)
+            key = keys.get(envelope.device_id)
+            if key is None:
+                answer.reason = "unknown device: enrol it first (teleposture-agent enroll)"
+                continue
+            try:
+                payload = protocol.open_envelope(envelope, key, now=now)
+            except protocol.ProtocolError as exc:
+                answer.reason = str(exc)
+                continue
+            answer.seq = payload["seq"]
+            candidates.append(_Candidate(index, envelope, payload, int(payload["seq"]),
+                                         protocol.parse_rfc3339(payload["created_at"])))
+        return answers, candidates
+
+    # -- phase 2: one transaction -------------------------------------------------------------
+
+    def ingest(self, items: Sequence[Any], stats: Optional[IngestStats] = None) -> list[Answer]:
+        """Answers in the order of ``items``. Raises sqlalchemy.exc.DBAPIError when the database fails
+        (nothing of the batch is then committed: the caller answers 503 and the agent retries)."""
+        now = self.clock()
+        stats = stats if stats is not None else IngestStats()
+        answers, candidates = self._open_all(items, now)
+        candidates.sort(key=lambda c: (c.envelope.device_id, c.seq))
+        if candidates:
+            with self.db.write() as conn:
+                states: dict[str, dict[str, _StateRow]] = {}
+                for candidate in candidates:
+                    answers[candidate.index] = self._apply(conn, candidate, now, states, stats)
+        for answer in answers:
+            if answer.status == ACCEPTED:
+                stats.accepted += 1
+            elif answer.status == DUPLICATE:
+                stats.duplicate += 1
+            else:
+                stats.rejected += 1
+        return answers
+
+    def _refusal(self, conn: Connection, device_id: str, seq: int) -> Answer:
+        row = conn.execute(sa.select(devices.c.state, devices.c.last_seq, devices.c.replaced_by)
+                           .where(devices.c.id == device_id)).first()
+        if row is None:
+            return Answer(REJECTED, device_id, seq, reason="unknown device: enrol it first")
+        if row.state != DEVICE_ACTIVE:
+            if row.replaced_by:
+                return Answer(REJECTED, device_id, seq,
+                              reason=f"device was replaced by a newer enrolment ({row.replaced_by})")
+            return Answer(REJECTED, device_id, seq, reason=f"device is {row.state}: enrol it again with a new token")
+        return Answer(DUPLICATE, device_id, seq, reason=f"seq {seq} <= last accepted seq {row.last_seq}")
+
+    def _load_state(self, conn: Connection, device_id: str) -> dict[str, _StateRow]:
+        rows = conn.execute(sa.select(
+            check_state.c.rule_id, check_state.c.status, check_state.c.since, check_state.c.failing_since,
+            check_state.c.reason, check_state.c.message, check_state.c.evidence, check_state.c.agent_status,
+            check_state.c.check_id, check_state.c.severity).where(check_state.c.device_id == device_id)).all()
+        return {str(r.rule_id): _StateRow(r.status, r.since, r.failing_since, r.reason, r.message, r.evidence,
+                                          r.agent_status, r.check_id, r.severity) for r in rows}
+
+    def _apply(self, conn: Connection, cand: _Candidate, now: float, states: dict[str, dict[str, _StateRow]],
+               stats: IngestStats) -> Answer:
+        device_id = cand.envelope.device_id
+        payload = cand.payload
+        agent = payload.get("agent") or {}
+        agent_version = agent.get("version") if isinstance(agent.get("version"), str) else None
+        claimed = payload.get("policy") or {}
+        agent_policy_ref = f"{claimed.get('id')}@{claimed.get('version')}"[:300]
+        device = conn.execute(
+            devices.update()
+            .where(devices.c.id == device_id, devices.c.state == DEVICE_ACTIVE, devices.c.last_seq < cand.seq)
+            .values(last_seq=cand.seq, last_seen=now, last_report_at=cand.created_at)
+            .returning(devices.c.org_unit_id, devices.c.platform, devices.c.compliance, devices.c.fail_count,
+                       devices.c.warn_count, devices.c.error_count, devices.c.disagreements, devices.c.policy_ref,
+                       devices.c.agent_policy_ref, devices.c.agent_version, devices.c.last_raw_report_at)).first()
+        if device is None:
+            return self._refusal(conn, device_id, cand.seq)
+        stored = self.policies.get(conn, int(device.org_unit_id))
+        if stored is None:
+            # Nothing to judge with: undo the seq bump so the agent's retry is accepted once a policy exists.
+            raise NoPolicyError("the collector has no policy for this device's org unit: "
+                                "run `teleposture-server policy push` and assign a default")
+        state = states.get(device_id)
+        if state is None:
+            state = states[device_id] = self._load_state(conn, device_id)
+        failing_since = {rule: row.failing_since for rule, row in state.items() if row.failing_since is not None}
+        platform = agent.get("platform") if isinstance(agent.get("platform"), str) else device.platform
+        results = evaluate(stored.policy, payload["facts"], str(platform), cand.created_at, failing_since)
+        agent_statuses = _agent_statuses(payload)
+        org_unit_id = int(device.org_unit_id)
+        changed = False
+        counts = {"fail": 0, "warn": 0, "error": 0}
+        disagreements = 0
+        seen_rules = set()
+        for result in results:
+            seen_rules.add(result.rule_id)
+            if result.status in counts:
+                counts[result.status] += 1
+            agent_status = agent_statuses.get(result.rule_id)
+            if agent_status is not None and agent_status != result.status:
+                disagreements += 1
+            old = state.get(result.rule_id)
+            raw_failing = _raw_failing(result)
+            if raw_failing:
+                started = old.failing_since if old is not None and old.failing_since is not None else cand.created_at
+            else:
+                started = None
+            message = _dumps({"key": result.message.get("key"), "params": result.message.get("params") or {}})
+            evidence = _dumps(list(result.evidence))
+            new = _StateRow(result.status, cand.created_at, started, result.reason, message, evidence,
+                            agent_status, result.check, result.severity)
+            if old is not None and old.status == new.status:
+                new.since = old.since
+                if (old.failing_since, old.reason, old.message, old.evidence, old.agent_status, old.check_id,
+                        old.severity) == (new.failing_since, new.reason, new.message, new.evidence,
+                                          new.agent_status, new.check_id, new.severity):
+                    continue
+            values = {"status": new.status, "since": new.since, "failing_since": new.failing_since,
+                      "reason": new.reason, "message": new.message, "evidence": new.evidence,
+                      "agent_status": new.agent_status, "check_id": new.check_id, "severity": new.severity,
+                      "updated_at": now}
+            if old is None:
+                conn.execute(check_state.insert().values(device_id=device_id, rule_id=result.rule_id,
+                                                         org_unit_id=org_unit_id, active=True, **values))
+            else:
+                conn.execute(check_state.update().where(check_state.c.device_id == device_id,
+                                                        check_state.c.rule_id == result.rule_id).values(**values))
+            stats.state_writes += 1
+            if old is None or old.status != new.status:
+                conn.execute(transitions.insert().values(
+                    device_id=device_id, rule_id=result.rule_id, check_id=result.check,
+                    old_status=None if old is None else old.status, new_status=new.status, at=cand.created_at,
+                    recorded_at=now, seq=cand.seq, reason=new.reason, org_unit_id=org_unit_id))
+                stats.transitions += 1
+            state[result.rule_id] = new
+            changed = True
+        gone = [rule for rule in state if rule not in seen_rules]
+        if gone:
+            # The policy no longer has these rules: their state is no longer current.
+            conn.execute(check_state.delete().where(check_state.c.device_id == device_id,
+                                                    check_state.c.rule_id.in_(gone)))
+            for rule in gone:
+                del state[rule]
+            changed = True
+        compliance = summarize(results)
+        summary = {"compliance": compliance, "fail_count": counts["fail"], "warn_count": counts["warn"],
+                   "error_count": counts["error"], "disagreements": disagreements, "policy_ref": stored.ref,
+                   "agent_policy_ref": agent_policy_ref, "agent_version": agent_version}
+        current = {name: getattr(device, name) for name in summary}
+        updates = {name: value for name, value in summary.items() if current[name] != value}
+        if "compliance" in updates:
+            updates["compliance_since"] = cand.created_at
+        keep_raw = changed or bool(updates) or device.last_raw_report_at is None \
+            or now - device.last_raw_report_at >= self.raw_report_interval
+        if keep_raw:
+            conn.execute(reports.insert().values(
+                device_id=device_id, seq=cand.seq, report_id=str(payload["report_id"])[:64],
+                created_at=cand.created_at, received_at=now, compliance=compliance, policy_ref=stored.ref,
+                payload=cand.envelope.payload, signature=cand.envelope.signature[:100]))
+            updates["last_raw_report_at"] = now
+            stats.raw_kept += 1
+        if updates:
+            conn.execute(devices.update().where(devices.c.id == device_id).values(**updates))
+        return Answer(ACCEPTED, device_id, cand.seq, compliance=compliance)
+
+
+class NoPolicyError(RuntimeError):
+    """No policy applies to a device (no default policy was pushed): the batch cannot be judged."""

@@ -1,0 +1,188 @@
+"""Collector settings: typed, validated at start, from (lowest to highest precedence) defaults, a TOML
+config file, TELEPOSTURE_* environment variables and command-line flags.
+
+The config file is ``--config``/``TELEPOSTURE_CONFIG``, else ``<data dir>/collector.toml`` when it exists.
+Keys are the field names below (``max_body_bytes = 4194304``, ``stale_after = "2d"``); environment
+variables are the same names upper-cased with the TELEPOSTURE_ prefix (TELEPOSTURE_STALE_AFTER=2d).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+import sqlalchemy as sa
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "TELEPOSTURE_"
+SERVER_KEY_FILE = "server_signing_key.pem"
+CONFIG_FILE = "collector.toml"
+# Database passwords that ship in examples and images; never acceptable on a real deployment.
+DEFAULT_DB_PASSWORDS = frozenset({"postgres", "password", "changeme", "teleposture", "secret", "admin"})
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the setting, the value and what is expected."""
+
+
+def parse_duration(value: Any, name: str = "duration") -> float:
+    """Seconds from 90, "90s", "15m", "12h", "7d" or "2w"."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise SettingsError(f"{name}: expected a duration such as 90, 15m, 12h or 7d, found {value!r}")
+    if seconds <= 0:
+        raise SettingsError(f"{name}: must be positive, found {value!r}")
+    return seconds
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Path("./var")
+    database_url: Optional[str] = None  # default: SQLite file teleposture.db in data_dir
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    # Development mode turns the insecure-setting refusals of `serve` into warnings.
+    development: bool = False
+    tls_certfile: Optional[Path] = None
+    tls_keyfile: Optional[Path] = None
+    # Set when a reverse proxy in front terminates TLS (then a non-loopback bind is allowed without certs).
+    behind_tls_proxy: bool = False
+    # Proxies whose X-Forwarded-For is believed (client addresses for rate limits and the audit log).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_decompressed_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(default=500, ge=1, le=10000)
+    # Token buckets: requests per minute with bursts of the same size; 0 disables a limit.
+    rate_limit_device_per_minute: int = Field(default=120, ge=0)
+    rate_limit_ip_per_minute: int = Field(default=12000, ge=0)
+    stale_after: float = 2 * 86400.0
+    report_retention: float = 30 * 86400.0
+    raw_report_interval: float = 3600.0
+    policy_cache_seconds: float = Field(default=5.0, ge=0)
+    maintenance_interval: float = 600.0
+    log_level: str = "info"
+    access_log: bool = True
+
+    @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
+                     mode="before")
+    @classmethod
+    def _durations(cls, value: Any, info: Any) -> float:
+        return parse_duration(value, info.field_name)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not isinstance(value, list):
+            raise SettingsError(f"trusted_proxies: expected a list of addresses, found {value!r}")
+        for item in value:
+            ipaddress.ip_network(str(item), strict=False)
+        return [str(item) for item in value]
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"log_level: expected debug, info, warning or error, found {value!r}")
+        return value.lower()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+pysqlite:///{(self.data_dir / 'teleposture.db').resolve()}"
+
+    @property
+    def server_key_path(self) -> Path:
+        return self.data_dir / SERVER_KEY_FILE
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None and self.tls_keyfile is not None
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+def load_settings(flags: Optional[Mapping[str, Any]] = None, environ: Optional[Mapping[str, str]] = None,
+                  config_file: Optional[Path] = None) -> Settings:
+    """Merge defaults < config file < environment < flags (None flags are ignored) and validate."""
+    environ = os.environ if environ is None else environ
+    cli = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = _from_env(environ)
+    explicit = config_file or (Path(environ["TELEPOSTURE_CONFIG"]) if environ.get("TELEPOSTURE_CONFIG") else None)
+    data_dir = Path(cli.get("data_dir") or env.get("data_dir") or "./var")
+    path = explicit or (data_dir / CONFIG_FILE)
+    from_file: dict[str, Any] = {}
+    if explicit is not None or path.exists():
+        try:
+            with open(path, "rb") as handle:
+                from_file = tomllib.load(handle)
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+        section = from_file.get("collector")
+        if isinstance(section, dict):
+            from_file = section
+    merged = {**from_file, **env, **cli}
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (found {err.get('input')!r})"
+                             for err in exc.errors())
+        raise SettingsError(f"invalid settings: {problems}") from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_reasons(settings: Settings) -> list[str]:
+    """Why serving with these settings would be unsafe outside development (empty when it is fine).
+
+    Insecure means: agents' reports or admin tokens could cross a network in clear text (a
+    non-loopback bind without TLS and without behind_tls_proxy), a half TLS configuration, the
+    server signing key readable by others, or a database password from a well-known default list.
+    """
+    reasons = []
+    if (settings.tls_certfile is None) != (settings.tls_keyfile is None):
+        reasons.append("TLS needs both tls_certfile and tls_keyfile; only one is set")
+    if not _is_loopback(settings.host) and not settings.tls and not settings.behind_tls_proxy:
+        reasons.append(f"binding {settings.host} (not loopback) without TLS: set tls_certfile and tls_keyfile, "
+                       "or behind_tls_proxy = true when a reverse proxy terminates TLS")
+    key = settings.server_key_path
+    if key.exists():
+        mode = stat.S_IMODE(key.stat().st_mode)
+        if mode & 0o077:
+            reasons.append(f"server signing key {key} is readable by others (mode {mode:o}): chmod 600 it")
+    password = sa.engine.make_url(settings.resolved_database_url).password
+    if password is not None and str(password) in DEFAULT_DB_PASSWORDS:
+        reasons.append("the database password is a well-known default: set a real one in the database URL")
+    return reasons

@@ -1,0 +1,222 @@
+"""Fixtures: a fresh collector database per test on SQLite and on PostgreSQL, an initialised data
+directory, an in-process app client, and a real `teleposture-server serve` process."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from benchmarks.collector_sim import SimDevice
+from server import cli
+from server.app import create_app
+from server.settings import Settings, load_settings
+from server.store.db import Database
+from server.store.schema import metadata
+
+PG_ADMIN_URL = os.environ.get("TELEPOSTURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REPO = Path(__file__).resolve().parents[2]
+SERVER_BIN = REPO / ".venv" / "bin" / "teleposture-server"
+
+
+def _pg_available() -> bool:
+    try:
+        engine = sa.create_engine(PG_ADMIN_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return True
+    except sa.exc.OperationalError:
+        return False
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (dropped afterwards)."""
+    name = "tp_" + secrets.token_hex(6)
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+pysqlite:///{tmp_path / 'data' / 'teleposture.db'}"
+        return
+    if not _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    with postgres_database() as url:
+        yield url
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@dataclass
+class Collector:
+    """An initialised collector (data dir + database) and an in-process client for its app."""
+
+    data_dir: Path
+    database_url: str
+    admin_token: str
+    client: TestClient
+    db: Database
+    settings: Settings
+    devices: list[SimDevice] = field(default_factory=list)
+
+    def cli(self, *args: str) -> tuple[int, str, str]:
+        return run_cli("--data-dir", str(self.data_dir), "--database-url", self.database_url, *args)
+
+    def enroll_token(self, org_unit: str = "Finance", uses: int | None = None, expires: str = "1d") -> str:
+        args = ["token", "create", "--org-unit", org_unit, "--expires", expires]
+        if uses is not None:
+            args += ["--uses", str(uses)]
+        code, out, err = self.cli(*args)
+        assert code == 0, err
+        return out.strip().splitlines()[-1]
+
+    def api_token(self, role: str = "viewer", org_units: tuple[str, ...] = (), name: str = "t") -> str:
+        args = ["api-token", "create", "--name", name, "--role", role]
+        for unit in org_units:
+            args += ["--org-unit", unit]
+        code, out, err = self.cli(*args)
+        assert code == 0, err
+        return out.strip().splitlines()[-1]
+
+    def enroll(self, device: SimDevice | None = None, token: str | None = None, org_unit: str = "Finance"
+               ) -> SimDevice:
+        device = device or SimDevice.numbered(len(self.devices) + 1)
+        response = self.client.post("/api/v1/enroll", json=device.enroll_body(token or self.enroll_token(org_unit)))
+        assert response.status_code == 200, response.text
+        device.device_id = response.json()["device_id"]
+        self.devices.append(device)
+        return device
+
+    def send(self, *envelopes: dict[str, str]) -> dict[str, Any]:
+        response = self.client.post("/api/v1/reports", json={"envelopes": list(envelopes)})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def admin(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return self.client.request(method, "/api/v1/admin" + path, headers=headers, **kwargs)
+
+
+def init_collector(data_dir: Path, database_url: str) -> str:
+    code, out, err = run_cli("--data-dir", str(data_dir), "--database-url", database_url, "init")
+    assert code == 0, err
+    return out.strip().splitlines()[-1]
+
+
+def test_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"data_dir": data_dir, "database_url": database_url, "access_log": False,
+                              "maintenance_interval": 3600}
+    values.update(overrides)
+    return load_settings(values, environ={})
+
+
+@pytest.fixture
+def collector(tmp_path: Path, database_url: str) -> Iterator[Collector]:
+    data_dir = tmp_path / "data"
+    token = init_collector(data_dir, database_url)
+    settings = test_settings(data_dir, database_url)
+    db = Database(database_url)
+    app = create_app(settings, db=db)
+    with TestClient(app) as client:
+        yield Collector(data_dir=data_dir, database_url=database_url, admin_token=token, client=client, db=db,
+                        settings=settings)
+    db.dispose()
+
+
+def snapshot(db: Database, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every collector table (sorted), to prove a refused request changed nothing."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with db.read() as conn:
+        for table in metadata.sorted_tables:
+            if table.name in exclude:
+                continue
+            rows = conn.execute(sa.select(table)).all()
+            out[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def serve(data_dir: Path, database_url: str, *extra: str, env: dict[str, str] | None = None
+          ) -> Iterator[ServerProcess]:
+    """`teleposture-server serve` on a free loopback port, until the block ends."""
+    port = free_port()
+    log_path = data_dir.parent / f"serve-{port}.log"
+    environ = {**os.environ, "TELEPOSTURE_ACCESS_LOG": "false", **(env or {})}
+    command = [str(SERVER_BIN) if SERVER_BIN.exists() else sys.executable, *([] if SERVER_BIN.exists() else
+               ["-m", "server.cli"]), "--data-dir", str(data_dir), "--database-url", database_url, "serve",
+               "--host", "127.0.0.1", "--port", str(port), *extra]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(url, process, log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"serve exited with {process.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"serve did not answer within 30 s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
