@@ -1,0 +1,127 @@
+"""Windows service host for the bundled agent (service TelepostureAgent, LocalSystem).
+
+The MSI registers ``teleposture-agent.exe windows-service``. This host speaks the service control
+manager's protocol (pywin32), enrols once from the token the MSI wrote to the registry, then runs
+``teleposture-agent.exe run`` as a child and stops it when Windows asks. If the child dies on its
+own, the host exits without reporting "stopped", so the SCM applies the failure actions the MSI set
+(restart after 1 min, 1 min, 5 min). Stopping terminates the child: the agent's outbox is a SQLite
+WAL spool built to survive being killed, so nothing queued is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import winreg
+from pathlib import Path
+from typing import IO, Any, List, Optional
+
+import servicemanager
+import win32event
+import win32service
+import win32serviceutil
+
+SERVICE_NAME = "TelepostureAgent"
+ENROLLMENT_KEY = r"SOFTWARE\Teleposture\Enrollment"
+LOG_ROTATE_BYTES = 10 * 1024 * 1024
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("ProgramData", r"C:\ProgramData")) / "Teleposture"
+
+
+def agent_exe() -> str:
+    return sys.executable  # the PyInstaller-built teleposture-agent.exe itself
+
+
+def _read_enrollment() -> tuple[str, str]:
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, ENROLLMENT_KEY, 0, winreg.KEY_READ) as key:
+            server = str(winreg.QueryValueEx(key, "ServerUrl")[0] or "")
+            token = str(winreg.QueryValueEx(key, "Token")[0] or "")
+    except OSError:
+        return "", ""
+    return server.strip(), token.strip()
+
+
+def _erase_token() -> None:
+    try:
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, ENROLLMENT_KEY, 0, winreg.KEY_SET_VALUE) as key:
+            winreg.SetValueEx(key, "Token", 0, winreg.REG_SZ, "")
+    except OSError as exc:
+        servicemanager.LogErrorMsg(f"Teleposture: could not erase the enrolment token from HKLM\\{ENROLLMENT_KEY}: {exc}")
+
+
+def enrol_pending(log: IO[str]) -> None:
+    """Enrol with the token the MSI stored, once; erase it when used or when already enrolled."""
+    server, token = _read_enrollment()
+    if not token:
+        return
+    state = data_dir()
+    if (state / "identity.json").exists() and (state / "device_key.pem").exists():
+        servicemanager.LogInfoMsg("Teleposture: already enrolled; the enrolment token from the installer is ignored")
+        _erase_token()
+        return
+    if not server:
+        servicemanager.LogErrorMsg("Teleposture: an enrolment token was given without SERVERURL; reinstall with both")
+        return
+    env = dict(os.environ, TELEPOSTURE_TOKEN=token)
+    result = subprocess.run([agent_exe(), "enroll", "--server", server], env=env, stdout=log, stderr=log,
+                            timeout=120, check=False)
+    if result.returncode == 0:
+        servicemanager.LogInfoMsg(f"Teleposture: enrolled with {server}")
+        _erase_token()
+    else:
+        servicemanager.LogErrorMsg(f"Teleposture: enrolment with {server} failed (exit {result.returncode}); "
+                                   f"see {state / 'agent.log'}; retried at the next start")
+
+
+def open_log() -> IO[str]:
+    state = data_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / "agent.log"
+    if path.exists() and path.stat().st_size > LOG_ROTATE_BYTES:
+        path.replace(state / "agent.log.1")
+    return open(path, "a", encoding="utf-8", buffering=1)
+
+
+class AgentService(win32serviceutil.ServiceFramework):
+    _svc_name_ = SERVICE_NAME
+    _svc_display_name_ = "Teleposture Agent"
+
+    def __init__(self, args: List[str]) -> None:
+        super().__init__(args)
+        self.stop_event = win32event.CreateEvent(None, True, False, None)
+        self.child: Optional[subprocess.Popen[Any]] = None
+        self.stopping = False
+
+    def SvcStop(self) -> None:  # noqa: N802 (pywin32's name)
+        self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING)
+        self.stopping = True
+        win32event.SetEvent(self.stop_event)
+
+    def SvcDoRun(self) -> None:  # noqa: N802 (pywin32's name)
+        with open_log() as log:
+            enrol_pending(log)
+            self.child = subprocess.Popen([agent_exe(), "run"], stdout=log, stderr=log,
+                                          creationflags=subprocess.CREATE_NO_WINDOW)
+            while True:
+                if win32event.WaitForSingleObject(self.stop_event, 1000) == win32event.WAIT_OBJECT_0:
+                    self.child.terminate()
+                    self.child.wait(timeout=20)
+                    return
+                code = self.child.poll()
+                if code is not None and not self.stopping:
+                    servicemanager.LogErrorMsg(f"Teleposture: the agent exited with code {code}; "
+                                               "the service control manager will restart it")
+                    log.flush()
+                    # Exit without reporting SERVICE_STOPPED: the SCM sees a failure and restarts us.
+                    os._exit(1)
+
+
+def main() -> int:
+    servicemanager.Initialize()
+    servicemanager.PrepareToHostSingle(AgentService)
+    servicemanager.StartServiceCtrlDispatcher()
+    return 0
