@@ -285,12 +285,13 @@ def decide(ruleset: Ruleset, source: str, frontends: Sequence[Mapping[str, Any]]
            ipv6_on: bool) -> Tuple[Dict[str, Any], List[str]]:
     """Facts and evidence from a ruleset and front-end states (pure)."""
     verdicts = inbound_verdicts(ruleset)
-    evidence = [f"{source}: input chain {c.label}: policy {c.policy or '-'}, {len(c.rules)} rules"
-                for c in input_chains(ruleset)]
     v4 = verdicts.get("ipv4", ("accept", "no input chain"))
     v6 = verdicts.get("ipv6", ("accept", "no input chain"))
-    evidence.append(f"IPv4 unsolicited inbound: {v4[0]} ({v4[1]})")
-    evidence.append(f"IPv6 unsolicited inbound: {v6[0]} ({v6[1]})" + ("" if ipv6_on else " (IPv6 not configured)"))
+    # The verdict lines first: reports show the first evidence line beside the status.
+    evidence = [f"IPv4 unsolicited inbound: {v4[0]} ({v4[1]})",
+                f"IPv6 unsolicited inbound: {v6[0]} ({v6[1]})" + ("" if ipv6_on else " (IPv6 not configured)")]
+    evidence += [f"{source}: input chain {c.label}: policy {c.policy or '-'}, {len(c.rules)} rules"
+                 for c in input_chains(ruleset)]
     filtered4 = v4[0] in ("drop", "reject")
     filtered6 = v6[0] in ("drop", "reject") or not ipv6_on
     if filtered4 and filtered6:

@@ -104,12 +104,11 @@ def _optional_read(host: Host, path: str, evidence: List[str]) -> Optional[str]:
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     evidence: List[str] = []
-    release: Optional[ProbeResult] = None
-    for path in OS_RELEASE_PATHS:
-        release = host.read_text(path)
-        if release.error != NOT_FOUND:
-            break
-    assert release is not None
+    release = host.read_text(OS_RELEASE_PATHS[0])
+    if release.error == NOT_FOUND:
+        release = host.read_text(OS_RELEASE_PATHS[1])
+    if release.error == NOT_FOUND:
+        return CheckOutcome.error(CHECK, f"no os-release file: {' and '.join(OS_RELEASE_PATHS)} are both missing")
     if release.error is not None:
         return CheckOutcome.probe_failed(CHECK, release)
     os_release = parse_os_release(release.stdout)

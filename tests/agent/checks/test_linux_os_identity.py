@@ -87,7 +87,8 @@ def test_missing_os_release_everywhere_is_an_error_naming_the_file() -> None:
     for path in linux.OS_RELEASE_PATHS:
         rec.probes[json.dumps(["read", [path]])] = ProbeResult("read", (path,), rc=None, error="not_found")
     outcome = run_collector(FAMILY, ReplayHost(rec))
-    assert outcome.state == ERROR and outcome.reason == "read /usr/lib/os-release: not found"
+    assert outcome.state == ERROR
+    assert outcome.reason == "no os-release file: /etc/os-release and /usr/lib/os-release are both missing"
 
 
 # -- garbage never crashes ------------------------------------------------------------------------
