@@ -1,0 +1,255 @@
+"""Linux VPN: recorded and constructed routing states parse to the expected facts, interface kinds come
+from the interface type and not the name, and bad probe output is an error, never a crash."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.checks import vpn
+from agent.checks.base import ERROR, OK, ParseError, conform, run_collector
+from agent.checks.vpn import linux
+from agent.probes import NOT_FOUND, PERMISSION_DENIED, TIMEOUT, LiveHost, ProbeResult, Recording, ReplayHost
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "linux"
+FAMILY = vpn.FAMILY
+
+
+def replay(fixture: str, networks: List[str]) -> Any:
+    return run_collector(FAMILY, ReplayHost(Recording.load(FIXTURES / fixture)), {"corporate_networks": networks})
+
+
+# fixture, corporate networks (policy params), expected facts
+EXPECTED: List[Any] = [
+    pytest.param("debian-12/vpn-openvpn-split-tunnel-routed.json", ["203.0.113.0/24"], {
+        "tunnel_up": True, "tunnel_kinds": {"office": "tun"}, "vpn_clients": ["openvpn"],
+        "default_route_interface": "vB", "default_route_via_tunnel": False,
+        "corporate_routes": [{"network": "203.0.113.0/24", "interface": "office", "via_tunnel": True}],
+        "corporate_networks_via_tunnel": True,
+    }, id="debian12-real-openvpn-split-routed"),
+    pytest.param("debian-12/vpn-openvpn-full-tunnel.json", ["203.0.113.0/24"], {
+        "tunnel_up": True, "tunnel_kinds": {"office": "tun"},
+        # OpenVPN def1: the main table's default route stays on vB, 0.0.0.0/1 + 128.0.0.0/1 win
+        "default_route_interface": "office", "default_route_via_tunnel": True,
+        "corporate_networks_via_tunnel": True,
+    }, id="debian12-real-openvpn-full-tunnel-def1"),
+    pytest.param("debian-12/vpn-tunnel-up-corporate-not-routed.json", ["203.0.113.0/24"], {
+        "tunnel_up": True, "default_route_via_tunnel": False,
+        "corporate_routes": [{"network": "203.0.113.0/24", "interface": "vB", "via_tunnel": False}],
+        "corporate_networks_via_tunnel": False,
+    }, id="debian12-real-tunnel-up-not-routed"),
+    pytest.param("debian-12/vpn-no-tunnel.json", ["203.0.113.0/24"], {
+        "tunnel_up": False, "tunnel_kinds": {}, "default_route_interface": "vB", "default_route_via_tunnel": False,
+        # a VPN process running (the test's server) is not a tunnel
+        "vpn_clients": ["openvpn"], "corporate_networks_via_tunnel": False,
+    }, id="debian12-real-no-tunnel"),
+    pytest.param("debian-12/vpn-no-tunnel.json", [], {
+        "tunnel_up": False, "corporate_routes": [], "corporate_networks_via_tunnel": None,
+    }, id="debian12-no-corporate-network-named"),
+    pytest.param("ubuntu-24.04/vpn-wireguard-split-tunnel.json", ["10.20.0.0/16"], {
+        "tunnel_up": True, "tunnel_kinds": {"wg-office": "wireguard"}, "vpn_clients": [],
+        "configured_vpn_services": ["networkmanager:Office OpenVPN: backup", "networkmanager:Office WireGuard"],
+        "default_route_interface": "wlp0s20f3", "default_route_via_tunnel": False,
+        "corporate_routes": [{"network": "10.20.0.0/16", "interface": "wg-office", "via_tunnel": True}],
+        "corporate_networks_via_tunnel": True,
+    }, id="ubuntu2404-wireguard-split"),
+    pytest.param("ubuntu-22.04/vpn-wireguard-full-tunnel-policy-routing.json", ["10.20.0.0/16"], {
+        "tunnel_up": True, "tunnel_kinds": {"wg0": "wireguard"}, "configured_vpn_services": ["wireguard:wg0"],
+        "default_route_interface": "wg0", "default_route_via_tunnel": True, "corporate_networks_via_tunnel": True,
+    }, id="ubuntu2204-wg-quick-full-policy-routing"),
+    pytest.param("fedora-40/vpn-openconnect-partial-corporate-routes.json", ["10.20.0.0/16", "172.16.0.0/12"], {
+        "tunnel_up": True, "tunnel_kinds": {"vpn0": "tun", "tun1": "tun", "tun2": "tun"},
+        "vpn_clients": ["openconnect", "openconnect (NetworkManager)"],
+        "default_route_interface": "wlp2s0", "default_route_via_tunnel": False,
+        "corporate_routes": [{"network": "10.20.0.0/16", "interface": "vpn0", "via_tunnel": True},
+                             {"network": "172.16.0.0/12", "interface": "wlp2s0", "via_tunnel": False}],
+        "corporate_networks_via_tunnel": False,
+    }, id="fedora40-openconnect-one-network-not-routed"),
+]
+
+
+@pytest.mark.parametrize(("fixture", "networks", "expected"), EXPECTED)
+def test_fixture_parses_to_expected_facts(fixture: str, networks: List[str], expected: Dict[str, Any]) -> None:
+    assert Recording.load(FIXTURES / fixture).note
+    outcome = replay(fixture, networks)
+    assert outcome.state == OK, outcome.reason
+    assert conform(FAMILY.spec, outcome.facts) == []
+    for name, value in expected.items():
+        if name == "tunnel_kinds":
+            assert {t["name"]: t["kind"] for t in outcome.facts["tunnels"]} == value
+        else:
+            assert outcome.facts[name] == value, name
+
+
+def test_not_routed_reason_names_the_network_and_interface() -> None:
+    outcome = replay("debian-12/vpn-tunnel-up-corporate-not-routed.json", ["203.0.113.0/24"])
+    assert outcome.reason == "tunnel office is up but 203.0.113.0/24 is routed via vB, not through a tunnel"
+
+
+def test_tunnels_without_carrier_or_only_link_local_do_not_count() -> None:
+    outcome = replay("fedora-40/vpn-openconnect-partial-corporate-routes.json", ["10.20.0.0/16"])
+    tunnels = {t["name"]: t for t in outcome.facts["tunnels"]}
+    assert tunnels["tun2"]["up"] is False  # NO-CARRIER: its client died
+    assert tunnels["tun1"]["up"] is True and all(a.startswith("fe80:") for a in tunnels["tun1"]["addresses"])
+    only_trap = replay("fedora-40/vpn-openconnect-partial-corporate-routes.json", [])
+    assert only_trap.facts["tunnel_up"] is True  # vpn0 counts; now prove tun1/tun2 alone would not
+    recording = Recording.load(FIXTURES / "fedora-40/vpn-openconnect-partial-corporate-routes.json")
+    key = next(k for k, p in recording.probes.items() if p.target[:3] == ("ip", "-d", "-j"))
+    links = [link for link in json.loads(recording.probes[key].stdout) if link["ifname"] != "vpn0"]
+    recording.probes[key] = ProbeResult("run", recording.probes[key].target, stdout=json.dumps(links))
+    assert run_collector(FAMILY, ReplayHost(recording), {}).facts["tunnel_up"] is False
+
+
+# -- kinds from the interface type -------------------------------------------------------------------------
+
+def link(name: str, link_type: str, info_kind: str = "", info_type: str = "") -> linux.Link:
+    return linux.Link(name=name, link_type=link_type, info_kind=info_kind, info_type=info_type,
+                      flags=("UP", "LOWER_UP"), addresses=())
+
+
+@pytest.mark.parametrize(("entry", "tun_flags", "kind"), [
+    (link("corp", "none", "tun", "tun"), None, "tun"),
+    (link("eth9", "ether", "tun", "tap"), None, "tap"),
+    (link("office", "none", "wireguard"), None, "wireguard"),
+    (link("ipsec0", "none", "xfrm"), None, "ipsec"),
+    (link("vti-hq", "ipip", "vti"), None, "ipsec"),
+    (link("ppp0", "ppp"), None, "ppp"),
+    (link("anything", "ether"), 0x1002, "tap"),  # old iproute2: no linkinfo, /sys tun_flags says IFF_TAP
+    (link("anything", "none"), 0x1001, "tun"),
+    (link("wg0", "none"), None, "tun"),  # ARPHRD_NONE without details: a layer-3 tunnel
+    (link("tun0", "ether", "veth"), None, None),  # named like a tunnel, but a veth
+    (link("vpn", "ether", "bridge"), None, None),
+    (link("gre0", "gre", "gre"), None, None),  # kernel fallback device, plain GRE is not a VPN
+    (link("tunl0", "ipip", "ipip"), None, None),
+    (link("eth0", "ether"), None, None),
+])
+def test_kind_comes_from_type_not_name(entry: linux.Link, tun_flags: Optional[int], kind: Optional[str]) -> None:
+    assert linux.tunnel_kind(entry, tun_flags) == kind
+
+
+@pytest.mark.parametrize(("rows", "labels"), [
+    ([{"name": "openvpn", "exe": "/usr/sbin/openvpn", "cmdline": ["/usr/sbin/openvpn", "--config", "x.conf"]}], ["openvpn"]),
+    ([{"name": "bash", "exe": "/usr/bin/bash", "cmdline": ["bash", "/usr/bin/wg-quick", "up", "wg0"]}], ["wireguard"]),
+    ([{"name": "PanGPS", "exe": "/opt/paloaltonetworks/globalprotect/PanGPS", "cmdline": []}], ["globalprotect"]),
+    ([{"name": "vpnagentd", "exe": "/opt/cisco/anyconnect/bin/vpnagentd", "cmdline": ["/opt/cisco/anyconnect/bin/vpnagentd"]}], ["anyconnect"]),
+    ([{"name": "charon", "exe": "/usr/lib/ipsec/charon", "cmdline": []}, {"name": "FortiClient", "exe": "", "cmdline": []}],
+     ["forticlient", "strongswan"]),
+    ([{"name": "nm-openvpn-serv", "exe": "/usr/libexec/nm-openvpn-service", "cmdline": []}], ["openvpn (NetworkManager)"]),
+    ([{"name": "sshd", "exe": "/usr/sbin/sshd", "cmdline": ["sshd: /usr/sbin/sshd -D"]}], []),
+])
+def test_vpn_client_processes(rows: List[Dict[str, Any]], labels: List[str]) -> None:
+    assert linux.parse_vpn_processes(json.dumps(rows)) == labels
+
+
+@pytest.mark.parametrize(("stdout", "stderr", "rc", "interface"), [
+    ('[{"dst":"10.1.2.3","dev":"wg0","prefsrc":"10.66.0.2","flags":[],"uid":0,"cache":[]}]', "", 0, "wg0"),
+    ("", "RTNETLINK answers: Network is unreachable\n", 2, None),
+    ("", "RTNETLINK answers: No route to host\n", 2, None),
+    ('[{"type":"blackhole","dst":"10.1.2.3","flags":[],"uid":0,"cache":[]}]', "", 0, None),
+])
+def test_route_get(stdout: str, stderr: str, rc: int, interface: Optional[str]) -> None:
+    probe = ProbeResult("run", ("ip", "-j", "route", "get", "10.1.2.3"), stdout=stdout, stderr=stderr, rc=rc)
+    assert linux.parse_route_get(probe, "10.1.2.3").interface == interface
+
+
+@pytest.mark.parametrize(("networks", "address"), [
+    ([], "198.51.100.1"),
+    (["10.0.0.0/8"], "198.51.100.1"),
+    (["203.0.113.0/24", "198.51.100.0/24"], "192.0.2.1"),  # the baseline's placeholders
+    (["0.0.0.0/0"], "192.88.99.1"),
+])
+def test_default_route_probe_avoids_corporate_networks(networks: List[str], address: str) -> None:
+    assert linux.default_route_probe(networks) == address
+
+
+@pytest.mark.parametrize(("network", "address"), [
+    ("10.20.0.0/16", "10.20.0.1"), ("192.0.2.7/32", "192.0.2.7"), ("2001:db8::/32", "2001:db8::1"),
+])
+def test_first_address(network: str, address: str) -> None:
+    assert linux.first_address(network) == address
+
+
+def test_bad_corporate_networks_param_is_a_clear_error() -> None:
+    outcome = replay("debian-12/vpn-no-tunnel.json", ["not-a-network"])
+    assert outcome.state == ERROR
+    assert "corporate_networks" in (outcome.reason or "") and "not-a-network" in (outcome.reason or "")
+
+
+# -- failures and garbage ------------------------------------------------------------------------------------
+
+def edited(fixture: str, prefix: tuple, result: ProbeResult) -> ReplayHost:
+    recording = Recording.load(FIXTURES / fixture)
+    for key, probe in list(recording.probes.items()):
+        if probe.target[:len(prefix)] == prefix:
+            recording.probes[key] = ProbeResult(probe.kind, probe.target, stdout=result.stdout, stderr=result.stderr,
+                                                rc=result.rc, error=result.error, timed_out=result.timed_out,
+                                                duration=result.duration)
+    return ReplayHost(recording)
+
+
+@pytest.mark.parametrize(("prefix", "error", "named"), [
+    (("ip", "-d", "-j"), NOT_FOUND, "ip -d -j addr show: command not found"),
+    (("ip", "-d", "-j"), PERMISSION_DENIED, "ip -d -j addr show: permission denied"),
+    (("ip", "-j", "route", "get"), TIMEOUT, "ip -j route get 198.51.100.1: timed out"),
+    (("psutil",), PERMISSION_DENIED, "processes psutil: permission denied"),
+])
+def test_failed_probe_is_an_error_naming_it(prefix: tuple, error: str, named: str) -> None:
+    host = edited("debian-12/vpn-openvpn-split-tunnel-routed.json", prefix,
+                  ProbeResult("run", prefix, rc=None, error=error, timed_out=error == TIMEOUT, duration=5.0))
+    outcome = run_collector(FAMILY, host, {"corporate_networks": ["203.0.113.0/24"]})
+    assert outcome.state == ERROR
+    assert named in (outcome.reason or "")
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=st.one_of(st.text(max_size=200), st.sampled_from(["", "[]", "{}", "[1]", '[{"ifname": 3}]', "null",
+                                                               '[{"ifname":"x","flags":"UP"}]'])),
+       target=st.sampled_from([("ip", "-d", "-j"), ("ip", "-j", "route", "get"), ("psutil",), ("ip", "-j", "rule")]))
+def test_garbage_output_is_an_error_or_ok_never_a_crash(text: str, target: tuple) -> None:
+    host = edited("debian-12/vpn-openvpn-split-tunnel-routed.json", target, ProbeResult("run", target, stdout=text))
+    outcome = run_collector(FAMILY, host, {"corporate_networks": ["203.0.113.0/24"]})
+    assert outcome.state in (OK, ERROR)
+    if outcome.state == ERROR:
+        assert outcome.reason
+    else:
+        assert conform(FAMILY.spec, outcome.facts) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=3000))
+def test_truncated_link_list_is_an_error(cut: int) -> None:
+    recording = Recording.load(FIXTURES / "debian-12/vpn-openvpn-split-tunnel-routed.json")
+    key = next(k for k, p in recording.probes.items() if p.target[:3] == ("ip", "-d", "-j"))
+    full = recording.probes[key].stdout
+    recording.probes[key] = ProbeResult("run", recording.probes[key].target, stdout=full[:cut])
+    outcome = run_collector(FAMILY, ReplayHost(recording), {"corporate_networks": ["203.0.113.0/24"]})
+    if cut < len(full.strip()):
+        assert outcome.state == ERROR and "ip -d -j addr show" in (outcome.reason or "")
+
+
+def test_parsers_raise_parse_error_on_non_json() -> None:
+    for parser in (linux.parse_links, linux.parse_rules, linux.parse_default_routes, linux.parse_vpn_processes):
+        with pytest.raises(ParseError):
+            parser("RTNETLINK answers: Operation not permitted")
+
+
+# -- this machine ------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 not installed")
+def test_this_machine_tells_the_truth() -> None:
+    outcome = run_collector(FAMILY, LiveHost(), {"corporate_networks": ["10.0.0.0/8"]})
+    assert outcome.state == OK, outcome.reason
+    facts = outcome.facts
+    names = {p.name for p in Path("/sys/class/net").iterdir()}
+    for tunnel in facts["tunnels"]:
+        assert tunnel["name"] in names
+    # every interface of ARPHRD_NONE/PPP type on this machine is reported as a tunnel, whatever its name
+    expected = {n for n in names if (Path("/sys/class/net") / n / "type").read_text().strip() in ("65534", "512")}
+    assert expected <= {t["name"] for t in facts["tunnels"]}
+    assert facts["default_route_interface"] is None or facts["default_route_interface"] in names
