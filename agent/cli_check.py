@@ -160,7 +160,9 @@ def save_recording(host: Host, cycle: Cycle, path: str) -> None:
 
 # -- the check command -----------------------------------------------------------------------------
 
-def run_check(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_check(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         only = parse_only(args.only)
         state_dir = state_dir_for_check(args.state_dir)
@@ -326,8 +328,10 @@ def render_table(policy: Policy, cycle: Cycle, texts: Catalog, width: int = 110,
 
 # -- policy validate ------------------------------------------------------------------------------------
 
-def run_validate(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_validate(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     """Exit 0 valid, 1 invalid (problems on stdout, one per line), 2 unreadable."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         text = read_policy_text(args.file)
     except (OSError, UnicodeError) as exc:

@@ -30,6 +30,18 @@ def run(args: List[str], env_extra: Dict[str, str] | None = None, timeout: float
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def run_here(args: List[str], capsys: pytest.CaptureFixture[str]) -> Tuple[int, str, str]:
+    """The same command in this process (cheaper), for the many small usage cases."""
+    from agent.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse refusing the command line
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
     """A live check of this machine with --record: its exit code, JSON and recording path."""
@@ -128,14 +140,16 @@ def test_unknown_only_check_is_a_usage_error() -> None:
     assert "unknown check antivirs" in err and "known checks: antivirus, disk_encryption" in err
 
 
-def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    assert run(["check", "--replay", str(tmp_path / "none.json")])[0] == 2
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_here(["check", "--replay", str(tmp_path / "none.json")], capsys)[0] == 2
     (tmp_path / "not-a-recording.json").write_text('{"schema": "other"}')
-    code, _, err = run(["check", "--replay", str(tmp_path / "not-a-recording.json")])
+    code, _, err = run_here(["check", "--replay", str(tmp_path / "not-a-recording.json")], capsys)
     assert code == 2 and "not a Teleposture recording" in err
-    code, _, err = run(["check", "--record", "a", "--replay", "b"])
+    code, _, err = run_here(["check", "--record", "a", "--replay", "b"], capsys)
     assert code == 2 and "not allowed with" in err
-    assert run(["check", "--lang", "de"])[0] == 2
+    assert run_here(["check", "--lang", "de"], capsys)[0] == 2
+    code, _, err = run_here(["check", "--only", ",", "--replay", "x"], capsys)
+    assert code == 2 and "--only needs at least one check id" in err
 
 
 def test_broken_policy_is_a_usage_error_naming_the_line(tmp_path: Path) -> None:
@@ -220,22 +234,22 @@ def test_enrolled_policy_is_used_and_a_tampered_one_is_not(recorded: Dict[str, A
     assert "refused" in err and "using the bundled baseline" in err
 
 
-def test_policy_validate_exit_codes(tmp_path: Path) -> None:
+def test_policy_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["policy", "validate", str(BASELINE_YAML)])
     assert code == 0 and "valid: ma-telework-baseline version 1" in out
-    code, out, _ = run(["policy", "validate", str(POLICIES_DIR / "ma-telework-baseline.json")])
+    code, out, _ = run_here(["policy", "validate", str(POLICIES_DIR / "ma-telework-baseline.json")], capsys)
     assert code == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text(BASELINE_YAML.read_text(encoding="utf-8").replace("severity: medium", "severity: urgent", 1)
                    .replace("  - id: firewall-enabled", "  - id: disk-encryption"), encoding="utf-8")
-    code, out, _ = run(["policy", "validate", str(bad)])
+    code, out, _ = run_here(["policy", "validate", str(bad)], capsys)
     lines = out.splitlines()
     assert code == 1 and lines[-1] == f"{bad}: invalid (2 problems)"
     assert any("severity must be one of" in line and line.startswith(f"{bad}:") for line in lines)
     assert any("duplicate rule id 'disk-encryption'" in line for line in lines)
     broken = tmp_path / "broken.yaml"
     broken.write_text("rules: [\n  - a\n", encoding="utf-8")
-    code, out, _ = run(["policy", "validate", str(broken)])
+    code, out, _ = run_here(["policy", "validate", str(broken)], capsys)
     assert code == 1 and out.startswith(f"{broken}:") and "YAML syntax error" in out
-    code, _, err = run(["policy", "validate", str(tmp_path / "absent.yaml")])
+    code, _, err = run_here(["policy", "validate", str(tmp_path / "absent.yaml")], capsys)
     assert code == 2 and "cannot read" in err

@@ -284,7 +284,7 @@ _any = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st
                     max_leaves=12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.sampled_from(["disk_encryption", "vpn", "patches", "os_identity", "firewall",
                                         "screen_lock", "antivirus", "x"]),
                        st.one_of(_any, st.fixed_dictionaries({"state": st.sampled_from(["ok", "error", "x"]),

@@ -184,7 +184,7 @@ def test_yaml_without_pyyaml_says_what_to_install(monkeypatch: pytest.MonkeyPatc
     assert load_policy_text(json.dumps(data, indent=1), "b.json").id == BASELINE_ID
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300))
 def test_any_text_gives_problems_or_a_policy_never_a_crash(text: str) -> None:
     problems = validate_text(text, "fuzz.yaml")
@@ -198,14 +198,14 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(_json_values)
 def test_any_json_value_is_judged_without_crashing(value: Any) -> None:
     problems = validate_text(json.dumps(value), "fuzz.json")
     assert problems and all(p.startswith("fuzz.json:") for p in problems)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.sampled_from(["rules", "title", "intervals", "expect", "grace", "severity", "check", "in"]),
        _json_values)
 def test_mutated_baseline_never_crashes(key: str, value: Any) -> None:
