@@ -84,10 +84,10 @@ def parse_mounts(text: str) -> List[Mount]:
     return mounts
 
 
-def is_candidate(mount: Mount) -> Optional[str]:
+def is_candidate(mount: Mount, system_mount: str = "/") -> Optional[str]:
     """None when the mount is a volume to judge, else why it is skipped."""
-    if mount.mountpoint == "/":
-        return None
+    if mount.mountpoint == system_mount:
+        return None  # always judged, even read-only (ostree mounts /sysroot read-only)
     if mount.fstype not in REAL_FILESYSTEMS:
         return f"{mount.fstype} is not a disk file system"
     if mount.mountpoint in SKIPPED_MOUNTS or mount.mountpoint.startswith("/boot/"):
@@ -101,14 +101,14 @@ def is_candidate(mount: Mount) -> Optional[str]:
     return None
 
 
-def select_volumes(mounts: Sequence[Mount]) -> Tuple[List[Mount], List[str]]:
+def select_volumes(mounts: Sequence[Mount], system_mount: str = "/") -> Tuple[List[Mount], List[str]]:
     """The mounts to judge, one per source device ('/' first), and the skip notes."""
     chosen: List[Mount] = []
     notes: List[str] = []
     seen_sources: Dict[str, str] = {}
-    ordered = sorted(mounts, key=lambda m: m.mountpoint != "/")
+    ordered = sorted(mounts, key=lambda m: m.mountpoint != system_mount)
     for mount in ordered:
-        why = is_candidate(mount)
+        why = is_candidate(mount, system_mount)
         if why is not None:
             continue
         if mount.source in seen_sources:
@@ -287,7 +287,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
                 "it cannot be seen from here, so its encryption cannot be judged; check the host instead",
                 [f"/proc/mounts: {root.source} on / type {root.fstype}"])
         system_mount = "/sysroot"  # ostree systems (Silverblue, CoreOS): / is composefs over /sysroot
-    candidates, notes = select_volumes([m for m in mounts if not (m.mountpoint == "/" and system_mount != "/")])
+    candidates, notes = select_volumes([m for m in mounts if not (m.mountpoint == "/" and system_mount != "/")],
+                                       system_mount)
 
     lsblk = host.run(LSBLK_ARGV, timeout=10)
     if not lsblk.ok:

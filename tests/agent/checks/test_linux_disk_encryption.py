@@ -139,6 +139,17 @@ def test_lvm_path_form_resolves_to_the_mapper_name() -> None:
     assert outcome.state == OK and outcome.facts["volumes"][0]["chain"][0] == "my--vg-root (lvm)"
 
 
+def test_ostree_root_judges_the_read_only_sysroot() -> None:
+    # Silverblue/CoreOS: / is composefs, the real file system is /sysroot (mounted read-only).
+    tree = [_node("vda", "vda", "disk", children=[_node("vda3", "vda3", "part", children=[
+        _node("luks-1", "dm-0", "crypt", "/sysroot", fstype="btrfs")])])]
+    mounts = "composefs / overlay ro,relatime 0 0\n/dev/mapper/luks-1 /sysroot btrfs ro,relatime 0 0\n"
+    uuid = ProbeResult("read", ("/sys/block/dm-0/dm/uuid",), stdout="CRYPT-LUKS2-0011-luks-1\n")
+    outcome = run_collector(FAMILY, _host(mounts, tree, [uuid]))
+    assert outcome.state == OK, outcome.reason
+    assert outcome.facts["volumes"][0]["mount"] == "/sysroot" and outcome.facts["system_volume_encrypted"] is True
+
+
 def test_root_device_missing_from_lsblk_is_an_error_not_a_guess() -> None:
     tree = [_node("sda", "sda", "disk")]
     outcome = run_collector(FAMILY, _host("/dev/nvme9n1p2 / ext4 rw 0 0\n", tree))
