@@ -1,0 +1,147 @@
+"""Dashboard sign-in: signed session cookies, CSRF tokens and login rate limits.
+
+Sessions are stateless: the cookie carries (user id, random session id, issue time) and an HMAC made
+with a key derived from the server signing key, so every worker process of one collector accepts it
+without shared memory. The user row is re-read on every request, so a disabled user, a role change or
+a change of org units takes effect at once. The CSRF token of a form is an HMAC of the session id:
+a page from another site can neither read it nor compute it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from fastapi import HTTPException, Request
+from starlette.responses import Response
+
+from server.app import AppContext
+from server.ratelimit import RateLimiter
+from server.store.accounts import Principal
+
+SESSION_COOKIE = "tp_session"
+LOGIN_COOKIE = "tp_login"  # pre-sign-in nonce for the login form's CSRF token
+LANG_COOKIE = "tp_lang"
+SESSION_LIFETIME = 12 * 3600.0
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+# Sign-in attempts: per client address and per user name, each a token bucket per minute.
+LOGIN_PER_IP_PER_MINUTE = 10
+LOGIN_PER_USER_PER_MINUTE = 5
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: int
+    session_id: str
+    issued_at: float
+
+
+@dataclass(frozen=True)
+class WebUser:
+    """The signed-in user: name, role and org-unit scope (as a store Principal) and the session."""
+
+    username: str
+    principal: Principal
+    session: Session
+
+    @property
+    def is_admin(self) -> bool:
+        return self.principal.is_admin
+
+
+def _key(ctx: AppContext, purpose: bytes) -> bytes:
+    # Derived from the server signing key: every process of one collector agrees, and replacing the
+    # server key (which re-enrols nothing but forces new sessions) signs everybody out.
+    raw = ctx.server_key.private_bytes_raw()
+    return hmac.new(raw, b"teleposture dashboard v1 " + purpose, hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encode_session(ctx: AppContext, session: Session) -> str:
+    body = _b64(json.dumps({"u": session.user_id, "s": session.session_id, "i": session.issued_at},
+                           separators=(",", ":")).encode())
+    mac = _b64(hmac.new(_key(ctx, b"session"), body.encode(), hashlib.sha256).digest())
+    return f"{body}.{mac}"
+
+
+def decode_session(ctx: AppContext, value: str, now: Optional[float] = None) -> Optional[Session]:
+    """The session of a cookie value, or None when it is forged, malformed or expired."""
+    if not value or len(value) > 512 or value.count(".") != 1:
+        return None
+    body, mac = value.split(".")
+    expected = _b64(hmac.new(_key(ctx, b"session"), body.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(mac, expected):
+        return None
+    try:
+        data = json.loads(_unb64(body))
+        session = Session(int(data["u"]), str(data["s"]), float(data["i"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    current = time.time() if now is None else now
+    if not session.issued_at <= current + 60 or current - session.issued_at > SESSION_LIFETIME:
+        return None
+    return session
+
+
+def new_session(user_id: int) -> Session:
+    return Session(user_id, secrets.token_urlsafe(16), time.time())
+
+
+def csrf_token(ctx: AppContext, binding: str) -> str:
+    """The token forms carry: bound to the session id (or to the login nonce before sign-in)."""
+    return _b64(hmac.new(_key(ctx, b"csrf"), binding.encode(), hashlib.sha256).digest())
+
+
+def csrf_valid(ctx: AppContext, binding: Optional[str], presented: Any) -> bool:
+    if not binding or not isinstance(presented, str) or not presented:
+        return False
+    return hmac.compare_digest(presented, csrf_token(ctx, binding))
+
+
+def https(request: Request, ctx: AppContext) -> bool:
+    """Whether the browser reached us over HTTPS (directly, or through a TLS-terminating proxy)."""
+    return request.url.scheme == "https" or ctx.settings.tls or ctx.settings.behind_tls_proxy
+
+
+def set_cookie(response: Response, request: Request, ctx: AppContext, name: str, value: str,
+               max_age: Optional[int]) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True, samesite="lax",
+                        secure=https(request, ctx))
+
+
+def login_limiters(request: Request) -> tuple[RateLimiter, RateLimiter]:
+    state = request.app.state
+    if not hasattr(state, "web_login_limiters"):
+        state.web_login_limiters = (RateLimiter(LOGIN_PER_IP_PER_MINUTE), RateLimiter(LOGIN_PER_USER_PER_MINUTE))
+    limiters: tuple[RateLimiter, RateLimiter] = state.web_login_limiters
+    return limiters
+
+
+def login_wait(request: Request, client: str, username: str) -> float:
+    """Seconds to wait before another attempt is allowed (0: go ahead; the attempt is counted)."""
+    by_ip, by_user = login_limiters(request)
+    wait_ip = by_ip.take(client)
+    if wait_ip:
+        return wait_ip
+    return by_user.take(username.lower()[:200])
+
+
+class Redirect(HTTPException):
+    """Raised from a dependency to send the browser elsewhere (e.g. to the sign-in page)."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(status_code=303, headers={"Location": location}, detail="see other")

@@ -1,0 +1,287 @@
+"""Read queries the dashboard needs beyond server.store.fleet (which it reuses for everything else).
+
+Each takes the caller's Scope and applies it in SQL, like the store's own queries.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from agent.policy import Policy, evaluate, summarize
+from server.store import fleet
+from server.store import policies as policy_store
+from server.store.accounts import Principal
+from server.store.schema import (
+    DEVICE_ACTIVE,
+    check_state,
+    devices,
+    org_units,
+    reports,
+    transitions,
+    user_org_units,
+    users,
+)
+from server.store.scope import Scope
+
+# Devices a dry-run re-evaluates at most (the most recently seen first); the page says when it sampled.
+DRY_RUN_LIMIT = 5000
+
+
+def load_user(conn: Connection, user_id: int) -> Optional[tuple[str, Principal]]:
+    """(user name, principal) of an enabled user, re-read on every request; None if gone or disabled."""
+    row = conn.execute(sa.select(users.c.username, users.c.role, users.c.disabled_at)
+                       .where(users.c.id == user_id)).first()
+    if row is None or row.disabled_at is not None:
+        return None
+    units = conn.execute(sa.select(user_org_units.c.org_unit_id)
+                         .where(user_org_units.c.user_id == user_id)).scalars().all()
+    scope = Scope(frozenset(int(u) for u in units)) if units else Scope.everything()
+    return str(row.username), Principal(actor=f"user:{row.username}", role=str(row.role), scope=scope,
+                                        user_id=user_id)
+
+
+def narrow(scope: Scope, org_unit_id: Optional[int]) -> Scope:
+    """The scope limited to one org unit (empty when the unit is outside the scope)."""
+    if org_unit_id is None:
+        return scope
+    return Scope(frozenset({org_unit_id}) if scope.allows(org_unit_id) else frozenset())
+
+
+@dataclass
+class Freshness:
+    """Compliance of devices that reported recently; stale and never-reporting devices apart."""
+
+    fresh_by_compliance: dict[str, int] = field(default_factory=dict)
+    fresh_reporting: int = 0
+    compliant_percent: Optional[float] = None
+
+
+def fresh_compliance(conn: Connection, scope: Scope, *, cutoff: float) -> Freshness:
+    out = Freshness()
+    rows = conn.execute(sa.select(devices.c.compliance, sa.func.count())
+                        .where(devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id),
+                               devices.c.last_seen >= cutoff)
+                        .group_by(devices.c.compliance))
+    for compliance, count in rows:
+        out.fresh_by_compliance[str(compliance)] = int(count)
+    out.fresh_reporting = sum(v for k, v in out.fresh_by_compliance.items() if k != "unknown")
+    if out.fresh_reporting:
+        out.compliant_percent = round(100.0 * out.fresh_by_compliance.get("compliant", 0) / out.fresh_reporting, 1)
+    return out
+
+
+def by_org_unit(conn: Connection, scope: Scope, *, cutoff: float) -> list[dict[str, Any]]:
+    """Per org unit: active devices, recently reporting ones by compliance, stale ones."""
+    fresh = sa.case((devices.c.last_seen >= cutoff, 1), else_=0)
+    rows = conn.execute(sa.select(devices.c.org_unit_id, devices.c.compliance, fresh.label("fresh"), sa.func.count())
+                        .where(devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id))
+                        .group_by(devices.c.org_unit_id, devices.c.compliance, fresh))
+    units: dict[int, dict[str, Any]] = {}
+    for unit_id, compliance, is_fresh, count in rows:
+        entry = units.setdefault(int(unit_id), {"org_unit_id": int(unit_id), "devices": 0, "fresh": 0,
+                                                "compliant": 0, "not_compliant": 0, "error": 0, "stale": 0})
+        entry["devices"] += int(count)
+        if is_fresh and compliance != "unknown":
+            entry["fresh"] += int(count)
+            entry[str(compliance)] += int(count)
+        elif not is_fresh:
+            entry["stale"] += int(count)
+    names = dict(conn.execute(sa.select(org_units.c.id, org_units.c.name)
+                              .where(org_units.c.id.in_(sorted(units)))).all()) if units else {}
+    out = []
+    for unit_id, entry in units.items():
+        entry["name"] = str(names.get(unit_id, unit_id))
+        entry["percent"] = round(100.0 * entry["compliant"] / entry["fresh"], 1) if entry["fresh"] else None
+        out.append(entry)
+    return sorted(out, key=lambda e: e["name"])
+
+
+def recent_changes(conn: Connection, scope: Scope, *, limit: int = 12,
+                   to_status: Optional[Sequence[str]] = ("fail", "warn", "error")) -> list[dict[str, Any]]:
+    """Newest status changes (to a failing status by default), with the device's host name.
+
+    No total count: at 30 days of history the transitions table is large and the page needs the
+    newest few only, which the (at) index answers by reading just those rows.
+    """
+    where: list[Any] = [scope.clause(transitions.c.org_unit_id)]
+    if to_status:
+        where.append(transitions.c.new_status.in_(list(to_status)))
+    newest = (sa.select(transitions.c.id, transitions.c.device_id, transitions.c.rule_id, transitions.c.old_status,
+                        transitions.c.new_status, transitions.c.at, transitions.c.reason)
+              .where(*where).order_by(transitions.c.at.desc()).limit(limit).subquery())
+    rows = conn.execute(sa.select(newest, devices.c.hostname, devices.c.state)
+                        .select_from(newest.join(devices, devices.c.id == newest.c.device_id))
+                        .order_by(newest.c.at.desc(), newest.c.id.desc())).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def rule_ids(conn: Connection, scope: Scope) -> list[str]:
+    """Rule ids of the latest version of every policy the caller may see (the failing-rule filter)."""
+    visible = None if scope.unrestricted else policy_store.policy_ids_in_scope(conn, scope)
+    found: set[str] = set()
+    for row in policy_store.list_policies(conn):
+        if not row["latest"] or (visible is not None and row["policy_id"] not in visible):
+            continue
+        stored = policy_store.get_policy(conn, int(row["id"]))
+        if stored is not None:
+            found.update(rule.id for rule in stored.policy.rules)
+    return sorted(found)
+
+
+class _TTLCache:
+    """Tiny per-process cache for slow-changing lists (OS names) so list pages do not scan for them."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._values.get(key)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
+            return hit[1]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._values[key] = (time.monotonic(), value)
+
+
+_os_cache = _TTLCache(60.0)
+
+
+def os_names(conn: Connection, scope: Scope) -> list[str]:
+    key = (str(conn.engine.url), scope.org_unit_ids)
+    cached = _os_cache.get(key)
+    if cached is not None:
+        return list(cached)
+    names = sorted(str(n) for n in conn.execute(
+        sa.select(devices.c.os_name).where(devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id))
+        .group_by(devices.c.os_name).limit(200)).scalars())
+    _os_cache.put(key, names)
+    return names
+
+
+CHECK_EXPORT_COLUMNS = ("device_id", "hostname", "org_unit", "rule_id", "check", "severity", "status", "since",
+                        "failing_since", "reason", "agent_status")
+
+
+def iter_check_states(conn: Connection, scope: Scope, flt: fleet.DeviceFilter, *, now: float, stale_after: float,
+                      chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Current check states of every device matching the device-list filter (the same filter code)."""
+    # The store's filter builder keeps the two exports and the list in exact agreement.
+    where = fleet._device_conditions(scope, flt, now, stale_after)
+    query = (sa.select(check_state.c.device_id, devices.c.hostname, org_units.c.name.label("org_unit"),
+                       check_state.c.rule_id, check_state.c.check_id.label("check"), check_state.c.severity,
+                       check_state.c.status, check_state.c.since, check_state.c.failing_since,
+                       check_state.c.reason, check_state.c.agent_status)
+             .select_from(check_state.join(devices, devices.c.id == check_state.c.device_id)
+                          .join(org_units, org_units.c.id == devices.c.org_unit_id))
+             .where(*where).order_by(devices.c.hostname_lc, devices.c.id, check_state.c.rule_id))
+    for row in conn.execution_options(yield_per=chunk).execute(query).mappings():
+        yield dict(row)
+
+
+def non_compliant_devices(conn: Connection, scope: Scope, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Failing devices with the rules they fail and since when (the printable report)."""
+    page = fleet.list_devices(conn, scope, fleet.DeviceFilter(compliance="not_compliant"), now=time.time(),
+                              stale_after=1e12, sort="-fail_count", per_page=min(limit, fleet.MAX_PER_PAGE))
+    ids = [d["id"] for d in page.items]
+    failing: dict[str, list[dict[str, Any]]] = {}
+    if ids:
+        for row in conn.execute(sa.select(check_state.c.device_id, check_state.c.rule_id,
+                                          check_state.c.failing_since, check_state.c.since)
+                                .where(check_state.c.device_id.in_(ids), check_state.c.status == "fail")
+                                .order_by(check_state.c.rule_id)).mappings():
+            failing.setdefault(row["device_id"], []).append(dict(row))
+    return [{**d, "failing": failing.get(d["id"], [])} for d in page.items]
+
+
+def transitions_in_period(conn: Connection, scope: Scope, *, since: float, until: float) -> dict[str, int]:
+    """Count of changes to each status in a period (the report's 'what happened' line)."""
+    rows = conn.execute(sa.select(transitions.c.new_status, sa.func.count())
+                        .where(transitions.c.at >= since, transitions.c.at < until,
+                               scope.clause(transitions.c.org_unit_id))
+                        .group_by(transitions.c.new_status))
+    return {str(status): int(count) for status, count in rows}
+
+
+@dataclass
+class DryRun:
+    """What a policy version would conclude on the latest stored facts of devices in scope."""
+
+    evaluated: int = 0
+    devices_in_scope: int = 0
+    without_facts: int = 0
+    by_compliance: dict[str, int] = field(default_factory=dict)
+    current_by_compliance: dict[str, int] = field(default_factory=dict)
+    newly_failing: int = 0
+    newly_passing: int = 0
+    rules: dict[str, dict[str, int]] = field(default_factory=dict)
+    unreadable: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        return self.evaluated + self.without_facts + self.unreadable < self.devices_in_scope
+
+
+def dry_run(conn: Connection, scope: Scope, policy: Policy, *, now: float,
+            limit: int = DRY_RUN_LIMIT) -> DryRun:
+    """Re-evaluate the latest kept report of each active device (most recently seen first, up to
+    ``limit``) with ``policy``, keeping each rule's failing-since so grace periods count as at ingest."""
+    result = DryRun()
+    active = [devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id)]
+    result.devices_in_scope = int(conn.execute(sa.select(sa.func.count()).select_from(devices)
+                                               .where(*active)).scalar_one())
+    chosen = conn.execute(sa.select(devices.c.id, devices.c.platform, devices.c.compliance).where(*active)
+                          .order_by(devices.c.last_seen.desc().nulls_last()).limit(limit)).all()
+    device_info = {str(r.id): (str(r.platform), str(r.compliance)) for r in chosen}
+    ids = list(device_info)
+    for status in ("pass", "warn", "fail", "not_applicable", "error"):
+        for rule in policy.rules:
+            result.rules.setdefault(rule.id, {})[status] = 0
+    for start in range(0, len(ids), 500):
+        batch = ids[start:start + 500]
+        latest = (sa.select(reports.c.device_id, sa.func.max(reports.c.seq).label("seq"))
+                  .where(reports.c.device_id.in_(batch)).group_by(reports.c.device_id).subquery())
+        payloads = {str(r.device_id): r.payload for r in conn.execute(
+            sa.select(reports.c.device_id, reports.c.payload).select_from(
+                reports.join(latest, sa.and_(reports.c.device_id == latest.c.device_id,
+                                             reports.c.seq == latest.c.seq))))}
+        since: dict[str, dict[str, float]] = {}
+        for row in conn.execute(sa.select(check_state.c.device_id, check_state.c.rule_id, check_state.c.failing_since)
+                                .where(check_state.c.device_id.in_(batch), check_state.c.failing_since.is_not(None))):
+            since.setdefault(str(row.device_id), {})[str(row.rule_id)] = float(row.failing_since)
+        for device_id in batch:
+            platform, current = device_info[device_id]
+            text = payloads.get(device_id)
+            if text is None:
+                result.without_facts += 1
+                continue
+            try:
+                facts = json.loads(text)["facts"]
+            except (ValueError, KeyError, TypeError):
+                result.unreadable += 1
+                continue
+            results = evaluate(policy, facts, platform, now, since.get(device_id, {}))
+            verdict = summarize(results)
+            result.evaluated += 1
+            result.by_compliance[verdict] = result.by_compliance.get(verdict, 0) + 1
+            result.current_by_compliance[current] = result.current_by_compliance.get(current, 0) + 1
+            if verdict == "not_compliant" and current != "not_compliant":
+                result.newly_failing += 1
+            elif verdict != "not_compliant" and current == "not_compliant":
+                result.newly_passing += 1
+            for item in results:
+                counts = result.rules.setdefault(item.rule_id, {})
+                counts[item.status] = counts.get(item.status, 0) + 1
+    return result
