@@ -9,7 +9,8 @@ of each file system is found in it and its ancestry walked up to the disk: the v
 when *every* path from it to a disk crosses a ``crypt`` (dm-crypt) node. That covers LVM on LUKS
 (lvm -> crypt -> part), LUKS on LVM (crypt -> lvm -> part) and LUKS on a partition alike. The
 dm-crypt flavour comes from ``/sys/block/dm-N/dm/uuid`` (``CRYPT-LUKS2-...``). ZFS datasets are
-not block devices: their native encryption is asked of ``zfs get``.
+not block devices: their native encryption is asked of ``zfs get``. fscrypt (per-directory
+encryption on ext4/f2fs) is reported for what it is: the volume stays unencrypted, method fscrypt.
 
 Never guess: a file system whose device is not in the tree is ``unknown``; when that is ``/``
 the whole check is an error, or not applicable for an overlay root (a container).
@@ -33,6 +34,7 @@ REAL_FILESYSTEMS = frozenset({
     "vfat", "exfat", "ntfs", "ntfs3", "fuseblk", "hfsplus",
 })
 SKIPPED_MOUNTS = ("/boot", "/boot/efi", "/efi")
+FSCRYPT_FILESYSTEMS = frozenset({"ext4", "f2fs"})
 OVERLAY_FILESYSTEMS = frozenset({"overlay", "aufs", "composefs", "fuse-overlayfs"})
 _OCTAL = re.compile(r"[0-7]{3}")
 DM_TYPES = frozenset({"lvm", "crypt", "dm", "mpath", "raid", "integrity", "verity"})
@@ -249,6 +251,18 @@ def parse_zfs_get(text: str) -> Dict[str, str]:
     return values
 
 
+_FSCRYPT_STATUS = re.compile(r'filesystem "(?P<mount>.*)" has (?P<protectors>\d+) protector\S* and (?P<policies>\d+) polic')
+
+
+def parse_fscrypt_status(text: str) -> int:
+    """``fscrypt status MOUNT``: the number of fscrypt policies (encrypted directory trees) on it."""
+    match = _FSCRYPT_STATUS.search(text)
+    if match is None:
+        raise ParseError(f"fscrypt status: expected 'filesystem \"...\" has N protectors and M policies', "
+                         f"found {text[:80]!r}")
+    return int(match.group("policies"))
+
+
 # -- judgement -----------------------------------------------------------------------------------
 
 def judge_paths(paths: Sequence[Tuple[BlockNode, ...]], methods: Mapping[str, str]) -> Dict[str, Any]:
@@ -322,6 +336,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
                 evidence.append(f"{mount.mountpoint} on {mount.source} ({mount.fstype}): "
                                 f"{' <- '.join(volume['chain'])}: {volume['state']}")
         volumes.append(volume)
+    _note_fscrypt(host, volumes, evidence)
     evidence.extend(notes)
 
     system = next((v for v in volumes if v["mount"] == system_mount), None)
@@ -344,6 +359,23 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         "volumes": volumes,
     }
     return CheckOutcome(CHECK, facts=facts, evidence=evidence)
+
+
+def _note_fscrypt(host: Host, volumes: List[Dict[str, Any]], evidence: List[str]) -> None:
+    """fscrypt encrypts directories, not volumes: say so on clear ext4/f2fs volumes that use it."""
+    clear = [v for v in volumes if v.get("encrypted") is False and v["fstype"] in FSCRYPT_FILESYSTEMS]
+    if not clear or not host.which("fscrypt"):
+        return
+    for volume in clear:
+        probe = host.run(["fscrypt", "status", volume["mount"]], timeout=10)
+        if not probe.ok:
+            continue  # "not setup for use with fscrypt": nothing to report
+        policies = parse_fscrypt_status(probe.stdout)
+        if policies:
+            volume["method"] = "fscrypt"
+            volume["fscrypt_policies"] = policies
+            evidence.append(f"{volume['mount']}: {policies} fscrypt-encrypted directory tree(s); fscrypt protects "
+                            "those directories only, not the volume")
 
 
 def _crypt_method(host: Host, node: BlockNode, path: Tuple[BlockNode, ...], evidence: List[str]) -> str:

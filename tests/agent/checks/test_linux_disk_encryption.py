@@ -150,6 +150,27 @@ def test_ostree_root_judges_the_read_only_sysroot() -> None:
     assert outcome.facts["volumes"][0]["mount"] == "/sysroot" and outcome.facts["system_volume_encrypted"] is True
 
 
+def test_fscrypt_directories_do_not_make_the_volume_encrypted() -> None:
+    tree = [_node("sda", "sda", "disk", children=[_node("sda2", "sda2", "part", "/", fstype="ext4")])]
+    extra = [ProbeResult("run", ("__which__", "fscrypt"), stdout="/usr/bin/fscrypt"),
+             ProbeResult("run", ("fscrypt", "status", "/"),
+                         stdout='ext4 filesystem "/" has 1 protector and 1 policy.\n'
+                                "All users can create fscrypt metadata on this filesystem.\n")]
+    outcome = run_collector(FAMILY, _host("/dev/sda2 / ext4 rw 0 0\n", tree, extra))
+    assert outcome.state == OK
+    assert outcome.facts["system_volume_encrypted"] is False and outcome.facts["system_volume_method"] == "fscrypt"
+    assert outcome.facts["volumes"][0]["fscrypt_policies"] == 1
+
+
+@pytest.mark.parametrize(("text", "policies"), [
+    ('ext4 filesystem "/" has 1 protector(s) and 0 policy(ies)\n', 0),
+    ('ext4 filesystem "/mnt/disk" has 2 protectors and 2 policies\n', 2),
+    ('ext4 filesystem "/" has 1 protector and 1 policy.\n', 1),
+], ids=["fscrypt-0.2", "plural", "singular"])
+def test_fscrypt_status_formats(text: str, policies: int) -> None:
+    assert linux.parse_fscrypt_status(text) == policies
+
+
 def test_root_device_missing_from_lsblk_is_an_error_not_a_guess() -> None:
     tree = [_node("sda", "sda", "disk")]
     outcome = run_collector(FAMILY, _host("/dev/nvme9n1p2 / ext4 rw 0 0\n", tree))
@@ -195,7 +216,7 @@ def test_zfs_dataset_encryption_parsed() -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=400))
 def test_parsers_raise_only_parse_error(text: str) -> None:
-    for parse in (linux.parse_lsblk, linux.parse_mounts, linux.parse_zfs_get):
+    for parse in (linux.parse_lsblk, linux.parse_mounts, linux.parse_zfs_get, linux.parse_fscrypt_status):
         try:
             parse(text)
         except ParseError:
