@@ -29,9 +29,9 @@ DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 VERSION_PATTERN = re.compile(r"^\d+(\.\d+)*$")
 
-TOP_KEYS = ("schema", "id", "version", "title", "description", "intervals", "rules")
-RULE_KEYS = ("id", "check", "severity", "grace", "expect", "params", "title", "remediation", "references",
-             "description")
+# Every key is carried by Policy.to_json(): a key the model would drop is refused, not ignored.
+TOP_KEYS = ("schema", "id", "version", "title", "intervals", "rules")
+RULE_KEYS = ("id", "check", "severity", "grace", "expect", "params", "title", "remediation", "references")
 NUMBER_KEYS = ("min", "max", "warn")
 VERSION_KEYS = ("min", "max", "min_build")
 MAX_INTERVAL_SECONDS = 30 * 86400
