@@ -122,6 +122,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option("outbox_max_bytes", _as_int, 50 * 1024 * 1024, "outbox bound: bytes of reports kept (oldest dropped)"),
     Option("upload_batch", _as_int, 50, "reports per upload request"),
     Option("http_timeout", _as_float, 30.0, "seconds to wait for the collector per request"),
+    Option("backoff_base", _as_float, 2.0, "first retry delay (s) after a failed upload; doubles per failure"),
+    Option("backoff_cap", _as_float, 900.0, "longest delay (s) between upload retries (a Retry-After may be longer)"),
     Option("splay", _as_float, None, "random delay (s) added to each scheduled check; default 10% of the interval, max 300"),
     Option("check_interval", _as_float, None, "override the policy's check interval (seconds)"),
     Option("upload_interval", _as_float, None, "override the policy's upload interval (seconds)"),
@@ -144,6 +146,8 @@ class Settings:
     outbox_max_bytes: int
     upload_batch: int
     http_timeout: float
+    backoff_base: float
+    backoff_cap: float
     splay: Optional[float]
     check_interval: Optional[float]
     upload_interval: Optional[float]
@@ -335,4 +339,6 @@ def load_settings(flags: Optional[Mapping[str, Any]] = None, environ: Optional[M
     for name in ("upload_batch", "outbox_max_reports"):
         if values[name] < 1:
             raise ConfigError(f"setting {name} ({sources[name]}) must be at least 1")
+    if values["backoff_base"] < 0.05:
+        raise ConfigError(f"setting backoff_base ({sources['backoff_base']}) must be at least 0.05 seconds")
     return Settings(config_path=config_path, sources=sources, **values)

@@ -162,7 +162,7 @@ class AgentService:
             self.server_url, ca_file=settings.ca_file or self.identity.ca_file,
             allow_http=settings.allow_http or self.identity.allow_http, timeout=settings.http_timeout)
         self.sampler = VpnSampler()
-        self.backoff = Backoff()
+        self.backoff = Backoff(base=settings.backoff_base, cap=max(settings.backoff_cap, settings.backoff_base))
         self._thread_lock = threading.Lock()
         self._spool_lock = threading.Lock()
         self.spool = self._open_spool()

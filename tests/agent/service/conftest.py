@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 
 from agent.config import Settings, load_settings
-from agent.probes import LiveHost, Recording, RecordingHost
+from agent.probes import Recording
 from tests.agent.service.fakecollector import FakeCollector
 
 
@@ -25,18 +25,9 @@ def make_settings(state_dir: Path, **flags: object) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This machine's probes, recorded once per session and replayed by agent processes (fast cycles)."""
-    from agent.cycle import run_cycle
-    from agent.policy import baseline
-
-    host = RecordingHost(LiveHost())
-    run_cycle(host, baseline())
-    host.interfaces()
-    host.read_text("/proc/net/route")
-    path = tmp_path_factory.mktemp("recording") / "this-machine.json"
-    host.recording.save(path)
-    return path
+def recording() -> Path:
+    """A real recording of the test VM (fixtures/SOURCES.md); agent processes replay it for fast cycles."""
+    return Path(__file__).parent / "fixtures" / "debian-12-test-vm.json"
 
 
 @pytest.fixture()
