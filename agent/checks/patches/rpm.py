@@ -201,7 +201,10 @@ def collect_rpm(host: Host, manager: str, now: float) -> Findings:
     last: Optional[float] = None
     if history.ok:
         stamp = parse_history_last_upgrade(history.stdout)
-        last = naive_to_epoch(stamp, "%Y-%m-%d %H:%M") if stamp else None
+        try:
+            last = naive_to_epoch(stamp, "%Y-%m-%d %H:%M") if stamp else None
+        except ValueError:
+            findings.evidence.append(f"{binary} history: unreadable date {stamp!r}")
         if stamp is None:
             findings.evidence.append(f"no upgrade transaction in {binary} history")
     else:

@@ -5,7 +5,8 @@
 * ``zypper --non-interactive --no-refresh --xmlout list-patches --category security``: needed security
   patches (``<update kind="patch" category="security" status="needed">``), counted as patches and named
   by patch id (a patch is what SUSE tracks as "a security update");
-* ``/var/log/zypp/history`` (root only): the last ``zypper up|update|patch|dup`` that installed packages.
+* ``/var/log/zypp/history`` (root only): the last ``zypper up|update|patch|dup`` (or YaST online
+  update) that installed packages.
 """
 
 from __future__ import annotations
@@ -75,28 +76,31 @@ def parse_security_patches(text: str) -> List[Tuple[str, str]]:
     return sorted(set(patches))
 
 
-_COMMAND = re.compile(r"^# (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) .*zypper.*\s(up|update|patch|dup|dist-upgrade)(\s|$)")
+_UPDATE_ACTIONS = {"up", "update", "patch", "dup", "dist-upgrade", "online_update"}
 
 
 def parse_history(text: str) -> Tuple[Optional[str], Optional[str]]:
-    """``/var/log/zypp/history`` -> (time of the last install that followed an update command,
-    time of the file's last line) as written (local time)."""
+    """``/var/log/zypp/history`` -> (time of the last package installed by an update command, time of
+    the file's last record), as written (local time).
+
+    Records are ``TIME|command|user@host|'zypper' '-n' 'dup'|`` followed by ``TIME|install|name|...``;
+    lines starting with ``#`` are rpm's script output."""
     in_update = False
     last_update = None
     last_line = None
     for line in text.splitlines():
-        command = _COMMAND.match(line)
-        if command:
-            in_update = True
-            continue
-        if line.startswith("# "):
-            in_update = False
+        if line.startswith("#"):
             continue
         fields = line.split("|")
-        if len(fields) > 2:
-            last_line = fields[0]
-            if in_update and fields[1] == "install":
-                last_update = fields[0]
+        if len(fields) < 3 or not re.match(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$", fields[0]):
+            continue
+        last_line = fields[0]
+        action = fields[1].strip()
+        if action == "command":
+            words = {w.strip("'") for w in fields[3].split()} if len(fields) > 3 else set()
+            in_update = bool(words & _UPDATE_ACTIONS)
+        elif action == "install" and in_update:
+            last_update = fields[0]
     return last_update, last_line
 
 

@@ -273,6 +273,17 @@ def test_zypper_xml() -> None:
     assert zypper.parse_security_patches(ZYPPER_PATCHES) == [("openSUSE-SLE-15.6-2024-2211", "important")]
 
 
+def test_zypper_history_counts_update_commands_only() -> None:
+    text = ("2024-05-01 10:00:00|command|root@pc|'zypper' 'in' 'vim'|\n"
+            "2024-05-01 10:00:05|install|vim|9.1-1.1|x86_64|root@pc|repo-oss|abc|\n"
+            "2024-05-03 08:00:00|command|root@pc|'zypper' '-n' 'dup'|\n"
+            "2024-05-03 08:01:10|install|bash|5.2-1.1|x86_64||repo-oss|def|\n"
+            "# 2024-05-03 08:01:10 bash-5.2-1.1.x86_64.rpm installed ok\n"
+            "2024-05-04 09:00:00|command|root@pc|'zypper' 'in' 'htop'|\n"
+            "2024-05-04 09:00:02|install|htop|3.3-1.1|x86_64|root@pc|repo-oss|ghi|\n")
+    assert zypper.parse_history(text) == ("2024-05-03 08:01:10", "2024-05-04 09:00:02")
+
+
 @pytest.mark.parametrize("text", ["", "not xml", "<stream><message type='error'>System management is locked</message></stream>",
                                   ZYPPER_UPDATES[:200]])
 def test_zypper_garbage_is_a_parse_error(text: str) -> None:
