@@ -45,7 +45,14 @@ def looks_like_json(text: str) -> bool:
 def parse_document(text: str, source: str) -> Tuple[Any, LineMap]:
     """Parse YAML or JSON text into plain data; raise PolicyError naming the line on a syntax error."""
     if looks_like_json(text):
-        return _parse_json(text, source)
+        try:
+            return _parse_json(text, source)
+        except PolicyError as json_error:
+            # YAML flow style (`{schema: ..., rules: [...]}`) also starts with a brace.
+            try:
+                return _parse_yaml(text, source)
+            except PolicyError:
+                raise json_error from None
     return _parse_yaml(text, source)
 
 

@@ -73,6 +73,13 @@ def test_json_text_loads_like_yaml() -> None:
     assert load_policy_text(json.dumps(policy.to_json(), indent=2), "a.json") == policy
 
 
+def test_yaml_flow_style_is_not_mistaken_for_broken_json() -> None:
+    flow = ("{schema: teleposture/policy/v1, id: flow, version: 1, title: {en: F, fr: F, ar: ف}, rules: ["
+            "{id: fw, check: firewall, severity: low, expect: {enabled: true}, title: {en: F, fr: F, ar: ف}, "
+            "remediation: {en: F, fr: F, ar: ف}}]}")
+    assert load_policy_text(flow, "flow.yaml").id == "flow"
+
+
 def test_baseline_json_is_generated_from_the_yaml() -> None:
     assert BASELINE_JSON.read_text(encoding="utf-8") == compiled_text(BASELINE_YAML), \
         "policies/ma-telework-baseline.json is stale: run `python -m agent.policy build`"
