@@ -163,7 +163,7 @@ _JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_
                              "hook", "policy", "type", "jump", "target", "drop"]), inner, max_size=5), max_leaves=30)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_JSONISH)
 def test_structured_garbage_from_nft_is_an_error_outcome(value: Any) -> None:
     rec = Recording.load(FIXTURES / "debian-12/firewall-nftables-workstation-drop.json")
