@@ -48,6 +48,8 @@ def parse_document(text: str, source: str) -> Tuple[Any, LineMap]:
         try:
             return _parse_json(text, source)
         except PolicyError as json_error:
+            if source.lower().endswith(".json"):
+                raise
             # YAML flow style (`{schema: ..., rules: [...]}`) also starts with a brace.
             try:
                 return _parse_yaml(text, source)

@@ -161,9 +161,10 @@ def test_baseline_yaml_says_the_networks_are_placeholders() -> None:
     ("\t- tab\n", 1, "YAML syntax error"),
 ])
 def test_broken_text_names_its_line_and_never_raises_anything_else(text: str, line: int, fragment: str) -> None:
-    problems = validate_text(text, "p.yaml")
+    source = "p.json" if text.startswith("{") else "p.yaml"
+    problems = validate_text(text, source)
     assert problems, text
-    assert problems[0].startswith(f"p.yaml:{line}: "), problems
+    assert problems[0].startswith(f"{source}:{line}: "), problems
     assert fragment in problems[0], problems
 
 
