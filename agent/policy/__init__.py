@@ -27,7 +27,7 @@ from agent.policy.validate import validate_document
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS", "DEFAULT_INTERVALS", "LANGUAGES", "POLICY_SCHEMA", "SEVERITIES", "STATUSES",
-    "BASELINE_ID", "Policy", "PolicyError", "Result", "Rule",
+    "BASELINE_ID", "POLICIES_DIR", "Policy", "PolicyError", "Result", "Rule",
     "baseline", "check_params", "checks_used", "evaluate", "load_policy_file", "load_policy_text",
     "policy_from_json", "summarize", "validate_text",
 ]
