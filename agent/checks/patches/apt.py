@@ -295,7 +295,9 @@ def _lists_refreshed_at(host: Host, findings: Findings) -> Optional[float]:
     stamps = [stat_mtime(host, f"{LISTS_DIR}/{name}") for name in releases]
     stamps.append(stat_mtime(host, "/var/lib/apt/periodic/update-success-stamp"))
     known = [s for s in stamps if s is not None]
-    findings.evidence.append(f"{len(releases)} Release files in {LISTS_DIR}")
+    if known:
+        findings.evidence.append(f"package lists last refreshed {rfc3339(max(known))} (newest of {len(releases)} "
+                                 f"Release files in {LISTS_DIR} and the APT::Periodic stamp)")
     return max(known) if known else None
 
 
@@ -405,7 +407,7 @@ def collect_apt(host: Host, now: float) -> Findings:
         "phased_updates_deferred": len(phased - pending),
         "package_lists_age_days": age_days(now, refreshed),
     })
-    findings.evidence.append(
+    findings.evidence.insert(0,
         f"apt-get -s dist-upgrade: {len(sim.upgrades)} upgrades ({len(security)} from a security archive), "
         f"{len(sim.new_packages)} new packages, {len(sim.kept_back)} kept back, {len(sim.phased)} deferred by phasing")
     if phased:
@@ -419,6 +421,8 @@ def collect_apt(host: Host, now: float) -> Findings:
             f"(counted as apt does, by the candidate's archive): {', '.join(superseding[:20])}")
 
     last = _history(host, findings)
+    if last is not None:
+        findings.evidence.append(f"last system update in the apt history: {rfc3339(last)}")
     findings.facts["last_update_at"] = rfc3339(last) if last is not None else None
     findings.facts["days_since_last_update"] = age_days(now, last)
     findings.facts["reboot_required"] = file_exists(host, REBOOT_FLAG)
