@@ -277,8 +277,17 @@ class LiveHost(Host):
     def read_text(self, path: str) -> ProbeResult:
         start = time.monotonic()
         try:
+            # Read in small chunks: procfs files refuse one huge read() with ENOMEM.
+            chunks: List[bytes] = []
+            size = 0
             with open(path, "rb") as handle:
-                data = handle.read(MAX_OUTPUT_BYTES)
+                while size < MAX_OUTPUT_BYTES:
+                    chunk = handle.read(65536)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+            data = b"".join(chunks)[:MAX_OUTPUT_BYTES]
         except OSError as exc:
             error, detail = _classify_os_error(exc)
             return ProbeResult("read", (path,), rc=None, error=error, detail=detail,

@@ -72,3 +72,9 @@ def test_record_then_replay_answers_the_same(tmp_path: Path) -> None:
     assert replay.interfaces() == ifaces
     assert replay.now() == live.now()
     assert replay.run(["something", "else"]).error == NOT_RECORDED
+
+
+def test_procfs_files_are_readable() -> None:
+    # /proc/sys files refuse a single multi-megabyte read() with ENOMEM on some kernels.
+    result = LiveHost().read_text("/proc/sys/kernel/osrelease")
+    assert result.ok and result.stdout.strip()
