@@ -82,7 +82,7 @@ def linux_facts(hostname: str, machine_id: str, serial: str, posture: Posture) -
                              "days_since_last_update": posture.days_since_last_update,
                              "last_update_at": "2026-11-27T08:12:00Z", "reboot_required": posture.reboot_required,
                              "automatic_updates": posture.automatic_updates},
-                            ["apt-get -s upgrade: %d security" % posture.pending_security_updates]),
+                            [f"apt-get -s upgrade: {posture.pending_security_updates} security"]),
         "firewall": _outcome({"enabled": posture.firewall_enabled, "backend": "nftables",
                               "inbound_policy": "drop" if posture.firewall_enabled else "accept",
                               "rule_count": 14 if posture.firewall_enabled else 0,

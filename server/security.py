@@ -9,8 +9,8 @@ import secrets
 
 ENROLL_TOKEN_PREFIX = "tpe_"  # noqa: S105 (a label, not a secret)
 API_TOKEN_PREFIX = "tpa_"  # noqa: S105 (a label, not a secret)
-# scrypt cost: ~50 ms and 16 MiB per hash on a laptop-class core (OWASP's minimum is N=2^17/r=8/p=1 for
-# interactive logins at higher memory; 2^15 keeps sign-in usable on a 2-core collector).
+# scrypt cost N=2^15, r=8, p=1: 32 MiB and about 0.1-0.4 s per hash, OWASP's documented minimum
+# for scrypt; the parameters are stored in each hash, so raising them later keeps old hashes valid.
 SCRYPT_N = 2 ** 15
 SCRYPT_R = 8
 SCRYPT_P = 1

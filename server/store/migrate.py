@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +22,14 @@ def _config() -> Config:
     return config
 
 
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    # The bundled migrations do not change while the process runs; loading them compiles every file.
+    return ScriptDirectory.from_config(_config())
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = _scripts().get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
     return head
@@ -49,7 +56,7 @@ class SchemaStatus:
 
 
 def status(db: Database) -> SchemaStatus:
-    script = ScriptDirectory.from_config(_config())
+    script = _scripts()
     with db.read() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     known = current is None or any(rev.revision == current for rev in script.walk_revisions())

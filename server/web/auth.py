@@ -14,7 +14,10 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -22,7 +25,6 @@ from fastapi import HTTPException, Request
 from starlette.responses import Response
 
 from server.app import AppContext
-from server.ratelimit import RateLimiter
 from server.store.accounts import Principal
 
 SESSION_COOKIE = "tp_session"
@@ -31,9 +33,9 @@ LANG_COOKIE = "tp_lang"
 SESSION_LIFETIME = 12 * 3600.0
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-# Sign-in attempts: per client address and per user name, each a token bucket per minute.
-LOGIN_PER_IP_PER_MINUTE = 10
-LOGIN_PER_USER_PER_MINUTE = 5
+# Failed sign-ins allowed per minute, per client address and per user name.
+LOGIN_FAILURES_PER_IP_PER_MINUTE = 20
+LOGIN_FAILURES_PER_USER_PER_MINUTE = 5
 
 
 @dataclass(frozen=True)
@@ -123,21 +125,66 @@ def set_cookie(response: Response, request: Request, ctx: AppContext, name: str,
                         secure=https(request, ctx))
 
 
-def login_limiters(request: Request) -> tuple[RateLimiter, RateLimiter]:
+class FailureLimiter:
+    """Counts failed sign-ins per key over a sliding minute; a key over the limit must wait.
+
+    Only failures count, so a team signing in from one office address is never locked out by its
+    own successful sign-ins, while guessing passwords is slowed per address and per user name.
+    """
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 100_000) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self.max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` may try again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            times = self._failures.get(key)
+            if not times:
+                return 0.0
+            while times and now - times[0] >= 60.0:
+                times.popleft()
+            if len(times) < self.per_minute:
+                return 0.0
+            return 60.0 - (now - times[0])
+
+    def failed(self, key: str) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) >= self.max_keys:
+                # Forget keys whose failures are all older than a minute (they carry no information).
+                for stale in [k for k, v in self._failures.items() if not v or now - v[-1] >= 60.0]:
+                    del self._failures[stale]
+            times = self._failures.setdefault(key, deque())
+            times.append(now)
+            while len(times) > self.per_minute:
+                times.popleft()
+
+
+def login_limiters(request: Request) -> tuple[FailureLimiter, FailureLimiter]:
     state = request.app.state
     if not hasattr(state, "web_login_limiters"):
-        state.web_login_limiters = (RateLimiter(LOGIN_PER_IP_PER_MINUTE), RateLimiter(LOGIN_PER_USER_PER_MINUTE))
-    limiters: tuple[RateLimiter, RateLimiter] = state.web_login_limiters
+        state.web_login_limiters = (FailureLimiter(LOGIN_FAILURES_PER_IP_PER_MINUTE),
+                                    FailureLimiter(LOGIN_FAILURES_PER_USER_PER_MINUTE))
+    limiters: tuple[FailureLimiter, FailureLimiter] = state.web_login_limiters
     return limiters
 
 
 def login_wait(request: Request, client: str, username: str) -> float:
-    """Seconds to wait before another attempt is allowed (0: go ahead; the attempt is counted)."""
+    """Seconds to wait before another sign-in attempt from this address or for this user (0: go ahead)."""
     by_ip, by_user = login_limiters(request)
-    wait_ip = by_ip.take(client)
-    if wait_ip:
-        return wait_ip
-    return by_user.take(username.lower()[:200])
+    return max(by_ip.wait(client), by_user.wait(username.lower()[:200]))
+
+
+def login_failed(request: Request, client: str, username: str) -> None:
+    by_ip, by_user = login_limiters(request)
+    by_ip.failed(client)
+    by_user.failed(username.lower()[:200])
 
 
 class Redirect(HTTPException):

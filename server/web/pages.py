@@ -105,6 +105,7 @@ def login(request: Request, ctx: ContextDep,
         audit.record(conn, actor=f"user:{username[:100]}", action="user.login", remote_addr=address,
                      outcome="ok" if principal else "failed", details={"via": "dashboard"})
     if principal is None or principal.user_id is None:
+        auth.login_failed(request, address, username)
         return _login_page(request, ctx, error=t("login.failed"), username=username, status=401)
     response = RedirectResponse(local_path(next), status_code=303)
     auth.set_cookie(response, request, ctx, auth.SESSION_COOKIE,

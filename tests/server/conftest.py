@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from benchmarks.collector_sim import SimDevice
-from server import cli
+from server import cli, security
 from server.app import create_app
 from server.settings import Settings, load_settings
 from server.store.db import Database
@@ -32,6 +33,12 @@ from server.store.schema import metadata
 PG_ADMIN_URL = os.environ.get("TELEPOSTURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[2]
 SERVER_BIN = REPO / ".venv" / "bin" / "teleposture-server"
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Full-cost scrypt takes ~0.4 s here; hashes record their own parameters, so tests may use less.
+    monkeypatch.setattr(security, "SCRYPT_N", 2 ** 10)
 
 
 def _pg_available() -> bool:
@@ -63,6 +70,7 @@ def postgres_database() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL (the test initialises it)."""
     if request.param == "sqlite":
         yield f"sqlite+pysqlite:///{tmp_path / 'data' / 'teleposture.db'}"
         return
@@ -70,6 +78,91 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
     with postgres_database() as url:
         yield url
+
+
+@dataclass(frozen=True)
+class Template:
+    data_dir: Path
+    database_url: str
+    admin_token: str
+
+
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Template]]:
+    """One initialised collector per backend, run once per session; tests get copies of it."""
+    made: dict[str, Template] = {}
+    stack = contextlib.ExitStack()
+
+    def make(backend: str) -> Template:
+        if backend not in made:
+            data_dir = tmp_path_factory.mktemp(f"template-{backend}") / "data"
+            if backend == "sqlite":
+                url = f"sqlite+pysqlite:///{data_dir / 'teleposture.db'}"
+            else:
+                url = stack.enter_context(postgres_database())
+            made[backend] = Template(data_dir, url, init_collector(data_dir, url))
+        return made[backend]
+
+    yield _TemplateMap(make)  # type: ignore[misc]
+    stack.close()
+
+
+class _TemplateMap:
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    def __getitem__(self, backend: str) -> Template:
+        return self._make(backend)
+
+    def rows(self, url: str) -> dict[str, list[dict[str, Any]]]:
+        if url not in self._rows:
+            self._rows[url] = _all_rows(url)
+        return self._rows[url]
+
+
+def _reset_postgres(url: str, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """Put a PostgreSQL collector database back to its just-initialised rows (faster than a new database)."""
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        for table in metadata.sorted_tables:
+            if rows.get(table.name):
+                conn.execute(table.insert(), rows[table.name])
+            identity = [c for c in table.primary_key.columns if c.autoincrement is True]
+            if identity and rows.get(table.name):
+                column = identity[0].name
+                conn.execute(sa.text(f"SELECT setval(pg_get_serial_sequence('{table.name}', '{column}'), "
+                                     f"(SELECT max({column}) FROM {table.name}))"))
+    engine.dispose()
+
+
+def _all_rows(url: str) -> dict[str, list[dict[str, Any]]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = {t.name: [dict(r) for r in conn.execute(sa.select(t)).mappings()] for t in metadata.sorted_tables}
+    engine.dispose()
+    return rows
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def initialised(request: pytest.FixtureRequest, tmp_path: Path, templates: Any) -> Iterator[Template]:
+    """An initialised collector (data dir and database) for one test, in the template's state.
+
+    SQLite: a copy of the template's data directory. PostgreSQL: the session's database, emptied and
+    refilled with the template's rows (tests run one at a time within a session; other sessions use
+    their own tp_<random> database)."""
+    if request.param == "postgres" and not _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    template = templates[request.param]
+    data_dir = tmp_path / "data"
+    shutil.copytree(template.data_dir, data_dir)
+    if request.param == "sqlite":
+        yield Template(data_dir, f"sqlite+pysqlite:///{data_dir / 'teleposture.db'}", template.admin_token)
+        return
+    _reset_postgres(template.database_url, templates.rows(template.database_url))
+    yield Template(data_dir, template.database_url, template.admin_token)
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
@@ -135,24 +228,27 @@ def init_collector(data_dir: Path, database_url: str) -> str:
     return out.strip().splitlines()[-1]
 
 
-def test_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
+def collector_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": data_dir, "database_url": database_url, "access_log": False,
                               "maintenance_interval": 3600}
     values.update(overrides)
     return load_settings(values, environ={})
 
 
-@pytest.fixture
-def collector(tmp_path: Path, database_url: str) -> Iterator[Collector]:
-    data_dir = tmp_path / "data"
-    token = init_collector(data_dir, database_url)
-    settings = test_settings(data_dir, database_url)
-    db = Database(database_url)
-    app = create_app(settings, db=db)
-    with TestClient(app) as client:
-        yield Collector(data_dir=data_dir, database_url=database_url, admin_token=token, client=client, db=db,
-                        settings=settings)
+@contextlib.contextmanager
+def in_process(template: Template, **overrides: Any) -> Iterator[Collector]:
+    settings = collector_settings(template.data_dir, template.database_url, **overrides)
+    db = Database(template.database_url)
+    with TestClient(create_app(settings, db=db)) as client:
+        yield Collector(data_dir=template.data_dir, database_url=template.database_url,
+                        admin_token=template.admin_token, client=client, db=db, settings=settings)
     db.dispose()
+
+
+@pytest.fixture
+def collector(initialised: Template) -> Iterator[Collector]:
+    with in_process(initialised) as running:
+        yield running
 
 
 def snapshot(db: Database, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple[Any, ...]]]:
