@@ -1,0 +1,110 @@
+"""run_cycle: collects what the policy needs (with its params), evaluates, honours --only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Sequence, Tuple
+
+import pytest
+
+from agent.cycle import CycleHost, run_cycle
+from agent.policy import baseline, load_policy_text
+from agent.probes import DEFAULT_TIMEOUT, ProbeResult, Recording, ReplayHost
+
+RECORDED_AT = 1_790_000_000.0
+
+
+class CountingReplay(ReplayHost):
+    """A replay of an empty recording that counts the questions it is asked."""
+
+    def __init__(self, platform: str = "linux") -> None:
+        super().__init__(Recording(platform=platform, recorded_at=RECORDED_AT))
+        self.calls: List[Tuple[str, Tuple[str, ...]]] = []
+
+    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, cache_on: Sequence[str] = ()) -> ProbeResult:
+        self.calls.append(("run", tuple(argv)))
+        return super().run(argv, timeout, cache_on)
+
+    def processes(self) -> ProbeResult:
+        self.calls.append(("processes", ()))
+        return super().processes()
+
+    def interfaces(self) -> ProbeResult:
+        self.calls.append(("interfaces", ()))
+        return super().interfaces()
+
+
+def test_cycle_runs_the_policys_checks_and_evaluates_every_rule() -> None:
+    host = CountingReplay()
+    cycle = run_cycle(host, baseline())
+    assert list(cycle.outcomes)[0] == "os_identity"
+    assert set(cycle.outcomes) == {"os_identity", "disk_encryption", "vpn", "patches", "firewall",
+                                   "screen_lock", "antivirus"}
+    assert [r.rule_id for r in cycle.results] == [r.id for r in baseline().rules]
+    assert cycle.platform == "linux" and cycle.checked_at == RECORDED_AT
+    # nothing was recorded, so nothing may pass: every verdict is an error or does not apply
+    assert {r.status for r in cycle.results} <= {"error", "not_applicable"}
+    assert cycle.status == "error"
+    facts = cycle.facts_json()
+    assert facts["disk_encryption"]["state"] == "error" and facts["disk_encryption"]["reason"]
+    assert cycle.results_json()[0]["rule_id"] == "disk-encryption"
+    json.dumps({"facts": facts, "results": cycle.results_json()})  # report-ready
+
+
+def test_one_process_listing_per_cycle() -> None:
+    host = CountingReplay()
+    run_cycle(host, baseline())
+    assert [c for c in host.calls if c[0] == "processes"] == [("processes", ())]
+    host2 = CountingReplay()
+    run_cycle(host2, baseline())  # a new cycle asks again
+    assert len([c for c in host2.calls if c[0] == "processes"]) == 1
+
+
+def test_cycle_host_delegates_everything_else() -> None:
+    inner = CountingReplay("darwin")
+    view = CycleHost(inner)
+    assert view.platform == "darwin" and view.now() == RECORDED_AT
+    view.run(["sw_vers"])
+    view.run(["sw_vers"])
+    assert inner.calls.count(("run", ("sw_vers",))) == 2  # commands are not memoised here (the host caches them)
+    view.interfaces()
+    view.interfaces()
+    assert inner.calls.count(("interfaces", ())) == 1
+
+
+def test_vpn_params_reach_the_collector() -> None:
+    seen: Dict[str, Any] = {}
+    from agent.checks import REGISTRY
+    from agent.checks.base import CheckFamily, CheckOutcome
+
+    original = REGISTRY["vpn"]
+
+    def spy(host: Any, params: Any) -> CheckOutcome:
+        seen.update(params)
+        return CheckOutcome("vpn", facts={"tunnel_up": True, "corporate_routes": [
+            {"network": "203.0.113.0/24", "interface": "tun0", "via_tunnel": True},
+            {"network": "198.51.100.0/24", "interface": "tun0", "via_tunnel": True}],
+            "corporate_networks_via_tunnel": True})
+
+    REGISTRY["vpn"] = CheckFamily(original.spec, {"linux": spy})
+    try:
+        cycle = run_cycle(CountingReplay(), baseline(), only=["vpn"])
+    finally:
+        REGISTRY["vpn"] = original
+    assert seen == {"corporate_networks": ["203.0.113.0/24", "198.51.100.0/24"]}
+    [result] = cycle.results
+    assert (result.rule_id, result.status) == ("vpn-corporate-traffic", "pass")
+    assert cycle.status == "compliant"
+
+
+def test_only_restricts_and_rejects_unknown_checks() -> None:
+    cycle = run_cycle(CountingReplay(), baseline(), only=["firewall"])
+    assert set(cycle.outcomes) == {"os_identity", "firewall"}
+    assert [r.rule_id for r in cycle.results] == ["firewall-enabled"]
+    # a check no rule uses still runs (its facts are shown), with no results
+    policy = load_policy_text(json.dumps(baseline().to_json()), "b.json")
+    cycle = run_cycle(CountingReplay(), policy, only=["os_identity"])
+    assert list(cycle.outcomes) == ["os_identity"]
+    assert [r.check for r in cycle.results] == ["os_identity"]
+    with pytest.raises(KeyError, match="unknown check nope; known: antivirus"):
+        run_cycle(CountingReplay(), baseline(), only=["nope"])
