@@ -479,3 +479,13 @@ class TimedLiveHost(LiveHost):
         result = super().run(argv, timeout, cache_on)
         self.timings.append((tuple(argv), time.monotonic() - start))
         return result
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="not an apt machine")
+def test_recording_of_this_machine_replays_identically(probe_cache: Path, tmp_path: Path) -> None:
+    live = RecordingHost(LiveHost(cache_dir=probe_cache))
+    outcome = run_collector(FAMILY, live)
+    path = tmp_path / "patches.json"
+    live.recording.save(path)
+    replayed = run_collector(FAMILY, ReplayHost(Recording.load(path)))
+    assert replayed.to_json() == outcome.to_json()

@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 from agent.checks import vpn
 from agent.checks.base import ERROR, OK, ParseError, conform, run_collector
 from agent.checks.vpn import linux
-from agent.probes import NOT_FOUND, PERMISSION_DENIED, TIMEOUT, LiveHost, ProbeResult, Recording, ReplayHost
+from agent.probes import (
+    NOT_FOUND,
+    PERMISSION_DENIED,
+    TIMEOUT,
+    LiveHost,
+    ProbeResult,
+    Recording,
+    RecordingHost,
+    ReplayHost,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "linux"
 FAMILY = vpn.FAMILY
@@ -253,3 +262,13 @@ def test_this_machine_tells_the_truth() -> None:
     expected = {n for n in names if (Path("/sys/class/net") / n / "type").read_text().strip() in ("65534", "512")}
     assert expected <= {t["name"] for t in facts["tunnels"]}
     assert facts["default_route_interface"] is None or facts["default_route_interface"] in names
+
+
+@pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 not installed")
+def test_recording_of_this_machine_replays_identically(tmp_path: Path) -> None:
+    params = {"corporate_networks": ["10.0.0.0/8", "2001:db8::/32"]}
+    live = RecordingHost(LiveHost())
+    outcome = run_collector(FAMILY, live, params)
+    path = tmp_path / "vpn.json"
+    live.recording.save(path)
+    assert run_collector(FAMILY, ReplayHost(Recording.load(path)), params).to_json() == outcome.to_json()
