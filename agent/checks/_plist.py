@@ -5,6 +5,7 @@ from __future__ import annotations
 import plistlib
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
+from xml.parsers.expat import ExpatError
 
 from agent.checks.base import ParseError
 
@@ -16,8 +17,9 @@ def parse_plist(text: str, what: str) -> Any:
         raise ParseError(f"{what}: expected a property list, found empty output")
     try:
         return plistlib.loads(data)
-    except (plistlib.InvalidFileException, ValueError, TypeError, KeyError, IndexError) as exc:
-        # expat errors subclass ValueError; a truncated document can raise the others
+    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError, OverflowError) as exc:
+        # malformed XML (expat), wrong element nesting and odd values surface as any of these
         raise ParseError(f"{what}: expected a property list, found unparsable text ({exc})") from exc
 
 

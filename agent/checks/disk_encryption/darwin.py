@@ -83,7 +83,7 @@ def parse_apfs_volume(text: str, device: Optional[str]) -> Optional[Dict[str, An
 def decide(fde: Optional[Dict[str, Any]], volume: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """The declared facts from what fdesetup and diskutil said (either may be missing, not both)."""
     if fde is None and volume is None:
-        raise ParseError("neither fdesetup nor diskutil gave the FileVault state")
+        raise ParseError("expected the FileVault state from fdesetup or diskutil, found neither")
     if fde is not None:
         state = {"on": "encrypted", "off": "not_encrypted", "encrypting": "encrypting",
                  "decrypting": "decrypting"}[fde["state"]]

@@ -128,7 +128,7 @@ def facts_from_volumes(volumes: List[Dict[str, Any]], system_drive: str = "C:") 
     if system is None:
         system = next((v for v in volumes if v["mount"].upper() == system_drive.upper()), None)
     if system is None:
-        raise ParseError(f"BitLocker: no operating-system volume among {', '.join(v['mount'] for v in volumes)}")
+        raise ParseError(f"BitLocker: expected an operating-system volume, found only {', '.join(v['mount'] for v in volumes)}")
     fixed = [v for v in volumes if not v["_removable"]]
     unencrypted = [v["mount"] for v in fixed if not v["encrypted"]]
     public = [{k: v[k] for k in ("mount", "device", "fstype", "encrypted", "method", "state", "chain")}

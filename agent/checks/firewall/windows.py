@@ -66,7 +66,7 @@ def facts_from_profiles(profiles: List[Dict[str, Any]]) -> Dict[str, Any]:
     names = {p["name"].lower() for p in profiles}
     missing = [n for n in EXPECTED_PROFILES if n.lower() not in names]
     if missing:
-        raise ParseError(f"Get-NetFirewallProfile: profile(s) {', '.join(missing)} missing from the answer")
+        raise ParseError(f"Get-NetFirewallProfile: expected the Domain, Private and Public profiles, missing {', '.join(missing)}")
     all_on = all(p["enabled"] is True for p in profiles)
     actions = {p["inbound_action"] for p in profiles if p["enabled"]}
     if not all_on and not actions:

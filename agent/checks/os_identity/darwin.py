@@ -38,7 +38,7 @@ def parse_hardware(text: str) -> Dict[str, Any]:
         raise ParseError(f"system_profiler SPHardwareDataType -json: expected a hardware overview, found "
                          f"{text.strip()[:80]!r}") from exc
     if not isinstance(overview, dict):
-        raise ParseError("system_profiler SPHardwareDataType -json: the hardware overview is not an object")
+        raise ParseError("system_profiler SPHardwareDataType -json: expected the hardware overview to be an object")
     chip = str(overview.get("chip_type") or "")
     cpu = str(overview.get("cpu_type") or "")
     arch: Optional[str] = None

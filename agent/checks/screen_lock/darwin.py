@@ -91,7 +91,7 @@ def decide(user: str, lock: Optional[Dict[str, Any]], managed: Mapping[str, Any]
     if required is None:
         required = lock["password_required"] if lock else None
     if required is None:
-        raise ParseError("screen lock: neither sysadminctl nor a configuration profile says whether a password is required")
+        raise ParseError("screen lock: expected sysadminctl or a configuration profile to say whether a password is required")
     delay = plist_int(managed.get("askForPasswordDelay"))
     if delay is None:
         delay = (lock or {}).get("delay") or 0

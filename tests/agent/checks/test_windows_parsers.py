@@ -135,7 +135,7 @@ def test_cim_numeric_codes_mean_the_same() -> None:
 
 def test_no_system_volume_is_a_parse_error() -> None:
     rows = [{"MountPoint": "D:", "VolumeType": "Data", "VolumeStatus": "FullyEncrypted", "ProtectionStatus": "On"}]
-    with pytest.raises(ParseError, match="operating-system volume"):
+    with pytest.raises(ParseError, match="expected an operating-system volume"):
         de.facts_from_volumes(de.parse_volumes(js(rows)))
 
 
