@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from agent import __version__, protocol
 from agent.config import Settings
-from agent.policy import Policy, PolicyError, baseline, evaluate, policy_from_json, summarize
+from agent.policy import Policy, PolicyError, Result, baseline, evaluate, policy_from_json, summarize
 from agent.probes import Host, LiveHost
 from agent.sampler import VpnSampler
 from agent.spool import REJECTED, Spool, SpoolError
@@ -142,6 +142,17 @@ def _policy_error_text(exc: Exception) -> str:
     return str(exc)
 
 
+def _raw_failing(result: Result) -> bool:
+    """The rule's facts fail, whether or not the failure is still inside its grace period."""
+    return result.status == "fail" or (result.status == "warn" and result.message.get("key") == "within_grace")
+
+
+def _float_map(value: Any) -> Dict[str, float]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 # -- the running agent ----------------------------------------------------------------------------------
 
 class AgentService:
@@ -231,10 +242,11 @@ class AgentService:
 
         started = time.monotonic()
         policy = self.policy
-        cycle = run_cycle(self.host, policy)
+        # when each rule started failing, so grace periods give the same verdicts here as at the collector
+        failing_since = _float_map(self.state.status().get("failing_since"))
+        cycle = run_cycle(self.host, policy, failing_since=failing_since)
         facts = cycle.facts_json()
-        results = cycle.results_json()
-        status = cycle.status
+        evaluated = cycle.results
         share = self.sampler.take_share()
         vpn = facts.get("vpn")
         if share is not None and isinstance(vpn, dict):
@@ -242,9 +254,12 @@ class AgentService:
             vpn_facts["vpn_up_share"] = share
             facts["vpn"] = dict(vpn, facts=vpn_facts)
             # the share is a fact a rule may test: evaluate again with it
-            evaluated = evaluate(policy, facts, self.host.platform, self.host.now())
-            results = [r.to_json() for r in evaluated]
-            status = summarize(evaluated)
+            evaluated = evaluate(policy, facts, self.host.platform, self.host.now(), failing_since)
+        results = [r.to_json() for r in evaluated]
+        status = summarize(evaluated)
+        checked_at = self.host.now()
+        self.state.update_status(failing_since={
+            r.rule_id: failing_since.get(r.rule_id, checked_at) for r in evaluated if _raw_failing(r)})
         counts: Dict[str, int] = {}
         for result in results:
             counts[result["status"]] = counts.get(result["status"], 0) + 1

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import socket
 import subprocess
-import sys
 
 import pytest
 
-from tests.agent.service.realcollector import ROOT, RealCollector, free_port
+from tests.agent.service.realcollector import AGENT, ROOT, RealCollector, free_port
 
 pytestmark = pytest.mark.slow
+
+
+def _os_release_version() -> str:
+    for line in open("/etc/os-release", encoding="utf-8"):
+        if line.startswith("VERSION_ID="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return ""
 
 
 def test_up_sh_oneshot_shows_this_machine_in_the_collector(tmp_path) -> None:
@@ -21,17 +28,24 @@ def test_up_sh_oneshot_shows_this_machine_in_the_collector(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEPOSTURE_")}
     env.update({"TELEPOSTURE_UP_DIR": str(var), "TELEPOSTURE_UP_PORT": "0", "TELEPOSTURE_UP_ONESHOT": "1"})
     done = subprocess.run(["bash", str(ROOT / "scripts" / "up.sh")], env=env, capture_output=True, text=True,
-                          timeout=180)
+                          timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "delivered to http://127.0.0.1:" in out
     assert "up: dashboard      http://127.0.0.1:" in out and "up: password" in out
-    credentials = (var / "admin-credentials.txt").read_text()
-    assert oct((var / "admin-credentials.txt").stat().st_mode & 0o777) == "0o600"
-    token = credentials.strip().splitlines()[-1]
+    assert "up: collector stopped" in out
+    credentials = var / "admin-credentials.txt"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    token = credentials.read_text().strip().splitlines()[-1]
     assert token in out  # printed for the user, and kept for re-runs
 
-    # The collector stopped with the script; serve the same data directory again and look.
+    # what the agent itself concluded in that cycle
+    agent_status = json.loads(subprocess.run(
+        [AGENT, "status", "--json", "--state-dir", str(var / "agent")], capture_output=True, text=True,
+        timeout=60, env=dict(env, TELEPOSTURE_CONFIG="")).stdout)
+    device_id = agent_status["device_id"]
+
+    # The collector stopped with the script: serve the same data directory again and look.
     collector = RealCollector.__new__(RealCollector)
     collector.data_dir, collector.port, collector.proc = var, free_port(), None
     collector.env = {k: v for k, v in env.items() if not k.startswith("TELEPOSTURE_")}
@@ -40,20 +54,19 @@ def test_up_sh_oneshot_shows_this_machine_in_the_collector(tmp_path) -> None:
     collector.start()
     try:
         page = collector.api("/devices")
-        mine = [d for d in page["items"] if d["hostname"] == socket.gethostname()]
-        assert len(mine) == 1, page
-        detail = collector.api(f"/devices/{mine[0]['id']}")
+        detail = collector.api(f"/devices/{device_id}")
     finally:
         collector.stop()
-    checks = {c["rule_id"]: c for c in detail["checks"]}
-    # the same verdicts as a local check of this machine against the same (baseline) policy
-    local = subprocess.run([sys.executable, "-m", "agent.cli", "check", "--json", "--state-dir",
-                            str(var / "agent")], capture_output=True, text=True, timeout=120,
-                           env=dict(env, TELEPOSTURE_CONFIG=""))
-    results = json.loads(local.stdout)["results"]
-    assert set(checks) == {r["rule_id"] for r in results}
-    stable = {"disk-encryption", "firewall-enabled", "supported-os-version"}
-    for result in results:
-        if result["rule_id"] in stable:
-            assert checks[result["rule_id"]]["status"] == result["status"], result["rule_id"]
-    assert detail["device"]["platform"] == "linux"
+    assert [d["id"] for d in page["items"]] == [device_id]
+    device = detail["device"]
+    assert device["hostname"] == socket.gethostname()
+    assert device["platform"] == platform.system().lower()
+    assert device["os_version"] == _os_release_version()
+    # the collector judged the live facts with the same baseline policy and reached the agent's verdicts
+    checks = {c["rule_id"]: c["status"] for c in detail["checks"]}
+    counts: dict = {}
+    for status in checks.values():
+        counts[status] = counts.get(status, 0) + 1
+    assert counts == agent_status["last_cycle"]["counts"]
+    failing = sorted(rule for rule, status in checks.items() if status in ("fail", "error"))
+    assert failing == sorted(agent_status["last_cycle"]["failing"])
