@@ -16,11 +16,12 @@ import sys
 import textwrap
 import unicodedata
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from agent import __version__, protocol
 from agent.checks import REGISTRY
 from agent.checks.base import CheckOutcome
+from agent.config import ConfigError, load_settings
 from agent.cycle import Cycle, run_cycle
 from agent.i18n import LANGUAGES, Catalog, catalog, detect_language
 from agent.policy import Policy, PolicyError, baseline, load_policy_file, policy_from_json, validate_text
@@ -31,7 +32,6 @@ CHECK_JSON_SCHEMA = "teleposture/check/v1"
 EXIT_COMPLIANT = 0
 EXIT_NOT_COMPLIANT = 1
 EXIT_USAGE = 2
-ROOT_STATE_DIR = Path("/var/lib/teleposture")
 
 
 class UsageError(Exception):
@@ -56,9 +56,11 @@ def register(sub: Any) -> None:
     source = check.add_mutually_exclusive_group()
     source.add_argument("--record", metavar="FILE", help="also write every probe's output to FILE (JSON)")
     source.add_argument("--replay", metavar="FILE", help="evaluate a recording instead of this machine")
-    check.add_argument("--state-dir", metavar="DIR", help="state directory (probe cache, enrolled policy); "
-                                                          "default $TELEPOSTURE_STATE_DIR, else /var/lib/teleposture "
-                                                          "as root, else ~/.cache/teleposture")
+    check.add_argument("--state-dir", metavar="DIR", help="the agent's state directory (enrolled policy, probe "
+                                                          "cache); default $TELEPOSTURE_STATE_DIR, the config file's "
+                                                          "state_dir, else the service's (/var/lib/teleposture on "
+                                                          "Linux); without write access to it the probe cache goes "
+                                                          "to ~/.cache/teleposture")
     check.set_defaults(handler=run_check)
 
     policy = sub.add_parser("policy", help="policy documents")
@@ -71,16 +73,34 @@ def register(sub: Any) -> None:
     validate.set_defaults(handler=run_validate)
 
 
-def state_dir_for_check(flag: Optional[str], environ: Optional[Dict[str, str]] = None) -> Path:
-    """--state-dir, else $TELEPOSTURE_STATE_DIR, else the service's directory as root, else a user cache."""
-    env = dict(os.environ) if environ is None else environ
-    if flag:
-        return Path(flag)
-    if env.get("TELEPOSTURE_STATE_DIR"):
-        return Path(env["TELEPOSTURE_STATE_DIR"])
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return ROOT_STATE_DIR
+def _writable(path: Path) -> bool:
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return os.access(str(probe), os.W_OK)
+
+
+def user_cache_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
+    env = os.environ if environ is None else environ
     return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "teleposture"
+
+
+def resolve_state_dir(flag: Optional[str], environ: Optional[Mapping[str, str]] = None) -> Tuple[Path, Path]:
+    """(state directory, probe cache directory) for a check.
+
+    The state directory is the service's (--state-dir > $TELEPOSTURE_STATE_DIR > config file >
+    the platform default, as agent.config resolves it): that is where the enrolled policy is. A
+    person without write access to it (not root) still gets a probe cache, in their own cache
+    directory (~/.cache/teleposture).
+    """
+    try:
+        settings = load_settings({"state_dir": flag}, environ=environ)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from exc
+    state_dir = settings.state_dir
+    if _writable(state_dir):
+        return state_dir, state_dir / "cache"
+    return state_dir, user_cache_dir(environ) / "cache"
 
 
 def enrolled_policy(state_dir: Path) -> Tuple[Optional[Policy], str]:
@@ -94,6 +114,9 @@ def enrolled_policy(state_dir: Path) -> Tuple[Optional[Policy], str]:
         bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, ""
+    except PermissionError:
+        return None, (f"the enrolled policy {bundle_path} is readable by the agent's service only "
+                      "(run the check with sudo, or as administrator, to use it)")
     except (OSError, ValueError) as exc:
         return None, f"cannot read the enrolled policy {bundle_path}: {exc}"
     try:
@@ -135,13 +158,13 @@ def parse_only(value: Optional[str]) -> Optional[List[str]]:
     return wanted
 
 
-def make_host(args: argparse.Namespace, state_dir: Path) -> Host:
+def make_host(args: argparse.Namespace, cache_dir: Path) -> Host:
     if args.replay:
         try:
             return ReplayHost(Recording.load(Path(args.replay)))
         except RecordingError as exc:
             raise UsageError(str(exc)) from exc
-    live = LiveHost(cache_dir=state_dir / "cache")
+    live = LiveHost(cache_dir=cache_dir)
     return RecordingHost(live) if args.record else live
 
 
@@ -165,9 +188,9 @@ def run_check(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optio
     err = err or sys.stderr
     try:
         only = parse_only(args.only)
-        state_dir = state_dir_for_check(args.state_dir)
+        state_dir, cache_dir = resolve_state_dir(args.state_dir)
         policy, notes = choose_policy(args.policy, state_dir)
-        host = make_host(args, state_dir)
+        host = make_host(args, cache_dir)
         cycle = run_cycle(host, policy, only)
         if args.record:
             save_recording(host, cycle, args.record)

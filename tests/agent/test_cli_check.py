@@ -253,3 +253,20 @@ def test_policy_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 1 and out.startswith(f"{broken}:") and "YAML syntax error" in out
     code, _, err = run_here(["policy", "validate", str(tmp_path / "absent.yaml")], capsys)
     assert code == 2 and "cannot read" in err
+
+
+def test_state_directory_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent import cli_check
+
+    env = {"TELEPOSTURE_CONFIG": "", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert cli_check.resolve_state_dir(str(tmp_path / "flag"), env) == (tmp_path / "flag", tmp_path / "flag" / "cache")
+    env["TELEPOSTURE_STATE_DIR"] = str(tmp_path / "env")
+    assert cli_check.resolve_state_dir(None, env)[0] == tmp_path / "env"
+    assert cli_check.resolve_state_dir(str(tmp_path / "flag"), env)[0] == tmp_path / "flag"
+    # a person who cannot write the service's directory still reads its policy, and caches in their own
+    monkeypatch.setattr(cli_check, "_writable", lambda path: False)
+    assert cli_check.resolve_state_dir(None, env) == (tmp_path / "env", tmp_path / "xdg" / "teleposture" / "cache")
+    config = tmp_path / "agent.toml"
+    config.write_text('state_dir = "/somewhere/else"\nnot_a_setting = 1\n')
+    with pytest.raises(cli_check.UsageError, match="unknown setting"):
+        cli_check.resolve_state_dir(None, {"TELEPOSTURE_CONFIG": str(config)})
