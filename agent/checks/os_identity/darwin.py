@@ -15,6 +15,9 @@ HARDWARE = ["system_profiler", "SPHardwareDataType", "-json"]
 HOSTNAME = ["hostname"]
 KERNEL = ["uname", "-r"]
 VMM = ["sysctl", "-n", "kern.hv_vmm_present"]
+# system_profiler costs a few hundred milliseconds; the hardware it describes changes with nothing the OS
+# writes, so its answer is cached until the system itself is updated.
+SYSTEM_VERSION_PLIST = "/System/Library/CoreServices/SystemVersion.plist"
 
 
 def parse_sw_vers(text: str) -> Dict[str, str]:
@@ -72,7 +75,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     }
     evidence: List[str] = [f"sw_vers: {facts['os_name']} {facts['os_version']}{' ' + extra if extra else ''} ({build})"]
 
-    hardware = host.run(HARDWARE, timeout=30.0)
+    hardware = host.run(HARDWARE, timeout=30.0, cache_on=[SYSTEM_VERSION_PLIST])
     if hardware.ok:
         hw = parse_hardware(hardware.stdout)
         processor = hw.pop("_processor")

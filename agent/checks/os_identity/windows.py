@@ -19,6 +19,12 @@ HARDWARE_PS = ("[pscustomobject]@{"
                "BIOS = Get-CimInstance -ClassName Win32_BIOS | Select-Object SerialNumber; "
                "MachineGuid = (Get-ItemProperty -Path 'HKLM:\\SOFTWARE\\Microsoft\\Cryptography').MachineGuid}")
 
+# Registry hive files and their transaction logs: any registry write changes one of their mtimes, so an
+# answer cached on them is never stale (and the patches check reuses the version probe within a cycle).
+_CONFIG = "C:\\Windows\\System32\\config\\"
+SOFTWARE_HIVE = tuple(_CONFIG + name for name in ("SOFTWARE", "SOFTWARE.LOG1", "SOFTWARE.LOG2"))
+SYSTEM_HIVE = tuple(_CONFIG + name for name in ("SYSTEM", "SYSTEM.LOG1", "SYSTEM.LOG2"))
+
 # Windows 11 kept "Windows 10" in ProductName: the build number tells them apart.
 WINDOWS_11_FIRST_BUILD = 22000
 _VIRTUAL_MARKERS = ("virtual machine", "vmware", "virtualbox", "kvm", "qemu", "parallels", "xen", "hvm domu",
@@ -102,7 +108,7 @@ def parse_hardware(text: str) -> Dict[str, Any]:
 
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
-    result = run_ps(host, VERSION_PS)
+    result = run_ps(host, VERSION_PS, cache_on=SOFTWARE_HIVE)
     failure = ps_failure(result, "Get-ItemProperty HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion")
     if failure:
         return CheckOutcome.error(CHECK, failure)
@@ -119,7 +125,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         "architecture": None, "hostname": None, "machine_id": None, "serial": None,
         "hardware_model": None, "virtual": None,
     }
-    hardware = run_ps(host, HARDWARE_PS)
+    hardware = run_ps(host, HARDWARE_PS, cache_on=SOFTWARE_HIVE + SYSTEM_HIVE)
     hw_failure = ps_failure(hardware, "Get-CimInstance Win32_ComputerSystem/Win32_BIOS")
     if hw_failure:
         # the OS version is what rules compare; hardware identity missing is worth saying, not failing

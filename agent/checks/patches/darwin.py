@@ -126,7 +126,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         return CheckOutcome.probe_failed(CHECK, vers)
     os_version = parse_sw_vers(vers.stdout)["ProductVersion"]
 
-    listing = host.run(SU_LIST, timeout=LIST_TIMEOUT, cache_on=[PREFS])
+    # cached until Software Update checks again or something is installed
+    listing = host.run(SU_LIST, timeout=LIST_TIMEOUT, cache_on=[PREFS, INSTALL_HISTORY])
     if not listing.ok:
         return CheckOutcome.probe_failed(CHECK, listing)
     pending = parse_list(f"{listing.stdout}\n{listing.stderr}", os_version)

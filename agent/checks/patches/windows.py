@@ -22,7 +22,7 @@ from agent.checks._windows_ps import (
     run_ps,
 )
 from agent.checks.base import CheckOutcome, ParseError
-from agent.checks.os_identity.windows import VERSION_PS, parse_version
+from agent.checks.os_identity.windows import SOFTWARE_HIVE, VERSION_PS, parse_version
 from agent.probes import Host
 
 CHECK = "patches"
@@ -31,7 +31,7 @@ HISTORY_PS = ("$s = (New-Object -ComObject Microsoft.Update.Session).CreateUpdat
               "$n = $s.GetTotalHistoryCount(); if ($n -gt 0) { $s.QueryHistory(0, [Math]::Min($n, 100)) | "
               "Select-Object Date,Title,ResultCode,Operation }")
 PENDING_PS = ("$r = (New-Object -ComObject Microsoft.Update.Session).CreateUpdateSearcher()"
-              ".Search(\"IsInstalled=0 and Type='Software' and IsHidden=0\"); "
+              ".Search('IsInstalled=0 and Type=''Software'' and IsHidden=0'); "
               "@($r.Updates | ForEach-Object { [pscustomobject]@{Title = $_.Title; MsrcSeverity = $_.MsrcSeverity; "
               "KB = ($_.KBArticleIDs -join ','); RebootRequired = $_.RebootRequired; "
               "Categories = @($_.Categories | ForEach-Object { $_.CategoryID })} })")
@@ -128,7 +128,7 @@ def parse_state(text: str) -> Dict[str, Any]:
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     now = host.now()
     evidence: List[str] = []
-    version_result = run_ps(host, VERSION_PS)
+    version_result = run_ps(host, VERSION_PS, cache_on=SOFTWARE_HIVE)
     failure = ps_failure(version_result, "Get-ItemProperty HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion")
     if failure:
         return CheckOutcome.error(CHECK, failure)
