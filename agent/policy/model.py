@@ -92,7 +92,12 @@ class Policy:
         }
 
     def canonical_text(self) -> str:
-        return canonical_json(self.to_json())
+        # A policy is immutable, so its canonical text (and digest) is computed once.
+        cached = self.__dict__.get("_canonical_text")
+        if cached is None:
+            cached = canonical_json(self.to_json())
+            object.__setattr__(self, "_canonical_text", cached)
+        return cached
 
     def digest(self) -> str:
         return digest(self.canonical_text())
