@@ -117,6 +117,36 @@ class RouteAnswer:
     interface: Optional[str]
     gateway: Optional[str] = None
     no_route: str = ""
+    source: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class IpsecPolicy:
+    """An outbound kernel IPsec (xfrm) policy: traffic from ``src`` to ``dst`` is sent through ESP/AH
+    tunnels to ``peers`` (policy-based IPsec, as strongSwan and libreswan set up by default: no interface)."""
+
+    src: str
+    dst: str
+    priority: int
+    action: str
+    peers: Tuple[str, ...]
+    local: Tuple[str, ...]
+
+    def covers(self, address: str, source: Optional[str]) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+            dst = ipaddress.ip_network(self.dst, strict=False)
+            src = ipaddress.ip_network(self.src, strict=False)
+        except ValueError:
+            return False
+        if ip.version != dst.version or ip not in dst:
+            return False
+        if source is None:
+            return src.prefixlen == 0
+        try:
+            return ipaddress.ip_address(source) in src
+        except ValueError:
+            return False
 
 
 @dataclass
@@ -234,7 +264,60 @@ def parse_route_get(probe: ProbeResult, address: str) -> RouteAnswer:
     if not isinstance(dev, str) or not dev:
         raise ParseError(f"ip -j route get {address}: the answer names no interface: {json.dumps(route)[:120]}")
     gateway = route.get("gateway")
-    return RouteAnswer(address, dev, gateway if isinstance(gateway, str) else None)
+    source = route.get("prefsrc")
+    return RouteAnswer(address, dev, gateway if isinstance(gateway, str) else None,
+                       source=source if isinstance(source, str) else None)
+
+
+def parse_xfrm_policies(text: str) -> List[IpsecPolicy]:
+    """``ip xfrm policy list dir out`` (text: iproute2 has no JSON for xfrm) -> outbound policies whose
+    selector is a whole network (no protocol/port restriction) and that tunnel traffic to a peer."""
+    blocks: List[List[str]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            blocks.append([line.strip()])
+        elif blocks:
+            blocks[-1].append(line.strip())
+        else:
+            raise ParseError(f"ip xfrm policy: expected a 'src NET dst NET' line first, found {line.strip()[:80]!r}")
+    policies = []
+    for block in blocks:
+        head = block[0].split()
+        if len(head) < 4 or head[0] != "src" or head[2] != "dst":
+            raise ParseError(f"ip xfrm policy: expected 'src NET dst NET', found {block[0][:80]!r}")
+        if len(head) > 4:
+            continue  # a protocol/port selector protects only part of the traffic
+        body = " ".join(block[1:]).split()
+        if "dir" not in body or body[body.index("dir") + 1:body.index("dir") + 2] != ["out"]:
+            continue  # socket policies, in/fwd
+        priority = 0
+        if "priority" in body[:-1]:
+            try:
+                priority = int(body[body.index("priority") + 1])
+            except ValueError:
+                priority = 0
+        action = "block" if "block" in body else "allow"
+        peers: List[str] = []
+        local: List[str] = []
+        for index, line in enumerate(block[1:], start=1):
+            words = line.split()
+            if words[:1] == ["tmpl"] and "dst" in words and "src" in words:
+                details = block[index + 1].split() if index + 1 < len(block) else []
+                if details[-2:] == ["mode", "tunnel"]:  # transport mode protects host-to-host traffic only
+                    peers.append(words[words.index("dst") + 1])
+                    local.append(words[words.index("src") + 1])
+        policies.append(IpsecPolicy(head[1], head[3], priority, action, tuple(peers), tuple(local)))
+    return policies
+
+
+def ipsec_policy_for(policies: Sequence[IpsecPolicy], address: str, source: Optional[str]) -> Optional[IpsecPolicy]:
+    """The policy the kernel applies to traffic from ``source`` to ``address`` if it tunnels it, else None."""
+    matching = sorted((p for p in policies if p.covers(address, source)), key=lambda p: p.priority)
+    if matching and matching[0].action == "allow" and matching[0].peers:
+        return matching[0]
+    return None
 
 
 def parse_rules(text: str) -> List[str]:
@@ -327,39 +410,56 @@ def first_address(network: str) -> str:
     return str(net.network_address + 1)
 
 
-def _describe_route(answer: RouteAnswer, tunnels: Mapping[str, Tunnel]) -> str:
+def _describe_route(answer: RouteAnswer, tunnels: Mapping[str, Tunnel],
+                    ipsec: Optional[IpsecPolicy] = None) -> str:
     if answer.interface is None:
         return f"ip route get {answer.address}: no route ({answer.no_route})"
     via = f" via {answer.gateway}" if answer.gateway else ""
     tunnel = tunnels.get(answer.interface)
-    what = f"tunnel ({tunnel.kind})" if tunnel and tunnel.carries_traffic else "not a tunnel"
+    if tunnel and tunnel.carries_traffic:
+        what = f"tunnel ({tunnel.kind})"
+    elif ipsec is not None:
+        what = f"encrypted by the IPsec policy {ipsec.src} -> {ipsec.dst} (tunnel to {', '.join(ipsec.peers)})"
+    else:
+        what = "not a tunnel"
     return f"ip route get {answer.address}: dev {answer.interface}{via}, {what}"
 
 
 def build_facts(links: Sequence[Link], tun_flags: Mapping[str, Optional[int]], default_route: RouteAnswer,
                 corporate: Sequence[Tuple[str, RouteAnswer]], vpn_clients: Sequence[str],
-                configured: Optional[Sequence[str]]) -> Tuple[Dict[str, Any], List[str], str]:
+                configured: Optional[Sequence[str]], ipsec: Sequence[IpsecPolicy] = (),
+                ) -> Tuple[Dict[str, Any], List[str], str]:
     """Pure: parsed observations -> (facts, evidence, summary sentence)."""
     tunnels: Dict[str, Tunnel] = {}
     for link in links:
         kind = tunnel_kind(link, tun_flags.get(link.name))
         if kind:
             tunnels[link.name] = Tunnel(link.name, kind, link_is_up(link), link.addresses)
+    # policy-based IPsec has no interface: each peer its outbound policies tunnel to counts as a tunnel
+    for policy in ipsec:
+        if policy.action == "allow":
+            for peer, local in zip(policy.peers, policy.local):
+                name = f"ipsec-policy:{peer}"
+                known = tunnels.get(name)
+                addresses = tuple(sorted(set((known.addresses if known else ()) + (local,))))
+                tunnels[name] = Tunnel(name, "ipsec", True, addresses)
     carrying = [t for t in tunnels.values() if t.carries_traffic]
     evidence = [
         f"tunnel {t.name} ({t.kind}): {'up' if t.up else 'down'}, addresses {', '.join(t.addresses) or 'none'}"
         for t in tunnels.values()
     ] or ["no tunnel interface (tun, tap, wireguard, ppp, ipsec vti/xfrm)"]
-    evidence.append(_describe_route(default_route, tunnels))
+    def ipsec_for(answer: RouteAnswer) -> Optional[IpsecPolicy]:
+        return ipsec_policy_for(ipsec, answer.address, answer.source) if answer.interface else None
 
     def via_tunnel(answer: RouteAnswer) -> bool:
         tunnel = tunnels.get(answer.interface or "")
-        return bool(tunnel and tunnel.carries_traffic)
+        return bool(tunnel and tunnel.carries_traffic) or ipsec_for(answer) is not None
 
+    evidence.append(_describe_route(default_route, tunnels, ipsec_for(default_route)))
     routes = []
     for network, answer in corporate:
         routes.append({"network": network, "interface": answer.interface, "via_tunnel": via_tunnel(answer)})
-        evidence.append(f"corporate {network}: " + _describe_route(answer, tunnels))
+        evidence.append(f"corporate {network}: " + _describe_route(answer, tunnels, ipsec_for(answer)))
     if vpn_clients:
         evidence.append("VPN client processes: " + ", ".join(vpn_clients))
     facts: Dict[str, Any] = {
@@ -453,7 +553,14 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
 
     extra_evidence: List[str] = []
     configured = _configured_services(host, extra_evidence)
-    facts, evidence, summary = build_facts(links, tun_flags, default_answer, corporate, clients, configured)
+    ipsec: List[IpsecPolicy] = []
+    xfrm = host.run(["ip", "xfrm", "policy", "list", "dir", "out"], timeout=IP_TIMEOUT)
+    if xfrm.ok:
+        ipsec = parse_xfrm_policies(xfrm.stdout)
+    else:
+        # reading xfrm policies needs CAP_NET_ADMIN: without it, policy-based IPsec is invisible
+        extra_evidence.append(f"IPsec policies not read (policy-based IPsec not seen): {xfrm.describe_failure()}")
+    facts, evidence, summary = build_facts(links, tun_flags, default_answer, corporate, clients, configured, ipsec)
 
     # policy routing evidence: wg-quick and some clients route through extra tables selected by rules
     rules = host.run(["ip", "-j", "rule"], timeout=IP_TIMEOUT)

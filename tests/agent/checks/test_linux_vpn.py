@@ -38,7 +38,7 @@ def replay(fixture: str, networks: List[str]) -> Any:
 EXPECTED: List[Any] = [
     pytest.param("debian-12/vpn-openvpn-split-tunnel-routed.json", ["203.0.113.0/24"], {
         "tunnel_up": True, "tunnel_kinds": {"office": "tun"}, "vpn_clients": ["openvpn"],
-        "default_route_interface": "vB", "default_route_via_tunnel": False,
+        "default_route_interface": "vcli", "default_route_via_tunnel": False,
         "corporate_routes": [{"network": "203.0.113.0/24", "interface": "office", "via_tunnel": True}],
         "corporate_networks_via_tunnel": True,
     }, id="debian12-real-openvpn-split-routed"),
@@ -50,17 +50,29 @@ EXPECTED: List[Any] = [
     }, id="debian12-real-openvpn-full-tunnel-def1"),
     pytest.param("debian-12/vpn-tunnel-up-corporate-not-routed.json", ["203.0.113.0/24"], {
         "tunnel_up": True, "default_route_via_tunnel": False,
-        "corporate_routes": [{"network": "203.0.113.0/24", "interface": "vB", "via_tunnel": False}],
+        "corporate_routes": [{"network": "203.0.113.0/24", "interface": "vcli", "via_tunnel": False}],
         "corporate_networks_via_tunnel": False,
     }, id="debian12-real-tunnel-up-not-routed"),
     pytest.param("debian-12/vpn-no-tunnel.json", ["203.0.113.0/24"], {
-        "tunnel_up": False, "tunnel_kinds": {}, "default_route_interface": "vB", "default_route_via_tunnel": False,
+        "tunnel_up": False, "tunnel_kinds": {}, "default_route_interface": "vcli", "default_route_via_tunnel": False,
         # a VPN process running (the test's server) is not a tunnel
         "vpn_clients": ["openvpn"], "corporate_networks_via_tunnel": False,
     }, id="debian12-real-no-tunnel"),
     pytest.param("debian-12/vpn-no-tunnel.json", [], {
         "tunnel_up": False, "corporate_routes": [], "corporate_networks_via_tunnel": None,
     }, id="debian12-no-corporate-network-named"),
+    pytest.param("debian-12/vpn-ipsec-policy-based.json", ["203.0.113.0/24"], {
+        # no interface: the xfrm policy 192.0.2.2/32 -> 203.0.113.0/24 tunnels to peer 192.0.2.1
+        "tunnel_up": True, "tunnel_kinds": {"ipsec-policy:192.0.2.1": "ipsec"},
+        "default_route_interface": "vcli", "default_route_via_tunnel": False,
+        "corporate_routes": [{"network": "203.0.113.0/24", "interface": "vcli", "via_tunnel": True}],
+        "corporate_networks_via_tunnel": True,
+    }, id="debian12-real-policy-based-ipsec"),
+    pytest.param("debian-12/vpn-ipsec-policy-based.json", ["198.51.100.0/24"], {
+        "tunnel_up": True,
+        "corporate_routes": [{"network": "198.51.100.0/24", "interface": "vcli", "via_tunnel": False}],
+        "corporate_networks_via_tunnel": False,
+    }, id="debian12-ipsec-policy-not-covering-the-network"),
     pytest.param("ubuntu-24.04/vpn-wireguard-split-tunnel.json", ["10.20.0.0/16"], {
         "tunnel_up": True, "tunnel_kinds": {"wg-office": "wireguard"}, "vpn_clients": [],
         "configured_vpn_services": ["networkmanager:Office OpenVPN: backup", "networkmanager:Office WireGuard"],
@@ -98,7 +110,7 @@ def test_fixture_parses_to_expected_facts(fixture: str, networks: List[str], exp
 
 def test_not_routed_reason_names_the_network_and_interface() -> None:
     outcome = replay("debian-12/vpn-tunnel-up-corporate-not-routed.json", ["203.0.113.0/24"])
-    assert outcome.reason == "tunnel office is up but 203.0.113.0/24 is routed via vB, not through a tunnel"
+    assert outcome.reason == "tunnel office is up but 203.0.113.0/24 is routed via vcli, not through a tunnel"
 
 
 def test_tunnels_without_carrier_or_only_link_local_do_not_count() -> None:
@@ -113,6 +125,44 @@ def test_tunnels_without_carrier_or_only_link_local_do_not_count() -> None:
     links = [link for link in json.loads(recording.probes[key].stdout) if link["ifname"] != "vpn0"]
     recording.probes[key] = ProbeResult("run", recording.probes[key].target, stdout=json.dumps(links))
     assert run_collector(FAMILY, ReplayHost(recording), {}).facts["tunnel_up"] is False
+
+
+# real `ip xfrm policy list dir out` output (iproute2 6.1; policies added in a namespace)
+XFRM_OUT = "\n".join([
+    "src 0.0.0.0/0 dst 10.7.0.0/16 ",
+    "\tdir out priority 5 ptype main ",
+    "\ttmpl src 192.0.2.2 dst 192.0.2.9",
+    "\t\tproto esp reqid 4 mode transport",
+    "src 0.0.0.0/0 dst 10.8.0.0/16 ",
+    "\tdir out action block priority 0 ptype main ",
+    "src 192.0.2.2/32 dst 198.51.100.0/24 proto tcp dport 443 ",
+    "\tdir out priority 1000 ptype main ",
+    "\ttmpl src 192.0.2.2 dst 192.0.2.1",
+    "\t\tproto esp reqid 2 mode tunnel",
+    "src 192.0.2.2/32 dst 203.0.113.0/24 ",
+    "\tdir out priority 375423 ptype main ",
+    "\ttmpl src 192.0.2.2 dst 192.0.2.1",
+    "\t\tproto esp reqid 1 mode tunnel",
+    "",
+])
+
+
+def test_xfrm_policies() -> None:
+    policies = linux.parse_xfrm_policies(XFRM_OUT)
+    # the port-restricted policy protects only part of the traffic: left out
+    assert [(p.dst, p.action, p.peers) for p in policies] == [
+        ("10.7.0.0/16", "allow", ()), ("10.8.0.0/16", "block", ()), ("203.0.113.0/24", "allow", ("192.0.2.1",))]
+    assert linux.ipsec_policy_for(policies, "203.0.113.1", "192.0.2.2") is policies[2]
+    assert linux.ipsec_policy_for(policies, "203.0.113.1", "192.0.2.77") is None  # another source address
+    assert linux.ipsec_policy_for(policies, "10.7.0.1", "192.0.2.2") is None  # transport mode: not a tunnel
+    assert linux.ipsec_policy_for(policies, "10.8.0.1", "192.0.2.2") is None  # blocked, not tunnelled
+    assert linux.ipsec_policy_for(policies, "198.51.100.1", "192.0.2.2") is None
+
+
+@pytest.mark.parametrize("text", ["\tdir out", "garbage here", "src 1.2.3.4"])
+def test_xfrm_garbage_is_a_parse_error(text: str) -> None:
+    with pytest.raises(ParseError):
+        linux.parse_xfrm_policies(text)
 
 
 # -- kinds from the interface type -------------------------------------------------------------------------
@@ -219,7 +269,8 @@ def test_failed_probe_is_an_error_naming_it(prefix: tuple, error: str, named: st
 @settings(max_examples=80, deadline=None)
 @given(text=st.one_of(st.text(max_size=200), st.sampled_from(["", "[]", "{}", "[1]", '[{"ifname": 3}]', "null",
                                                                '[{"ifname":"x","flags":"UP"}]'])),
-       target=st.sampled_from([("ip", "-d", "-j"), ("ip", "-j", "route", "get"), ("psutil",), ("ip", "-j", "rule")]))
+       target=st.sampled_from([("ip", "-d", "-j"), ("ip", "-j", "route", "get"), ("psutil",), ("ip", "-j", "rule"),
+                               ("ip", "xfrm", "policy")]))
 def test_garbage_output_is_an_error_or_ok_never_a_crash(text: str, target: tuple) -> None:
     host = edited("debian-12/vpn-openvpn-split-tunnel-routed.json", target, ProbeResult("run", target, stdout=text))
     outcome = run_collector(FAMILY, host, {"corporate_networks": ["203.0.113.0/24"]})
