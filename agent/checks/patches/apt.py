@@ -57,8 +57,10 @@ MAX_ROTATED_LOGS = 12
 
 _INST = re.compile(r"^Inst (?P<pkg>\S+)(?: \[(?P<old>[^\]]*)\])? \((?P<new>\S+)(?: (?P<rel>[^()]*))?\)")
 _SUMMARY = re.compile(r"^(\d+) upgraded, (\d+) newly installed, (\d+) to remove and (\d+) not upgraded\.")
-_SECTION_KEPT = "The following packages have been kept back:"
-_SECTION_PHASED = "The following upgrades have been deferred due to phasing:"
+# apt >= 3.0 (Debian 13, Ubuntu 24.10+): "Summary:" then "  Upgrading: 71, Installing: 6, Removing: 0, Not Upgrading: 1"
+_SUMMARY_APT3 = re.compile(r"^\s*Upgrading: (\d+), .*Not Upgrading: (\d+)\s*$")
+_SECTIONS_KEPT = ("The following packages have been kept back:", "Not upgrading:")
+_SECTIONS_PHASED = ("The following upgrades have been deferred due to phasing:", "Not upgrading yet due to phasing:")
 
 
 @dataclass(frozen=True)
@@ -91,20 +93,21 @@ def is_security_origin(origin: str) -> bool:
 
 
 def parse_simulation(text: str) -> Simulation:
-    """``apt-get -s dist-upgrade`` (C locale) -> upgrades, kept back and phased packages.
+    """``apt-get -s dist-upgrade`` (C locale; apt 2.x and the apt 3 layout) -> upgrades, kept back and
+    phased packages.
 
-    Raises ParseError when the closing summary line is missing (truncated or foreign output)."""
+    Raises ParseError when the summary line is missing (truncated or foreign output)."""
     sim = Simulation()
     section: Optional[List[str]] = None
-    summary = None
+    summary: Optional[Tuple[int, int]] = None
     for line in text.splitlines():
         if line.startswith("  ") and section is not None:
             section.extend(name.split(":")[0] for name in line.split())
             continue
         section = None
-        if line.startswith(_SECTION_KEPT):
+        if line.startswith(_SECTIONS_KEPT):
             section = sim.kept_back
-        elif line.startswith(_SECTION_PHASED):
+        elif line.startswith(_SECTIONS_PHASED):
             section = sim.phased
         elif line.startswith("Inst "):
             match = _INST.match(line)
@@ -118,17 +121,19 @@ def parse_simulation(text: str) -> Simulation:
             else:
                 sim.upgrades.append(Upgrade(match.group("pkg"), match.group("old"), match.group("new"), origins))
         else:
-            found = _SUMMARY.match(line)
-            if found:
-                summary = found
+            classic = _SUMMARY.match(line)
+            apt3 = _SUMMARY_APT3.match(line)
+            if classic:
+                summary = (int(classic.group(1)), int(classic.group(4)))
+            elif apt3:
+                summary = (int(apt3.group(1)), int(apt3.group(2)))
     if summary is None:
-        raise ParseError("apt-get -s dist-upgrade: no 'N upgraded, N newly installed, N to remove and N not "
-                         "upgraded.' line (output truncated, or not apt-get in the C locale)")
-    upgraded = int(summary.group(1))
+        raise ParseError("apt-get -s dist-upgrade: no summary line ('N upgraded, ... N not upgraded.' or apt 3's "
+                         "'Upgrading: N, ... Not Upgrading: N'): output truncated, or not apt-get in the C locale")
+    upgraded, sim.not_upgraded = summary
     if upgraded != len(sim.upgrades):
         raise ParseError(f"apt-get -s dist-upgrade: summary says {upgraded} upgraded but {len(sim.upgrades)} "
                          "Inst lines upgrade an installed package")
-    sim.not_upgraded = int(summary.group(4))
     return sim
 
 

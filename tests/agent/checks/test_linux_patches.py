@@ -152,6 +152,25 @@ def test_simulation_new_packages_are_not_upgrades() -> None:
     assert sim.new_packages == ["linux-image-6.1.0-30-amd64"]
 
 
+def test_simulation_apt3_layout() -> None:
+    # apt 3.0 (Debian 13, Ubuntu 24.10+) lists sections under new headings and ends with "Summary:"
+    text = "\n".join([
+        "Reading package lists...", "Building dependency tree...", "Reading state information...",
+        "Calculating upgrade...", "Upgrading:", "  gzip-doc  libpam0g", "",
+        "Installing dependencies:", "  linux-image-6.11.0-29-generic", "",
+        "Not upgrading yet due to phasing:", "  gzip", "",
+        "Not upgrading:", "  held-pkg", "",
+        "Summary:", "  Upgrading: 2, Installing: 1, Removing: 0, Not Upgrading: 2",
+        "Inst libpam0g [1.5.3-7ubuntu2.2] (1.5.3-7ubuntu2.3 Ubuntu:24.10/oracular-updates, Ubuntu:24.10/oracular-security [arm64])",
+        "Inst gzip-doc [1.12-1ubuntu3] (1.12-1ubuntu3.1 Ubuntu:24.10/oracular-updates [all])",
+        "Inst linux-image-6.11.0-29-generic (6.11.0-29.29 Ubuntu:24.10/oracular-security [arm64])",
+        "Conf libpam0g (1.5.3-7ubuntu2.3 Ubuntu:24.10/oracular-updates, Ubuntu:24.10/oracular-security [arm64])", ""])
+    sim = apt.parse_simulation(text)
+    assert [(u.package, u.security) for u in sim.upgrades] == [("libpam0g", True), ("gzip-doc", False)]
+    assert sim.phased == ["gzip"] and sim.kept_back == ["held-pkg"] and sim.not_upgraded == 2
+    assert sim.new_packages == ["linux-image-6.11.0-29-generic"]
+
+
 @pytest.mark.parametrize("text", [
     "", "Reading package lists...\n", "E: Could not open lock file\n",
     # truncated: the Inst lines are there but the summary is not
