@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, Mapping, Optional
 
 from agent.checks.base import CheckOutcome, ParseError
@@ -12,6 +13,7 @@ CHECK = "os_identity"
 
 SW_VERS = ["sw_vers"]
 HARDWARE = ["system_profiler", "SPHardwareDataType", "-json"]
+IOREG = ["ioreg", "-rd1", "-c", "IOPlatformExpertDevice"]
 HOSTNAME = ["hostname"]
 KERNEL = ["uname", "-r"]
 VMM = ["sysctl", "-n", "kern.hv_vmm_present"]
@@ -60,6 +62,26 @@ def parse_hardware(text: str) -> Dict[str, Any]:
     }
 
 
+_IOREG_LINE = re.compile(r'^\s*"([^"]+)"\s*=\s*(?:<")?"?([^"<>]*)"?(?:">)?\s*$')
+
+
+def parse_ioreg(text: str) -> Dict[str, Any]:
+    """``ioreg -rd1 -c IOPlatformExpertDevice`` -> model, serial, platform UUID (the fallback when
+    system_profiler fails: it reads the same registry entry, without the processor name)."""
+    values: Dict[str, str] = {}
+    for line in text.splitlines():
+        match = _IOREG_LINE.match(line)
+        if match:
+            values[match.group(1)] = match.group(2).strip()
+    if "IOPlatformUUID" not in values and "IOPlatformSerialNumber" not in values:
+        raise ParseError(f"ioreg IOPlatformExpertDevice: expected IOPlatformUUID and IOPlatformSerialNumber, "
+                         f"found {text.strip()[:80]!r}")
+    model = values.get("model") or None
+    return {"hardware_model": model, "serial": values.get("IOPlatformSerialNumber") or None,
+            "machine_id": values.get("IOPlatformUUID") or None,
+            "virtual": model.startswith("VirtualMac") if model else None}
+
+
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     result = host.run(SW_VERS)
     if not result.ok:
@@ -82,7 +104,13 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         facts.update({k: v for k, v in hw.items() if v is not None or facts.get(k) is None})
         evidence.append(f"hardware: {hw['hardware_model']} ({processor}), serial {hw['serial']}")
     else:
-        evidence.append(f"hardware overview unavailable: {hardware.describe_failure()}")
+        ioreg = host.run(IOREG)
+        if ioreg.ok:
+            hw = parse_ioreg(ioreg.stdout)
+            facts.update(hw)
+            evidence.append(f"{hardware.describe_failure()}; ioreg: {hw['hardware_model']}, serial {hw['serial']}")
+        else:
+            evidence.append(f"hardware identity unavailable: {hardware.describe_failure()}; {ioreg.describe_failure()}")
     for argv, fact in ((HOSTNAME, "hostname"), (KERNEL, "kernel")):
         probe = host.run(argv)
         if probe.ok and probe.stdout.strip():

@@ -305,3 +305,24 @@ def test_xprotect_version_and_summary() -> None:
     assert facts["running"] is True and facts["signature_age_days"] == 0.8
     assert [p["kind"] for p in facts["products"]] == ["builtin", "edr"]
     assert av.summarise(None, [])["running"] is False
+
+
+IOREG = """+-o J314sAP  <class IOPlatformExpertDevice, id 0x100000209, registered, matched, active, busy 0 (1153 ms), retain 37>
+    {
+      "IOPolledInterface" = "AppleARMWatchdogTimerHibernateHandler is not serializable"
+      "#address-cells" = <02000000>
+      "model" = <"MacBookPro18,3">
+      "compatible" = <"J314sAP","MacBookPro18,3","AppleARM">
+      "IOPlatformUUID" = "6F1E2D3C-4B5A-5968-8776-A5B4C3D2E1F0"
+      "IOPlatformSerialNumber" = "H4XXXXXXQ6"
+      "platform-name" = <"t6000">
+    }
+"""
+
+
+def test_ioreg_fallback_identity() -> None:
+    facts = osid.parse_ioreg(IOREG)
+    assert facts == {"hardware_model": "MacBookPro18,3", "serial": "H4XXXXXXQ6",
+                     "machine_id": "6F1E2D3C-4B5A-5968-8776-A5B4C3D2E1F0", "virtual": False}
+    with pytest.raises(ParseError, match="IOPlatformUUID"):
+        osid.parse_ioreg("")

@@ -33,7 +33,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 PARAMS = {"vpn": {"corporate_networks": ["203.0.113.0/24", "198.51.100.0/24"]}}
 
 TEXT_PARSERS: List[Callable[[str], Any]] = [
-    os_mac.parse_sw_vers, os_mac.parse_hardware, de_mac.parse_fdesetup, de_mac.parse_data_device,
+    os_mac.parse_sw_vers, os_mac.parse_hardware, os_mac.parse_ioreg, de_mac.parse_fdesetup, de_mac.parse_data_device,
     lambda t: de_mac.parse_apfs_volume(t, "disk3s5"), vpn_mac.parse_nc_list, vpn_mac.parse_netstat_default,
     vpn_mac.parse_route_get, lambda t: pa_mac.parse_list(t, "14.5"), lambda t: pa_mac.parse_prefs(t, t),
     pa_mac.parse_install_history, fw_mac.parse_global_state, fw_mac.parse_alf_defaults, fw_mac.parse_switch,
