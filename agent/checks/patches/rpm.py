@@ -92,6 +92,10 @@ def parse_updateinfo_security(text: str) -> Dict[str, List[str]]:
     for line in text.splitlines():
         if not line.strip() or line.startswith(_NOISE) or line.startswith("Updateinfo list done"):
             continue
+        words = line.split()
+        if words[:1] == ["Name"] and "Severity" in words:
+            raise ParseError("updateinfo list --security: this is dnf5's advisory table (Fedora 41 and later), "
+                             "which this agent version does not read yet")
         match = _ADVISORY.match(line.strip())
         if not match:
             raise ParseError(f"updateinfo list --security: cannot read {line.strip()[:120]!r}")
