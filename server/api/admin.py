@@ -119,7 +119,7 @@ class DeviceQuery:
 
 
 
-@router.get("/summary", response_model=FleetSummaryModel)
+@router.get("/summary", response_model=FleetSummaryModel, responses={400: {"model": Problem}})
 def summary(ctx: ContextDep, principal: PrincipalDep,
             stale_after: Annotated[Optional[str], Query(max_length=20, pattern=TEXT)] = None) -> dict[str, Any]:
     """Devices, compliant %, per-rule status counts and stale devices, within the caller's scope."""

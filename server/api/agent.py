@@ -175,7 +175,7 @@ def _etag_matches(header: Optional[str], etag: str) -> bool:
     return etag in candidates or "*" in candidates
 
 
-@router.api_route("/ping", methods=["GET", "POST"], response_model=Ping, tags=["meta"])
+@router.post("/ping", response_model=Ping, tags=["meta"], responses={413: {"model": Problem}, 429: {"model": Problem}})
 async def ping(request: Request, ctx: ContextDep) -> dict[str, bool]:
     """A trivial endpoint: reads and discards the body (the load benchmark's reference)."""
     limit_ip(request, ctx)

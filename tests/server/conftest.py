@@ -41,7 +41,7 @@ def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(security, "SCRYPT_N", 2 ** 10)
 
 
-def _pg_available() -> bool:
+def pg_available() -> bool:
     try:
         engine = sa.create_engine(PG_ADMIN_URL)
         with engine.connect() as conn:
@@ -74,7 +74,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite+pysqlite:///{tmp_path / 'data' / 'teleposture.db'}"
         return
-    if not _pg_available():
+    if not pg_available():
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
     with postgres_database() as url:
         yield url
@@ -153,7 +153,7 @@ def initialised(request: pytest.FixtureRequest, tmp_path: Path, templates: Any) 
     SQLite: a copy of the template's data directory. PostgreSQL: the session's database, emptied and
     refilled with the template's rows (tests run one at a time within a session; other sessions use
     their own tp_<random> database)."""
-    if request.param == "postgres" and not _pg_available():
+    if request.param == "postgres" and not pg_available():
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
     template = templates[request.param]
     data_dir = tmp_path / "data"
