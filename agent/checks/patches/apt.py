@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.checks.base import ParseError
 from agent.checks.patches.pkgcommon import (
+    CannotJudge,
     Findings,
     ProbeFailure,
     age_days,
@@ -375,7 +376,8 @@ def collect_apt(host: Host, now: float) -> Findings:
     findings = Findings()
     refreshed = _lists_refreshed_at(host, findings)
     if refreshed is None:
-        raise ProbeFailure(host.listdir(LISTS_DIR), "no package index was ever downloaded: run apt update")
+        raise CannotJudge(f"no package index in {LISTS_DIR} (no *_InRelease or *_Release file): apt has never "
+                          "downloaded its package lists, so pending updates cannot be known. Run 'apt update'.")
 
     sim_probe = require(host.run(SIMULATE, timeout=SIMULATE_TIMEOUT, cache_on=list(APT_INPUTS)))
     sim = parse_simulation(sim_probe.stdout)

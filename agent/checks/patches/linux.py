@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 
 from agent.checks.base import CheckOutcome
 from agent.checks.patches.apt import collect_apt
-from agent.checks.patches.pkgcommon import Findings, ProbeFailure, parse_os_release
+from agent.checks.patches.pkgcommon import CannotJudge, Findings, ProbeFailure, parse_os_release
 from agent.checks.patches.rpm import collect_rpm
 from agent.checks.patches.zypper import collect_zypper
 from agent.probes import Host
@@ -68,6 +68,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
             findings = collect_zypper(host, now)
     except ProbeFailure as failure:
         return CheckOutcome.error(CHECK, failure.reason())
+    except CannotJudge as problem:
+        return CheckOutcome.error(CHECK, str(problem))
     facts = dict(findings.facts)
     facts["os_version"] = os_release.get("VERSION_ID") or None
     security = facts.get("pending_security_updates")

@@ -25,6 +25,10 @@ class ProbeFailure(Exception):
         return self.probe.describe_failure() + (f" ({self.hint})" if self.hint else "")
 
 
+class CannotJudge(Exception):
+    """The probes worked but what they show cannot support a verdict (say why and what to do)."""
+
+
 @dataclass
 class Findings:
     """What one package-manager backend found: facts (by declared name) and evidence lines."""
