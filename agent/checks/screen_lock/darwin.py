@@ -31,7 +31,8 @@ MANAGED = "/Library/Managed Preferences"
 DEFAULT_IDLE_SECONDS = 1200
 NO_SESSION_USERS = ("", "root", "loginwindow", "_mbsetupuser")
 
-_DELAY = re.compile(r"screenLock delay is (immediate|(\d+)\s*seconds?)", re.IGNORECASE)
+# "immediate", "5 seconds", and on some releases "300.000000 seconds"; "-1.000000 seconds" means off.
+_DELAY = re.compile(r"screenLock delay is (immediate|(-?\d+(?:\.\d+)?)\s*seconds?)", re.IGNORECASE)
 
 
 def plutil(path: str) -> List[str]:
@@ -44,14 +45,18 @@ def as_user(user: str, agent_user: Optional[str], argv: List[str]) -> List[str]:
 
 def parse_screen_lock(text: str) -> Dict[str, Any]:
     """``sysadminctl -screenLock status`` (it logs to stderr) -> {password_required, delay}."""
-    if re.search(r"screenLock is off", text, re.IGNORECASE):
+    if re.search(r"screenLock (delay )?is off", text, re.IGNORECASE):
         return {"password_required": False, "delay": None}
     match = _DELAY.search(text)
     if not match:
         raise ParseError("sysadminctl -screenLock status: expected 'screenLock delay is ...' or 'screenLock is off', "
                          f"found {text.strip()[:120]!r}")
-    delay = 0 if match.group(1).lower() == "immediate" else int(match.group(2))
-    return {"password_required": True, "delay": delay}
+    if match.group(1).lower() == "immediate":
+        return {"password_required": True, "delay": 0}
+    delay = float(match.group(2))
+    if delay < 0:
+        return {"password_required": False, "delay": None}
+    return {"password_required": True, "delay": int(delay)}
 
 
 def parse_idle_time(text: str) -> int:

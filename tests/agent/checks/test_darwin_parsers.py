@@ -264,6 +264,9 @@ def test_alf_preference_fallback() -> None:
     ("2024-06-10 09:14:27.512 sysadminctl[4821:118843] screenLock delay is immediate\n", True, 0),
     ("2024-06-10 09:14:27.512 sysadminctl[4821:118843] screenLock delay is 300 seconds\n", True, 300),
     ("2024-06-10 09:14:27.512 sysadminctl[4821:118843] screenLock is off\n", False, None),
+    ("sysadminctl[812:9120] screenLock delay is 300.000000 seconds\n", True, 300),
+    ("sysadminctl[812:9120] screenLock delay is -1.000000 seconds\n", False, None),  # off, on some releases
+    ("sysadminctl[812:9120] screenLock delay is off\n", False, None),
 ])
 def test_sysadminctl_screen_lock(text: str, required: bool, delay: Optional[int]) -> None:
     assert sl.parse_screen_lock(text) == {"password_required": required, "delay": delay}
