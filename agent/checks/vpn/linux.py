@@ -72,6 +72,10 @@ VPN_PROCESSES: Dict[str, str] = {
     "pluto": "libreswan",
     "xl2tpd": "l2tp",
     "nm-l2tp-service": "l2tp (NetworkManager)",
+    "pptp": "pptp",
+    "nm-pptp-service": "pptp (NetworkManager)",
+    "sstpc": "sstp",
+    "nm-sstp-service": "sstp (NetworkManager)",
     "nm-fortisslvpn-service": "fortinet (NetworkManager)",
     "openfortivpn": "fortinet",
     "forticlient": "forticlient",
@@ -92,6 +96,10 @@ VPN_PROCESSES: Dict[str, str] = {
     "mullvad-daemon": "mullvad",
     "protonvpn": "protonvpn",
 }
+# clients that carry their tunnel over a PPP link (ppp0): without one of them a PPP link is dial-up or
+# mobile broadband, not a VPN, and must not pass for one (it may even carry the default route)
+PPP_VPN_CLIENTS = {"l2tp", "l2tp (NetworkManager)", "pptp", "pptp (NetworkManager)", "sstp",
+                   "sstp (NetworkManager)", "fortinet", "fortinet (NetworkManager)", "pppd (vpn)"}
 
 
 @dataclass(frozen=True)
@@ -378,6 +386,11 @@ def parse_vpn_processes(text: str) -> List[str]:
             if label:
                 labels.add(label)
                 break
+        else:
+            # pppd started by a VPN: "pppd pty 'pptp vpn.example.org --nolaunchpppd'", "plugin sstp-pppd-plugin.so"
+            words = " ".join(str(w) for w in cmdline).lower() if isinstance(cmdline, list) else ""
+            if candidates[0] == "pppd" and any(k in words for k in ("pptp", "l2tp", "sstp", "openfortivpn")):
+                labels.add("pppd (vpn)")
     return sorted(labels)
 
 
@@ -431,9 +444,14 @@ def build_facts(links: Sequence[Link], tun_flags: Mapping[str, Optional[int]], d
                 ) -> Tuple[Dict[str, Any], List[str], str]:
     """Pure: parsed observations -> (facts, evidence, summary sentence)."""
     tunnels: Dict[str, Tunnel] = {}
+    ignored: List[str] = []
+    ppp_vpn = bool(PPP_VPN_CLIENTS & set(vpn_clients))
     for link in links:
         kind = tunnel_kind(link, tun_flags.get(link.name))
-        if kind:
+        if kind == "ppp" and not ppp_vpn:
+            ignored.append(f"{link.name}: PPP link with no PPP-based VPN client running (dial-up or mobile "
+                           "broadband?), not counted as a tunnel")
+        elif kind:
             tunnels[link.name] = Tunnel(link.name, kind, link_is_up(link), link.addresses)
     # policy-based IPsec has no interface: each peer its outbound policies tunnel to counts as a tunnel
     for policy in ipsec:
@@ -448,6 +466,7 @@ def build_facts(links: Sequence[Link], tun_flags: Mapping[str, Optional[int]], d
         f"tunnel {t.name} ({t.kind}): {'up' if t.up else 'down'}, addresses {', '.join(t.addresses) or 'none'}"
         for t in tunnels.values()
     ] or ["no tunnel interface (tun, tap, wireguard, ppp, ipsec vti/xfrm)"]
+    evidence.extend(ignored)
     def ipsec_for(answer: RouteAnswer) -> Optional[IpsecPolicy]:
         return ipsec_policy_for(ipsec, answer.address, answer.source) if answer.interface else None
 

@@ -192,6 +192,16 @@ def test_kind_comes_from_type_not_name(entry: linux.Link, tun_flags: Optional[in
     assert linux.tunnel_kind(entry, tun_flags) == kind
 
 
+def test_ppp_counts_only_with_a_ppp_based_vpn_client() -> None:
+    ppp = linux.Link(name="ppp0", link_type="ppp", info_kind="", info_type="", flags=("UP", "LOWER_UP"),
+                     addresses=("10.64.12.7/32",))
+    route = linux.RouteAnswer("198.51.100.1", "ppp0")
+    modem, _, _ = linux.build_facts([ppp], {}, route, [], [], [])
+    assert modem["tunnel_up"] is False and modem["tunnels"] == [] and modem["default_route_via_tunnel"] is False
+    l2tp, _, _ = linux.build_facts([ppp], {}, route, [], ["l2tp (NetworkManager)"], [])
+    assert l2tp["tunnel_up"] is True and l2tp["default_route_via_tunnel"] is True
+
+
 @pytest.mark.parametrize(("rows", "labels"), [
     ([{"name": "openvpn", "exe": "/usr/sbin/openvpn", "cmdline": ["/usr/sbin/openvpn", "--config", "x.conf"]}], ["openvpn"]),
     ([{"name": "bash", "exe": "/usr/bin/bash", "cmdline": ["bash", "/usr/bin/wg-quick", "up", "wg0"]}], ["wireguard"]),
@@ -201,6 +211,9 @@ def test_kind_comes_from_type_not_name(entry: linux.Link, tun_flags: Optional[in
      ["forticlient", "strongswan"]),
     ([{"name": "nm-openvpn-serv", "exe": "/usr/libexec/nm-openvpn-service", "cmdline": []}], ["openvpn (NetworkManager)"]),
     ([{"name": "sshd", "exe": "/usr/sbin/sshd", "cmdline": ["sshd: /usr/sbin/sshd -D"]}], []),
+    ([{"name": "pppd", "exe": "/usr/sbin/pppd", "cmdline": ["/usr/sbin/pppd", "pty", "pptp vpn.example.org --nolaunchpppd"]}],
+     ["pppd (vpn)"]),
+    ([{"name": "pppd", "exe": "/usr/sbin/pppd", "cmdline": ["/usr/sbin/pppd", "call", "provider"]}], []),
 ])
 def test_vpn_client_processes(rows: List[Dict[str, Any]], labels: List[str]) -> None:
     assert linux.parse_vpn_processes(json.dumps(rows)) == labels
