@@ -201,6 +201,27 @@ def test_softwareupdate_list(text: str, os_version: str, pending: int, security:
     assert facts["pending_security_updates"] == len(security)
 
 
+# A published macOS 26 listing (major upgrade, point release, Rapid Security Response, Safari) and a
+# Background Security Improvement, in the format softwareupdate prints since macOS 10.15.
+TAHOE = ("Software Update Tool\n\nFinding available software\nSoftware Update found the following new or updated software:\n"
+         "* Label: macOS 27-26A428\n\tTitle: macOS 27, Version: 27, Size: 11728377KiB, Recommended: YES, Action: restart, \n"
+         "* Label: macOS Tahoe 26.7.1-25H300\n\tTitle: macOS Tahoe 26.7.1, Version: 26.7.1, Size: 1843200KiB, "
+         "Recommended: YES, Action: restart, \n"
+         "* Label: macOS Tahoe 26.7.1 (a)-25H300a\n\tTitle: macOS Tahoe 26.7.1 (a), Version: 26.7.1 (a), Size: 90112KiB, "
+         "Recommended: YES, Action: restart, \n"
+         "* Label: Safari27.0TahoeAuto-27.0\n\tTitle: Safari, Version: 27.0, Size: 190512KiB, Recommended: YES, \n"
+         "* Label: macOS Background Security Improvement (a)-25D771280a\n        Title: macOS Background Security "
+         "Improvement (a), Version: 26.3.1 (a), Size: 208896KiB, Recommended: YES, Action: restart,\n")
+
+
+def test_softwareupdate_list_macos_26() -> None:
+    facts = pa.parse_list(TAHOE, "26.7")
+    assert facts["pending_updates"] == 5
+    assert facts["pending_security_packages"] == [
+        "macOS Tahoe 26.7.1-25H300", "macOS Tahoe 26.7.1 (a)-25H300a", "Safari27.0TahoeAuto-27.0",
+        "macOS Background Security Improvement (a)-25D771280a"]  # the upgrade to macOS 27 is not one
+
+
 def test_softwareupdate_list_error_text_is_a_parse_error() -> None:
     with pytest.raises(ParseError, match="No new software available"):
         pa.parse_list("Software Update Tool\n\nFinding available software\nCan't connect\n", "14.5")
