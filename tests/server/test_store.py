@@ -1,0 +1,83 @@
+"""Schema, settings and secrets: the pieces under the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from server import security
+from server.ratelimit import RateLimiter
+from server.settings import SettingsError, insecure_reasons, load_settings, parse_duration
+from server.store import migrate
+from server.store.db import Database
+from server.store.schema import metadata
+
+
+def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        assert migrate.status(db).current is None
+        migrate.upgrade(db)
+        status = migrate.status(db)
+        assert status.up_to_date and status.current == migrate.head_revision()
+        with db.read() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        db.dispose()
+
+
+def test_settings_precedence_and_validation(tmp_path: Path) -> None:
+    config = tmp_path / "collector.toml"
+    config.write_text('[collector]\nport = 9000\nstale_after = "3d"\nmax_batch = 50\n')
+    env = {"TELEPOSTURE_PORT": "9100", "TELEPOSTURE_CONFIG": str(config), "TELEPOSTURE_MAX_BATCH": "60"}
+    settings = load_settings({"port": 9200, "data_dir": tmp_path}, environ=env)
+    assert settings.port == 9200 and settings.max_batch == 60 and settings.stale_after == 3 * 86400
+    assert load_settings({}, environ=env).port == 9100
+    assert settings.resolved_database_url.endswith("/teleposture.db")
+    (tmp_path / "bad.toml").write_text("port = [")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings({}, environ={"TELEPOSTURE_CONFIG": str(tmp_path / "bad.toml")})
+    with pytest.raises(SettingsError, match="port"):
+        load_settings({"port": 70000, "data_dir": tmp_path}, environ={})
+    with pytest.raises(SettingsError, match="stale_after"):
+        load_settings({"stale_after": "soon", "data_dir": tmp_path}, environ={})
+    with pytest.raises(SettingsError, match="unknown_thing|extra"):
+        load_settings({"unknown_thing": 1, "data_dir": tmp_path}, environ={})
+    assert [parse_duration(v) for v in (90, "90s", "15m", "12h", "7d", "2w")] == \
+        [90, 90, 900, 43200, 604800, 1209600]
+
+
+def test_insecure_settings_are_named(tmp_path: Path) -> None:
+    loopback = load_settings({"data_dir": tmp_path}, environ={})
+    assert insecure_reasons(loopback) == []
+    exposed = load_settings({"data_dir": tmp_path, "host": "0.0.0.0"}, environ={})  # noqa: S104
+    assert any("without TLS" in r for r in insecure_reasons(exposed))
+    proxied = load_settings({"data_dir": tmp_path, "host": "10.0.0.5", "behind_tls_proxy": True}, environ={})
+    assert insecure_reasons(proxied) == []
+    half_tls = load_settings({"data_dir": tmp_path, "tls_certfile": tmp_path / "c.pem"}, environ={})
+    assert any("both" in r for r in insecure_reasons(half_tls))
+
+
+def test_passwords_and_tokens() -> None:
+    stored = security.hash_password("correct horse battery")
+    assert stored.startswith("scrypt$") and "correct" not in stored
+    assert security.verify_password("correct horse battery", stored)
+    assert not security.verify_password("correct horse batterY", stored)
+    assert security.hash_password("correct horse battery") != stored, "a fresh salt per hash"
+    assert not security.verify_password("x", "scrypt$bad") and not security.verify_password("x", "md5$1$2$3$4$5")
+    token = security.new_token(security.API_TOKEN_PREFIX)
+    assert token.startswith("tpa_") and len(token) > 40 and security.token_hash(token) != token
+
+
+def test_rate_limiter_refills() -> None:
+    now = [0.0]
+    limiter = RateLimiter(60, clock=lambda: now[0])
+    assert all(limiter.take("a") == 0 for _ in range(60))
+    wait = limiter.take("a")
+    assert 0.9 < wait <= 1.0 and limiter.take("b") == 0
+    now[0] += 1.0
+    assert limiter.take("a") == 0
+    assert RateLimiter(0).take("x") == 0
