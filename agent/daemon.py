@@ -25,6 +25,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Optional
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -56,8 +57,10 @@ class Daemon:
         self._next_trigger = "schedule"
         self._upload_not_before = 0.0
         self._rng = random.Random()  # noqa: S311 - splay, not a secret
-        self.scheduler = BackgroundScheduler(timezone=timezone.utc, job_defaults={
-            "max_instances": 1, "coalesce": True, "misfire_grace_time": None})
+        # four jobs, one instance each: four threads are enough (the default pool has ten)
+        self.scheduler = BackgroundScheduler(
+            timezone=timezone.utc, executors={"default": ThreadPoolExecutor(max_workers=4)},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
         service.on_policy_change.append(self._policy_changed)
 
     # -- schedule ------------------------------------------------------------------------------------------
