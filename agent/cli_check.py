@@ -16,7 +16,7 @@ import sys
 import textwrap
 import unicodedata
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
 
 from agent import __version__, protocol
 from agent.checks import REGISTRY
@@ -265,13 +265,16 @@ def _evidence_lines(outcome: Optional[CheckOutcome], limit: int = 1) -> List[str
 
 def _rows(policy: Policy, cycle: Cycle, texts: Catalog) -> List[Tuple[str, str, str, str]]:
     rows = []
+    shown: Set[str] = set()
     for result in cycle.results:
         rule = policy.rule(result.rule_id)
         title = f"{texts.pick(rule.title)} ({texts.severity(rule.severity)})"
         reason = texts.message(result.message)
         outcome = cycle.outcomes.get(result.check)
-        if result.status in ("fail", "warn", "error"):
-            # The first line of what the check saw names the device, interface or ruleset at fault.
+        if result.status in ("fail", "warn", "error") and result.check not in shown:
+            # The first line of what the check saw names the device, interface or ruleset at fault;
+            # once per check (several rules may read the same check).
+            shown.add(result.check)
             reason = "\n".join([reason] + [f"· {line}" for line in _evidence_lines(outcome)])
         if result.status in ("fail", "warn") or (result.status == "error" and outcome is not None
                                                   and outcome.state == "ok"):
