@@ -61,7 +61,7 @@ def ps_failure(result: ProbeResult, what: str, rights: str = "an administrator (
     if result.error is not None:
         return f"{what}: {result.describe_failure()}"
     if is_denied(result):
-        return f"{what}: access denied (this probe needs {rights}; run the check as such)"
+        return f"{what}: access denied; this probe needs {rights}"
     if is_missing(result):
         first = result.stderr.strip().splitlines()[0][:160] if result.stderr.strip() else ""
         return f"{what}: not available on this Windows installation ({first})"

@@ -42,7 +42,7 @@ CIM_PS = (
     "Get-CimInstance -Namespace 'root\\CIMV2\\Security\\MicrosoftVolumeEncryption' -ClassName Win32_EncryptableVolume"
     " | Select-Object DriveLetter,VolumeType,ConversionStatus,ProtectionStatus,EncryptionMethod"
 )
-ADMIN_RIGHTS = "administrator rights (BitLocker status is readable only by administrators or LocalSystem)"
+ADMIN_RIGHTS = "administrator rights: only administrators and LocalSystem may read BitLocker status"
 
 # Win32_EncryptableVolume codes (learn.microsoft.com, Win32_EncryptableVolume class) -> the names
 # Get-BitLockerVolume prints.

@@ -123,9 +123,12 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     if ifaces.error is not None:
         return CheckOutcome.probe_failed(CHECK, ifaces)
     tunnels = tunnels_from_interfaces(parse_interfaces(ifaces.stdout))
-    for tunnel in tunnels:
-        evidence.append(f"{tunnel['name']}: {'up with ' + ', '.join(tunnel['addresses']) if tunnel['up'] else 'no IPv4 or routable address (not a VPN)'}")
     up = {t["name"] for t in tunnels if t["up"]}
+    idle = [t["name"] for t in tunnels if not t["up"]]
+    # the headline first: the table shows the first evidence line
+    evidence.append("tunnel up: " + (", ".join(f"{t['name']} ({', '.join(t['addresses'])})" for t in tunnels if t["up"])
+                                     or "none")
+                    + (f"; {', '.join(idle)} without IPv4 or routable address (not a VPN)" if idle else ""))
 
     services: List[Dict[str, Any]] = []
     nc = host.run(NC_LIST)

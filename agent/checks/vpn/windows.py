@@ -182,6 +182,9 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         evidence.append(f"VPN profile {profile['name']} ({profile['tunnel_type']}, {profile['server']}): "
                         f"{'connected' if profile['connected'] else 'disconnected'}")
     tunnel_names = {t["name"] for t in tunnels if t["up"]}
+    # the headline first: the table shows the first evidence line
+    evidence.insert(0, "tunnel up: " + (", ".join(f"{t['name']} ({t['kind']}, {', '.join(t['addresses']) or 'no address'})"
+                                                  for t in tunnels if t["up"]) or "none"))
 
     routes_result = run_ps(host, ROUTES_PS)
     routes_failure = ps_failure(routes_result, "Get-NetRoute")
