@@ -115,8 +115,8 @@ def ps_date(value: Any) -> Optional[float]:
             return None  # DateTime.MinValue and friends: "never"
         return millis / 1000.0
     iso = text.replace("Z", "+00:00")
-    # .NET writes 7 fractional digits; Python 3.9 accepts at most 6
-    iso = re.sub(r"(\.\d{6})\d+", r"\1", iso)
+    # .NET writes 7 fractional digits; Python 3.9 accepts exactly 3 or 6
+    iso = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], iso)
     try:
         parsed = datetime.fromisoformat(iso)
     except ValueError:
