@@ -6,6 +6,7 @@ result's English ``reason`` from its message; agent/i18n/{fr,ar}.json translate 
 
 from __future__ import annotations
 
+import json
 import string
 from typing import Any, Callable, Dict, List, Mapping
 
@@ -85,18 +86,26 @@ class _Params(Dict[str, str]):
         return "{" + key + "}"
 
 
+MAX_NESTING = 8
+
+
 def render(msg: Any, templates: Mapping[str, str], words: Mapping[str, str],
-           fact_labels: Mapping[str, str], fallback: Callable[[Any], str] | None = None) -> str:
-    """Text of a message in the catalog's language; unknown keys fall back (to English) or show the key."""
+           fact_labels: Mapping[str, str], fallback: Callable[[Any], str] | None = None, depth: int = 0) -> str:
+    """Text of a message in the catalog's language; unknown keys fall back (to English) or show the key.
+
+    Messages may come from a device's report, so nesting is bounded and every value is shown as text.
+    """
     if not is_message(msg):
-        return str(msg)
+        return str(msg)[:2000]
+    if depth > MAX_NESTING:
+        return "..."
     template = templates.get(msg["key"])
     if template is None:
-        return fallback(msg) if fallback is not None else msg["key"]
+        return fallback(msg) if fallback is not None else str(msg["key"])[:200]
 
     def value_text(value: Any) -> str:
         if is_message(value):
-            return render(value, templates, words, fact_labels, fallback)
+            return render(value, templates, words, fact_labels, fallback, depth + 1)
         if isinstance(value, bool):
             return words.get("true" if value else "false", str(value))
         if value is None:
@@ -106,8 +115,8 @@ def render(msg: Any, templates: Mapping[str, str], words: Mapping[str, str],
         if isinstance(value, list):
             sep = words.get("item_separator", "; ") if any(is_message(v) for v in value) \
                 else words.get("list_separator", ", ")
-            return sep.join(value_text(v) for v in value)
-        return str(value)
+            return sep.join(value_text(v) for v in value[:50])
+        return str(value)[:500] if not isinstance(value, (dict, list)) else json_text(value)
 
     params = _Params()
     for name, value in msg["params"].items():
@@ -119,6 +128,13 @@ def render(msg: Any, templates: Mapping[str, str], words: Mapping[str, str],
         return string.Formatter().vformat(template, (), params)
     except (ValueError, IndexError, KeyError):
         return template
+
+
+def json_text(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)[:500]
+    except (TypeError, ValueError, RecursionError):
+        return "?"
 
 
 def render_en(msg: Any) -> str:

@@ -65,3 +65,20 @@ def test_language_from_the_locale(env: dict, lang: str) -> None:
 def test_unsupported_language_is_refused() -> None:
     with pytest.raises(ValueError, match="choose one of en, fr, ar"):
         catalog("de")
+
+
+def _nested(depth: int) -> dict:
+    msg: dict = message("eq_pass", fact="tunnel_up", value=True)
+    for _ in range(depth):
+        msg = message("within_grace", inner=msg, until="x")
+    return msg
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_hostile_messages_render_bounded(lang: str) -> None:
+    # results come from devices: a deep or huge message must not exhaust the renderer
+    text = catalog(lang).message(_nested(5000))
+    assert text.endswith("x") and "..." in text and len(text) < 5000
+    assert len(catalog(lang).message(message("eq_pass", fact="f", value="v" * 100000))) < 1000
+    weird = {"key": "eq_fail", "params": {"fact": 3, "value": {"a": [1, {"b": None}]}, "expected": "{value}"}}
+    assert catalog(lang).message(weird)
