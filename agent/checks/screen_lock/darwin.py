@@ -8,7 +8,7 @@
 * configuration profiles (/Library/Managed Preferences[/<user>]/com.apple.screensaver.plist:
   askForPassword, askForPasswordDelay, idleTime) override the user's choices.
 
-The agent service runs as root, so per-user commands go through ``sudo -n -u <user>``.
+The agent service runs as root, so per-user commands go through ``sudo -n -H -u <user>``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def plutil(path: str) -> List[str]:
 
 
 def as_user(user: str, agent_user: Optional[str], argv: List[str]) -> List[str]:
-    return list(argv) if agent_user == user else ["sudo", "-n", "-u", user, *argv]
+    # -H: the user's HOME, so per-user preferences are the user's and not root's
+    return list(argv) if agent_user == user else ["sudo", "-n", "-H", "-u", user, *argv]
 
 
 def parse_screen_lock(text: str) -> Dict[str, Any]:

@@ -310,7 +310,7 @@ def test_screen_lock_decision(lock: Dict[str, Any], managed: Dict[str, Any], idl
 
 def test_sudo_only_when_the_agent_is_someone_else() -> None:
     assert sl.as_user("jdupont", "jdupont", ["pmset", "-g"]) == ["pmset", "-g"]
-    assert sl.as_user("jdupont", "root", ["pmset", "-g"]) == ["sudo", "-n", "-u", "jdupont", "pmset", "-g"]
+    assert sl.as_user("jdupont", "root", ["pmset", "-g"]) == ["sudo", "-n", "-H", "-u", "jdupont", "pmset", "-g"]
 
 
 def test_display_sleep() -> None:
