@@ -508,11 +508,17 @@ def build_facts(links: Sequence[Link], tun_flags: Mapping[str, Optional[int]], d
 
 # -- collector ------------------------------------------------------------------
 
-def _route_get(host: Host, address: str) -> Tuple[Optional[RouteAnswer], Optional[ProbeResult]]:
+class _ProbeFailed(Exception):
+    def __init__(self, probe: ProbeResult) -> None:
+        super().__init__(probe.describe_failure())
+        self.probe = probe
+
+
+def _route_get(host: Host, address: str) -> RouteAnswer:
     probe = host.run(["ip", "-j", "route", "get", address], timeout=IP_TIMEOUT)
     if probe.error is not None:
-        return None, probe
-    return parse_route_get(probe, address), None
+        raise _ProbeFailed(probe)
+    return parse_route_get(probe, address)
 
 
 def _configured_services(host: Host, evidence: List[str]) -> Optional[List[str]]:
@@ -555,15 +561,11 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
             flags_probe = host.read_text(f"/sys/class/net/{link.name}/tun_flags")
             tun_flags[link.name] = parse_tun_flags(flags_probe.stdout) if flags_probe.error is None else None
 
-    default_answer, failed = _route_get(host, default_route_probe(networks))
-    if failed is not None or default_answer is None:
-        return CheckOutcome.probe_failed(CHECK, failed) if failed else CheckOutcome.error(CHECK, "no route answer")
-    corporate: List[Tuple[str, RouteAnswer]] = []
-    for network in networks:
-        answer, failed = _route_get(host, first_address(network))
-        if failed is not None or answer is None:
-            return CheckOutcome.probe_failed(CHECK, failed) if failed else CheckOutcome.error(CHECK, "no route answer")
-        corporate.append((network, answer))
+    try:
+        default_answer = _route_get(host, default_route_probe(networks))
+        corporate = [(network, _route_get(host, first_address(network))) for network in networks]
+    except _ProbeFailed as failed:
+        return CheckOutcome.probe_failed(CHECK, failed.probe)
 
     procs = host.processes()
     if procs.error is not None:
