@@ -106,8 +106,9 @@ def test_apfs_list_finds_the_booted_data_volume_not_an_external_one() -> None:
                 "Roles": ["Data"]}
     text = xml({"Containers": [{"Volumes": [vol("disk3s5", "Macintosh HD - Data", True)]},
                                {"Volumes": [vol("disk5s2", "External - Data", False)]}]})
-    assert de.parse_apfs_volume(text, "disk5s2")["filevault"] is False
-    assert de.parse_apfs_volume(text, "disk3s5")["filevault"] is True
+    external, booted = de.parse_apfs_volume(text, "disk5s2"), de.parse_apfs_volume(text, "disk3s5")
+    assert external is not None and external["filevault"] is False
+    assert booted is not None and booted["filevault"] is True
     assert de.parse_apfs_volume(text, None) is None  # two Data volumes and no booted id: do not guess
 
 
