@@ -247,7 +247,7 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str) -> Tuple[str, Message
     facts = outcome.get("facts")
     if state != "ok" or not isinstance(facts, Mapping):
         return "error", message("facts_malformed", check=rule.check,
-                                problem=f"state {_show(state)!s} with facts of type {type(facts).__name__}"), []
+                                problem=f"state {_show(state)} with facts of type {type(facts).__name__}"), []
     family = REGISTRY.get(rule.check)
     verdicts: List[Verdict] = []
     used: List[Tuple[str, Any]] = []

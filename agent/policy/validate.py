@@ -379,9 +379,9 @@ class _Validator:
                     params_by_check[rule.check] = (index, dict(rule.params))
             if rule is not None:
                 rules.append(rule)
-        if self.problems:
+        if self.problems or not isinstance(version, int):
             return None
-        return Policy(id=str(policy_id), version=int(version), title=title, rules=tuple(rules),  # type: ignore[arg-type]
+        return Policy(id=str(policy_id), version=version, title=title, rules=tuple(rules),
                       intervals=intervals)
 
 
