@@ -91,6 +91,10 @@ def decide(fde: Optional[Dict[str, Any]], volume: Optional[Dict[str, Any]]) -> D
             state = "unknown"  # the two sources disagree: say so rather than guess
     else:
         assert volume is not None
+        if volume["filevault"] is None:
+            # older diskutil has no FileVault key; Encryption alone cannot tell FileVault from hardware
+            raise ParseError("diskutil apfs list -plist: expected a FileVault flag on the Data volume "
+                             "(fdesetup status gave nothing either)")
         state = "encrypted" if volume["filevault"] else "not_encrypted"
     if state == "encrypted" and volume is not None and volume.get("locked"):
         state = "locked"

@@ -98,6 +98,8 @@ def test_filevault_decision(fde: Optional[Dict[str, Any]], vol: Optional[Dict[st
 def test_filevault_decision_needs_one_source() -> None:
     with pytest.raises(ParseError):
         de.decide(None, None)
+    with pytest.raises(ParseError, match="FileVault flag"):  # older diskutil: Encryption only, no FileVault key
+        de.decide(None, volume(None, True))
 
 
 def test_apfs_list_finds_the_booted_data_volume_not_an_external_one() -> None:
