@@ -113,6 +113,10 @@ def test_table_in_english(recorded: Dict[str, Any]) -> None:
     assert f"FAIL {statuses.count('fail')}" in out and f"N/A {statuses.count('not_applicable')}" in out
     if "fail" in statuses:
         assert "NOT COMPLIANT" in out
+    disk = recorded["json"]["facts"]["disk_encryption"]
+    if disk["state"] == "ok" and disk["facts"].get("system_volume_encrypted") is False:
+        device = next(v["device"] for v in disk["facts"]["volumes"] if v["mount"] == "/")
+        assert device in out  # the table names the unencrypted device, not only the rule
 
 
 def test_language_follows_the_locale_and_arabic_is_in_blocks(recorded: Dict[str, Any]) -> None:
