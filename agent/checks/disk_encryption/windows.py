@@ -47,7 +47,7 @@ ADMIN_RIGHTS = "administrator rights: only administrators and LocalSystem may re
 # Win32_EncryptableVolume codes (learn.microsoft.com, Win32_EncryptableVolume class) -> the names
 # Get-BitLockerVolume prints.
 _CONVERSION = {0: "FullyDecrypted", 1: "FullyEncrypted", 2: "EncryptionInProgress", 3: "DecryptionInProgress",
-               4: "EncryptionPaused", 5: "DecryptionPaused"}
+               4: "EncryptionSuspended", 5: "DecryptionSuspended"}
 _PROTECTION = {0: "Off", 1: "On", 2: "Unknown"}
 _METHOD = {0: "None", 1: "Aes128Diffuser", 2: "Aes256Diffuser", 3: "Aes128", 4: "Aes256", 5: "Hardware",
            6: "XtsAes128", 7: "XtsAes256"}
@@ -71,15 +71,16 @@ def volume_state(volume_status: Optional[str], protection: Optional[str], lock: 
     prot = (protection or "").lower()
     if (lock or "").lower() == "locked":
         return "locked"
-    if status == "fullyencrypted":
+    if status in ("fullyencrypted", "fullyencryptedwipeinprogress", "fullyencryptedwipesuspended"):
         if prot == "on":
             return "encrypted"
         if prot == "off":
             return "suspended"
         return "unknown"
-    if status in ("encryptioninprogress", "encryptionpaused"):
+    # Get-BitLockerVolume says "...Suspended", Win32_EncryptableVolume's documentation "...Paused"
+    if status in ("encryptioninprogress", "encryptionsuspended", "encryptionpaused"):
         return "encrypting"
-    if status in ("decryptioninprogress", "decryptionpaused"):
+    if status in ("decryptioninprogress", "decryptionsuspended", "decryptionpaused"):
         return "decrypting"
     if status == "fullydecrypted":
         return "not_encrypted"
