@@ -1,11 +1,12 @@
-"""Windows service host for the bundled agent (service TelepostureAgent, LocalSystem).
+r"""Windows service host for the bundled agent (service TelepostureAgent, LocalSystem).
 
 The MSI registers ``teleposture-agent.exe windows-service``. This host speaks the service control
-manager's protocol (pywin32), enrols once from the token the MSI wrote to the registry, then runs
-``teleposture-agent.exe run`` as a child and stops it when Windows asks. If the child dies on its
-own, the host exits without reporting "stopped", so the SCM applies the failure actions the MSI set
-(restart after 1 min, 1 min, 5 min). Stopping terminates the child: the agent's outbox is a SQLite
-WAL spool built to survive being killed, so nothing queued is lost.
+manager's protocol (pywin32), enrols once from the token the MSI wrote to the registry, then runs the
+agent's scheduler (agent.daemon.Daemon, what ``teleposture-agent run`` runs) in this process and
+stops it with ``Daemon.stop()`` when Windows asks: running jobs finish, nothing queued is lost. If
+the agent cannot start (not enrolled yet, collector unreachable at enrolment) or its scheduler dies,
+the host exits without reporting "stopped", so the SCM applies the failure actions the MSI set
+(restart after 1 min, 1 min, 5 min). Logs go to %ProgramData%\Teleposture\agent.log.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import winreg
 from pathlib import Path
-from typing import IO, Any, List, Optional
+from typing import IO, Any, List
 
 import servicemanager
 import win32event
@@ -86,6 +88,13 @@ def open_log() -> IO[str]:
     return open(path, "a", encoding="utf-8", buffering=1)
 
 
+def _fail(message: str, log: IO[str]) -> None:
+    """Report a failure and leave without telling the SCM "stopped": it restarts the service."""
+    servicemanager.LogErrorMsg(f"Teleposture: {message}; the service control manager will restart the service")
+    print(f"teleposture service: {message}", file=log, flush=True)
+    os._exit(1)
+
+
 class AgentService(win32serviceutil.ServiceFramework):
     _svc_name_ = SERVICE_NAME
     _svc_display_name_ = "Teleposture Agent"
@@ -93,31 +102,44 @@ class AgentService(win32serviceutil.ServiceFramework):
     def __init__(self, args: List[str]) -> None:
         super().__init__(args)
         self.stop_event = win32event.CreateEvent(None, True, False, None)
-        self.child: Optional[subprocess.Popen[Any]] = None
-        self.stopping = False
+        self.daemon: Any = None
 
     def SvcStop(self) -> None:  # noqa: N802 (pywin32's name)
         self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING)
-        self.stopping = True
         win32event.SetEvent(self.stop_event)
 
     def SvcDoRun(self) -> None:  # noqa: N802 (pywin32's name)
-        with open_log() as log:
-            enrol_pending(log)
-            self.child = subprocess.Popen([agent_exe(), "run"], stdout=log, stderr=log,
-                                          creationflags=subprocess.CREATE_NO_WINDOW)
-            while True:
-                if win32event.WaitForSingleObject(self.stop_event, 1000) == win32event.WAIT_OBJECT_0:
-                    self.child.terminate()
-                    self.child.wait(timeout=20)
-                    return
-                code = self.child.poll()
-                if code is not None and not self.stopping:
-                    servicemanager.LogErrorMsg(f"Teleposture: the agent exited with code {code}; "
-                                               "the service control manager will restart it")
-                    log.flush()
-                    # Exit without reporting SERVICE_STOPPED: the SCM sees a failure and restarts us.
-                    os._exit(1)
+        from agent import logs
+        from agent.config import ConfigError, load_settings
+        from agent.daemon import Daemon
+        from agent.service import AgentService as Agent
+        from agent.state import StateError
+        from agent.transport import TransportError
+
+        log = open_log()
+        # A service has no console: everything the agent prints or logs goes to the log file.
+        sys.stdout = sys.stderr = log
+        enrol_pending(log)
+        try:
+            settings = load_settings({})
+            logs.configure(settings.log_format, settings.log_level, stream=log)
+            agent = Agent(settings)
+        except (ConfigError, StateError, TransportError) as exc:
+            _fail(f"the agent cannot start: {exc}", log)
+            return
+        self.daemon = Daemon(agent, splay=settings.splay)
+        runner = threading.Thread(target=self.daemon.run_forever, kwargs={"install_signals": False},
+                                  name="teleposture-daemon", daemon=True)
+        runner.start()
+        while True:
+            if win32event.WaitForSingleObject(self.stop_event, 1000) == win32event.WAIT_OBJECT_0:
+                self.daemon.stop()
+                runner.join(timeout=25)
+                agent.close()
+                log.close()
+                return
+            if not runner.is_alive():
+                _fail("the agent's scheduler stopped on its own (see agent.log)", log)
 
 
 def main() -> int:
