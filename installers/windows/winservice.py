@@ -17,7 +17,7 @@ import sys
 import threading
 import winreg
 from pathlib import Path
-from typing import IO, Any, List
+from typing import Any, List, TextIO
 
 import servicemanager
 import win32event
@@ -55,7 +55,7 @@ def _erase_token() -> None:
         servicemanager.LogErrorMsg(f"Teleposture: could not erase the enrolment token from HKLM\\{ENROLLMENT_KEY}: {exc}")
 
 
-def enrol_pending(log: IO[str]) -> None:
+def enrol_pending(log: TextIO) -> None:
     """Enrol with the token the MSI stored, once; erase it when used or when already enrolled."""
     server, token = _read_enrollment()
     if not token:
@@ -79,7 +79,7 @@ def enrol_pending(log: IO[str]) -> None:
                                    f"see {state / 'agent.log'}; retried at the next start")
 
 
-def open_log() -> IO[str]:
+def open_log() -> TextIO:
     state = data_dir()
     state.mkdir(parents=True, exist_ok=True)
     path = state / "agent.log"
@@ -88,7 +88,7 @@ def open_log() -> IO[str]:
     return open(path, "a", encoding="utf-8", buffering=1)
 
 
-def _fail(message: str, log: IO[str]) -> None:
+def _fail(message: str, log: TextIO) -> None:
     """Report a failure and leave without telling the SCM "stopped": it restarts the service."""
     servicemanager.LogErrorMsg(f"Teleposture: {message}; the service control manager will restart the service")
     print(f"teleposture service: {message}", file=log, flush=True)
