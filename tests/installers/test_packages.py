@@ -309,6 +309,13 @@ def test_deb_lifecycle(wheelhouse: Path, tmp_path: Path, debian_machine: None) -
             # Control: without any capability the firewall ruleset is unreadable, so the comparison above can fail.
             stripped = check_states(prefix=["setpriv", "--bounding-set=-all", "--no-new-privs"])
             assert stripped["firewall"] == "error", stripped
+        # The GNOME screen-lock probe switches to the session user with runuser: possible inside the
+        # bounding set, impossible without CAP_SETUID/CAP_SETGID (why those two are granted).
+        as_nobody = ["runuser", "-u", "nobody", "--", "id", "-u"]
+        assert run([*bounded[:3], *as_nobody]).stdout.strip() == "65534"
+        without = ["setpriv", "--bounding-set=-all," + ",".join("+" + c for c in UNIT_CAPS if not c.startswith("set")),
+                   "--no-new-privs"]
+        assert run([*without, *as_nobody], check=False).returncode != 0
         lap("check x2 in the sandbox's limits")
 
         # 3. report --now: signed, queued and delivered; the collector has it.
