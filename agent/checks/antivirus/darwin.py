@@ -14,10 +14,14 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.checks._host_json import days_between, parse_processes, running_names
 from agent.checks._plist import parse_plist_dict
+from agent.checks.antivirus.linux import parse_mdatp_health
 from agent.checks.base import CheckOutcome, ParseError
 from agent.probes import Host
 
 CHECK = "antivirus"
+
+DEFENDER = "Microsoft Defender for Endpoint"
+MDATP_HEALTH = ["mdatp", "health", "--output", "json"]
 
 XPROTECT_PLISTS = (
     "/Library/Apple/System/Library/CoreServices/XProtect.bundle/Contents/Info.plist",
@@ -27,7 +31,7 @@ XPROTECT_PLISTS = (
 EDR_PROCESSES: Dict[str, List[str]] = {
     "CrowdStrike Falcon": ["falcond", "com.crowdstrike.falcon.Agent"],
     "SentinelOne": ["sentineld", "SentinelAgent"],
-    "Microsoft Defender for Endpoint": ["wdavdaemon"],
+    DEFENDER: ["wdavdaemon"],
     "Sophos": ["SophosScanD", "SophosAntiVirus", "SophosEndpointSecurity"],
     "ESET": ["esets_daemon", "ESET Endpoint Security"],
     "Jamf Protect": ["JamfProtect"],
@@ -67,14 +71,18 @@ def _version_key(version: str) -> Tuple[int, ...]:
     return tuple(parts)
 
 
-def summarise(xprotect: Optional[Dict[str, Any]], edrs: List[str]) -> Dict[str, Any]:
+def summarise(xprotect: Optional[Dict[str, Any]], edrs: List[str],
+              details: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Dict[str, Any]:
+    """The facts; ``details`` adds what a product says about itself (Defender's mdatp health)."""
     products: List[Dict[str, Any]] = []
     if xprotect is not None:
         products.append({"name": "XProtect", "kind": "builtin", "running": True, "realtime": True,
                          "signature_age_days": xprotect["age"], "version": xprotect["version"]})
     for name in edrs:
-        products.append({"name": name, "kind": "edr", "running": True, "realtime": None,
-                         "signature_age_days": None, "version": None})
+        entry: Dict[str, Any] = {"name": name, "kind": "edr", "running": True, "realtime": None,
+                                 "signature_age_days": None, "version": None}
+        entry.update((details or {}).get(name, {}))
+        products.append(entry)
     ages = [p["signature_age_days"] for p in products if p["signature_age_days"] is not None]
     return {"running": bool(products), "products": products,
             "realtime_protection": True if products else False,
@@ -100,14 +108,24 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
             best = candidate
 
     edrs: List[str] = []
+    details: Dict[str, Dict[str, Any]] = {}
     procs = host.processes()
     if procs.error is None:
         edrs = running_names(parse_processes(procs.stdout), EDR_PROCESSES)
         evidence.extend(f"process of {name} running" for name in edrs)
+        if DEFENDER in edrs:
+            health = host.run(MDATP_HEALTH, timeout=20.0)
+            if health.ok:
+                parsed = parse_mdatp_health(health.stdout)
+                details[DEFENDER] = {k: parsed[k] for k in ("realtime", "signature_age_days", "version")}
+                evidence.append(f"mdatp health: real-time {parsed['realtime']}, definitions "
+                                f"{parsed['signature_age_days']} days old")
+            else:
+                evidence.append(f"Defender details unavailable: {health.describe_failure()}")
     elif best is None:
         return CheckOutcome.error(CHECK, f"{'; '.join(failures)}; {procs.describe_failure()}", evidence)
     else:
         evidence.append(f"process list unavailable: {procs.describe_failure()}")
     if best is None:
         evidence.append("XProtect not found: " + "; ".join(failures))
-    return CheckOutcome(CHECK, facts=summarise(best, edrs), evidence=evidence)
+    return CheckOutcome(CHECK, facts=summarise(best, edrs, details), evidence=evidence)

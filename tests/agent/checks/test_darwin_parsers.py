@@ -353,3 +353,11 @@ def test_ioreg_fallback_identity() -> None:
                      "machine_id": "6F1E2D3C-4B5A-5968-8776-A5B4C3D2E1F0", "virtual": False}
     with pytest.raises(ParseError, match="IOPlatformUUID"):
         osid.parse_ioreg("")
+
+
+def test_defender_details_join_its_product_entry() -> None:
+    facts = av.summarise({"version": "5278", "age": 9.5}, [av.DEFENDER],
+                         {av.DEFENDER: {"realtime": False, "signature_age_days": 0.08, "version": "101.24092.0004"}})
+    defender = facts["products"][1]
+    assert (defender["realtime"], defender["signature_age_days"]) == (False, 0.08)
+    assert facts["signature_age_days"] == 0.08  # the freshest running product counts
