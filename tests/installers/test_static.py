@@ -7,6 +7,7 @@ import plistlib
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -269,3 +270,16 @@ def test_workflow(path: Path, runner: str, script: str) -> None:
         commands = " ".join(step.get("run", "") for step in job["steps"])
         assert script in commands
         assert (INSTALLERS.parent / script).exists()
+
+
+def test_windows_and_bundle_python_type_checks() -> None:
+    """The service host and the bundle's entry point only run on Windows/macOS builders: type-check
+    them here as Windows code (pywin32 has no stubs and is treated as Any)."""
+    sources = [str(WINDOWS / "winservice.py"), str(INSTALLERS / "pyinstaller" / "teleposture_main.py")]
+    result = run([sys.executable, "-m", "mypy", "--platform", "win32", "--python-version", "3.11",
+                  "--follow-imports=silent", "--ignore-missing-imports", "--no-incremental", *sources],
+                 cwd=INSTALLERS.parent, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    spec = (INSTALLERS / "pyinstaller" / "teleposture-agent.spec").read_text()
+    compile(spec, "teleposture-agent.spec", "exec")
+    assert 'os.path.join(here, "teleposture_main.py")' in spec
