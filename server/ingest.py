@@ -17,6 +17,7 @@ A raw payload is kept when something changed, for the first report, and otherwis
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -161,6 +162,18 @@ class KeyCache:
         return found
 
 
+# The hot path (every report) uses prepared text statements: building Core expressions per report costs
+# more CPU than running them. Column names are the ones of server/store/schema.py.
+_CLAIM_SEQ = sa.text(
+    "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created "
+    "WHERE id = :id AND state = 'active' AND last_seq < :seq "
+    "RETURNING org_unit_id, platform, compliance, fail_count, warn_count, error_count, disagreements, "
+    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at")
+_LOAD_STATE = sa.text(
+    "SELECT rule_id, status, since, failing_since, reason, message, evidence, agent_status, check_id, severity "
+    "FROM check_state WHERE device_id = :id")
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -179,10 +192,55 @@ def _agent_statuses(payload: Mapping[str, Any]) -> dict[str, str]:
     return statuses
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A result with its message and evidence already serialised as check_state stores them."""
+
+    result: Result
+    message: str
+    evidence: str
+
+
+class ResultCache:
+    """Skips re-evaluating facts identical to the device's previous report.
+
+    agent.policy.evaluate is pure: the same policy version, platform and facts give the same results,
+    except where a failing rule has a grace period (then the report time and failing_since matter).
+    Results are reused only when none of them is a failure of a rule with a grace period. Keyed by
+    device; holds a SHA-256 of the canonical facts, not the facts themselves.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._entries: dict[str, tuple[int, str, bytes, list[Judged]]] = {}
+        self._lock = threading.Lock()
+        self.max_entries = max_entries
+        self.hits = 0
+
+    def evaluate(self, device_id: str, stored: policy_store.StoredPolicy, facts: Any, platform: str,
+                 now: float, failing_since: Mapping[str, float]) -> list[Judged]:
+        key = hashlib.sha256(_dumps(facts).encode("utf-8")).digest()
+        with self._lock:
+            entry = self._entries.get(device_id)
+        if entry is not None and entry[0] == stored.pk and entry[1] == platform and entry[2] == key:
+            self.hits += 1
+            return entry[3]
+        results = evaluate(stored.policy, facts, platform, now, failing_since)
+        judged = [Judged(r, _dumps({"key": r.message.get("key"), "params": r.message.get("params") or {}}),
+                         _dumps(list(r.evidence))) for r in results]
+        graced = {rule.id for rule in stored.policy.rules if rule.grace_seconds > 0}
+        if not any(_raw_failing(r) and r.rule_id in graced for r in results):
+            with self._lock:
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
+                self._entries[device_id] = (stored.pk, platform, key, judged)
+        return judged
+
+
 class Ingestor:
     def __init__(self, db: Database, *, raw_report_interval: float = 3600.0, policy_cache_ttl: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.db = db
+        self.results = ResultCache()
         self.raw_report_interval = raw_report_interval
         self.policies = PolicyCache(policy_cache_ttl)
         self.keys = KeyCache()
@@ -258,12 +316,8 @@ class Ingestor:
         return Answer(DUPLICATE, device_id, seq, reason=f"seq {seq} <= last accepted seq {row.last_seq}")
 
     def _load_state(self, conn: Connection, device_id: str) -> dict[str, _StateRow]:
-        rows = conn.execute(sa.select(
-            check_state.c.rule_id, check_state.c.status, check_state.c.since, check_state.c.failing_since,
-            check_state.c.reason, check_state.c.message, check_state.c.evidence, check_state.c.agent_status,
-            check_state.c.check_id, check_state.c.severity).where(check_state.c.device_id == device_id)).all()
-        return {str(r.rule_id): _StateRow(r.status, r.since, r.failing_since, r.reason, r.message, r.evidence,
-                                          r.agent_status, r.check_id, r.severity) for r in rows}
+        rows = conn.execute(_LOAD_STATE, {"id": device_id}).all()
+        return {str(r[0]): _StateRow(*r[1:]) for r in rows}
 
     def _apply(self, conn: Connection, cand: _Candidate, now: float, states: dict[str, dict[str, _StateRow]],
                stats: IngestStats) -> Answer:
@@ -273,13 +327,8 @@ class Ingestor:
         agent_version = agent.get("version") if isinstance(agent.get("version"), str) else None
         claimed = payload.get("policy") or {}
         agent_policy_ref = f"{claimed.get('id')}@{claimed.get('version')}"[:300]
-        device = conn.execute(
-            devices.update()
-            .where(devices.c.id == device_id, devices.c.state == DEVICE_ACTIVE, devices.c.last_seq < cand.seq)
-            .values(last_seq=cand.seq, last_seen=now, last_report_at=cand.created_at)
-            .returning(devices.c.org_unit_id, devices.c.platform, devices.c.compliance, devices.c.fail_count,
-                       devices.c.warn_count, devices.c.error_count, devices.c.disagreements, devices.c.policy_ref,
-                       devices.c.agent_policy_ref, devices.c.agent_version, devices.c.last_raw_report_at)).first()
+        device = conn.execute(_CLAIM_SEQ, {"seq": cand.seq, "now": now, "created": cand.created_at,
+                                           "id": device_id}).first()
         if device is None:
             return self._refusal(conn, device_id, cand.seq)
         stored = self.policies.get(conn, int(device.org_unit_id))
@@ -292,14 +341,17 @@ class Ingestor:
             state = states[device_id] = self._load_state(conn, device_id)
         failing_since = {rule: row.failing_since for rule, row in state.items() if row.failing_since is not None}
         platform = agent.get("platform") if isinstance(agent.get("platform"), str) else device.platform
-        results = evaluate(stored.policy, payload["facts"], str(platform), cand.created_at, failing_since)
+        judged = self.results.evaluate(device_id, stored, payload["facts"], str(platform), cand.created_at,
+                                       failing_since)
+        results = [j.result for j in judged]
         agent_statuses = _agent_statuses(payload)
         org_unit_id = int(device.org_unit_id)
         changed = False
         counts = {"fail": 0, "warn": 0, "error": 0}
         disagreements = 0
         seen_rules = set()
-        for result in results:
+        for item in judged:
+            result = item.result
             seen_rules.add(result.rule_id)
             if result.status in counts:
                 counts[result.status] += 1
@@ -312,9 +364,7 @@ class Ingestor:
                 started = old.failing_since if old is not None and old.failing_since is not None else cand.created_at
             else:
                 started = None
-            message = _dumps({"key": result.message.get("key"), "params": result.message.get("params") or {}})
-            evidence = _dumps(list(result.evidence))
-            new = _StateRow(result.status, cand.created_at, started, result.reason, message, evidence,
+            new = _StateRow(result.status, cand.created_at, started, result.reason, item.message, item.evidence,
                             agent_status, result.check, result.severity)
             if old is not None and old.status == new.status:
                 new.since = old.since

@@ -101,6 +101,10 @@ def list_policies(conn: Connection) -> list[dict[str, Any]]:
 
 
 def get_policy(conn: Connection, pk: int) -> Optional[StoredPolicy]:
+    with _parsed_lock:
+        cached = _parsed.get(pk)
+    if cached is not None:
+        return StoredPolicy(pk, cached)
     row = conn.execute(sa.select(policies.c.document).where(policies.c.id == pk)).first()
     if row is None:
         return None
