@@ -151,7 +151,7 @@ def context(request: Request, ctx: AppContext, user: Optional[WebUser], nav: str
             "csrf": auth.csrf_token(ctx, user.session.session_id) if user else "",
             "languages": [(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
             "path": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-            "stale_after_days": round(ctx.settings.stale_after / 86400, 1), **extra}
+            "stale_after_days": f"{ctx.settings.stale_after / 86400:g}", **extra}
 
 
 def audit_address(request: Request) -> str:

@@ -79,8 +79,10 @@ def fresh_compliance(conn: Connection, scope: Scope, *, cutoff: float) -> Freshn
 
 
 def by_org_unit(conn: Connection, scope: Scope, *, cutoff: float) -> list[dict[str, Any]]:
-    """Per org unit: active devices, recently reporting ones by compliance, stale ones."""
-    fresh = sa.case((devices.c.last_seen >= cutoff, 1), else_=0)
+    """Per org unit: active devices, recently reporting ones by compliance, stale ones (as fleet_summary
+    counts them: not seen since the cutoff, or never seen and enrolled before it)."""
+    fresh = sa.case((devices.c.last_seen >= cutoff, 1),
+                    (sa.and_(devices.c.last_seen.is_(None), devices.c.enrolled_at >= cutoff), 2), else_=0)
     rows = conn.execute(sa.select(devices.c.org_unit_id, devices.c.compliance, fresh.label("fresh"), sa.func.count())
                         .where(devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id))
                         .group_by(devices.c.org_unit_id, devices.c.compliance, fresh))
@@ -89,10 +91,10 @@ def by_org_unit(conn: Connection, scope: Scope, *, cutoff: float) -> list[dict[s
         entry = units.setdefault(int(unit_id), {"org_unit_id": int(unit_id), "devices": 0, "fresh": 0,
                                                 "compliant": 0, "not_compliant": 0, "error": 0, "stale": 0})
         entry["devices"] += int(count)
-        if is_fresh and compliance != "unknown":
+        if is_fresh == 1 and compliance != "unknown":
             entry["fresh"] += int(count)
             entry[str(compliance)] += int(count)
-        elif not is_fresh:
+        elif is_fresh == 0:
             entry["stale"] += int(count)
     names = dict(conn.execute(sa.select(org_units.c.id, org_units.c.name)
                               .where(org_units.c.id.in_(sorted(units)))).all()) if units else {}

@@ -2,8 +2,9 @@
 (function () {
   "use strict";
 
+  // This file is deferred and may run before the other deferred scripts (Chart.js): wait for all of them.
   function onReady(fn) {
-    if (document.readyState !== "loading") { fn(); } else { document.addEventListener("DOMContentLoaded", fn); }
+    if (document.readyState === "complete") { fn(); } else { document.addEventListener("DOMContentLoaded", fn); }
   }
 
   // htmx requests carry the session's CSRF token in a header (forms carry it as a field).
