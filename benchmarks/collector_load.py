@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from agent import protocol  # noqa: E402
@@ -65,6 +66,7 @@ class Run:
     errors: int = 0
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    server_cpu: float = 0.0  # CPU seconds the collector processes used during the run
 
     @property
     def rate(self) -> float:
@@ -76,14 +78,20 @@ class Run:
         ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
+    @property
+    def cpu_ms_per_report(self) -> float:
+        return 1000 * self.server_cpu / self.reports if self.reports else float("nan")
+
     def line(self) -> str:
-        return (f"{self.name:<28} {self.rate:9.0f} reports/s  p50 {self.percentile(0.5):7.1f} ms  "
-                f"p99 {self.percentile(0.99):7.1f} ms  requests {self.requests:6d}  errors {self.errors}")
+        return (f"{self.name:<32} {self.rate:8.0f} reports/s  p50 {self.percentile(0.5):7.1f} ms  "
+                f"p99 {self.percentile(0.99):7.1f} ms  requests {self.requests:5d}  errors {self.errors}  "
+                f"server CPU {self.cpu_ms_per_report:.2f} ms/report")
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "reports_per_s": round(self.rate, 1), "p50_ms": round(self.percentile(0.5), 2),
                 "p99_ms": round(self.percentile(0.99), 2), "requests": self.requests, "reports": self.reports,
-                "errors": self.errors, "seconds": round(self.seconds, 2)}
+                "errors": self.errors, "seconds": round(self.seconds, 2),
+                "server_cpu_ms_per_report": round(self.cpu_ms_per_report, 3)}
 
 
 class Connection:
@@ -107,10 +115,27 @@ class Connection:
             return 0, b""
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """user+system CPU of the collector: the serve process and its uvicorn workers."""
+    try:
+        parent = psutil.Process(pid)
+        total = 0.0
+        for proc in [parent, *parent.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+SERVER_PID = [0]
+
+
 def send_all(port: int, path: str, bodies: list[tuple[bytes, int]], clients: int, name: str,
              interval: float = 0.0) -> Run:
     """POST every body (gzip) with ``clients`` threads; ``interval`` > 0 paces requests (open loop)."""
     run = Run(name)
+    cpu_before = server_cpu_seconds(SERVER_PID[0])
     work: queue.Queue[tuple[int, bytes, int]] = queue.Queue()
     for index, (body, count) in enumerate(bodies):
         work.put((index, body, count))
@@ -151,6 +176,7 @@ def send_all(port: int, path: str, bodies: list[tuple[bytes, int]], clients: int
     for thread in threads:
         thread.join()
     run.seconds = time.perf_counter() - start
+    run.server_cpu = server_cpu_seconds(SERVER_PID[0]) - cpu_before
     return run
 
 
@@ -243,6 +269,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                                         "--port", str(port), "--workers", str(args.workers)],
                                        stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         wait_ready(port, process, log)
+        SERVER_PID[0] = process.pid
 
         fleet = Fleet(args.devices, args.change_fraction)
 

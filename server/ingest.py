@@ -174,6 +174,14 @@ _LOAD_STATE = sa.text(
     "FROM check_state WHERE device_id = :id")
 
 
+_STATE_COLUMNS = ("status", "since", "failing_since", "reason", "message", "evidence", "agent_status", "check_id",
+                  "severity", "updated_at")
+_UPDATE_STATE = (check_state.update()
+                 .where(check_state.c.device_id == sa.bindparam("b_device_id"),
+                        check_state.c.rule_id == sa.bindparam("b_rule_id"))
+                 .values({name: sa.bindparam(f"v_{name}") for name in _STATE_COLUMNS}))
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
@@ -347,6 +355,9 @@ class Ingestor:
         agent_statuses = _agent_statuses(payload)
         org_unit_id = int(device.org_unit_id)
         changed = False
+        inserts: list[dict[str, Any]] = []
+        updates_state: list[dict[str, Any]] = []
+        history: list[dict[str, Any]] = []
         counts = {"fail": 0, "warn": 0, "error": 0}
         disagreements = 0
         seen_rules = set()
@@ -377,20 +388,27 @@ class Ingestor:
                       "agent_status": new.agent_status, "check_id": new.check_id, "severity": new.severity,
                       "updated_at": now}
             if old is None:
-                conn.execute(check_state.insert().values(device_id=device_id, rule_id=result.rule_id,
-                                                         org_unit_id=org_unit_id, active=True, **values))
+                inserts.append({"device_id": device_id, "rule_id": result.rule_id, "org_unit_id": org_unit_id,
+                                "active": True, **values})
             else:
-                conn.execute(check_state.update().where(check_state.c.device_id == device_id,
-                                                        check_state.c.rule_id == result.rule_id).values(**values))
+                updates_state.append({"b_device_id": device_id, "b_rule_id": result.rule_id,
+                                      **{f"v_{k}": v for k, v in values.items()}})
             stats.state_writes += 1
             if old is None or old.status != new.status:
-                conn.execute(transitions.insert().values(
-                    device_id=device_id, rule_id=result.rule_id, check_id=result.check,
-                    old_status=None if old is None else old.status, new_status=new.status, at=cand.created_at,
-                    recorded_at=now, seq=cand.seq, reason=new.reason, org_unit_id=org_unit_id))
+                history.append({"device_id": device_id, "rule_id": result.rule_id, "check_id": result.check,
+                                "old_status": None if old is None else old.status, "new_status": new.status,
+                                "at": cand.created_at, "recorded_at": now, "seq": cand.seq, "reason": new.reason,
+                                "org_unit_id": org_unit_id})
                 stats.transitions += 1
             state[result.rule_id] = new
             changed = True
+        # One executemany per kind of row: a first report writes ~2 rows per rule.
+        if inserts:
+            conn.execute(check_state.insert(), inserts)
+        if updates_state:
+            conn.execute(_UPDATE_STATE, updates_state)
+        if history:
+            conn.execute(transitions.insert(), history)
         gone = [rule for rule in state if rule not in seen_rules]
         if gone:
             # The policy no longer has these rules: their state is no longer current.
