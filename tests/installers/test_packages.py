@@ -257,16 +257,16 @@ def test_deb_lifecycle(wheelhouse: Path, tmp_path: Path, debian_machine: None) -
     collector.start()
     lap("collector init + serve")
     try:
-        # 1. Install, enrolling from the documented token file (plain http is allowed on loopback only).
-        os.makedirs("/etc/teleposture", exist_ok=True)
-        enroll_env = Path("/etc/teleposture/enroll.env")
-        enroll_env.write_text(f"TELEPOSTURE_SERVER={collector.url}\nTELEPOSTURE_TOKEN={collector.token()}\n"
-                              "TELEPOSTURE_ALLOW_HTTP=1\n")
-        enroll_env.chmod(0o600)
-        output = dpkg("-i", str(deb1))
+        # 1. Unattended install: collector URL and token preseeded in debconf (plain http is allowed
+        #    for a loopback collector only, and only by this development setting in dpkg's environment).
+        token = collector.token()
+        run(["debconf-set-selections"], input=f"{PACKAGE} teleposture/server-url string {collector.url}\n"
+                                               f"{PACKAGE} teleposture/enroll-token password {token}\n")
+        output = dpkg("-i", str(deb1), env={"TELEPOSTURE_ALLOW_HTTP": "1"})
         lap("dpkg -i")
         assert "enrolled as device" in output, output
-        assert not enroll_env.exists(), "the token file must be deleted once used"
+        assert not Path("/etc/teleposture/enroll.env").exists(), "the token file must be deleted once used"
+        assert token not in Path("/var/cache/debconf/passwords.dat").read_text(), "token left in debconf"
         first_id = device_id()
         assert oct(Path("/var/lib/teleposture").stat().st_mode & 0o777) == "0o700"
         assert oct(Path("/var/lib/teleposture/device_key.pem").stat().st_mode & 0o777) == "0o600"
@@ -333,18 +333,18 @@ def test_deb_lifecycle(wheelhouse: Path, tmp_path: Path, debian_machine: None) -
         status = json.loads(installed_agent("status", "--json").stdout)
         assert status["outbox"]["depth"] == 1, status["outbox"]
 
-        # 5. Upgrade to a higher version, with a token preseeded that must NOT re-enrol this machine.
+        # 5. Upgrade to a higher version, with a valid token dropped in the enrolment file: an enrolled
+        #    machine must not enrol again (identity kept), and the file must go.
         collector.start()
-        stale_token = collector.token()
-        run(["debconf-set-selections"], input=f"{PACKAGE} teleposture/server-url string {collector.url}\n"
-                                               f"{PACKAGE} teleposture/enroll-token password {stale_token}\n")
+        enroll_env = Path("/etc/teleposture/enroll.env")
+        enroll_env.write_text(f"TELEPOSTURE_SERVER={collector.url}\nTELEPOSTURE_TOKEN={collector.token()}\n")
+        enroll_env.chmod(0o600)
         output = dpkg("-i", str(deb2))
         lap("dpkg -i (upgrade)")
         assert "already enrolled" in output, output
         assert run(["dpkg-query", "-W", "-f=${Version}", PACKAGE]).stdout == "0.1.0-2"
         assert device_id() == first_id, "the upgrade changed the device identity"
-        assert not Path("/etc/teleposture/enroll.env").exists()
-        assert stale_token not in Path("/var/cache/debconf/passwords.dat").read_text(), "token left in debconf"
+        assert not enroll_env.exists(), "a token file ignored by an enrolled machine must still be deleted"
         status = json.loads(installed_agent("status", "--json").stdout)
         assert status["device_id"] == first_id and status["outbox"]["depth"] == 1, status
         delivered = installed_agent("report", "--now")
@@ -366,6 +366,7 @@ def test_deb_lifecycle(wheelhouse: Path, tmp_path: Path, debian_machine: None) -
         lap("remove + purge")
         for gone in ("/var/lib/teleposture", "/etc/teleposture"):
             assert not os.path.exists(gone), f"{gone} left after dpkg -P"
+        assert not run(["debconf-show", PACKAGE]).stdout.strip(), "debconf answers left after purge"
         assert subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", PACKAGE],
                               capture_output=True, text=True).stdout.strip() in ("", "un", "pn")
         after = snapshot()
