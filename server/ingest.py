@@ -168,7 +168,7 @@ _CLAIM_SEQ = sa.text(
     "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created "
     "WHERE id = :id AND state = 'active' AND last_seq < :seq "
     "RETURNING org_unit_id, platform, compliance, fail_count, warn_count, error_count, disagreements, "
-    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at")
+    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash")
 _LOAD_STATE = sa.text(
     "SELECT rule_id, status, since, failing_since, reason, message, evidence, agent_status, check_id, severity "
     "FROM check_state WHERE device_id = :id")
@@ -344,15 +344,25 @@ class Ingestor:
             # Nothing to judge with: undo the seq bump so the agent's retry is accepted once a policy exists.
             raise NoPolicyError("the collector has no policy for this device's org unit: "
                                 "run `teleposture-server policy push` and assign a default")
+        platform = agent.get("platform") if isinstance(agent.get("platform"), str) else device.platform
+        agent_statuses = _agent_statuses(payload)
+        eval_hash = hashlib.sha256(_dumps([stored.pk, platform, payload["facts"], agent_statuses, agent_version,
+                                           agent_policy_ref]).encode("utf-8")).hexdigest()
+        if device.eval_hash == eval_hash:
+            # Same inputs as the evaluation whose results check_state holds, and none of them depends on
+            # time (no failing rule inside a grace period): nothing to evaluate or write.
+            if device.last_raw_report_at is None or now - device.last_raw_report_at >= self.raw_report_interval:
+                self._keep_raw(conn, cand, now, str(device.compliance), stored.ref)
+                conn.execute(devices.update().where(devices.c.id == device_id).values(last_raw_report_at=now))
+                stats.raw_kept += 1
+            return Answer(ACCEPTED, device_id, cand.seq, compliance=str(device.compliance))
         state = states.get(device_id)
         if state is None:
             state = states[device_id] = self._load_state(conn, device_id)
         failing_since = {rule: row.failing_since for rule, row in state.items() if row.failing_since is not None}
-        platform = agent.get("platform") if isinstance(agent.get("platform"), str) else device.platform
         judged = self.results.evaluate(device_id, stored, payload["facts"], str(platform), cand.created_at,
                                        failing_since)
         results = [j.result for j in judged]
-        agent_statuses = _agent_statuses(payload)
         org_unit_id = int(device.org_unit_id)
         changed = False
         inserts: list[dict[str, Any]] = []
@@ -418,25 +428,32 @@ class Ingestor:
                 del state[rule]
             changed = True
         compliance = summarize(results)
+        graced = {rule.id for rule in stored.policy.rules if rule.grace_seconds > 0}
+        time_dependent = any(_raw_failing(r) and r.rule_id in graced for r in results)
         summary = {"compliance": compliance, "fail_count": counts["fail"], "warn_count": counts["warn"],
                    "error_count": counts["error"], "disagreements": disagreements, "policy_ref": stored.ref,
-                   "agent_policy_ref": agent_policy_ref, "agent_version": agent_version}
+                   "agent_policy_ref": agent_policy_ref, "agent_version": agent_version,
+                   "eval_hash": None if time_dependent else eval_hash}
         current = {name: getattr(device, name) for name in summary}
         updates = {name: value for name, value in summary.items() if current[name] != value}
         if "compliance" in updates:
             updates["compliance_since"] = cand.created_at
-        keep_raw = changed or bool(updates) or device.last_raw_report_at is None \
+        keep_raw = changed or bool(set(updates) - {"eval_hash"}) or device.last_raw_report_at is None \
             or now - device.last_raw_report_at >= self.raw_report_interval
         if keep_raw:
-            conn.execute(reports.insert().values(
-                device_id=device_id, seq=cand.seq, report_id=str(payload["report_id"])[:64],
-                created_at=cand.created_at, received_at=now, compliance=compliance, policy_ref=stored.ref,
-                payload=cand.envelope.payload, signature=cand.envelope.signature[:100]))
+            self._keep_raw(conn, cand, now, compliance, stored.ref)
             updates["last_raw_report_at"] = now
             stats.raw_kept += 1
         if updates:
             conn.execute(devices.update().where(devices.c.id == device_id).values(**updates))
         return Answer(ACCEPTED, device_id, cand.seq, compliance=compliance)
+
+    @staticmethod
+    def _keep_raw(conn: Connection, cand: _Candidate, now: float, compliance: str, policy_ref: str) -> None:
+        conn.execute(reports.insert().values(
+            device_id=cand.envelope.device_id, seq=cand.seq, report_id=str(cand.payload["report_id"])[:64],
+            created_at=cand.created_at, received_at=now, compliance=compliance, policy_ref=policy_ref,
+            payload=cand.envelope.payload, signature=cand.envelope.signature[:100]))
 
 
 class NoPolicyError(RuntimeError):

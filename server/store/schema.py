@@ -112,6 +112,9 @@ devices = sa.Table(
     sa.Column("disagreements", sa.Integer, nullable=False, server_default="0"),
     sa.Column("policy_ref", sa.String(300), nullable=True),  # "id@version" the last report was evaluated with
     sa.Column("agent_policy_ref", sa.String(300), nullable=True),  # "id@version" the agent says it ran
+    # SHA-256 of what the last evaluation depended on (policy version, platform, facts, the agent's own
+    # statuses and version); NULL when a failing rule was inside a grace period (then time matters too).
+    sa.Column("eval_hash", sa.String(64), nullable=True),
     # Index-backed listing: each allow-listed sort column leads an index, scoped lists use org_unit_id first.
     sa.Index(None, "machine_id"),
     sa.Index(None, "state", "last_seen"),
