@@ -35,6 +35,27 @@ SNAPSHOT_ROOTS = ("/opt", "/etc", "/usr", "/var/lib")
 # running on the test machine meanwhile (the PostgreSQL the collector tests use writes WAL segments).
 SNAPSHOT_EXCLUDED = ("/var/lib/dpkg", "/var/lib/postgresql", "/var/lib/redis", "/var/lib/apt/lists")
 UNIT_CAPS = ("net_admin", "net_raw", "dac_read_search", "setuid", "setgid")
+# The file-system part of the unit's sandbox, rebuilt in a private mount namespace (run by
+# `unshare --mount --propagation private`): ProtectSystem=strict (everything read-only but the state
+# directory; /proc and /sys stay separate mounts), PrivateDevices= (a /dev with the basic nodes only),
+# PrivateTmp= (fresh /tmp and /var/tmp). Mounts made here vanish with the namespace.
+FS_SANDBOX = """set -eu
+mount -t tmpfs tmpfs /mnt
+for node in null zero full random urandom tty; do
+    : > "/mnt/$node"; mount --bind "/dev/$node" "/mnt/$node"
+done
+mount -t tmpfs -o mode=0755,nosuid tmpfs /dev
+for node in null zero full random urandom tty; do
+    : > "/dev/$node"; mount --bind "/mnt/$node" "/dev/$node"
+done
+mkdir /dev/shm && mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+ln -s /proc/self/fd /dev/fd
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp
+mount --bind /var/lib/teleposture /var/lib/teleposture
+mount -o remount,bind,ro /
+exec "$@"
+"""
 
 
 # -- RPM --------------------------------------------------------------------------------------------
@@ -190,7 +211,7 @@ def debian_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """
     if os.geteuid() != 0:
         pytest.skip("installs a .deb with dpkg: needs root")
-    need_tools("dpkg", "dpkg-deb", "dpkg-buildpackage", "dh", "setpriv", "debconf-set-selections")
+    need_tools("dpkg", "dpkg-deb", "dpkg-buildpackage", "dh", "setpriv", "unshare", "debconf-set-selections")
     status = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", PACKAGE], capture_output=True, text=True)
     if status.returncode == 0 and status.stdout.strip() not in ("", "un", "pn"):
         pytest.fail(f"{PACKAGE} is already installed here ({status.stdout.strip()}); this test would replace it. "
@@ -291,8 +312,9 @@ def test_deb_lifecycle(wheelhouse: Path, tmp_path: Path, debian_machine: None) -
         assert run([venv_python, "-c", "import pip"], check=False).returncode != 0
         assert not Path("/opt/teleposture/venv/bin/teleposture-server").exists()
 
-        # 2. check with the installed agent; then again inside the unit's capability bounding set with
-        #    no_new_privs and memory-deny-write-execute: the same outcomes, so the sandbox costs no check.
+        # 2. check with the installed agent; then again inside the unit's limits (file-system sandbox,
+        #    capability bounding set, no_new_privs, memory-deny-write-execute): the same outcomes, so the
+        #    sandbox costs no check here.
         unrestricted = check_states()
         assert set(unrestricted) >= {"os_identity", "disk_encryption", "vpn", "patches", "firewall", "screen_lock",
                                      "antivirus"}, unrestricted
@@ -303,7 +325,10 @@ def test_deb_lifecycle(wheelhouse: Path, tmp_path: Path, debian_machine: None) -
             bounded += mdwe
         else:
             print("kernel without PR_SET_MDWE (< 6.3): the sandboxed check runs without memory-deny-write-execute")
-        sandboxed = check_states(prefix=bounded)
+        fs_sandbox = tmp_path / "fs-sandbox.sh"
+        fs_sandbox.write_text(FS_SANDBOX)
+        sandboxed = check_states(prefix=["unshare", "--mount", "--propagation", "private", "sh", str(fs_sandbox),
+                                         *bounded])
         assert sandboxed == unrestricted, f"outcomes differ inside the unit's limits: {unrestricted} vs {sandboxed}"
         if shutil.which("nft"):
             # Control: without any capability the firewall ruleset is unreadable, so the comparison above can fail.
