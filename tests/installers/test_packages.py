@@ -146,9 +146,9 @@ class Collector:
         return self.command("token", "create", "--org-unit", "installer-test", "--uses", "1").strip().splitlines()[-1]
 
     def start(self) -> None:
-        log = (self.data_dir / "serve.log").open("ab")
-        self.process = subprocess.Popen(self.cli + ["serve", "--host", "127.0.0.1", "--port", str(self.port)],
-                                        env=self.env, cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT)
+        with (self.data_dir / "serve.log").open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(self.cli + ["serve", "--host", "127.0.0.1", "--port", str(self.port)],
+                                            env=self.env, cwd=self.data_dir, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
