@@ -114,7 +114,8 @@ def parse_sort(sort: Optional[str]) -> tuple[str, bool]:
     return name, descending
 
 
-def _device_conditions(scope: Scope, flt: DeviceFilter, now: float, stale_after: float) -> list[Any]:
+def _device_conditions(scope: Scope, flt: DeviceFilter, now: float, stale_after: float,
+                       backend: str = "") -> list[Any]:
     flt.validate()
     where: list[Any] = [devices.c.state == flt.state, scope.clause(devices.c.org_unit_id)]
     if flt.org_unit_id is not None:
@@ -134,9 +135,18 @@ def _device_conditions(scope: Scope, flt: DeviceFilter, now: float, stale_after:
                             sa.and_(devices.c.last_seen.is_(None), devices.c.enrolled_at >= cutoff)))
     if flt.search:
         pattern = _like_prefix(flt.search.strip())
-        where.append(sa.or_(devices.c.hostname_lc.like(pattern, escape="\\"),
-                            devices.c.serial_lc.like(pattern, escape="\\"),
-                            devices.c.username_lc.like(pattern, escape="\\")))
+        columns = (devices.c.hostname_lc, devices.c.serial_lc, devices.c.username_lc)
+        low = flt.search.strip().lower()
+        following = ord(low[-1]) + 1 if low else 0x110000
+        if backend == "sqlite" and following < 0x110000:
+            # SQLite's LIKE is case-insensitive and so cannot use an index; a range on the lower-cased
+            # column can, and BINARY order keeps a prefix contiguous (PostgreSQL in C collation turns
+            # LIKE 'x%' into that range by itself). LIKE stays as the exact test.
+            high = low[:-1] + chr(0xE000 if 0xD800 <= following <= 0xDFFF else following)
+            where.append(sa.or_(*(sa.and_(col >= low, col < high, col.like(pattern, escape="\\"))
+                                  for col in columns)))
+        else:
+            where.append(sa.or_(*(col.like(pattern, escape="\\") for col in columns)))
     if flt.failing_rule:
         failing = sa.select(check_state.c.device_id).where(
             check_state.c.active.is_(True), check_state.c.rule_id == flt.failing_rule,
@@ -167,12 +177,12 @@ def list_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: floa
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryError(f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
     name, descending = parse_sort(sort)
-    where = _device_conditions(scope, flt, now, stale_after)
+    where = _device_conditions(scope, flt, now, stale_after, conn.dialect.name)
     total = conn.execute(sa.select(sa.func.count()).select_from(devices).where(*where)).scalar_one()
     column = SORT_COLUMNS[name]
     order = [column.desc() if descending else column.asc(), devices.c.id.desc() if descending else devices.c.id]
     rows = conn.execute(sa.select(*DEVICE_LIST_COLUMNS)
-                        .select_from(devices.join(org_units, org_units.c.id == devices.c.org_unit_id))
+                        .select_from(devices.outerjoin(org_units, org_units.c.id == devices.c.org_unit_id))
                         .where(*where).order_by(*order).limit(per_page).offset((page - 1) * per_page)
                         ).mappings().all()
     return Page([_device_item(r, now, stale_after) for r in rows], int(total), page, per_page)
@@ -182,18 +192,21 @@ def iter_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: floa
                  sort: Optional[str] = None, chunk: int = 1000) -> Iterator[dict[str, Any]]:
     """Every matching device in sort order, fetched in chunks (for exports)."""
     name, descending = parse_sort(sort)
-    where = _device_conditions(scope, flt, now, stale_after)
+    where = _device_conditions(scope, flt, now, stale_after, conn.dialect.name)
     column = SORT_COLUMNS[name]
     order = [column.desc() if descending else column.asc(), devices.c.id.desc() if descending else devices.c.id]
     result = conn.execution_options(yield_per=chunk).execute(
         sa.select(*DEVICE_LIST_COLUMNS)
-        .select_from(devices.join(org_units, org_units.c.id == devices.c.org_unit_id))
+        .select_from(devices.outerjoin(org_units, org_units.c.id == devices.c.org_unit_id))
         .where(*where).order_by(*order))
     for row in result.mappings():
         yield _device_item(row, now, stale_after)
 
 
-def fleet_summary(conn: Connection, scope: Scope, *, now: float, stale_after: float) -> FleetSummary:
+def fleet_summary(conn: Connection, scope: Scope, *, now: float, stale_after: float,
+                  with_rules: bool = True) -> FleetSummary:
+    """Counts of the active fleet. ``with_rules=False`` skips the per-rule counts, which read every
+    current check state (~1M rows at 100k devices): the dashboard takes those from the trend snapshot."""
     summary = FleetSummary(stale_after=stale_after, by_compliance={state: 0 for state in COMPLIANCE_STATES})
     active = [devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id)]
     for compliance, count in conn.execute(sa.select(devices.c.compliance, sa.func.count()).where(*active)
@@ -212,6 +225,8 @@ def fleet_summary(conn: Connection, scope: Scope, *, now: float, stale_after: fl
         *active, devices.c.last_seen.is_(None), devices.c.enrolled_at < cutoff)).scalar_one())
     summary.revoked = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
         devices.c.state == "revoked", scope.clause(devices.c.org_unit_id))).scalar_one())
+    if not with_rules:
+        return summary
     for rule_id, status, count in conn.execute(
             sa.select(check_state.c.rule_id, check_state.c.status, sa.func.count())
             .where(check_state.c.active.is_(True), scope.clause(check_state.c.org_unit_id))
@@ -233,7 +248,7 @@ def get_device(conn: Connection, scope: Scope, device_id: str, *, now: float,
                stale_after: float) -> Optional[dict[str, Any]]:
     """The device row (as list_devices shows it) or None when unknown or outside the scope."""
     row = conn.execute(sa.select(*DEVICE_LIST_COLUMNS, devices.c.machine_id, devices.c.key_id, devices.c.last_seq)
-                       .select_from(devices.join(org_units, org_units.c.id == devices.c.org_unit_id))
+                       .select_from(devices.outerjoin(org_units, org_units.c.id == devices.c.org_unit_id))
                        .where(devices.c.id == device_id, scope.clause(devices.c.org_unit_id))).mappings().first()
     return None if row is None else _device_item(row, now, stale_after)
 
