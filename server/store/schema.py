@@ -128,6 +128,9 @@ devices = sa.Table(
     sa.Index(None, "org_unit_id", "state", "last_seen"),
     sa.Index(None, "org_unit_id", "state", "hostname_lc"),
     sa.Index(None, "org_unit_id", "state", "compliance"),
+    # Dashboard (migration 0003): the overview's one pass per org unit, and the OS filter.
+    sa.Index(None, "state", "org_unit_id", "compliance", "last_seen", "enrolled_at"),
+    sa.Index(None, "state", "os_name"),
 )
 
 check_state = sa.Table(
