@@ -155,22 +155,20 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
     now = time.time()
     stale_after = ctx.settings.stale_after
     with ctx.db.read() as conn:
-        summary = fleet.fleet_summary(conn, scope, now=now, stale_after=stale_after)
-        fresh = queries.fresh_compliance(conn, scope, cutoff=now - stale_after)
-        units = queries.by_org_unit(conn, scope, cutoff=now - stale_after)
+        counts = queries.overview(conn, scope, cutoff=now - stale_after)
+        rules = queries.rule_counts(conn, scope, now=now, max_age=2 * ctx.settings.maintenance_interval + 60)
         trend = maintenance.daily_trend(conn, scope, since_day=maintenance.utc_day(now - TREND_DAYS * 86400))
         changes = queries.recent_changes(conn, scope, limit=12)
-        stale = fleet.list_devices(conn, scope, fleet.DeviceFilter(stale=True), now=now, stale_after=stale_after,
-                                   sort="last_seen", per_page=10)
+        stale = queries.stale_devices(conn, scope, cutoff=now - stale_after, limit=10)
         all_units = accounts.list_org_units(conn, user.principal.scope)
     trend_data = {"labels": [d["day"] for d in trend],
                   "percent": [round(100.0 * d["compliant"] / r, 1) if (r := d["compliant"] + d["not_compliant"]
                                                                        + d["error"]) else None for d in trend],
                   "stale": [d["stale"] for d in trend], "devices": [d["devices"] for d in trend]}
-    rules = sorted(summary.rules.items())
     return render.page("overview.html", context(
-        request, ctx, user, "overview", summary=summary, fresh=fresh, units=units, trend=trend,
-        trend_data=trend_data, changes=changes, stale=stale, rules=rules, org_units=all_units,
+        request, ctx, user, "overview", summary=counts, fresh=counts, units=counts.units, trend=trend,
+        rules=sorted(rules.rules.items()), rules_counted_at=rules.computed_at,
+        trend_data=trend_data, changes=changes, stale=stale, org_units=all_units,
         org_unit_id=unit_id))
 
 
@@ -403,7 +401,7 @@ def report(request: Request, ctx: ContextDep, user: UserDep,
     scope = queries.narrow(user.principal.scope, unit_id)
     with ctx.db.read() as conn:
         summary = fleet.fleet_summary(conn, scope, now=now, stale_after=ctx.settings.stale_after)
-        fresh = queries.fresh_compliance(conn, scope, cutoff=now - ctx.settings.stale_after)
+        fresh = queries.overview(conn, scope, cutoff=now - ctx.settings.stale_after)
         trend = [d for d in maintenance.daily_trend(conn, scope, since_day=maintenance.utc_day(start))
                  if d["day"] < maintenance.utc_day(end) or d["day"] == maintenance.utc_day(end - 1)]
         changes = queries.transitions_in_period(conn, scope, since=start, until=end)

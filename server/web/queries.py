@@ -16,12 +16,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from agent.policy import Policy, evaluate, summarize
-from server.store import fleet
+from server.store import fleet, maintenance
 from server.store import policies as policy_store
 from server.store.accounts import Principal
 from server.store.schema import (
+    COMPLIANCE_STATES,
     DEVICE_ACTIVE,
+    RESULT_STATUSES,
     check_state,
+    daily_stats,
     devices,
     org_units,
     reports,
@@ -56,54 +59,111 @@ def narrow(scope: Scope, org_unit_id: Optional[int]) -> Scope:
 
 
 @dataclass
-class Freshness:
-    """Compliance of devices that reported recently; stale and never-reporting devices apart."""
+class Overview:
+    """The overview's counts from one pass over an index. Compliance counts only devices that reported
+    within the stale window; stale ones are counted apart, never silently in or out of the percentage."""
 
-    fresh_by_compliance: dict[str, int] = field(default_factory=dict)
+    devices: int = 0
+    by_compliance: dict[str, int] = field(default_factory=dict)  # every active device
+    fresh_by_compliance: dict[str, int] = field(default_factory=dict)  # reported within the window
     fresh_reporting: int = 0
     compliant_percent: Optional[float] = None
+    stale: int = 0  # not seen within the window (never-seen devices enrolled before it included)
+    never_seen: int = 0
+    revoked: int = 0
+    units: list[dict[str, Any]] = field(default_factory=list)
 
 
-def fresh_compliance(conn: Connection, scope: Scope, *, cutoff: float) -> Freshness:
-    out = Freshness()
-    rows = conn.execute(sa.select(devices.c.compliance, sa.func.count())
-                        .where(devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id),
-                               devices.c.last_seen >= cutoff)
-                        .group_by(devices.c.compliance))
-    for compliance, count in rows:
-        out.fresh_by_compliance[str(compliance)] = int(count)
+def overview(conn: Connection, scope: Scope, *, cutoff: float) -> Overview:
+    out = Overview(by_compliance={c: 0 for c in COMPLIANCE_STATES},
+                   fresh_by_compliance={c: 0 for c in COMPLIANCE_STATES})
+    recent = sa.func.sum(sa.case((devices.c.last_seen >= cutoff, 1), else_=0))
+    active = [devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id)]
+    # Grouped in the order of the (state, org_unit_id, compliance, last_seen, enrolled_at) index: one
+    # streaming pass over the index, no table reads, no sort (migration 0003).
+    rows = conn.execute(sa.select(devices.c.org_unit_id, devices.c.compliance, sa.func.count(), recent)
+                        .where(*active).group_by(devices.c.state, devices.c.org_unit_id, devices.c.compliance)).all()
+    # Never-seen devices are few and found through the (state, last_seen) index: the ones enrolled
+    # since the cutoff are new, not stale.
+    unseen_rows = conn.execute(sa.select(devices.c.org_unit_id, sa.func.count(),
+                                         sa.func.sum(sa.case((devices.c.enrolled_at >= cutoff, 1), else_=0)))
+                               .where(*active, devices.c.last_seen.is_(None)).group_by(devices.c.org_unit_id)).all()
+    unseen_new = {int(unit): int(new or 0) for unit, _count, new in unseen_rows}
+    out.never_seen = sum(int(count) for _unit, count, _new in unseen_rows)
+    units: dict[int, dict[str, Any]] = {}
+    for unit_id, compliance, total, fresh in rows:
+        total, fresh = int(total), int(fresh or 0)
+        item = units.setdefault(int(unit_id), {"org_unit_id": int(unit_id), "devices": 0, "fresh": 0,
+                                               "compliant": 0, "not_compliant": 0, "error": 0, "stale": 0})
+        item["devices"] += total
+        out.by_compliance[str(compliance)] = out.by_compliance.get(str(compliance), 0) + total
+        if compliance == "unknown":
+            continue  # never reported: counted as stale below unless enrolled recently
+        out.fresh_by_compliance[str(compliance)] = out.fresh_by_compliance.get(str(compliance), 0) + fresh
+        item["fresh"] += fresh
+        item[str(compliance)] = item.get(str(compliance), 0) + fresh
+    for item in units.values():
+        item["stale"] = item["devices"] - item["fresh"] - unseen_new.get(item["org_unit_id"], 0)
+        out.stale += item["stale"]
+    out.revoked = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
+        devices.c.state == "revoked", scope.clause(devices.c.org_unit_id))).scalar_one())
+    out.devices = sum(out.by_compliance.values())
     out.fresh_reporting = sum(v for k, v in out.fresh_by_compliance.items() if k != "unknown")
     if out.fresh_reporting:
         out.compliant_percent = round(100.0 * out.fresh_by_compliance.get("compliant", 0) / out.fresh_reporting, 1)
+    names = dict(conn.execute(sa.select(org_units.c.id, org_units.c.name)
+                              .where(org_units.c.id.in_(sorted(units)))).all()) if units else {}
+    for unit_id, item in units.items():
+        item["name"] = str(names.get(unit_id, unit_id))
+        item["percent"] = round(100.0 * item["compliant"] / item["fresh"], 1) if item["fresh"] else None
+    out.units = sorted(units.values(), key=lambda e: e["name"])
     return out
 
 
-def by_org_unit(conn: Connection, scope: Scope, *, cutoff: float) -> list[dict[str, Any]]:
-    """Per org unit: active devices, recently reporting ones by compliance, stale ones (as fleet_summary
-    counts them: not seen since the cutoff, or never seen and enrolled before it)."""
-    fresh = sa.case((devices.c.last_seen >= cutoff, 1),
-                    (sa.and_(devices.c.last_seen.is_(None), devices.c.enrolled_at >= cutoff), 2), else_=0)
-    rows = conn.execute(sa.select(devices.c.org_unit_id, devices.c.compliance, fresh.label("fresh"), sa.func.count())
-                        .where(devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id))
-                        .group_by(devices.c.org_unit_id, devices.c.compliance, fresh))
-    units: dict[int, dict[str, Any]] = {}
-    for unit_id, compliance, is_fresh, count in rows:
-        entry = units.setdefault(int(unit_id), {"org_unit_id": int(unit_id), "devices": 0, "fresh": 0,
-                                                "compliant": 0, "not_compliant": 0, "error": 0, "stale": 0})
-        entry["devices"] += int(count)
-        if is_fresh == 1 and compliance != "unknown":
-            entry["fresh"] += int(count)
-            entry[str(compliance)] += int(count)
-        elif is_fresh == 0:
-            entry["stale"] += int(count)
-    names = dict(conn.execute(sa.select(org_units.c.id, org_units.c.name)
-                              .where(org_units.c.id.in_(sorted(units)))).all()) if units else {}
-    out = []
-    for unit_id, entry in units.items():
-        entry["name"] = str(names.get(unit_id, unit_id))
-        entry["percent"] = round(100.0 * entry["compliant"] / entry["fresh"], 1) if entry["fresh"] else None
-        out.append(entry)
-    return sorted(out, key=lambda e: e["name"])
+def stale_devices(conn: Connection, scope: Scope, *, cutoff: float, limit: int = 10) -> list[dict[str, Any]]:
+    """The devices silent the longest (never-seen ones enrolled before the cutoff first), read in
+    (state, last_seen) index order with no count: the overview shows the total from overview()."""
+    base = (sa.select(devices.c.id, devices.c.hostname, devices.c.last_seen, devices.c.enrolled_at,
+                      org_units.c.name.label("org_unit"))
+            .select_from(devices.outerjoin(org_units, org_units.c.id == devices.c.org_unit_id))
+            .where(devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id)))
+    never = conn.execute(base.where(devices.c.last_seen.is_(None), devices.c.enrolled_at < cutoff)
+                         .order_by(devices.c.enrolled_at).limit(limit)).mappings().all()
+    silent = conn.execute(base.where(devices.c.last_seen < cutoff).order_by(devices.c.last_seen, devices.c.id)
+                          .limit(limit)).mappings().all()
+    return [dict(r) for r in [*never, *silent][:limit]]
+
+
+@dataclass
+class RuleCounts:
+    rules: dict[str, dict[str, int]]
+    computed_at: Optional[float]  # None: counted live just now
+
+
+def rule_counts(conn: Connection, scope: Scope, *, now: float, max_age: float) -> RuleCounts:
+    """Per-rule status counts from the newest trend snapshot when it is at most ``max_age`` old.
+
+    Counting live reads every current check state (11 rules x 100k devices); the maintenance job
+    already counts them per org unit every few minutes, so the overview shows that count with its
+    time. Without a recent snapshot (a new collector) the count is made live.
+    """
+    day = maintenance.utc_day(now)
+    rows = conn.execute(sa.select(daily_stats.c.rules, daily_stats.c.computed_at)
+                        .where(daily_stats.c.day == day, scope.clause(daily_stats.c.org_unit_id))).all()
+    if rows and min(float(r.computed_at) for r in rows) >= now - max_age:
+        rules: dict[str, dict[str, int]] = {}
+        for row in rows:
+            try:
+                per_rule = json.loads(row.rules)
+            except ValueError:
+                per_rule = {}
+            for rule_id, statuses in per_rule.items() if isinstance(per_rule, dict) else ():
+                target = rules.setdefault(str(rule_id), {s: 0 for s in RESULT_STATUSES})
+                for status, count in statuses.items():
+                    target[str(status)] = target.get(str(status), 0) + int(count)
+        return RuleCounts(rules, min(float(r.computed_at) for r in rows))
+    live = fleet.fleet_summary(conn, scope, now=now, stale_after=1.0)
+    return RuleCounts(live.rules, None)
 
 
 def recent_changes(conn: Connection, scope: Scope, *, limit: int = 12,
@@ -181,7 +241,7 @@ def iter_check_states(conn: Connection, scope: Scope, flt: fleet.DeviceFilter, *
                       chunk: int = 1000) -> Iterator[dict[str, Any]]:
     """Current check states of every device matching the device-list filter (the same filter code)."""
     # The store's filter builder keeps the two exports and the list in exact agreement.
-    where = fleet._device_conditions(scope, flt, now, stale_after)
+    where = fleet._device_conditions(scope, flt, now, stale_after, conn.dialect.name)
     query = (sa.select(check_state.c.device_id, devices.c.hostname, org_units.c.name.label("org_unit"),
                        check_state.c.rule_id, check_state.c.check_id.label("check"), check_state.c.severity,
                        check_state.c.status, check_state.c.since, check_state.c.failing_since,
