@@ -270,6 +270,14 @@ def test_deb_lifecycle(wheelhouse: Path, tmp_path: Path, debian_machine: None) -
     control = tmp_path / "control"
     run(["dpkg-deb", "-e", str(deb1), str(control)])
     assert (control / "conffiles").read_text().split() == ["/etc/teleposture/agent.toml"]
+    if shutil.which("lintian"):
+        # Clean apart from the overrides the package explains (add-on software in /opt).
+        lint = run(["lintian", "--fail-on", "error,warning", "--tag-display-limit", "0", str(deb1)], timeout=300,
+                   check=False)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        lap("lintian")
+    else:
+        print("lintian not installed: package lint skipped (scripts/setup-dev.sh installs it)")
 
     before = snapshot()
     collector = Collector(tmp_path / "collector")
