@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import io
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from server import security
 from server.ratelimit import RateLimiter
 from server.settings import SettingsError, insecure_reasons, load_settings, parse_duration
-from server.store import migrate
+from server.store import accounts, maintenance, migrate
 from server.store.db import Database
-from server.store.schema import metadata
+from server.store.schema import metadata, reports
+from tests.server.conftest import Collector
 
 
 def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
@@ -81,3 +86,38 @@ def test_rate_limiter_refills() -> None:
     now[0] += 1.0
     assert limiter.take("a") == 0
     assert RateLimiter(0).take("x") == 0
+
+
+def test_daily_stats_and_report_retention(collector: Collector) -> None:
+    device = collector.enroll()
+    collector.send(device.report())
+    collector.send(device.report(posture=replace(device.posture, firewall_enabled=False)))
+    now = time.time()
+    with collector.db.write() as conn:
+        day = maintenance.snapshot_daily_stats(conn, now=now, stale_after=86400)
+        maintenance.snapshot_daily_stats(conn, now=now, stale_after=86400)  # idempotent
+    trend = collector.admin("GET", "/trend", params={"days": 2}).json()
+    assert trend == [{"day": day, "devices": 1, "compliant": 1, "not_compliant": 0, "error": 0, "unknown": 0,
+                      "stale": 0}]
+    with collector.db.read() as conn:
+        kept = conn.execute(sa.select(sa.func.count()).select_from(reports)).scalar()
+    assert kept == 2
+    with collector.db.write() as conn:
+        assert maintenance.prune_reports(conn, retention=3600, now=now) == 0
+        assert maintenance.prune_reports(conn, retention=3600, now=now + 7200) == 2
+    assert collector.admin("GET", f"/devices/{device.device_id}").json()["reports"] == []
+
+
+def test_user_create_and_sign_in(collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough passphrase\n"))
+    code, out, err = collector.cli("user", "create", "--username", "amina", "--role", "viewer",
+                                   "--org-unit", "HR", "--password-stdin")
+    assert code == 0 and "password:" not in out, err
+    code, _, err = collector.cli("user", "create", "--username", "amina")
+    assert code == 2 and "already exists" in err
+    with collector.db.write() as conn:
+        principal = accounts.authenticate_user(conn, "amina", "a long enough passphrase")
+        assert accounts.authenticate_user(conn, "amina", "wrong passphrase!!") is None
+        assert accounts.authenticate_user(conn, "nobody", "a long enough passphrase") is None
+        hr = accounts.org_unit_id(conn, "HR")
+    assert principal is not None and principal.role == "viewer" and principal.scope.org_unit_ids == {hr}
