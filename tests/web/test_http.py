@@ -9,6 +9,7 @@ import json
 import re
 import textwrap
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -455,3 +456,25 @@ def test_trend_snapshot_feeds_the_chart_data(live: LiveCollector, admin: httpx.C
     data = json.loads(html.split('id="trend-data">')[1].split("</script>")[0])
     assert data["labels"] and data["labels"][-1] == time.strftime("%Y-%m-%d", time.gmtime())
     assert data["devices"][-1] >= 6
+
+
+def test_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
+    """In process (an https base URL needs no certificate here): the cookie gets the Secure flag."""
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    from server.settings import load_settings
+    from tests.web.live import run_cli
+
+    data_dir = tmp_path / "data"
+    output = run_cli("--data-dir", str(data_dir), "init")
+    password = re.search(r"^admin password: (\S+)$", output, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    app = create_app(load_settings({"data_dir": data_dir, "maintenance_interval": 3600}, environ={}))
+    with TestClient(app, base_url="https://testserver") as client:
+        page = client.get("/login")
+        assert "secure" in page.headers["set-cookie"].lower()
+        answer = client.post("/login", data={"username": "admin", "password": password,
+                                             "csrf_token": csrf_of(page.text)}, follow_redirects=False)
+        assert answer.status_code == 303
+        cookie = next(v for v in answer.headers.get_list("set-cookie") if v.startswith("tp_session="))
+        assert "secure" in [part.strip().lower() for part in cookie.split(";")]
