@@ -478,3 +478,13 @@ def test_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
         assert answer.status_code == 303
         cookie = next(v for v in answer.headers.get_list("set-cookie") if v.startswith("tp_session="))
         assert "secure" in [part.strip().lower() for part in cookie.split(";")]
+
+
+def test_language_can_be_chosen_before_signing_in(live: LiveCollector) -> None:
+    with httpx.Client(base_url=live.url) as client:
+        page = client.get("/login?next=/devices")
+        answer = client.post("/lang", data={"csrf_token": csrf_of(page.text), "lang": "ar",
+                                            "next": "/login?next=/devices"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/login?next=/devices"
+        html = client.get("/login").text
+        assert '<html lang="ar" dir="rtl">' in html and "تسجيل الدخول" in html
