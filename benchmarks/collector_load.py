@@ -67,6 +67,7 @@ class Run:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     server_cpu: float = 0.0  # CPU seconds the collector processes used during the run
+    failures: dict[str, int] = field(default_factory=dict)  # "HTTP 503: detail" -> count
 
     @property
     def rate(self) -> float:
@@ -85,7 +86,8 @@ class Run:
     def line(self) -> str:
         return (f"{self.name:<32} {self.rate:8.0f} reports/s  p50 {self.percentile(0.5):7.1f} ms  "
                 f"p99 {self.percentile(0.99):7.1f} ms  requests {self.requests:5d}  errors {self.errors}  "
-                f"server CPU {self.cpu_ms_per_report:.2f} ms/report")
+                f"server CPU {self.cpu_ms_per_report:.2f} ms/report"
+                + "".join(f"\n      {count} x {failure}" for failure, count in self.failures.items()))
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "reports_per_s": round(self.rate, 1), "p50_ms": round(self.percentile(0.5), 2),
@@ -105,14 +107,18 @@ class Connection:
         headers = {"Content-Type": "application/json"}
         if gzip_body:
             headers["Content-Encoding"] = "gzip"
-        try:
-            self.conn.request("POST", path, body=body, headers=headers)
-            response = self.conn.getresponse()
-            return response.status, response.read()
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-            return 0, b""
+        for attempt in range(2):
+            try:
+                self.conn.request("POST", path, body=body, headers=headers)
+                response = self.conn.getresponse()
+                return response.status, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                # A keep-alive connection the server closed meanwhile: reconnect and send again once.
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                if attempt:
+                    return 0, str(exc).encode()
+        return 0, b""
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -159,6 +165,9 @@ def send_all(port: int, path: str, bodies: list[tuple[bytes, int]], clients: int
             accepted, errors = 0, 0
             if status != 200:
                 errors = count
+                with lock:
+                    key = f"HTTP {status}: {answer[:120]!r}"
+                    run.failures[key] = run.failures.get(key, 0) + 1
             elif path.endswith("/reports"):
                 accepted = json.loads(answer)["accepted"]
                 errors = count - accepted
