@@ -114,8 +114,27 @@ def parse_sort(sort: Optional[str]) -> tuple[str, bool]:
     return name, descending
 
 
+_CODE_POINT_COLLATIONS = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})
+_code_point_order: dict[str, bool] = {}
+
+
+def prefix_ranges(conn: Connection) -> bool:
+    """Whether text sorts by code point in this database (SQLite BINARY; PostgreSQL with a libc C
+    collation), so that every string with a given prefix lies in one index range."""
+    key = str(conn.engine.url)
+    if key not in _code_point_order:
+        if conn.dialect.name == "sqlite":
+            _code_point_order[key] = True
+        else:
+            row = conn.execute(sa.text("SELECT datcollate, to_jsonb(d) ->> 'datlocprovider' AS provider "
+                                       "FROM pg_database d WHERE datname = current_database()")).first()
+            _code_point_order[key] = row is not None and row.datcollate in _CODE_POINT_COLLATIONS \
+                and row.provider in (None, "c")
+    return _code_point_order[key]
+
+
 def _device_conditions(scope: Scope, flt: DeviceFilter, now: float, stale_after: float,
-                       backend: str = "") -> list[Any]:
+                       prefix_ranges: bool = False) -> list[Any]:
     flt.validate()
     where: list[Any] = [devices.c.state == flt.state, scope.clause(devices.c.org_unit_id)]
     if flt.org_unit_id is not None:
@@ -138,10 +157,10 @@ def _device_conditions(scope: Scope, flt: DeviceFilter, now: float, stale_after:
         columns = (devices.c.hostname_lc, devices.c.serial_lc, devices.c.username_lc)
         low = flt.search.strip().lower()
         following = ord(low[-1]) + 1 if low else 0x110000
-        if backend == "sqlite" and following < 0x110000:
-            # SQLite's LIKE is case-insensitive and so cannot use an index; a range on the lower-cased
-            # column can, and BINARY order keeps a prefix contiguous (PostgreSQL in C collation turns
-            # LIKE 'x%' into that range by itself). LIKE stays as the exact test.
+        if prefix_ranges and following < 0x110000:
+            # LIKE 'x%' uses no index on SQLite (case-insensitive LIKE) nor on PostgreSQL outside the
+            # plain "C" collation; a range on the lower-cased column does, and where text sorts by code
+            # point a prefix is one contiguous range. LIKE stays as the exact test.
             high = low[:-1] + chr(0xE000 if 0xD800 <= following <= 0xDFFF else following)
             where.append(sa.or_(*(sa.and_(col >= low, col < high, col.like(pattern, escape="\\"))
                                   for col in columns)))
@@ -177,7 +196,7 @@ def list_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: floa
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryError(f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
     name, descending = parse_sort(sort)
-    where = _device_conditions(scope, flt, now, stale_after, conn.dialect.name)
+    where = _device_conditions(scope, flt, now, stale_after, prefix_ranges(conn))
     total = conn.execute(sa.select(sa.func.count()).select_from(devices).where(*where)).scalar_one()
     column = SORT_COLUMNS[name]
     order = [column.desc() if descending else column.asc(), devices.c.id.desc() if descending else devices.c.id]
@@ -192,7 +211,7 @@ def iter_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: floa
                  sort: Optional[str] = None, chunk: int = 1000) -> Iterator[dict[str, Any]]:
     """Every matching device in sort order, fetched in chunks (for exports)."""
     name, descending = parse_sort(sort)
-    where = _device_conditions(scope, flt, now, stale_after, conn.dialect.name)
+    where = _device_conditions(scope, flt, now, stale_after, prefix_ranges(conn))
     column = SORT_COLUMNS[name]
     order = [column.desc() if descending else column.asc(), devices.c.id.desc() if descending else devices.c.id]
     result = conn.execution_options(yield_per=chunk).execute(
