@@ -186,7 +186,9 @@ def seed(url: str, count: int, rng: random.Random) -> dict[str, Any]:
                                       ("transitions", transitions), ("reports", reports),
                                       ("daily_stats", daily_stats))}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("ANALYZE")  # what autovacuum does on PostgreSQL; SQLite: see docs/dashboard.md
+        # Planner statistics (and on PostgreSQL the visibility map for index-only scans), as autovacuum
+        # keeps them on a running PostgreSQL; on SQLite see docs/dashboard.md.
+        conn.exec_driver_sql("VACUUM ANALYZE" if conn.dialect.name == "postgresql" else "ANALYZE")
     engine.dispose()
     log(f"  seeded in {time.monotonic() - started:.0f} s: " + ", ".join(f"{v:,} {k}" for k, v in totals.items()))
     return {"unit": unit_ids[3], "search": "lap-0123", "user": "nadia.0001"}  # unit 4, as --keep assumes
@@ -282,20 +284,27 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
         if backend == "sqlite":
             url = f"sqlite+pysqlite:///{data_dir / 'teleposture.db'}"
         else:
-            name = "tp_bench_" + secrets.token_hex(4)
+            kept_name = base_dir / "pg-database"
+            name = kept_name.read_text().strip() if keep is not None and kept_name.exists() else \
+                "tp_bench_" + secrets.token_hex(4)
             admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            if not kept_name.exists() or keep is None:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
 
             def drop() -> None:
                 with admin.connect() as conn:
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
                 admin.dispose()
 
-            stack.callback(drop)
+            if keep is None:
+                stack.callback(drop)
+            else:
+                kept_name.write_text(name)  # kept for another run; drop it by hand when done
+                stack.callback(admin.dispose)
             url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-        saved = base_dir / "admin-password"
-        if keep is not None and backend == "sqlite" and saved.exists():
+        saved = base_dir / f"admin-password-{backend}"
+        if keep is not None and saved.exists():
             log(f"{backend}: reusing the fleet seeded earlier in {base_dir}")
             password_text = saved.read_text().strip()
             ids = {"unit": 4, "search": "lap-0123", "user": "nadia.0001"}
@@ -306,7 +315,7 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
             assert password
             password_text = password.group(1)
             ids = seed(url, count, rng)
-            if keep is not None and backend == "sqlite":
+            if keep is not None:
                 saved.write_text(password_text)
         with serve(data_dir, url) as base:
             client = sign_in(base, password_text)
@@ -344,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=40)
-    parser.add_argument("--keep", type=Path, help="SQLite only: seed into (or reuse the fleet in) this directory")
+    parser.add_argument("--keep", type=Path, help="seed into (or reuse the fleet in) this directory; on PostgreSQL "
+                                                  "the database is kept too (its name is in DIR/pg-database)")
     args = parser.parse_args(argv)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     results = {backend: run_backend(backend, args.devices, args.requests, args.keep) for backend in backends}

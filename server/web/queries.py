@@ -241,7 +241,7 @@ def iter_check_states(conn: Connection, scope: Scope, flt: fleet.DeviceFilter, *
                       chunk: int = 1000) -> Iterator[dict[str, Any]]:
     """Current check states of every device matching the device-list filter (the same filter code)."""
     # The store's filter builder keeps the two exports and the list in exact agreement.
-    where = fleet._device_conditions(scope, flt, now, stale_after, conn.dialect.name)
+    where = fleet._device_conditions(scope, flt, now, stale_after, fleet.prefix_ranges(conn))
     query = (sa.select(check_state.c.device_id, devices.c.hostname, org_units.c.name.label("org_unit"),
                        check_state.c.rule_id, check_state.c.check_id.label("check"), check_state.c.severity,
                        check_state.c.status, check_state.c.since, check_state.c.failing_since,

@@ -5,6 +5,7 @@ Screenshots of each page go to test-output/screenshots/."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import shutil
 import tempfile
@@ -240,6 +241,14 @@ def test_admin_pages(browser: Any, live: LiveCollector, output_dir: Path) -> Non
     shot(driver, output_dir, "10-audit")
     driver.get(live.url + "/report")
     shot(driver, output_dir, "11-report")
+    # The print stylesheet hides the navigation and the form; the printed PDF is kept for a look.
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    assert driver.execute_script("return getComputedStyle(document.querySelector('header.top')).display") == "none"
+    assert driver.execute_script("return getComputedStyle(document.querySelector('form.filters')).display") == "none"
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+    pdf = base64.b64decode(driver.execute_cdp_cmd("Page.printToPDF", {"printBackground": True})["data"])
+    assert pdf.startswith(b"%PDF")
+    (output_dir / "11-report.pdf").write_bytes(pdf)
 
 
 def test_switch_to_arabic_right_to_left(browser: Any, live: LiveCollector, output_dir: Path) -> None:

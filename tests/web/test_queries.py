@@ -1,0 +1,124 @@
+"""The dashboard's own queries on SQLite and PostgreSQL: the overview agrees with the store's fleet
+summary, the prefix search finds exactly the LIKE matches, and the scope holds."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from server.store import fleet
+from server.store.db import Database
+from server.store.schema import devices, org_units
+from server.store.scope import Scope
+from server.web import queries
+from tests.web.live import run_cli
+
+PG_ADMIN_URL = os.environ.get("TELEPOSTURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DAY = 86400.0
+NOW = time.time()
+NAMES = ["lap-001", "lap-002", "LAP-010", "lap_01x", "lap%01", "laptop", "la", "lb-001", "zz-ünïcode", "zz-ü",
+         "<script>alert(1)</script>", "x" * 30]
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    """One database per backend for the module, filled once (the tests only read)."""
+    tmp_path = tmp_path_factory.mktemp("queries")
+    if request.param == "sqlite":
+        url = f"sqlite+pysqlite:///{tmp_path / 'data' / 'teleposture.db'}"
+        run_cli("--data-dir", str(tmp_path / "data"), "--database-url", url, "init")
+        database = Database(url)
+        _fill(database, NOW)
+        yield database
+        database.dispose()
+        return
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    name = "tp_web_" + secrets.token_hex(5)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        run_cli("--data-dir", str(tmp_path / "data"), "--database-url", url, "init")
+        database = Database(url)
+        _fill(database, NOW)
+        yield database
+        database.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def _fill(db: Database, now: float) -> dict[str, int]:
+    """Devices over two org units with every kind of freshness: recent, stale, never seen (old and new)."""
+    with db.write() as conn:
+        units = {name: int(conn.execute(org_units.insert().values(name=name, created_at=now)
+                                        .returning(org_units.c.id)).scalar_one()) for name in ("A", "B")}
+        rows = []
+        for number, hostname in enumerate(NAMES):
+            unit = units["A"] if number % 3 else units["B"]
+            kind = number % 4  # 0 recent, 1 stale, 2 never seen and enrolled long ago, 3 never seen, new
+            last_seen = {0: now - 60, 1: now - 5 * DAY, 2: None, 3: None}[kind]
+            compliance = "unknown" if last_seen is None else ("compliant", "not_compliant", "error")[number % 3]
+            rows.append({"id": f"00000000-0000-4000-8000-{number:012d}", "org_unit_id": unit, "state": "active",
+                         "public_key": "k", "key_id": "k", "machine_id": f"m{number}", "hostname": hostname,
+                         "hostname_lc": hostname.lower(), "serial": f"S{number}", "serial_lc": f"s{number}",
+                         "username": f"user{number}", "username_lc": f"user{number}", "platform": "linux",
+                         "os_name": "Debian GNU/Linux", "os_version": "12", "enrolled_at":
+                         now - (DAY if kind == 3 else 30 * DAY), "last_seen": last_seen, "compliance": compliance})
+        rows.append({**rows[0], "id": "00000000-0000-4000-8000-999999999999", "machine_id": "revoked",
+                     "state": "revoked"})
+        conn.execute(devices.insert(), rows)
+    return units
+
+
+def test_overview_agrees_with_the_store_summary(db: Database) -> None:
+    now = NOW
+    with db.read() as conn:
+        units = dict(conn.execute(sa.select(org_units.c.name, org_units.c.id)).all())
+    stale_after = 2 * DAY
+    with db.read() as conn:
+        for scope in (Scope.everything(), Scope(frozenset({units["A"]})), Scope(frozenset({units["B"]})),
+                      Scope(frozenset())):
+            ours = queries.overview(conn, scope, cutoff=now - stale_after)
+            store = fleet.fleet_summary(conn, scope, now=now, stale_after=stale_after, with_rules=False)
+            assert (ours.devices, ours.stale, ours.never_seen, ours.revoked) == \
+                (store.devices, store.stale, store.never_seen, store.revoked)
+            assert ours.by_compliance == store.by_compliance
+            assert sum(u["devices"] for u in ours.units) == ours.devices
+            assert sum(u["stale"] for u in ours.units) == ours.stale
+            # Compliance counts only devices seen within the window.
+            fresh = fleet.list_devices(conn, scope, fleet.DeviceFilter(stale=False), now=now,
+                                       stale_after=stale_after, per_page=500).items
+            reporting = [d for d in fresh if d["compliance"] != "unknown"]
+            assert ours.fresh_reporting == len(reporting)
+            assert ours.fresh_by_compliance["compliant"] == sum(d["compliance"] == "compliant" for d in reporting)
+        stale = queries.stale_devices(conn, Scope.everything(), cutoff=now - stale_after, limit=50)
+        store_stale = fleet.list_devices(conn, Scope.everything(), fleet.DeviceFilter(stale=True), now=now,
+                                         stale_after=stale_after, per_page=500)
+        assert sorted(d["id"] for d in stale) == sorted(d["id"] for d in store_stale.items)
+        assert [d["last_seen"] for d in stale if d["last_seen"] is None] == [None] * sum(
+            d["last_seen"] is None for d in store_stale.items)
+
+
+@pytest.mark.parametrize("prefix", ["lap", "LAP-0", "lap_", "lap%", "la", "zz-ü", "<script", "x" * 30, "s1", "user1",
+                                    "nothing", "ü", "\U0010ffff"])
+def test_prefix_search_finds_exactly_the_like_matches(db: Database, prefix: str) -> None:
+    now = NOW
+    expected = sorted(n for i, n in enumerate(NAMES) if n.lower().startswith(prefix.lower())
+                      or f"s{i}".startswith(prefix.lower()) or f"user{i}".startswith(prefix.lower()))
+    with db.read() as conn:
+        found = fleet.list_devices(conn, Scope.everything(), fleet.DeviceFilter(search=prefix), now=now,
+                                   stale_after=2 * DAY, per_page=500)
+    assert sorted(d["hostname"] for d in found.items) == expected
+    assert found.total == len(expected)
