@@ -17,9 +17,11 @@ after the running jobs finish.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import random
 import signal
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -37,6 +39,32 @@ log = logging.getLogger(__name__)
 
 FIRST_CYCLE_MAX_DELAY = 30.0
 MAX_SPLAY = 300.0
+
+
+def _libc_malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's malloc_trim, or None elsewhere (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _libc_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give freed heap pages back to the OS after a cycle.
+
+    Each scheduler thread gets its own glibc malloc arena; the short-lived objects of cycles and uploads
+    fragment them, and the service's RSS crept up ~3 MiB per 1,000 cycles without this
+    (benchmarks/agent_daemon.py).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def default_splay(check_interval: float) -> float:
@@ -146,6 +174,7 @@ class Daemon:
         except ServiceError as exc:
             log.error("cycle failed: %s", exc, extra={"event": "cycle_failed"})
             return
+        release_free_memory()
         cpu = time.thread_time() - cpu_start
         self.cycles += 1
         counts = " ".join(f"{k}={v}" for k, v in sorted(produced.counts.items()))
@@ -166,6 +195,7 @@ class Daemon:
         if self.stop_event.is_set() or time.monotonic() < self._upload_not_before:
             return
         outcome = self.service.upload_pending()
+        release_free_memory()
         if outcome.error is None:
             self._upload_not_before = 0.0
             if outcome.delivered or outcome.rejected:
