@@ -29,7 +29,7 @@ def _common() -> argparse.ArgumentParser:
                        help="config file (TOML, or JSON if it ends in .json); env TELEPOSTURE_CONFIG")
     for option in OPTIONS:
         flag = "--" + option.name.replace("_", "-")
-        if option.convert.__name__ == "_as_bool":
+        if option.is_switch:
             group.add_argument(flag, dest=option.name, action="store_const", const=True, default=None,
                                help=f"{option.help} (env {option.env})")
         else:

@@ -110,6 +110,11 @@ class Option:
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
 
+    @property
+    def is_switch(self) -> bool:
+        """A boolean setting: a flag without a value on the command line."""
+        return self.convert is _as_bool
+
 
 OPTIONS: Tuple[Option, ...] = (
     Option("state_dir", _as_str, None, "state directory (identity, keys, policy, outbox)"),

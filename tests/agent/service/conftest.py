@@ -19,7 +19,7 @@ def fake() -> Iterator[FakeCollector]:
 
 
 def make_settings(state_dir: Path, **flags: object) -> Settings:
-    values = {"state_dir": str(state_dir)}
+    values: dict = {"state_dir": str(state_dir)}
     values.update({k: v for k, v in flags.items()})
     return load_settings(values, environ={"TELEPOSTURE_CONFIG": ""})
 

@@ -101,6 +101,9 @@ class FakeCollector:
                     for raw in body["envelopes"]:
                         env = protocol.Envelope.from_json(raw)
                         key = fake.devices.get(env.device_id)
+                        if key is None:
+                            results.append({"status": "rejected", "reason": "unknown device: enrol it first"})
+                            continue
                         try:
                             payload = protocol.open_envelope(env, key)
                         except protocol.ProtocolError as exc:

@@ -185,7 +185,7 @@ def test_newer_signed_policy_is_applied_and_kept(tmp_path, fake, replay_host) ->
     service = _enrolled(tmp_path, fake, replay_host)
     fake.set_policy(_bundle(fake.server_key, 5, intervals={"check": 120, "upload": 60,
                                                           "policy_refresh": 600, "vpn_sample": 60}), '"5"')
-    changed = []
+    changed: list = []
     service.on_policy_change.append(changed.append)
     outcome = service.refresh_policy()
     assert outcome.changed and service.policy.version == 5 and changed[0].version == 5

@@ -95,5 +95,5 @@ def test_peek_is_read_only_and_reports_problems(tmp_path: Path) -> None:
     assert not (tmp_path / "none.db").exists()
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"nonsense" * 100)
-    assert "unreadable" in peek(bad)["problem"]
+    assert "unreadable" in str(peek(bad)["problem"])
     assert bad.read_bytes() == b"nonsense" * 100
