@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from server.store import fleet
 from server.store.db import Database
-from server.store.schema import devices, org_units
+from server.store.schema import check_state, devices, org_units
 from server.store.scope import Scope
 from server.web import queries
 from tests.web.live import run_cli
@@ -79,6 +79,13 @@ def _fill(db: Database, now: float) -> dict[str, int]:
         rows.append({**rows[0], "id": "00000000-0000-4000-8000-999999999999", "machine_id": "revoked",
                      "state": "revoked"})
         conn.execute(devices.insert(), rows)
+        # One rule per reporting device: failing on every other one (the revoked device's state is inactive).
+        conn.execute(check_state.insert(), [
+            {"device_id": row["id"], "rule_id": "disk", "check_id": "disk_encryption", "severity": "critical",
+             "status": "fail" if number % 2 else "pass", "since": now, "reason": "r", "message": "{}",
+             "evidence": "[]", "updated_at": now, "org_unit_id": row["org_unit_id"],
+             "active": row["state"] == "active"}
+            for number, row in enumerate(rows) if row["last_seen"] is not None])
     return units
 
 
@@ -122,3 +129,27 @@ def test_prefix_search_finds_exactly_the_like_matches(db: Database, prefix: str)
                                    stale_after=2 * DAY, per_page=500)
     assert sorted(d["hostname"] for d in found.items) == expected
     assert found.total == len(expected)
+
+
+@pytest.mark.parametrize("limit", [fleet.FAILING_IDS_LIMIT, 1])  # id list, and the subquery when there are many
+def test_failing_rule_filter_alone_and_combined(db: Database, limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet, "FAILING_IDS_LIMIT", limit)
+    with db.read() as conn:
+        units = dict(conn.execute(sa.select(org_units.c.name, org_units.c.id)).all())
+        rows = conn.execute(sa.select(devices.c.hostname, devices.c.org_unit_id, devices.c.compliance)
+                            .join(check_state, check_state.c.device_id == devices.c.id)
+                            .where(check_state.c.status == "fail", devices.c.state == "active")).all()
+        for flt in (fleet.DeviceFilter(failing_rule="disk"),
+                    fleet.DeviceFilter(failing_rule="disk", org_unit_id=units["A"]),
+                    fleet.DeviceFilter(failing_rule="disk", compliance="error"),
+                    fleet.DeviceFilter(failing_rule="disk", rule_status="pass", org_unit_id=units["B"])):
+            for scope in (Scope.everything(), Scope(frozenset({units["B"]}))):
+                page = fleet.list_devices(conn, scope, flt, now=NOW, stale_after=2 * DAY, per_page=3)
+                everything = fleet.list_devices(conn, scope, flt, now=NOW, stale_after=2 * DAY, per_page=500)
+                if flt.rule_status == "fail":
+                    expected = sorted(r.hostname.lower() for r in rows if scope.allows(r.org_unit_id)
+                                      and flt.org_unit_id in (None, r.org_unit_id)
+                                      and flt.compliance in (None, r.compliance))
+                    assert sorted(d["hostname"].lower() for d in everything.items) == expected
+                assert page.total == everything.total == len(everything.items)
+                assert [d["id"] for d in page.items] == [d["id"] for d in everything.items][:3]
