@@ -96,6 +96,20 @@ class Run:
                 "server_cpu_ms_per_report": round(self.cpu_ms_per_report, 3)}
 
 
+def merge(runs: list[Run], name: str) -> Run:
+    total = Run(name)
+    for run in runs:
+        total.reports += run.reports
+        total.requests += run.requests
+        total.errors += run.errors
+        total.seconds += run.seconds
+        total.server_cpu += run.server_cpu
+        total.latencies.extend(run.latencies)
+        for key, count in run.failures.items():
+            total.failures[key] = total.failures.get(key, 0) + count
+    return total
+
+
 class Connection:
     """One keep-alive HTTP/1.1 connection per client thread (http.client: little client CPU)."""
 
@@ -169,8 +183,14 @@ def send_all(port: int, path: str, bodies: list[tuple[bytes, int]], clients: int
                     key = f"HTTP {status}: {answer[:120]!r}"
                     run.failures[key] = run.failures.get(key, 0) + 1
             elif path.endswith("/reports"):
-                accepted = json.loads(answer)["accepted"]
+                document = json.loads(answer)
+                accepted = document["accepted"]
                 errors = count - accepted
+                with lock:
+                    for result in document["results"]:
+                        if result["status"] != "accepted":
+                            key = f"envelope {result['status'][:100]}"
+                            run.failures[key] = run.failures.get(key, 0) + 1
             else:
                 accepted = count
             with lock:
@@ -296,11 +316,12 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
 
         rounds = [fleet.round() for _ in range(args.rounds + 2)]
         first = send_all(port, "/api/v1/reports", batches(rounds[0], args.batch), args.clients, "first reports")
-        steady_envelopes = [e for r in rounds[1:args.rounds + 1] for e in r]
-        steady = send_all(port, "/api/v1/reports", batches(steady_envelopes, args.batch), args.clients,
-                          f"{backend} ingest (batch {args.batch})")
-        reference = send_all(port, "/api/v1/ping", batches(steady_envelopes, args.batch), args.clients,
-                             f"{backend} /ping reference")
+        # One round at a time: like a real agent, a device sends its next report only after the previous one
+        # was answered (otherwise a slow batch would turn its envelopes into duplicates).
+        steady = merge([send_all(port, "/api/v1/reports", batches(r, args.batch), args.clients, "")
+                        for r in rounds[1:args.rounds + 1]], f"{backend} ingest (batch {args.batch})")
+        reference = merge([send_all(port, "/api/v1/ping", batches(r, args.batch), args.clients, "")
+                           for r in rounds[1:args.rounds + 1]], f"{backend} /ping reference")
         half_rate = steady.rate / 2
         paced_bodies = batches(rounds[args.rounds + 1], args.batch)
         paced = send_all(port, "/api/v1/reports", paced_bodies, args.clients, f"{backend} ingest at half rate",
