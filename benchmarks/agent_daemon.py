@@ -84,7 +84,7 @@ def main() -> int:
         outcome = service.upload_pending()
         depth = service.spool.depth()
         service.close()
-        delivered = len(collector.stored_seqs(service.identity.device_id))
+        allocated = service.state.last_seq()
     finally:
         collector.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -101,8 +101,11 @@ def main() -> int:
     print(f"median CPU per cycle (cycle job thread): {statistics.median(cycle_cpu):.4f} s "
           f"(p90 {statistics.quantiles(cycle_cpu, n=10)[-1]:.4f} s)")
     print(f"process CPU per cycle (all jobs, uploads included): {process_cpu:.4f} s")
-    print(f"delivered: collector stored {delivered} report(s); outbox left {depth}; last upload error: "
-          f"{outcome.error or 'none'}")
+    children = (cpun.children_user + cpun.children_system - cpu10.children_user - cpu10.children_system)
+    if args.live:
+        print(f"probe commands' CPU per cycle (child processes): {children / (args.cycles - 10):.4f} s")
+    print(f"delivery: {allocated} reports signed, {allocated - depth} delivered, {depth} left in the outbox; "
+          f"last upload error: {outcome.error or 'none'}")
     return 0
 
 
