@@ -70,3 +70,56 @@ def test_up_sh_oneshot_shows_this_machine_in_the_collector(tmp_path) -> None:
     assert counts == agent_status["last_cycle"]["counts"]
     failing = sorted(rule for rule, status in checks.items() if status in ("fail", "error"))
     assert failing == sorted(agent_status["last_cycle"]["failing"])
+
+
+def _processes_using(path: str) -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if any(path in part for part in proc.info.get("cmdline") or []):
+            found.append(proc.info["pid"])
+    return found
+
+
+def test_up_sh_rerun_then_ctrl_c_stops_agent_and_collector(tmp_path) -> None:
+    import signal
+    import time
+
+    var = tmp_path / "var"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEPOSTURE_")}
+    env.update({"TELEPOSTURE_UP_DIR": str(var), "TELEPOSTURE_UP_PORT": "0", "TELEPOSTURE_UP_ONESHOT": "1"})
+    first = subprocess.run(["bash", str(ROOT / "scripts" / "up.sh")], env=env, capture_output=True, text=True,
+                           timeout=240)
+    assert first.returncode == 0, first.stdout + first.stderr
+    credentials = (var / "admin-credentials.txt").read_text()
+
+    # a re-run reuses var/: same admin, same device; then the service runs until Ctrl-C
+    env.pop("TELEPOSTURE_UP_ONESHOT")
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "up.sh")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "running the agent service" in line:
+                break
+        time.sleep(1.0)
+        assert _processes_using(str(var)), "agent and collector should be running"
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the foreground group
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out
+    assert "delivered to" in out and "enrolled as device" not in out  # the same device, not a new one
+    assert "users exist already" in out
+    assert (var / "admin-credentials.txt").read_text() == credentials
+    assert "up: collector stopped" in out
+    deadline = time.monotonic() + 10
+    while _processes_using(str(var)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_using(str(var)) == []
