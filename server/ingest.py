@@ -290,12 +290,19 @@ class Ingestor:
 
     # -- phase 2: one transaction -------------------------------------------------------------
 
-    def ingest(self, items: Sequence[Any], stats: Optional[IngestStats] = None) -> list[Answer]:
+    def ingest(self, items: Sequence[Any], stats: Optional[IngestStats] = None,
+               admit: Optional[Callable[[list[str]], None]] = None) -> list[Answer]:
         """Answers in the order of ``items``. Raises sqlalchemy.exc.DBAPIError when the database fails
-        (nothing of the batch is then committed: the caller answers 503 and the agent retries)."""
+        (nothing of the batch is then committed: the caller answers 503 and the agent retries).
+
+        ``admit`` sees the ids of the devices whose envelopes verified, before anything is written; it may
+        raise to refuse the whole batch (per-device rate limits: counting only verified envelopes means
+        nobody can use up another device's budget by sending garbage in its name)."""
         now = self.clock()
         stats = stats if stats is not None else IngestStats()
         answers, candidates = self._open_all(items, now)
+        if admit is not None and candidates:
+            admit(sorted({c.envelope.device_id for c in candidates}))
         candidates.sort(key=lambda c: (c.envelope.device_id, c.seq))
         if candidates:
             with self.db.write() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any, Optional
 
 import sqlalchemy as sa
@@ -82,10 +83,10 @@ async def enroll(body: EnrollRequest, request: Request, ctx: ContextDep) -> dict
     return await run_in_threadpool(_enrol, ctx, body, client_address(request))
 
 
-def _limit_devices(ctx: AppContext, items: list[Any]) -> None:
-    ids = {item.get("device_id") for item in items if isinstance(item, dict)}
-    for device_id in sorted(i for i in ids if isinstance(i, str)):
-        wait = ctx.device_limiter.take(device_id[:64])
+def _limit_devices(ctx: AppContext, device_ids: list[str]) -> None:
+    """Per-device rate limit, applied to devices whose signatures verified (see Ingestor.ingest)."""
+    for device_id in device_ids:
+        wait = ctx.device_limiter.take(device_id)
         if wait:
             raise HTTPException(status_code=429, headers={"Retry-After": retry_after_header(wait)},
                                 detail=f"device {device_id[:64]} sends too often: retry in {wait:.0f} s")
@@ -104,10 +105,9 @@ async def post_reports(request: Request, ctx: ContextDep) -> dict[str, Any]:
     if len(items) > ctx.settings.max_batch:
         raise HTTPException(status_code=413, detail=f"{len(items)} envelopes in one batch; at most "
                                                     f"{ctx.settings.max_batch} allowed: split the batch")
-    _limit_devices(ctx, items)
     stats = IngestStats()
     try:
-        answers = await run_in_threadpool(ctx.ingestor.ingest, items, stats)
+        answers = await run_in_threadpool(ctx.ingestor.ingest, items, stats, partial(_limit_devices, ctx))
     except NoPolicyError as exc:
         raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": "60"}) from exc
     except DBAPIError as exc:
@@ -135,6 +135,11 @@ def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, 
             raise HTTPException(status_code=401, detail=str(exc)) from exc
         if row.state != DEVICE_ACTIVE:
             raise HTTPException(status_code=403, detail=f"device is {row.state}: enrol it again with a new token")
+        # Counted only once the signature verified, so nobody can spend another device's budget.
+        wait = ctx.device_limiter.take(device_id)
+        if wait:
+            raise HTTPException(status_code=429, headers={"Retry-After": retry_after_header(wait)},
+                                detail=f"this device asks too often: retry in {wait:.0f} s")
         stored = ctx.ingestor.policies.get(conn, int(row.org_unit_id))
     if stored is None:
         raise HTTPException(status_code=404, detail="no policy applies to this device yet")
@@ -154,10 +159,6 @@ async def get_policy(request: Request, ctx: ContextDep, response: Response) -> A
     if not device_id or not timestamp or not signature or len(device_id) > 64:
         raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
                                                     f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
-    wait = ctx.device_limiter.take(device_id)
-    if wait:
-        raise HTTPException(status_code=429, headers={"Retry-After": retry_after_header(wait)},
-                            detail=f"this device asks too often: retry in {wait:.0f} s")
     stored = await run_in_threadpool(_policy_for_device, ctx, device_id, request.method, request.url.path,
                                      timestamp, signature)
     etag = f'"{stored.policy.digest()}"'

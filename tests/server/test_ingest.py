@@ -135,10 +135,16 @@ def test_gzip_body_and_limits(initialised: Template) -> None:
         response = client.post("/api/v1/reports", content=b"\x1f\x8bnope", headers={"Content-Encoding": "gzip"})
         assert response.status_code == 400
 
-        # Rate limit: 3 requests per minute for this device; the 429 says when to come back.
+        # Envelopes in the device's name that do not verify do not spend its budget ...
+        for _ in range(5):
+            forged = {**device.report(), "signature": protocol.sign(protocol.generate_private_key(), "x")}
+            device.seq -= 1
+            answer = client.post("/api/v1/reports", json={"envelopes": [forged]})
+            assert answer.status_code == 200 and answer.json()["rejected"] == 1
+        # ... its own do: 3 requests per minute, one used above; the 429 says when to come back.
         statuses = [client.post("/api/v1/reports", json={"envelopes": [device.report()]}).status_code
                     for _ in range(4)]
-        assert statuses[-1] == 429
+        assert statuses == [200, 200, 429, 429]
         limited = client.post("/api/v1/reports", json={"envelopes": [device.report()]})
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
 
