@@ -23,14 +23,20 @@ def _os_release_version() -> str:
     return ""
 
 
-def test_up_sh_oneshot_shows_this_machine_in_the_collector(tmp_path) -> None:
-    var = tmp_path / "var"
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One non-interactive run of the main command on a fresh data directory (shared by the tests here)."""
+    var = tmp_path_factory.mktemp("up") / "var"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEPOSTURE_")}
     env.update({"TELEPOSTURE_UP_DIR": str(var), "TELEPOSTURE_UP_PORT": "0", "TELEPOSTURE_UP_ONESHOT": "1"})
     done = subprocess.run(["bash", str(ROOT / "scripts" / "up.sh")], env=env, capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    return {"var": var, "env": env, "out": done.stdout}
+
+
+def test_up_sh_oneshot_shows_this_machine_in_the_collector(first_run) -> None:
+    var, env, out = first_run["var"], first_run["env"], first_run["out"]
     assert "delivered to http://127.0.0.1:" in out
     assert "up: dashboard      http://127.0.0.1:" in out and "up: password" in out
     assert "up: collector stopped" in out
@@ -82,16 +88,11 @@ def _processes_using(path: str) -> list:
     return found
 
 
-def test_up_sh_rerun_then_ctrl_c_stops_agent_and_collector(tmp_path) -> None:
+def test_up_sh_rerun_then_ctrl_c_stops_agent_and_collector(first_run) -> None:
     import signal
     import time
 
-    var = tmp_path / "var"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEPOSTURE_")}
-    env.update({"TELEPOSTURE_UP_DIR": str(var), "TELEPOSTURE_UP_PORT": "0", "TELEPOSTURE_UP_ONESHOT": "1"})
-    first = subprocess.run(["bash", str(ROOT / "scripts" / "up.sh")], env=env, capture_output=True, text=True,
-                           timeout=240)
-    assert first.returncode == 0, first.stdout + first.stderr
+    var, env = first_run["var"], dict(first_run["env"])
     credentials = (var / "admin-credentials.txt").read_text()
 
     # a re-run reuses var/: same admin, same device; then the service runs until Ctrl-C
