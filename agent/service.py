@@ -255,7 +255,7 @@ class AgentService:
             facts["vpn"] = dict(vpn, facts=vpn_facts)
             # the share is a fact a rule may test: evaluate again with it
             evaluated = evaluate(policy, facts, self.host.platform, self.host.now(), failing_since)
-        results = [r.to_json() for r in evaluated]
+        results = [r.to_report_json() for r in evaluated]
         status = summarize(evaluated)
         checked_at = self.host.now()
         self.state.update_status(failing_since={

@@ -133,7 +133,7 @@ class SimDevice:
         self.seq += 1
         when = time.time() if created_at is None else created_at
         facts = linux_facts(self.hostname, self.machine_id, self.serial, self.posture)
-        results = [r.to_json() for r in evaluate(self.policy, facts, "linux", when)]
+        results = [r.to_report_json() for r in evaluate(self.policy, facts, "linux", when)]
         payload = protocol.build_report(device_id=self.device_id, seq=self.seq, agent_version=AGENT_VERSION,
                                         platform="linux", policy=self.policy.ref(), facts=facts, results=results,
                                         created_at=when)

@@ -49,6 +49,18 @@ class Result:
             "remediation": dict(self.remediation),
         }
 
+    def to_report_json(self) -> Dict[str, Any]:
+        """The compact form a signed report carries: the collector has the policy (titles, remediation)
+        and the facts (evidence), so repeating them in every report only costs bandwidth and parsing."""
+        return {
+            "rule_id": self.rule_id,
+            "check": self.check,
+            "status": self.status,
+            "severity": self.severity,
+            "reason": self.reason,
+            "message": {"key": self.message.get("key"), "params": dict(self.message.get("params") or {})},
+        }
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Result:
         """Read a result back (from a report); raises ValueError naming what is wrong."""
