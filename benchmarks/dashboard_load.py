@@ -285,24 +285,24 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
             url = f"sqlite+pysqlite:///{data_dir / 'teleposture.db'}"
         else:
             kept_name = base_dir / "pg-database"
-            name = kept_name.read_text().strip() if keep is not None and kept_name.exists() else \
+            database = kept_name.read_text().strip() if keep is not None and kept_name.exists() else \
                 "tp_bench_" + secrets.token_hex(4)
             admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
             if not kept_name.exists() or keep is None:
                 with admin.connect() as conn:
-                    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                    conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
 
-            def drop() -> None:
+            def drop(database: str = database) -> None:
                 with admin.connect() as conn:
-                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
                 admin.dispose()
 
             if keep is None:
                 stack.callback(drop)
             else:
-                kept_name.write_text(name)  # kept for another run; drop it by hand when done
+                kept_name.write_text(database)  # kept for another run; drop it by hand when done
                 stack.callback(admin.dispose)
-            url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+            url = sa.engine.make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
         saved = base_dir / f"admin-password-{backend}"
         if keep is not None and saved.exists():
             log(f"{backend}: reusing the fleet seeded earlier in {base_dir}")
@@ -332,11 +332,10 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
                 ("devices: OS filter, page 50 (htmx partial)", "/devices?os=macOS&page=50"),
             ]
             timings = []
-            for name, path in pages:
-                headers_partial = "htmx" in name
-                if headers_partial:
+            for label, path in pages:
+                if "htmx" in label:
                     client.headers["HX-Request"] = "true"
-                timings.append(measure(client, name, path, requests))
+                timings.append(measure(client, label, path, requests))
                 client.headers.pop("HX-Request", None)
             started = time.perf_counter()
             client.get("/policies/1/dry-run")
