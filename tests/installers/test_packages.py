@@ -328,7 +328,9 @@ def test_deb_lifecycle(wheelhouse: Path, tmp_path: Path, debian_machine: None) -
                                      "antivirus"}, unrestricted
         lap("check (installed agent)")
         bounded = ["setpriv", "--bounding-set=-all," + ",".join("+" + cap for cap in UNIT_CAPS), "--no-new-privs"]
-        mdwe = [sys.executable, str(Path(__file__).with_name("mdwe_exec.py"))]
+        # The system Python runs the helper's text: inside the sandbox /tmp is a fresh tmpfs, so neither a
+        # checkout under /tmp nor its venv is visible there.
+        mdwe = ["/usr/bin/python3", "-c", Path(__file__).with_name("mdwe_exec.py").read_text()]
         if run([*mdwe, "true"], check=False).returncode == 0:
             bounded += mdwe
         else:
