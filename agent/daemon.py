@@ -38,6 +38,10 @@ from agent.service import AgentService, Produced, ServiceError
 log = logging.getLogger(__name__)
 
 FIRST_CYCLE_MAX_DELAY = 30.0
+# How long a stop waits for a job still running (a probe, an upload) before giving up on it. Nothing is
+# lost by giving up: a report leaves the outbox only once the collector accepted it, and a cycle cut short
+# had not signed its report yet (or it is in the outbox already).
+STOP_GRACE_SECONDS = 10.0
 MAX_SPLAY = 300.0
 
 
@@ -82,6 +86,8 @@ class Daemon:
         self.first_cycle_delay = first_cycle_delay
         self.stop_event = threading.Event()
         self.cycles = 0
+        self._running_jobs: Dict[str, int] = {}
+        self._jobs_changed = threading.Condition()
         self._next_trigger = "schedule"
         self._upload_not_before = 0.0
         self._rng = random.Random()  # noqa: S311 - splay, not a secret
@@ -114,11 +120,14 @@ class Daemon:
         if delay is None:
             # a fleet rebooted at 9:00 must not report at 9:00:00 all together
             delay = self._rng.uniform(0, min(FIRST_CYCLE_MAX_DELAY, self._splay(check)))
-        self.scheduler.add_job(self._sample_job, triggers["vpn_sample"], id="vpn_sample", next_run_time=now)
-        self.scheduler.add_job(self._cycle_job, triggers["cycle"], id="cycle",
+        self.scheduler.add_job(self._tracked("vpn_sample", self._sample_job), triggers["vpn_sample"],
+                               id="vpn_sample", next_run_time=now)
+        self.scheduler.add_job(self._tracked("cycle", self._cycle_job), triggers["cycle"], id="cycle",
                                next_run_time=now + timedelta(seconds=delay))
-        self.scheduler.add_job(self._upload_job, triggers["upload"], id="upload", next_run_time=now)
-        self.scheduler.add_job(self._policy_job, triggers["policy"], id="policy", next_run_time=now)
+        self.scheduler.add_job(self._tracked("upload", self._upload_job), triggers["upload"], id="upload",
+                               next_run_time=now)
+        self.scheduler.add_job(self._tracked("policy", self._policy_job), triggers["policy"], id="policy",
+                               next_run_time=now)
         self.scheduler.start()
         intervals = self.service.intervals()
         log.info("agent service started: device %s, collector %s, policy %s v%d, intervals %s",
@@ -128,13 +137,37 @@ class Daemon:
     def stop(self) -> None:
         self.stop_event.set()
 
-    def shutdown(self) -> None:
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
-        log.info("agent service stopped after %d cycle(s)", self.cycles, extra={"event": "stopped"})
+    def _tracked(self, name: str, job: Callable[[], None]) -> Callable[[], None]:
+        """The job, counted while it runs, so a stop knows what it is waiting for."""
+        def run() -> None:
+            with self._jobs_changed:
+                self._running_jobs[name] = self._running_jobs.get(name, 0) + 1
+            try:
+                job()
+            finally:
+                with self._jobs_changed:
+                    self._running_jobs[name] -= 1
+                    self._jobs_changed.notify_all()
+        return run
 
-    def run_forever(self, install_signals: bool = True) -> None:
-        """Start, wait for SIGTERM/SIGINT/stop(), shut down cleanly."""
+    def running_jobs(self) -> List[str]:
+        with self._jobs_changed:
+            return sorted(name for name, count in self._running_jobs.items() if count > 0)
+
+    def shutdown(self, grace: float = STOP_GRACE_SECONDS) -> bool:
+        """Stop scheduling; wait up to ``grace`` seconds for running jobs. False when some still run."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        with self._jobs_changed:
+            finished = self._jobs_changed.wait_for(lambda: not any(self._running_jobs.values()), timeout=grace)
+        if not finished:
+            log.warning("stopping with job(s) still running after %.0fs: %s; their work is redone at the next start",
+                        grace, ", ".join(self.running_jobs()), extra={"event": "stop_timeout"})
+        log.info("agent service stopped after %d cycle(s)", self.cycles, extra={"event": "stopped"})
+        return finished
+
+    def run_forever(self, install_signals: bool = True) -> bool:
+        """Start, wait for SIGTERM/SIGINT/stop(), shut down. False when a job outlived the stop grace."""
         previous: List[Any] = []
         if install_signals and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -144,9 +177,10 @@ class Daemon:
             while not self.stop_event.wait(timeout=1.0):
                 pass
         finally:
-            self.shutdown()
+            finished = self.shutdown()
             for signum, handler in previous:
                 signal.signal(signum, handler)
+        return finished
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         log.info("signal %s received: stopping", signal.Signals(signum).name, extra={"event": "signal"})

@@ -176,3 +176,28 @@ def test_sigterm_stops_the_real_service_cleanly(tmp_path, fake, recording) -> No
     cycle_lines = [entry for entry in lines if entry.get("event") == "cycle"]
     assert all(entry["level"] == "info" and entry["seq"] >= 1 and entry["status"] for entry in cycle_lines)
     assert fake.accepted[:1] == [1]
+
+
+def test_stop_does_not_wait_forever_for_a_stuck_job(tmp_path, fake, replay_host) -> None:
+    service = _service(tmp_path, fake, replay_host)
+    release = threading.Event()
+    started = threading.Event()
+
+    def stuck(trigger="schedule"):
+        started.set()
+        release.wait(30)  # a probe or a request that hangs past any reasonable stop
+        raise AssertionError("not reached in time")
+
+    service.produce_report = stuck  # type: ignore[method-assign]
+    daemon = Daemon(service, splay=0, first_cycle_delay=0)
+    thread = _run(daemon)
+    try:
+        assert started.wait(10), "the cycle job started"
+        begin = time.monotonic()
+        daemon.stop()
+        thread.join(timeout=20)
+        assert not thread.is_alive()
+        assert time.monotonic() - begin < 15
+        assert daemon.running_jobs() == ["cycle"]
+    finally:
+        release.set()
