@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -23,23 +19,12 @@ import sqlalchemy as sa
 
 from benchmarks.collector_sim import Posture, SimDevice
 from server import cli
+from tests.server.conftest import serve
 
-REPO = Path(__file__).resolve().parents[2]
-SERVER_BIN = REPO / ".venv" / "bin" / "teleposture-server"
 XSS_HOSTNAME = "<script>alert(1)</script>"
 VIEWER_PASSWORD = "finance-viewer-password-1"
 OTHER_ADMIN_PASSWORD = "locked-admin-password-1"
 DAY = 86400.0
-
-
-def _server_command() -> list[str]:
-    return [str(SERVER_BIN)] if SERVER_BIN.exists() else [sys.executable, "-m", "server.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -81,41 +66,6 @@ def _run_init(data_dir: Path, database_url: str) -> tuple[str, str]:
     match = re.search(r"^admin password: (\S+)$", output, re.MULTILINE)
     assert match, output
     return match.group(1), output.strip().splitlines()[-1]
-
-
-@contextlib.contextmanager
-def collector_process(data_dir: Path, database_url: str, env: dict[str, str] | None = None
-                      ) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    log_path = data_dir.parent / f"serve-{port}.log"
-    environ = {**os.environ, "TELEPOSTURE_ACCESS_LOG": "false", **(env or {})}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([*_server_command(), "--data-dir", str(data_dir), "--database-url", database_url,
-                                    "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=environ, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"serve exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"serve did not answer within 30 s:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield url, log_path
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def _enroll(client: httpx.Client, token: str, device: SimDevice) -> None:
@@ -181,8 +131,8 @@ def live_collector(base: Path) -> Iterator[LiveCollector]:
     database_url = f"sqlite+pysqlite:///{data_dir / 'teleposture.db'}"
     password, admin_token = _run_init(data_dir, database_url)
     # A short maintenance interval so the daily trend snapshot exists within a second or two.
-    with collector_process(data_dir, database_url, env={"TELEPOSTURE_MAINTENANCE_INTERVAL": "1"}) as (url, log):
-        live = LiveCollector(url=url, data_dir=data_dir, database_url=database_url, admin_password=password,
-                             log_path=log, admin_token=admin_token)
+    with serve(data_dir, database_url, env={"TELEPOSTURE_MAINTENANCE_INTERVAL": "1"}) as server:
+        live = LiveCollector(url=server.url, data_dir=data_dir, database_url=database_url, admin_password=password,
+                             log_path=server.log_path, admin_token=admin_token)
         seed(live)
         yield live
