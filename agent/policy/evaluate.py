@@ -38,16 +38,7 @@ class Result:
     remediation: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
-        return {
-            "rule_id": self.rule_id,
-            "check": self.check,
-            "status": self.status,
-            "severity": self.severity,
-            "reason": self.reason,
-            "message": {"key": self.message.get("key"), "params": dict(self.message.get("params") or {})},
-            "evidence": list(self.evidence),
-            "remediation": dict(self.remediation),
-        }
+        return {**self.to_report_json(), "evidence": list(self.evidence), "remediation": dict(self.remediation)}
 
     def to_report_json(self) -> Dict[str, Any]:
         """The compact form a signed report carries: the collector has the policy (titles, remediation)
