@@ -49,11 +49,13 @@ agent_pid=""
 # shellcheck disable=SC2317  # invoked through the traps below
 cleanup() {
     trap - EXIT INT TERM
-    if [ -n "$agent_pid" ] && kill -0 "$agent_pid" 2>/dev/null; then
+    # Ctrl-C reaches the whole foreground group, so a child may have stopped (and been reaped) already:
+    # signal it if it is still there, and wait for it either way
+    if [ -n "$agent_pid" ]; then
         kill -TERM "$agent_pid" 2>/dev/null || true
         wait "$agent_pid" 2>/dev/null || true
     fi
-    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    if [ -n "$server_pid" ]; then
         kill -TERM "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
         echo "up: collector stopped"
