@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Any
 
+import orjson
 from fastapi import HTTPException, Request
 
 
@@ -54,6 +54,6 @@ async def read_json(request: Request, limit: int, decompressed_limit: int) -> An
         raise HTTPException(status_code=415, detail=f"Content-Encoding {encoding!r} is not supported: "
                                                     "send gzip or no encoding")
     try:
-        return json.loads(body)
+        return orjson.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPException(status_code=400, detail=f"request body is not JSON: {exc}") from exc

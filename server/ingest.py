@@ -6,10 +6,13 @@ Order per batch:
 2. one write transaction: per device (sorted, so processes lock devices in the same order) and per
    seq, an atomic conditional UPDATE of the device row (``last_seq < :seq AND state = 'active'``) both
    dedupes and takes the row lock that serialises concurrent collectors on PostgreSQL;
-3. the facts are evaluated with the device's assigned policy (agent.policy.evaluate, failing_since
-   from check_state): only rules whose status, reason or evidence changed are written, and a
-   transition row only when a status changed. The common report (nothing changed) costs one UPDATE
-   of the device row and one SELECT of its check state.
+3. when the report's evaluation inputs (policy version, platform, facts, the agent's own statuses and
+   version) hash the same as the last evaluation's (``devices.eval_hash``) and the report is older than
+   that evaluation's ``eval_valid_until`` (the first moment a failing rule leaves its grace period), the
+   stored check state already is its result: that conditional UPDATE was the whole cost;
+4. otherwise the facts are evaluated with the device's assigned policy (agent.policy.evaluate,
+   failing_since from check_state): only rules whose status, reason or evidence changed are written,
+   and a transition row only when a status changed.
 
 A raw payload is kept when something changed, for the first report, and otherwise at most once per
 ``raw_report_interval`` per device, so retention stays bounded with a large fleet.
@@ -17,15 +20,18 @@ A raw payload is kept when something changed, for the first report, and otherwis
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
+import orjson
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Connection
@@ -162,16 +168,67 @@ class KeyCache:
         return found
 
 
-# The hot path (every report) uses prepared text statements: building Core expressions per report costs
-# more CPU than running them. Column names are the ones of server/store/schema.py.
-_CLAIM_SEQ = sa.text(
+# The hot path (every report) runs plain driver SQL on the transaction's DBAPI cursor: building Core
+# expressions, and SQLAlchemy's result set-up per execute, cost more CPU than the statements themselves.
+# Column names are the ones of server/store/schema.py; ``:name`` placeholders (converted for psycopg).
+_CLAIM_SEQ = (
     "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created "
     "WHERE id = :id AND state = 'active' AND last_seq < :seq "
     "RETURNING org_unit_id, platform, compliance, fail_count, warn_count, error_count, disagreements, "
-    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash")
-_LOAD_STATE = sa.text(
+    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash, eval_valid_until")
+_LOAD_STATE = (
     "SELECT rule_id, status, since, failing_since, reason, message, evidence, agent_status, check_id, severity "
     "FROM check_state WHERE device_id = :id")
+
+
+class _ClaimedDevice(NamedTuple):
+    """The device row as _CLAIM_SEQ returns it."""
+
+    org_unit_id: int
+    platform: str
+    compliance: str
+    fail_count: int
+    warn_count: int
+    error_count: int
+    disagreements: int
+    policy_ref: Optional[str]
+    agent_policy_ref: Optional[str]
+    agent_version: Optional[str]
+    last_raw_report_at: Optional[float]
+    eval_hash: Optional[str]
+    eval_valid_until: Optional[float]
+
+
+class _Driver:
+    """The write transaction's DBAPI cursor, with statements in the driver's placeholder style."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.cursor = conn.connection.cursor()
+        self.pyformat = conn.dialect.name == "postgresql"  # psycopg: %(name)s; sqlite3: :name
+
+    def rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        self.cursor.execute(_pyformat(sql) if self.pyformat else sql, params)
+        return list(self.cursor.fetchall())
+
+    def rows_each(self, sql: str, params: Sequence[Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
+        """The rows of ``sql`` run once per parameter set, in order. On PostgreSQL one pipelined round
+        trip instead of one per statement (each statement still runs, and takes its locks, in order)."""
+        if not self.pyformat or len(params) < 2:
+            return [self.rows(sql, each) for each in params]
+        cursor: Any = self.cursor  # psycopg's cursor: executemany(returning=True) and nextset()
+        cursor.executemany(_pyformat(sql), params, returning=True)
+        out = [list(cursor.fetchall())]
+        while cursor.nextset():
+            out.append(list(cursor.fetchall()))
+        return out
+
+    def close(self) -> None:
+        self.cursor.close()
+
+
+@functools.cache
+def _pyformat(sql: str) -> str:
+    return re.sub(r":(\w+)", r"%(\1)s", sql)
 
 
 _STATE_COLUMNS = ("status", "since", "failing_since", "reason", "message", "evidence", "agent_status", "check_id",
@@ -184,6 +241,12 @@ _UPDATE_STATE = (check_state.update()
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _eval_hash(inputs: list[Any]) -> str:
+    # Keys in the order they were parsed: the facts come from canonical (sorted) payload text, and another
+    # key order would only cost a re-evaluation, never a wrong shortcut.
+    return hashlib.sha256(orjson.dumps(inputs)).hexdigest()
 
 
 def _raw_failing(result: Result) -> bool:
@@ -200,55 +263,10 @@ def _agent_statuses(payload: Mapping[str, Any]) -> dict[str, str]:
     return statuses
 
 
-@dataclass(frozen=True)
-class Judged:
-    """A result with its message and evidence already serialised as check_state stores them."""
-
-    result: Result
-    message: str
-    evidence: str
-
-
-class ResultCache:
-    """Skips re-evaluating facts identical to the device's previous report.
-
-    agent.policy.evaluate is pure: the same policy version, platform and facts give the same results,
-    except where a failing rule has a grace period (then the report time and failing_since matter).
-    Results are reused only when none of them is a failure of a rule with a grace period. Keyed by
-    device; holds a SHA-256 of the canonical facts, not the facts themselves.
-    """
-
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self._entries: dict[str, tuple[int, str, bytes, list[Judged]]] = {}
-        self._lock = threading.Lock()
-        self.max_entries = max_entries
-        self.hits = 0
-
-    def evaluate(self, device_id: str, stored: policy_store.StoredPolicy, facts: Any, platform: str,
-                 now: float, failing_since: Mapping[str, float]) -> list[Judged]:
-        key = hashlib.sha256(_dumps(facts).encode("utf-8")).digest()
-        with self._lock:
-            entry = self._entries.get(device_id)
-        if entry is not None and entry[0] == stored.pk and entry[1] == platform and entry[2] == key:
-            self.hits += 1
-            return entry[3]
-        results = evaluate(stored.policy, facts, platform, now, failing_since)
-        judged = [Judged(r, _dumps({"key": r.message.get("key"), "params": r.message.get("params") or {}}),
-                         _dumps(list(r.evidence))) for r in results]
-        graced = {rule.id for rule in stored.policy.rules if rule.grace_seconds > 0}
-        if not any(_raw_failing(r) and r.rule_id in graced for r in results):
-            with self._lock:
-                if len(self._entries) >= self.max_entries:
-                    self._entries.clear()
-                self._entries[device_id] = (stored.pk, platform, key, judged)
-        return judged
-
-
 class Ingestor:
     def __init__(self, db: Database, *, raw_report_interval: float = 3600.0, policy_cache_ttl: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.db = db
-        self.results = ResultCache()
         self.raw_report_interval = raw_report_interval
         self.policies = PolicyCache(policy_cache_ttl)
         self.keys = KeyCache()
@@ -279,7 +297,7 @@ class Ingestor:
                 answer.reason = "unknown device: enrol it first (teleposture-agent enroll)"
                 continue
             try:
-                payload = protocol.open_envelope(envelope, key, now=now)
+                payload = protocol.open_envelope(envelope, key, now=now, loads=orjson.loads)
             except protocol.ProtocolError as exc:
                 answer.reason = str(exc)
                 continue
@@ -306,9 +324,22 @@ class Ingestor:
         candidates.sort(key=lambda c: (c.envelope.device_id, c.seq))
         if candidates:
             with self.db.write() as conn:
-                states: dict[str, dict[str, _StateRow]] = {}
-                for candidate in candidates:
-                    answers[candidate.index] = self._apply(conn, candidate, now, states, stats)
+                driver = _Driver(conn)
+                try:
+                    # Claim each device's first envelope of the batch at once (device order, as the
+                    # locks must be taken); a device's later envelopes are claimed after the first is applied.
+                    firsts = [c for i, c in enumerate(candidates)
+                              if i == 0 or candidates[i - 1].envelope.device_id != c.envelope.device_id]
+                    claimed = driver.rows_each(_CLAIM_SEQ, [self._claim_params(c, now) for c in firsts])
+                    claims = {c.index: rows for c, rows in zip(firsts, claimed)}
+                    states: dict[str, dict[str, _StateRow]] = {}
+                    for candidate in candidates:
+                        claim = claims.get(candidate.index)
+                        if claim is None:
+                            claim = driver.rows(_CLAIM_SEQ, self._claim_params(candidate, now))
+                        answers[candidate.index] = self._apply(conn, driver, candidate, claim, now, states, stats)
+                finally:
+                    driver.close()
         for answer in answers:
             if answer.status == ACCEPTED:
                 stats.accepted += 1
@@ -330,22 +361,22 @@ class Ingestor:
             return Answer(REJECTED, device_id, seq, reason=f"device is {row.state}: enrol it again with a new token")
         return Answer(DUPLICATE, device_id, seq, reason=f"seq {seq} <= last accepted seq {row.last_seq}")
 
-    def _load_state(self, conn: Connection, device_id: str) -> dict[str, _StateRow]:
-        rows = conn.execute(_LOAD_STATE, {"id": device_id}).all()
-        return {str(r[0]): _StateRow(*r[1:]) for r in rows}
+    @staticmethod
+    def _claim_params(cand: _Candidate, now: float) -> dict[str, Any]:
+        return {"seq": cand.seq, "now": now, "created": cand.created_at, "id": cand.envelope.device_id}
 
-    def _apply(self, conn: Connection, cand: _Candidate, now: float, states: dict[str, dict[str, _StateRow]],
-               stats: IngestStats) -> Answer:
+    def _apply(self, conn: Connection, driver: _Driver, cand: _Candidate, claim: list[tuple[Any, ...]],
+               now: float, states: dict[str, dict[str, _StateRow]], stats: IngestStats) -> Answer:
+        """Judge and store one envelope whose _CLAIM_SEQ ran (``claim``: its returned row, none if refused)."""
         device_id = cand.envelope.device_id
         payload = cand.payload
         agent = payload.get("agent") or {}
         agent_version = agent.get("version") if isinstance(agent.get("version"), str) else None
         claimed = payload.get("policy") or {}
         agent_policy_ref = f"{claimed.get('id')}@{claimed.get('version')}"[:300]
-        device = conn.execute(_CLAIM_SEQ, {"seq": cand.seq, "now": now, "created": cand.created_at,
-                                           "id": device_id}).first()
-        if device is None:
+        if not claim:
             return self._refusal(conn, device_id, cand.seq)
+        device = _ClaimedDevice(*claim[0])
         stored = self.policies.get(conn, int(device.org_unit_id))
         if stored is None:
             # Nothing to judge with: undo the seq bump so the agent's retry is accepted once a policy exists.
@@ -353,11 +384,12 @@ class Ingestor:
                                 "run `teleposture-server policy push` and assign a default")
         platform = agent.get("platform") if isinstance(agent.get("platform"), str) else device.platform
         agent_statuses = _agent_statuses(payload)
-        eval_hash = hashlib.sha256(_dumps([stored.pk, platform, payload["facts"], agent_statuses, agent_version,
-                                           agent_policy_ref]).encode("utf-8")).hexdigest()
-        if device.eval_hash == eval_hash:
-            # Same inputs as the evaluation whose results check_state holds, and none of them depends on
-            # time (no failing rule inside a grace period): nothing to evaluate or write.
+        eval_hash = _eval_hash([stored.pk, platform, payload["facts"], agent_statuses, agent_version,
+                                agent_policy_ref])
+        if device.eval_hash == eval_hash and (device.eval_valid_until is None
+                                              or cand.created_at < device.eval_valid_until):
+            # Same inputs as the evaluation whose results check_state holds, at a time those results still
+            # hold (no failing rule has left its grace period since): nothing to evaluate or write.
             if device.last_raw_report_at is None or now - device.last_raw_report_at >= self.raw_report_interval:
                 self._keep_raw(conn, cand, now, str(device.compliance), stored.ref)
                 conn.execute(devices.update().where(devices.c.id == device_id).values(last_raw_report_at=now))
@@ -365,11 +397,12 @@ class Ingestor:
             return Answer(ACCEPTED, device_id, cand.seq, compliance=str(device.compliance))
         state = states.get(device_id)
         if state is None:
-            state = states[device_id] = self._load_state(conn, device_id)
+            state = states[device_id] = {str(r[0]): _StateRow(*r[1:])
+                                         for r in driver.rows(_LOAD_STATE, {"id": device_id})}
         failing_since = {rule: row.failing_since for rule, row in state.items() if row.failing_since is not None}
-        judged = self.results.evaluate(device_id, stored, payload["facts"], str(platform), cand.created_at,
-                                       failing_since)
-        results = [j.result for j in judged]
+        results = evaluate(stored.policy, payload["facts"], str(platform), cand.created_at, failing_since)
+        grace = {rule.id: rule.grace_seconds for rule in stored.policy.rules if rule.grace_seconds > 0}
+        valid_until: Optional[float] = None
         org_unit_id = int(device.org_unit_id)
         changed = False
         inserts: list[dict[str, Any]] = []
@@ -378,8 +411,7 @@ class Ingestor:
         counts = {"fail": 0, "warn": 0, "error": 0}
         disagreements = 0
         seen_rules = set()
-        for item in judged:
-            result = item.result
+        for result in results:
             seen_rules.add(result.rule_id)
             if result.status in counts:
                 counts[result.status] += 1
@@ -390,10 +422,15 @@ class Ingestor:
             raw_failing = _raw_failing(result)
             if raw_failing:
                 started = old.failing_since if old is not None and old.failing_since is not None else cand.created_at
+                if result.status == "warn" and result.rule_id in grace:
+                    # evaluate turned this failure into a warn until its grace ends; then the result changes
+                    ends = started + grace[result.rule_id]
+                    valid_until = ends if valid_until is None else min(valid_until, ends)
             else:
                 started = None
-            new = _StateRow(result.status, cand.created_at, started, result.reason, item.message, item.evidence,
-                            agent_status, result.check, result.severity)
+            message = _dumps({"key": result.message.get("key"), "params": result.message.get("params") or {}})
+            new = _StateRow(result.status, cand.created_at, started, result.reason, message,
+                            _dumps(list(result.evidence)), agent_status, result.check, result.severity)
             if old is not None and old.status == new.status:
                 new.since = old.since
                 if (old.failing_since, old.reason, old.message, old.evidence, old.agent_status, old.check_id,
@@ -435,18 +472,16 @@ class Ingestor:
                 del state[rule]
             changed = True
         compliance = summarize(results)
-        graced = {rule.id for rule in stored.policy.rules if rule.grace_seconds > 0}
-        time_dependent = any(_raw_failing(r) and r.rule_id in graced for r in results)
         summary = {"compliance": compliance, "fail_count": counts["fail"], "warn_count": counts["warn"],
                    "error_count": counts["error"], "disagreements": disagreements, "policy_ref": stored.ref,
                    "agent_policy_ref": agent_policy_ref, "agent_version": agent_version,
-                   "eval_hash": None if time_dependent else eval_hash}
-        current = {name: getattr(device, name) for name in summary}
+                   "eval_hash": eval_hash, "eval_valid_until": valid_until}
+        current = device._asdict()
         updates = {name: value for name, value in summary.items() if current[name] != value}
         if "compliance" in updates:
             updates["compliance_since"] = cand.created_at
-        keep_raw = changed or bool(set(updates) - {"eval_hash"}) or device.last_raw_report_at is None \
-            or now - device.last_raw_report_at >= self.raw_report_interval
+        keep_raw = changed or bool(set(updates) - {"eval_hash", "eval_valid_until"}) \
+            or device.last_raw_report_at is None or now - device.last_raw_report_at >= self.raw_report_interval
         if keep_raw:
             self._keep_raw(conn, cand, now, compliance, stored.ref)
             updates["last_raw_report_at"] = now

@@ -113,8 +113,10 @@ devices = sa.Table(
     sa.Column("policy_ref", sa.String(300), nullable=True),  # "id@version" the last report was evaluated with
     sa.Column("agent_policy_ref", sa.String(300), nullable=True),  # "id@version" the agent says it ran
     # SHA-256 of what the last evaluation depended on (policy version, platform, facts, the agent's own
-    # statuses and version); NULL when a failing rule was inside a grace period (then time matters too).
+    # statuses and version), and until when its results hold: the first moment a failing rule leaves its
+    # grace period (NULL: for ever).
     sa.Column("eval_hash", sa.String(64), nullable=True),
+    sa.Column("eval_valid_until", Time, nullable=True),
     # Index-backed listing: each allow-listed sort column leads an index, scoped lists use org_unit_id first.
     sa.Index(None, "machine_id"),
     sa.Index(None, "state", "last_seen"),

@@ -84,8 +84,14 @@ def test_grace_period_turns_young_failures_into_warnings(collector: Collector) -
     collector.send(device.report(created_at=start))
     vpn_down = replace(device.posture, vpn_up=False)
     collector.send(device.report(created_at=start + 60, posture=vpn_down))
-    collector.send(device.report(created_at=start + 1800))  # still inside the 1 h grace
-    collector.send(device.report(created_at=start + 60 + 3600 + 1))  # grace over
+    with collector.db.read() as conn:
+        valid_until = conn.execute(sa.select(devices.c.eval_valid_until)
+                                   .where(devices.c.id == device.device_id)).scalar()
+    assert abs(valid_until - (start + 60 + 3600)) < 0.01, "the warn holds until the grace period ends"
+    before = snapshot(collector.db, exclude=("devices",))
+    collector.send(device.report(created_at=start + 1800))  # still inside the 1 h grace: the same results
+    assert snapshot(collector.db, exclude=("devices",)) == before
+    collector.send(device.report(created_at=start + 60 + 3600 + 1))  # grace over: the same facts now fail
     vpn = [(old, new, seq) for rule, old, new, _, seq in _transitions(collector, device.device_id)
            if rule == "vpn-corporate-traffic"]
     assert vpn == [(None, "pass", 1), ("pass", "warn", 2), ("warn", "fail", 4)]
