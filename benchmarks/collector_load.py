@@ -27,7 +27,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,16 +45,11 @@ import sqlalchemy as sa  # noqa: E402
 from agent import protocol  # noqa: E402
 from agent.policy import evaluate  # noqa: E402
 from benchmarks.collector_sim import AGENT_VERSION, Posture, SimDevice, linux_facts  # noqa: E402
+from benchmarks.loopback import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = [str(REPO / ".venv" / "bin" / "teleposture-server")]
 PG_ADMIN_URL = os.environ.get("TELEPOSTURE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

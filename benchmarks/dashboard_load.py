@@ -26,7 +26,6 @@ import random
 import re
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.policy import baseline  # noqa: E402
 from benchmarks.collector_sim import Posture, linux_facts  # noqa: E402
+from benchmarks.loopback import free_port  # noqa: E402
 from server import cli  # noqa: E402
 from server.store import maintenance  # noqa: E402
 from server.store.schema import (  # noqa: E402
@@ -192,12 +192,6 @@ def seed(url: str, count: int, rng: random.Random) -> dict[str, Any]:
     engine.dispose()
     log(f"  seeded in {time.monotonic() - started:.0f} s: " + ", ".join(f"{v:,} {k}" for k, v in totals.items()))
     return {"unit": unit_ids[3], "search": "lap-0123", "user": "nadia.0001"}  # unit 4, as --keep assumes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Dict, Iterator, List, Optional, Set
 
 import pytest
 
+from benchmarks.loopback import free_port
 from tests.installers.conftest import INSTALLERS, need_tools, run
 from tests.installers.test_static import exposure_score
 
@@ -114,12 +114,6 @@ def snapshot() -> Set[str]:
 
 def documented(path: str) -> bool:
     return any(path == place or path.startswith(place + "/") for place in DOCUMENTED)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Collector:

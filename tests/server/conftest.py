@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from benchmarks.collector_sim import SimDevice
+from benchmarks.loopback import free_port
 from server import cli, security
 from server.app import create_app
 from server.settings import Settings, load_settings
@@ -261,12 +261,6 @@ def snapshot(db: Database, exclude: tuple[str, ...] = ()) -> dict[str, list[tupl
             rows = conn.execute(sa.select(table)).all()
             out[table.name] = sorted((tuple(r) for r in rows), key=repr)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

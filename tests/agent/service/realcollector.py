@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -13,15 +12,11 @@ from typing import Dict, List, Optional
 
 import requests
 
+from benchmarks.loopback import free_port
+
 ROOT = Path(__file__).resolve().parents[3]
 SERVER = str(ROOT / ".venv" / "bin" / "teleposture-server")
 AGENT = str(ROOT / ".venv" / "bin" / "teleposture-agent")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RealCollector:

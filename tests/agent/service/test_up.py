@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from tests.agent.service.realcollector import AGENT, ROOT, RealCollector, free_port
+from benchmarks.loopback import free_port
+from tests.agent.service.realcollector import AGENT, ROOT, RealCollector
 
 pytestmark = pytest.mark.slow
 
