@@ -10,20 +10,45 @@ one short command on macOS/Windows). From the samples the service learns:
 
 The full VPN check (routes of the corporate networks, clients, profiles) runs in the check cycle; this
 module only needs to be right about "is some tunnel up" and "where does the default route go".
+
+A tunnel counts when it is up with a routable address (a utun with only fe80:: does not count). Which
+interfaces are tunnels:
+
+* Linux: by type, as the VPN check decides (``agent.checks.vpn.kinds``, the mapping both share), from
+  three sysfs files per interface that is up with a routable address: ``/sys/class/net/<if>/type`` (the
+  ARPHRD number), ``tun_flags`` (present on tun/tap devices: IFF_TUN or IFF_TAP) and, for type NONE
+  only, ``uevent`` (``DEVTYPE=wireguard``). So a WireGuard interface named ``corp0`` counts and a bridge
+  named ``tun_bridge`` does not; a tap counts only when tun_flags says IFF_TAP, a normal NIC never.
+  A PPP link counts, as in the check, only while a PPP-based VPN client runs (the process list is read
+  only when such a link is up). The check's ``ip -d -j`` and ``ip xfrm`` would cost milliseconds every
+  minute; sysfs cannot tell a route-based IPsec ``vti`` from a plain ``ipip`` tunnel (both ARPHRD_TUNNEL)
+  and policy-based IPsec has no interface, so those two are left to the check. When an interface's type
+  cannot be read (no /sys), the name rule below decides for it.
+* macOS and Windows: by name (``utun``/``ipsec``/``ppp`` ..., words of the adapter description), because
+  neither has a cheap type source: macOS would need ``ifconfig``/``scutil`` and Windows a WMI or
+  PowerShell query, a process start and tens of milliseconds each minute.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from agent.checks.base import ParseError
+from agent.checks.vpn.kinds import (
+    ARPHRD_ETHER,
+    ARPHRD_NONE,
+    counts_as_tunnel,
+    routable_address,
+    sysfs_tunnel_kind,
+)
+from agent.checks.vpn.linux import parse_vpn_processes
 from agent.probes import Host
 
-# Interface names VPN software gives its tunnels (Linux/macOS) and words in Windows adapter names.
+# Interface names VPN software gives its tunnels (macOS; Linux without /sys) and words in Windows adapter names.
 _TUNNEL_NAME = re.compile(r"^(tun|tap|wg|ppp|utun|ipsec|gpd|cscotun|vpn|nordlynx|tailscale|zt)\d*", re.I)
 _WINDOWS_TUNNEL_WORDS = ("vpn", "tap-windows", "wireguard", "wintun", "pangp", "anyconnect", "fortinet",
                          "juniper", "openvpn", "tunnel")
@@ -52,24 +77,70 @@ def is_tunnel_name(name: str, platform: str) -> bool:
     return False
 
 
-def _routable(address: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%")[0])
-    except ValueError:
-        return False
-    return not (ip.is_link_local or ip.is_loopback or ip.is_unspecified)
+def up_with_routable_address(interfaces: Dict[str, Any]) -> List[str]:
+    """Interfaces (Host.interfaces() JSON) that are up with a routable address, sorted."""
+    found = []
+    for name, info in interfaces.items():
+        if not isinstance(info, dict) or not info.get("up"):
+            continue
+        addresses = [a.get("address", "") for a in info.get("addresses") or [] if isinstance(a, dict)]
+        if any(routable_address(str(a)) for a in addresses):
+            found.append(str(name))
+    return sorted(found)
 
 
 def tunnels_up(interfaces: Dict[str, Any], platform: str) -> List[str]:
-    """Tunnel interfaces that are up with a routable address (a utun with only fe80:: does not count)."""
+    """By name (macOS, Windows): tunnel interfaces that are up with a routable address."""
+    return [name for name in up_with_routable_address(interfaces) if is_tunnel_name(name, platform)]
+
+
+def linux_tunnel_kind(host: Host, name: str) -> Tuple[bool, Optional[str]]:
+    """(known, kind) of a Linux interface from sysfs; known is False when its type cannot be read."""
+    base = f"/sys/class/net/{name}"
+    type_probe = host.read_text(f"{base}/type")
+    try:
+        arphrd = int(type_probe.stdout.strip()) if type_probe.error is None else None
+    except ValueError:
+        arphrd = None
+    if arphrd is None:
+        return False, None
+    tun_flags: Optional[str] = None
+    if arphrd in (ARPHRD_NONE, ARPHRD_ETHER):  # tun (NONE) and tap (ETHER) devices have tun_flags
+        probe = host.read_text(f"{base}/tun_flags")
+        tun_flags = probe.stdout if probe.error is None else None
+    uevent: Optional[str] = None
+    if arphrd == ARPHRD_NONE and tun_flags is None:
+        # WireGuard (or xfrm, or a raw-IP modem): DEVTYPE tells; for other types the type alone decides
+        probe = host.read_text(f"{base}/uevent")
+        uevent = probe.stdout if probe.error is None else None
+    return True, sysfs_tunnel_kind(arphrd, tun_flags, uevent)
+
+
+def _vpn_clients(host: Host) -> List[str]:
+    probe = host.processes()
+    if probe.error is not None:
+        return []  # a PPP link is not shown to be a VPN: not counted, as the check would not
+    try:
+        return parse_vpn_processes(probe.stdout)
+    except ParseError:
+        return []
+
+
+def linux_tunnels_up(host: Host, interfaces: Dict[str, Any]) -> List[str]:
+    """By type, as the VPN check decides: tunnel interfaces that are up with a routable address."""
     found = []
-    for name, info in interfaces.items():
-        if not isinstance(info, dict) or not info.get("up") or not is_tunnel_name(name, platform):
+    clients: Optional[List[str]] = None
+    for name in up_with_routable_address(interfaces):
+        known, kind = linux_tunnel_kind(host, name)
+        if not known:
+            if is_tunnel_name(name, "linux"):
+                found.append(name)
             continue
-        addresses = [a.get("address", "") for a in info.get("addresses") or [] if isinstance(a, dict)]
-        if any(_routable(a) for a in addresses):
+        if kind == "ppp" and clients is None:
+            clients = _vpn_clients(host)  # only when a PPP link is up: the process list costs milliseconds
+        if counts_as_tunnel(kind, clients or ()):
             found.append(name)
-    return sorted(found)
+    return found
 
 
 def parse_proc_net_route(text: str) -> Optional[str]:
@@ -156,7 +227,10 @@ def take_sample(host: Host) -> Sample:
         interfaces = {}
     if not isinstance(interfaces, dict):
         interfaces = {}
-    tunnels = tunnels_up(interfaces, host.platform)
+    if host.platform == "linux":
+        tunnels = linux_tunnels_up(host, interfaces)
+    else:
+        tunnels = tunnels_up(interfaces, host.platform)
     route = default_route_interface(host, interfaces)
     return Sample(online=route is not None or bool(tunnels), vpn_up=bool(tunnels), tunnels=tuple(tunnels),
                   default_route_interface=route)

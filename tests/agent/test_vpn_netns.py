@@ -8,7 +8,8 @@ kind must come from the interface type, not a ``tun*`` name), adds a route for t
 
 * tunnel up and routing 203.0.113.0/24   -> pass (and a datagram to 203.0.113.1 really enters the tunnel);
 * tunnel up, 203.0.113.0/24 via the veth -> fail, the reason names the network and the interface;
-* tunnel down                            -> fail.
+* tunnel down                            -> fail;
+* the service's cheap sampler (sysfs, not ``ip``) sees ``office`` as a tunnel while it is up, and no tunnel after.
 
 Only documentation addresses, only inside namespaces this test creates and deletes.
 """
@@ -182,6 +183,15 @@ def agent_check(lab: Lab, policy: Path) -> Tuple[int, Dict[str, Any]]:
     return proc.returncode, report
 
 
+def sampled_tunnels(lab: Lab) -> List[str]:
+    """The tunnels the service's VPN sampler sees inside the client namespace (a separate process: its /sys)."""
+    code = "import json; from agent.probes import LiveHost; from agent.sampler import take_sample; " \
+           "print(json.dumps(take_sample(LiveHost()).tunnels))"
+    proc = subprocess.run(["ip", "netns", "exec", lab.client, sys.executable, "-c", code], capture_output=True,
+                          text=True, cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=30, check=True)
+    return list(json.loads(proc.stdout))
+
+
 def vpn_result(report: Dict[str, Any]) -> Dict[str, Any]:
     results = [r for r in report["results"] if r["check"] == "vpn"]
     assert len(results) == 1, report["results"]
@@ -233,7 +243,9 @@ def test_tunnel_up_but_corporate_network_not_routed_through_it_fails(lab: Lab, p
 
 
 def test_tunnel_down_fails(lab: Lab, policy_file: Path) -> None:
+    sampled_up = sampled_tunnels(lab)
     lab.stop_client()
+    assert (sampled_up, sampled_tunnels(lab)) == ([CLIENT_TUN_DEV], []), "the sampler disagrees with the kernel"
     code, report = agent_check(lab, policy_file)
     facts = report["facts"]["vpn"]["facts"]
     assert facts["tunnel_up"] is False and facts["tunnels"] == []

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.checks.base import CheckOutcome, ParseError, network_list
+from agent.checks.vpn.kinds import counts_as_tunnel, parse_tun_flags
+from agent.checks.vpn.kinds import routable_address as _routable
+from agent.checks.vpn.kinds import tunnel_kind as _kind_of_type
 from agent.probes import NOT_FOUND, Host, ProbeResult
 
 CHECK = "vpn"
@@ -37,19 +40,6 @@ CHECK = "vpn"
 DEFAULT_ROUTE_PROBE_ADDRESSES = ("198.51.100.1", "203.0.113.1", "192.0.2.1", "192.88.99.1")
 
 IP_TIMEOUT = 5.0
-
-# linkinfo info_kind -> tunnel kind. GRE/IPIP/SIT are plain (unencrypted) tunnels and the kernel
-# creates fallback devices (gre0, tunl0, sit0) for them: they are not VPN tunnels.
-_INFO_KIND = {
-    "wireguard": "wireguard",
-    "vti": "ipsec",
-    "vti6": "ipsec",
-    "xfrm": "ipsec",
-    "ppp": "ppp",
-}
-# link_type (ARPHRD) names iproute2 prints -> kind, for interfaces without linkinfo
-_LINK_TYPE = {"ppp": "ppp"}
-IFF_TAP = 0x0002
 
 # process name (lower case) -> VPN client label
 VPN_PROCESSES: Dict[str, str] = {
@@ -96,10 +86,6 @@ VPN_PROCESSES: Dict[str, str] = {
     "mullvad-daemon": "mullvad",
     "protonvpn": "protonvpn",
 }
-# clients that carry their tunnel over a PPP link (ppp0): without one of them a PPP link is dial-up or
-# mobile broadband, not a VPN, and must not pass for one (it may even carry the default route)
-PPP_VPN_CLIENTS = {"l2tp", "l2tp (NetworkManager)", "pptp", "pptp (NetworkManager)", "sstp",
-                   "sstp (NetworkManager)", "fortinet", "fortinet (NetworkManager)", "pppd (vpn)"}
 
 
 @dataclass(frozen=True)
@@ -170,15 +156,6 @@ class Link:
 
 # -- pure parsers ---------------------------------------------------------------
 
-def _routable(address: str) -> bool:
-    """IPv4 (not link-local 169.254/16) or IPv6 that is neither link-local nor loopback."""
-    try:
-        ip = ipaddress.ip_address(address.split("/")[0])
-    except ValueError:
-        return False
-    return not (ip.is_link_local or ip.is_loopback or ip.is_unspecified)
-
-
 def _json_list(text: str, what: str) -> List[Any]:
     stripped = text.strip()
     if not stripped:
@@ -220,30 +197,10 @@ def parse_links(text: str) -> List[Link]:
     return links
 
 
-def parse_tun_flags(text: str) -> Optional[int]:
-    """``/sys/class/net/<if>/tun_flags`` (``0x1001``) -> int, None when unreadable."""
-    try:
-        return int(text.strip(), 16)
-    except ValueError:
-        return None
-
-
 def tunnel_kind(link: Link, tun_flags: Optional[int] = None) -> Optional[str]:
-    """The VPN kind of an interface from its type (not its name), or None for other interfaces."""
-    if link.info_kind == "tun":
-        return "tap" if link.info_type == "tap" else "tun"
-    if link.info_kind in _INFO_KIND:
-        return _INFO_KIND[link.info_kind]
-    if link.info_kind:
-        return None
-    if link.link_type in _LINK_TYPE:
-        return _LINK_TYPE[link.link_type]
-    if tun_flags is not None:
-        return "tap" if tun_flags & IFF_TAP else "tun"
-    if link.link_type == "none":
-        # ARPHRD_NONE without details: a layer-3 tunnel device (tun or WireGuard on an old iproute2).
-        return "tun"
-    return None
+    """The VPN kind of an interface from its type (not its name), or None for other interfaces
+    (the mapping is shared with the service's sampler: agent.checks.vpn.kinds)."""
+    return _kind_of_type(link.link_type, link.info_kind, link.info_type, tun_flags)
 
 
 def link_is_up(link: Link) -> bool:
@@ -445,10 +402,9 @@ def build_facts(links: Sequence[Link], tun_flags: Mapping[str, Optional[int]], d
     """Pure: parsed observations -> (facts, evidence, summary sentence)."""
     tunnels: Dict[str, Tunnel] = {}
     ignored: List[str] = []
-    ppp_vpn = bool(PPP_VPN_CLIENTS & set(vpn_clients))
     for link in links:
         kind = tunnel_kind(link, tun_flags.get(link.name))
-        if kind == "ppp" and not ppp_vpn:
+        if kind and not counts_as_tunnel(kind, vpn_clients):
             ignored.append(f"{link.name}: PPP link with no PPP-based VPN client running (dial-up or mobile "
                            "broadband?), not counted as a tunnel")
         elif kind:
