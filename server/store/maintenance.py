@@ -1,4 +1,5 @@
-"""Periodic jobs: the daily trend snapshot and pruning of raw reports past their retention."""
+"""Periodic jobs: the daily trend snapshot, pruning of raw reports past their retention and of expired
+dashboard sessions."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from server.store.schema import DEVICE_ACTIVE, check_state, daily_stats, devices, reports
+from server.store.schema import DEVICE_ACTIVE, check_state, daily_stats, devices, reports, web_sessions
 from server.store.scope import Scope
 
 
@@ -75,3 +76,15 @@ def prune_reports(conn: Connection, *, retention: float, now: Optional[float] = 
     cutoff = (time.time() if now is None else now) - retention
     ids = sa.select(reports.c.id).where(reports.c.received_at < cutoff).order_by(reports.c.received_at).limit(batch)
     return int(conn.execute(reports.delete().where(reports.c.id.in_(ids))).rowcount or 0)
+
+
+def prune_web_sessions(conn: Connection, *, now: Optional[float] = None, batch: int = 1000) -> int:
+    """Delete dashboard sessions past their expiry (revoked ones included), at most ``batch`` per call.
+
+    Every session expires one lifetime after sign-in, so this keeps the table to the sign-ins of the
+    last lifetime; a revoked row waits for its expiry like the others (it lets nobody in meanwhile).
+    The dashboard runs it at every sign-in, the only place rows are added, so the table stays bounded."""
+    cutoff = time.time() if now is None else now
+    ids = (sa.select(web_sessions.c.id).where(web_sessions.c.expires_at < cutoff)
+           .order_by(web_sessions.c.expires_at).limit(batch))
+    return int(conn.execute(web_sessions.delete().where(web_sessions.c.id.in_(ids))).rowcount or 0)

@@ -224,6 +224,27 @@ user_org_units = sa.Table(
     sa.Column("org_unit_id", sa.Integer, sa.ForeignKey("org_units.id"), primary_key=True),
 )
 
+# Dashboard sign-in sessions (migration 0005). The cookie carries a random secret; only its SHA-256 is
+# stored, so a copy of this table signs nobody in. Sign-out, a password change or disabling the user
+# sets revoked_at, which ends the session for every copy of the cookie. Rows are deleted once expired.
+web_sessions = sa.Table(
+    "web_sessions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("last_seen_at", Time, nullable=False),  # refreshed at most once a minute
+    sa.Column("revoked_at", Time, nullable=True),
+    # SHA-256 of the user's password hash when the session began: a password changed by any path
+    # (even straight in the database) no longer matches, so it ends every older session.
+    sa.Column("password_fingerprint", sa.String(64), nullable=False),
+    sa.Column("remote_addr", sa.String(64), nullable=True),  # where it was signed in from
+    sa.Column("user_agent", sa.String(200), nullable=True),
+    sa.Index(None, "user_id", "expires_at"),
+    sa.Index(None, "expires_at"),
+)
+
 api_tokens = sa.Table(
     "api_tokens", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

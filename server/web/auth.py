@@ -1,10 +1,11 @@
-"""Dashboard sign-in: signed session cookies, CSRF tokens and login rate limits.
+"""Dashboard sign-in: session cookies, CSRF tokens and login rate limits.
 
-Sessions are stateless: the cookie carries (user id, random session id, issue time) and an HMAC made
-with a key derived from the server signing key, so every worker process of one collector accepts it
-without shared memory. The user row is re-read on every request, so a disabled user, a role change or
-a change of org units takes effect at once. The CSRF token of a form is an HMAC of the session id:
-a page from another site can neither read it nor compute it.
+The cookie carries (user id, random session secret, issue time) and an HMAC made with a key derived
+from the server signing key, so a forged or tampered cookie is refused before any database read. The
+secret names a row of web_sessions (server.store.sessions, kept hashed), read together with the user
+row on every request: sign-out, disabling the user or a password change ends the session for every
+copy of the cookie, and a role or org-unit change takes effect at once. The CSRF token of a form is an
+HMAC of the session secret: a page from another site can neither read it nor compute it.
 """
 
 from __future__ import annotations
@@ -47,11 +48,13 @@ class Session:
 
 @dataclass(frozen=True)
 class WebUser:
-    """The signed-in user: name, role and org-unit scope (as a store Principal) and the session."""
+    """The signed-in user: name, role and org-unit scope (as a store Principal), the session from the
+    cookie and the id of its web_sessions row."""
 
     username: str
     principal: Principal
     session: Session
+    session_row: int
 
     @property
     def is_admin(self) -> bool:
@@ -100,7 +103,8 @@ def decode_session(ctx: AppContext, value: str, now: Optional[float] = None) -> 
 
 
 def new_session(user_id: int) -> Session:
-    return Session(user_id, secrets.token_urlsafe(16), time.time())
+    # 256 random bits: the stored SHA-256 of it cannot be turned back into a cookie.
+    return Session(user_id, secrets.token_urlsafe(32), time.time())
 
 
 def csrf_token(ctx: AppContext, binding: str) -> str:

@@ -16,10 +16,11 @@ from starlette.responses import RedirectResponse, Response
 
 from server.api.deps import ContextDep, client_address, deny
 from server.app import AppContext
+from server.store import sessions
 from server.web import auth, render
 from server.web.auth import Redirect, WebUser
 from server.web.i18n import LANGUAGE_NAMES, LANGUAGES, Translator, choose_language
-from server.web.queries import load_user
+from server.web.queries import load_session_user
 
 
 def language(request: Request) -> str:
@@ -77,13 +78,16 @@ def local_path(target: Optional[str], default: str = "/") -> str:
 def _current_user(request: Request, ctx: AppContext) -> Optional[WebUser]:
     session = auth.decode_session(ctx, request.cookies.get(auth.SESSION_COOKIE, ""))
     if session is None:
-        return None
+        return None  # forged, malformed or expired: refused without a database read
     with ctx.db.read() as conn:
-        found = load_user(conn, session.user_id)
+        found = load_session_user(conn, session.session_id, session.user_id)
     if found is None:
         return None
-    username, principal = found
-    return WebUser(username=username, principal=principal, session=session)
+    live, principal = found
+    if live.needs_touch:
+        with ctx.db.write() as conn:
+            sessions.touch_session(conn, live.id)
+    return WebUser(username=live.username, principal=principal, session=session, session_row=live.id)
 
 
 def optional_user(request: Request, ctx: ContextDep) -> Optional[WebUser]:

@@ -19,7 +19,7 @@ from server.api.admin import EXPORT_COLUMNS, _csv_cell
 from server.api.deps import ContextDep
 from server.app import AppContext
 from server.ratelimit import retry_after_header
-from server.store import accounts, audit, enrolment, fleet, maintenance
+from server.store import accounts, audit, enrolment, fleet, maintenance, sessions
 from server.store.scope import Scope
 from server.web import auth, queries, render
 from server.web.common import (
@@ -100,28 +100,78 @@ def login(request: Request, ctx: ContextDep,
     if wait:
         return _login_page(request, ctx, error=t("login.too_many", seconds=int(wait) + 1), username=username,
                            status=429, headers={"Retry-After": retry_after_header(wait)})
+    session: Optional[auth.Session] = None
+    details: dict[str, Any] = {"via": "dashboard"}
     with ctx.db.write() as conn:
         principal = accounts.authenticate_user(conn, username, password) if username and password else None
+        if principal is not None and principal.user_id is not None:
+            session = auth.new_session(principal.user_id)
+            previous = auth.decode_session(ctx, request.cookies.get(auth.SESSION_COOKIE, ""))
+            if previous is not None:  # signing in again in this browser replaces its session
+                sessions.revoke_session_by_secret(conn, previous.session_id)
+            details["session"] = sessions.create_session(
+                conn, principal.user_id, session.session_id, lifetime=auth.SESSION_LIFETIME, remote_addr=address,
+                user_agent=request.headers.get("user-agent"), now=session.issued_at)
+            # Sessions are only added here, so deleting a few expired ones per sign-in bounds the table.
+            maintenance.prune_web_sessions(conn, batch=100)
         audit.record(conn, actor=f"user:{username[:100]}", action="user.login", remote_addr=address,
-                     outcome="ok" if principal else "failed", details={"via": "dashboard"})
-    if principal is None or principal.user_id is None:
+                     outcome="ok" if session else "failed", details=details)
+    if session is None:
         auth.login_failed(request, address, username)
         return _login_page(request, ctx, error=t("login.failed"), username=username, status=401)
     response = RedirectResponse(local_path(next), status_code=303)
-    auth.set_cookie(response, request, ctx, auth.SESSION_COOKIE,
-                    auth.encode_session(ctx, auth.new_session(principal.user_id)),
+    auth.set_cookie(response, request, ctx, auth.SESSION_COOKIE, auth.encode_session(ctx, session),
                     max_age=int(auth.SESSION_LIFETIME))
     response.delete_cookie(auth.LOGIN_COOKIE, path="/")
     return response
 
 
-@router.post("/logout")
-def logout(request: Request, ctx: ContextDep, user: CsrfUserDep) -> Response:
-    with ctx.db.write() as conn:
-        audit.record(conn, actor=user.principal.actor, action="user.logout", remote_addr=audit_address(request))
+def _signed_out() -> Response:
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
     return response
+
+
+@router.post("/logout")
+def logout(request: Request, ctx: ContextDep, user: CsrfUserDep) -> Response:
+    # Revoked on the server: a copy of the cookie (another browser, a stolen one) stops working too.
+    with ctx.db.write() as conn:
+        sessions.revoke_session(conn, user.session_row)
+        audit.record(conn, actor=user.principal.actor, action="user.logout", remote_addr=audit_address(request),
+                     details={"session": user.session_row})
+    return _signed_out()
+
+
+@router.get("/sessions")
+def sessions_page(request: Request, ctx: ContextDep, user: UserDep) -> Response:
+    """The signed-in user's own open sessions, each of which can be ended."""
+    revoked = parse_int(request.query_params.get("revoked"), "revoked", minimum=0, maximum=10**6)
+    with ctx.db.read() as conn:
+        rows = sessions.list_user_sessions(conn, user.session.user_id)
+    return render.page("sessions.html", context(request, ctx, user, "sessions", sessions=rows,
+                                                current=user.session_row, revoked=revoked))
+
+
+@router.post("/sessions/{session_id}/revoke")
+def revoke_one_session(request: Request, ctx: ContextDep, user: CsrfUserDep,
+                       session_id: Annotated[int, Path(ge=1, le=2**31 - 1)]) -> Response:
+    with ctx.db.write() as conn:
+        if not sessions.revoke_session(conn, session_id, user_id=user.session.user_id):
+            raise HTTPException(status_code=404, detail=Translator(language(request))("sessions.not_found"))
+        audit.record(conn, actor=user.principal.actor, action="user.session_revoke", target=str(session_id),
+                     remote_addr=audit_address(request), details={"session": user.session_row})
+    if session_id == user.session_row:
+        return _signed_out()
+    return RedirectResponse("/sessions?revoked=1", status_code=303)
+
+
+@router.post("/sessions/revoke-others")
+def revoke_other_sessions(request: Request, ctx: ContextDep, user: CsrfUserDep) -> Response:
+    with ctx.db.write() as conn:
+        count = sessions.revoke_user_sessions(conn, user.session.user_id, keep=user.session_row)
+        audit.record(conn, actor=user.principal.actor, action="user.sessions_revoke_others",
+                     remote_addr=audit_address(request), details={"session": user.session_row, "revoked": count})
+    return RedirectResponse(f"/sessions?revoked={count}", status_code=303)
 
 
 @router.post("/lang")

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from agent.policy import Policy, evaluate, summarize
-from server.store import fleet, maintenance
+from server.store import fleet, maintenance, sessions
 from server.store import policies as policy_store
 from server.store.accounts import Principal
 from server.store.schema import (
@@ -30,25 +30,24 @@ from server.store.schema import (
     reports,
     transitions,
     user_org_units,
-    users,
 )
 from server.store.scope import Scope
+from server.store.sessions import LiveSession
 
 # Devices a dry-run re-evaluates at most (the most recently seen first); the page says when it sampled.
 DRY_RUN_LIMIT = 5000
 
 
-def load_user(conn: Connection, user_id: int) -> Optional[tuple[str, Principal]]:
-    """(user name, principal) of an enabled user, re-read on every request; None if gone or disabled."""
-    row = conn.execute(sa.select(users.c.username, users.c.role, users.c.disabled_at)
-                       .where(users.c.id == user_id)).first()
-    if row is None or row.disabled_at is not None:
+def load_session_user(conn: Connection, secret: str, user_id: int) -> Optional[tuple[LiveSession, Principal]]:
+    """The live session of a cookie and its user's principal, re-read on every request; None when the
+    session is unknown, revoked or expired, or its user is gone, disabled or has a new password."""
+    live = sessions.find_session(conn, secret)
+    if live is None or live.user_id != user_id:
         return None
     units = conn.execute(sa.select(user_org_units.c.org_unit_id)
                          .where(user_org_units.c.user_id == user_id)).scalars().all()
     scope = Scope(frozenset(int(u) for u in units)) if units else Scope.everything()
-    return str(row.username), Principal(actor=f"user:{row.username}", role=str(row.role), scope=scope,
-                                        user_id=user_id)
+    return live, Principal(actor=f"user:{live.username}", role=live.role, scope=scope, user_id=user_id)
 
 
 def narrow(scope: Scope, org_unit_id: Optional[int]) -> Scope:

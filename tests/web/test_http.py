@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 import sqlalchemy as sa
 
+from agent.policy import baseline
 from tests.web.conftest import csrf_of, sign_in
 from tests.web.live import OTHER_ADMIN_PASSWORD, XSS_HOSTNAME, LiveCollector
 
@@ -118,13 +119,22 @@ def test_forged_or_tampered_session_cookie_is_not_a_session(live: LiveCollector,
             assert client.get("/").status_code == 303
 
 
-def test_sign_out_needs_csrf_and_clears_the_cookie(live: LiveCollector, admin: httpx.Client) -> None:
+def test_sign_out_needs_csrf_and_ends_the_session_for_every_copy(live: LiveCollector, admin: httpx.Client) -> None:
     assert admin.post("/logout").status_code == 403
+    copied = admin.cookies["tp_session"]
+    other = sign_in(live.url, "admin", live.admin_password)  # the same user in another browser
     page = admin.get("/")
     answer = admin.post("/logout", data={"csrf_token": csrf_of(page.text)})
     assert answer.status_code == 303 and answer.headers["location"] == "/login"
     assert "tp_session" not in admin.cookies
     assert admin.get("/").status_code == 303
+    with httpx.Client(base_url=live.url, cookies={"tp_session": copied}) as copy:
+        answer = copy.get("/devices")
+        assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Fdevices"
+        answer = copy.get("/devices", headers={"HX-Request": "true"})
+        assert answer.status_code == 204 and answer.headers["hx-redirect"] == "/login?next=%2Fdevices"
+    assert other.get("/").status_code == 200, "the user's other session goes on"
+    other.close()
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -216,7 +226,7 @@ def test_device_detail_shows_checks_failing_since_timeline_and_versions(live: Li
     assert "System disk encrypted" in first_row
     timeline = html.split('class="timeline"')[1].split("</ol>")[0]
     assert "disk-encryption" in timeline and "st-pass" in timeline and "st-fail" in timeline
-    assert "0.1.0" in html and "ma-telework-baseline@1" in html
+    assert "0.1.0" in html and f"ma-telework-baseline@{baseline().version}" in html
     assert "youssef" in html and "SNWEB00002" in html
 
 
