@@ -1,9 +1,10 @@
 """Evaluation: facts (a report's "facts" object) + policy -> one Result per rule. Pure, never raises.
 
 Per rule: a check that errored gives ``error`` with its reason; a check that does not apply gives
-``not_applicable``; a fact the rule needs that is null or missing gives ``error`` ("unknown"),
-never a guess; otherwise the worst verdict of the rule's expectations (fail > error > warn > pass).
-A failure younger than the rule's grace period (``failing_since``) is reported as ``warn``.
+``not_applicable``; a rule whose ``when`` precondition is not met gives ``not_applicable``; a fact
+the rule needs that is null or missing gives ``error`` ("unknown"), never a guess; otherwise the
+worst verdict of the rule's expectations (fail > error > warn > pass). A failure younger than the
+rule's grace period (``failing_since``) is reported as ``warn``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.checks import REGISTRY
-from agent.checks.base import _type_ok  # the declared-type test, shared with conform()
+from agent.checks.base import CheckFamily, _type_ok  # _type_ok: the declared-type test, shared with conform()
 from agent.policy.messages import Message, message, render_en
-from agent.policy.model import STATUSES, Policy, Rule
+from agent.policy.model import STATUSES, Policy, Rule, expectation_for
 from agent.protocol import rfc3339
 
 # Which verdict wins when a rule has several expectations: a known failure says more than an
@@ -174,6 +175,61 @@ def _judge(fact_type: str, fact: str, value: Any, exp: Any, facts: Mapping[str, 
             else ("fail", message("eq_fail", fact=fact, value=value, expected=exp))]
 
 
+def _judge_fact(family: Optional[CheckFamily], name: str, exp: Any, facts: Mapping[str, Any],
+                outcome: Mapping[str, Any]) -> List[Verdict]:
+    """Verdicts of one expectation on one fact: unknown (null) and ill-typed values are errors, never guesses."""
+    spec = family.spec.fact(name) if family is not None else None
+    fact_type = spec.type if spec is not None else "string"
+    value = facts.get(name)
+    if value is None:
+        return [("error", message("fact_unknown", fact=name, reason=_unknown_reason(outcome)))]
+    if not _type_ok(fact_type, value) or (isinstance(value, float) and not math.isfinite(value)):
+        return [("error", message("fact_bad_type", fact=name, expected=fact_type, found=type(value).__name__))]
+    return _judge(fact_type, name, value, exp, facts)
+
+
+def _conditions(fact: str, exp: Any) -> List[Message]:
+    """A `when` expectation in words ("anti-malware running is yes"), one message per bound."""
+    if not isinstance(exp, Mapping):
+        return [message("when_eq", fact=fact, expected=exp)]
+    if "in" in exp:
+        return [message("when_in", fact=fact, allowed=list(exp["in"]))]
+    words = [message("when_min", fact=fact, min=exp["min"])] if "min" in exp else []
+    if "max" in exp:
+        words.append(message("when_max", fact=fact, max=exp["max"]))
+    if "min_build" in exp:
+        words.append(message("when_build", min=exp["min_build"]))
+    return words
+
+
+def _precondition(rule: Rule, family: Optional[CheckFamily], facts: Mapping[str, Any],
+                  outcome: Mapping[str, Any], platform: str,
+                  used: List[Tuple[str, Any]]) -> Optional[Verdict]:
+    """None when the rule's `when` is met (or absent); else not_applicable, or error when it cannot be told.
+
+    A condition that is known not to hold is enough to set the rule aside, even if another one is
+    unknown; a warning band (which validation refuses in `when`) counts as met.
+    """
+    unmet: List[Message] = []
+    unknown: List[Verdict] = []
+    for name, raw in rule.when.items():
+        exp = expectation_for(raw, platform)
+        if exp is None:
+            continue  # no condition on this platform
+        used.append((name, facts.get(name)))
+        verdicts = _judge_fact(family, name, exp, facts, outcome)
+        if any(status == "fail" for status, _ in verdicts):
+            unmet.extend(_conditions(name, exp))
+        else:
+            unknown.extend(v for v in verdicts if v[0] == "error")
+    if unmet:
+        notes = [message("when_not_met", condition=condition) for condition in unmet]
+        return "not_applicable", notes[0] if len(notes) == 1 else message("several", items=notes)
+    if unknown:
+        return _combine(unknown)
+    return None
+
+
 def _unknown_reason(outcome: Mapping[str, Any]) -> Any:
     """The check's own reason (English text from the collector), or a translatable "not reported"."""
     reason = outcome.get("reason")
@@ -252,24 +308,18 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str) -> Tuple[str, Message
         return "error", message("facts_malformed", check=rule.check,
                                 problem=f"state {_show(state)} with facts of type {type(facts).__name__}"), []
     family = REGISTRY.get(rule.check)
-    verdicts: List[Verdict] = []
     used: List[Tuple[str, Any]] = []
-    for name, exp in rule.expect.items():
-        if isinstance(exp, Mapping) and exp and all(k in ("linux", "darwin", "windows") for k in exp):
-            if platform not in exp:
-                continue  # this expectation is about another platform
-            exp = exp[platform]
-        spec = family.spec.fact(name) if family is not None else None
-        fact_type = spec.type if spec is not None else "string"
-        value = facts.get(name)
-        used.append((name, value))
-        if value is None:
-            verdicts.append(("error", message("fact_unknown", fact=name, reason=_unknown_reason(outcome))))
-        elif not _type_ok(fact_type, value) or (isinstance(value, float) and not math.isfinite(value)):
-            verdicts.append(("error", message("fact_bad_type", fact=name, expected=fact_type,
-                                              found=type(value).__name__)))
-        else:
-            verdicts.extend(_judge(fact_type, name, value, exp, facts))
+    precondition = _precondition(rule, family, facts, outcome, platform, used)
+    if precondition is not None:
+        return precondition[0], precondition[1], _evidence(outcome, used)
+    verdicts: List[Verdict] = []
+    for name, raw in rule.expect.items():
+        exp = expectation_for(raw, platform)
+        if exp is None:
+            continue  # this expectation is about other platforms
+        if name not in (seen for seen, _ in used):
+            used.append((name, facts.get(name)))
+        verdicts.extend(_judge_fact(family, name, exp, facts, outcome))
     networks = rule.params.get("corporate_networks")
     if rule.check == "vpn" and isinstance(networks, list) and networks:
         used.append(("corporate_networks_via_tunnel", facts.get("corporate_networks_via_tunnel")))

@@ -39,6 +39,12 @@ TEMPLATES_EN: Mapping[str, str] = {
     "networks_not_via_tunnel": "corporate networks are not routed through the VPN",
     "no_expectation_applies": "no expectation of this rule applies on {platform}",
     "within_grace": "{inner}; within the grace period until {until}",
+    "when_not_met": "applies only when {condition}",
+    "when_eq": "{fact} is {expected}",
+    "when_in": "{fact} is one of {allowed}",
+    "when_min": "{fact} is at least {min}",
+    "when_max": "{fact} is at most {max}",
+    "when_build": "the OS build is at least {min}",
     "several": "{items}",
 }
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from agent.checks.base import PLATFORMS
 from agent.protocol import canonical_json, digest
 
 POLICY_SCHEMA = "teleposture/policy/v1"
 SEVERITIES = ("critical", "high", "medium", "low")
 LANGUAGES = ("en", "fr", "ar")
 STATUSES = ("pass", "warn", "fail", "not_applicable", "error")
+
+# In a platform-keyed expectation ({darwin: {max: 21}, default: {max: 3}}), what the platforms
+# not named get; without it an expectation keyed by platform applies only to the platforms named.
+PLATFORM_DEFAULT = "default"
+PLATFORM_KEYS = PLATFORMS + (PLATFORM_DEFAULT,)
 
 # How long a failure may last before it counts, when a rule does not say (seconds).
 DEFAULT_GRACE_SECONDS: Mapping[str, int] = {
@@ -29,6 +35,20 @@ DEFAULT_INTERVALS: Mapping[str, int] = {
 }
 
 
+def is_platform_keyed(expectation: Any) -> bool:
+    """True for {darwin: ..., windows: ...} (optionally with `default`); no expectation form uses these keys."""
+    return isinstance(expectation, Mapping) and bool(expectation) and all(k in PLATFORM_KEYS for k in expectation)
+
+
+def expectation_for(expectation: Any, platform: str) -> Optional[Any]:
+    """The expectation that holds on ``platform``; None when a platform-keyed one says nothing about it."""
+    if not is_platform_keyed(expectation):
+        return expectation
+    if platform in expectation:
+        return expectation[platform]
+    return expectation.get(PLATFORM_DEFAULT)
+
+
 class PolicyError(ValueError):
     """A policy document that cannot be used. ``problems`` are "SOURCE:LINE: message" lines."""
 
@@ -43,7 +63,8 @@ class Rule:
 
     ``expect`` maps fact names to expectations (see docs/policy.md); ``params`` are inputs the
     check's collector needs (the VPN check's ``corporate_networks``), which the evaluator then
-    also verifies against the matching facts.
+    also verifies against the matching facts. ``when`` (same form as ``expect``, facts of the same
+    check) is a precondition: where it is not met the rule is ``not_applicable``.
     """
 
     id: str
@@ -55,6 +76,7 @@ class Rule:
     remediation: Mapping[str, str]
     references: Tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
+    when: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         data: Dict[str, Any] = {
@@ -69,6 +91,9 @@ class Rule:
         }
         if self.params:
             data["params"] = _plain(self.params)
+        # Only when given, so that the canonical text (and digest) of a policy without it is unchanged.
+        if self.when:
+            data["when"] = _plain(self.when)
         return data
 
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, List
 
 from agent.checks import REGISTRY
 from agent.checks.base import PLATFORMS, FactSpec
-from agent.policy.model import DEFAULT_INTERVALS, LANGUAGES, POLICY_SCHEMA, SEVERITIES
+from agent.policy.model import DEFAULT_INTERVALS, LANGUAGES, PLATFORM_DEFAULT, POLICY_SCHEMA, SEVERITIES
 from agent.policy.validate import DURATION_PATTERN, ID_PATTERN, VERSION_PATTERN
 
 SCHEMA_ID = "https://teleposture.invalid/schemas/policy/v1.json"
@@ -26,12 +26,13 @@ _DURATION = {"oneOf": [{"type": "integer", "minimum": 0},
                        {"type": "string", "pattern": DURATION_PATTERN.pattern}]}
 
 
-def _number_expectation(integer: bool) -> Dict[str, Any]:
+def _number_expectation(integer: bool, condition: bool) -> Dict[str, Any]:
     scalar = {"type": "integer"} if integer else _NUMBER
+    bounds = {"min": _NUMBER, "max": _NUMBER} if condition else {"min": _NUMBER, "max": _NUMBER, "warn": _NUMBER}
     return {"oneOf": [
         scalar,
         {"type": "object", "minProperties": 1, "additionalProperties": False,
-         "properties": {"min": _NUMBER, "max": _NUMBER, "warn": _NUMBER},
+         "properties": bounds,
          "anyOf": [{"required": ["min"]}, {"required": ["max"]}]},
     ]}
 
@@ -42,27 +43,57 @@ def _version_expectation() -> Dict[str, Any]:
             "properties": {"min": version, "max": version, "min_build": {"type": "integer", "minimum": 0}}}
 
 
-def fact_expectation(fact: FactSpec) -> Dict[str, Any]:
-    """Schema of what a policy may expect of one declared fact (None-like {} never returned)."""
-    if fact.type == "bool":
-        base: Dict[str, Any] = {"type": "boolean"}
-    elif fact.type == "string":
-        base = {"oneOf": [{"type": "string"},
+_EXPECTABLE = ("bool", "string", "int", "number", "version")
+
+
+def _base_expectation(fact_type: str, condition: bool) -> Dict[str, Any]:
+    if fact_type == "bool":
+        return {"type": "boolean"}
+    if fact_type == "string":
+        return {"oneOf": [{"type": "string"},
                           {"type": "object", "required": ["in"], "additionalProperties": False,
                            "properties": {"in": {"type": "array", "minItems": 1, "items": {"type": "string"}}}}]}
-    elif fact.type in ("int", "number"):
-        base = _number_expectation(fact.type == "int")
-    elif fact.type == "version":
-        base = _version_expectation()
-    else:
+    if fact_type in ("int", "number"):
+        return _number_expectation(fact_type == "int", condition)
+    return _version_expectation()
+
+
+def _def_name(fact_type: str, condition: bool) -> str:
+    # Only numbers differ in a `when` (no warn band); the other forms are shared.
+    return f"{fact_type}_condition" if condition and fact_type in ("int", "number") else fact_type
+
+
+def _expectation_defs() -> Dict[str, Any]:
+    """One definition per expectation form (and its per-platform mapping), referenced by every fact of that type."""
+    defs: Dict[str, Any] = {}
+    for fact_type in _EXPECTABLE:
+        for condition in (False, True):
+            name = _def_name(fact_type, condition)
+            if name in defs:
+                continue
+            # `default` covers the platforms not named, so it cannot stand alone.
+            defs[name] = _base_expectation(fact_type, condition)
+            defs[f"{name}_per_platform"] = {
+                "type": "object", "minProperties": 1, "additionalProperties": False,
+                "properties": {p: {"$ref": f"#/$defs/{name}"} for p in PLATFORMS + (PLATFORM_DEFAULT,)},
+                "anyOf": [{"minProperties": 2}, {"not": {"required": [PLATFORM_DEFAULT]}}]}
+    return defs
+
+
+def fact_expectation(fact: FactSpec, condition: bool = False) -> Dict[str, Any]:
+    """Schema of what a policy may expect of one declared fact (None-like {} never returned).
+
+    ``condition``: the form a `when` precondition takes (no `warn`: a condition is met or not).
+    """
+    if not expectable(fact):
         return {"not": {}, "description": f"{fact.name} is a {fact.type}: not expectable"}
-    per_platform = {"type": "object", "minProperties": 1, "additionalProperties": False,
-                    "properties": {p: base for p in PLATFORMS}}
-    return {"description": fact.description, "anyOf": [base, per_platform]}
+    name = _def_name(fact.type, condition)
+    return {"description": fact.description,
+            "anyOf": [{"$ref": f"#/$defs/{name}"}, {"$ref": f"#/$defs/{name}_per_platform"}]}
 
 
 def expectable(fact: FactSpec) -> bool:
-    return fact.type in ("bool", "string", "int", "number", "version")
+    return fact.type in _EXPECTABLE
 
 
 def _rule_schema(check_id: str) -> Dict[str, Any]:
@@ -79,6 +110,9 @@ def _rule_schema(check_id: str) -> Dict[str, Any]:
         "then": {"properties": {
             "expect": {"type": "object", "additionalProperties": False,
                        "properties": {f.name: fact_expectation(f) for f in spec.facts if expectable(f)}},
+            "when": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                     "properties": {f.name: fact_expectation(f, condition=True)
+                                    for f in spec.facts if expectable(f)}},
             "params": {"type": "object", "additionalProperties": False, "properties": params},
         }},
     }
@@ -95,6 +129,9 @@ def policy_schema() -> Dict[str, Any]:
             "check": {"enum": checks},
             "severity": {"enum": list(SEVERITIES)},
             "grace": _DURATION,
+            "when": {"type": "object",
+                     "description": "precondition (same form as expect, no warn): where it is not met, "
+                                    "the rule is not_applicable"},
             "expect": {"type": "object"},
             "params": {"type": "object"},
             "title": _TEXTS,
@@ -120,4 +157,5 @@ def policy_schema() -> Dict[str, Any]:
                           "properties": {name: _DURATION for name in DEFAULT_INTERVALS}},
             "rules": {"type": "array", "minItems": 1, "items": rule},
         },
+        "$defs": _expectation_defs(),
     }

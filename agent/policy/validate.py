@@ -18,10 +18,12 @@ from agent.policy.model import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_INTERVALS,
     LANGUAGES,
+    PLATFORM_DEFAULT,
     POLICY_SCHEMA,
     SEVERITIES,
     Policy,
     Rule,
+    is_platform_keyed,
 )
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -31,7 +33,7 @@ VERSION_PATTERN = re.compile(r"^\d+(\.\d+)*$")
 
 # Every key is carried by Policy.to_json(): a key the model would drop is refused, not ignored.
 TOP_KEYS = ("schema", "id", "version", "title", "intervals", "rules")
-RULE_KEYS = ("id", "check", "severity", "grace", "expect", "params", "title", "remediation", "references")
+RULE_KEYS = ("id", "check", "severity", "grace", "when", "expect", "params", "title", "remediation", "references")
 NUMBER_KEYS = ("min", "max", "warn")
 VERSION_KEYS = ("min", "max", "min_build")
 MAX_INTERVAL_SECONDS = 30 * 86400
@@ -68,10 +70,6 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
-
-
-def _is_platform_keyed(expectation: Any) -> bool:
-    return isinstance(expectation, dict) and bool(expectation) and all(k in PLATFORMS for k in expectation)
 
 
 class _Validator:
@@ -143,11 +141,20 @@ class _Validator:
 
     # -- expectations ------------------------------------------------------------------------
     def expectation(self, spec: CheckSpec, fact: FactSpec, value: Any, path: Path_,
-                    platform: Optional[str] = None) -> None:
+                    platform: Optional[str] = None, condition: bool = False) -> None:
+        """One fact's expectation; ``condition`` for a `when` precondition (met or not: no `warn`)."""
         where = f"{spec.id}.{fact.name}" + (f" on {platform}" if platform else "")
-        if platform is None and _is_platform_keyed(value):
+        if platform is None and is_platform_keyed(value):
+            named = [plat for plat in value if plat != PLATFORM_DEFAULT]
+            if not named:
+                self.problem(path, f"{where}: `{PLATFORM_DEFAULT}` alone names no platform; write the "
+                                   f"expectation directly, or name platforms ({', '.join(PLATFORMS)}) beside it")
+            elif PLATFORM_DEFAULT in value and len(named) == len(PLATFORMS):
+                self.problem(path + (PLATFORM_DEFAULT,), f"{where}: `{PLATFORM_DEFAULT}` is never used: every "
+                                                         f"platform ({', '.join(PLATFORMS)}) is named")
             for plat, sub in value.items():
-                self.expectation(spec, fact, sub, path + (plat,), plat)
+                label = "other platforms" if plat == PLATFORM_DEFAULT else plat
+                self.expectation(spec, fact, sub, path + (plat,), label, condition)
             return
         ftype = fact.type
         if ftype == "bool":
@@ -164,6 +171,10 @@ class _Validator:
                 return
             self.problem(path, f"{where} is a string fact: expect a string or {{in: [...]}}, found {_kind(value)}")
         elif ftype in ("int", "number"):
+            if condition and isinstance(value, dict) and "warn" in value:
+                self.problem(path + ("warn",), f"{where}: `warn` has no meaning in `when` (a condition is met "
+                                               "or not); keep min and/or max")
+                return
             self.number_expectation(where, ftype, value, path)
         elif ftype == "version":
             self.version_expectation(where, value, path)
@@ -303,19 +314,19 @@ class _Validator:
             expect = {}
         elif not expect and not params:
             self.problem(path + ("expect",), f"{what}: `expect` is empty: the rule would check nothing")
+        when = raw.get("when")
+        if when is None:
+            when = {}
+        elif not isinstance(when, dict):
+            self.problem(path + ("when",), f"{what}: `when` must be a mapping of fact to expectation (the "
+                                           f"rule applies only where they are met), found {_kind(when)}")
+            when = {}
+        elif not when:
+            self.problem(path + ("when",), f"{what}: `when` is empty: give a condition (e.g. running: true) "
+                                           "or remove it")
         if spec is not None:
-            for name, expectation in expect.items():
-                here = path + ("expect", name)
-                fact = spec.fact(name)
-                if fact is None:
-                    if spec.param(name) is not None:
-                        self.problem(here, f"{what}: {name} is a parameter of check {spec.id}, not a fact: "
-                                           "put it under `params:`")
-                    else:
-                        self.problem(here, f"{what}: check {spec.id} has no fact {name!r}; its facts: "
-                                           f"{', '.join(f.name for f in spec.facts)}")
-                    continue
-                self.expectation(spec, fact, expectation, here)
+            self.fact_expectations(spec, what, when, path + ("when",), condition=True)
+            self.fact_expectations(spec, what, expect, path + ("expect",))
         title = self.texts(raw, "title", path, what)
         remediation = self.texts(raw, "remediation", path, what)
         references = raw.get("references", [])
@@ -326,7 +337,23 @@ class _Validator:
             return None
         return Rule(id=rule_id, check=spec.id, severity=str(severity), grace_seconds=grace, expect=expect,
                     title=title, remediation=remediation, references=tuple(r.strip() for r in references),
-                    params=params)
+                    params=params, when=when)
+
+    def fact_expectations(self, spec: CheckSpec, what: str, expectations: Mapping[str, Any], path: Path_,
+                          condition: bool = False) -> None:
+        """`expect` or `when`: each key a declared fact of the rule's check, each value a form its type takes."""
+        for name, expectation in expectations.items():
+            here = path + (name,)
+            fact = spec.fact(name)
+            if fact is None:
+                if spec.param(name) is not None:
+                    self.problem(here, f"{what}: {name} is a parameter of check {spec.id}, not a fact: "
+                                       "put it under `params:`")
+                else:
+                    self.problem(here, f"{what}: check {spec.id} has no fact {name!r}; its facts: "
+                                       f"{', '.join(f.name for f in spec.facts)}")
+                continue
+            self.expectation(spec, fact, expectation, here, condition=condition)
 
     # -- document --------------------------------------------------------------------------------
     def document(self, doc: Any) -> Optional[Policy]:

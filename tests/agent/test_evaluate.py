@@ -16,7 +16,8 @@ from agent.protocol import parse_rfc3339
 NOW = 1_790_000_000.0
 
 
-def policy_with(check: str, expect: str, params: str = "", grace: str = "", severity: str = "high") -> Policy:
+def policy_with(check: str, expect: str, params: str = "", grace: str = "", severity: str = "high",
+                when: str = "") -> Policy:
     text = f"""\
 schema: teleposture/policy/v1
 id: t
@@ -26,7 +27,7 @@ rules:
   - id: r
     check: {check}
     severity: {severity}
-{grace and f"    grace: {grace}" + chr(10)}    expect: {expect}
+{grace and f"    grace: {grace}" + chr(10)}{when and f"    when: {when}" + chr(10)}    expect: {expect}
 {params and f"    params: {params}" + chr(10)}    title: {{en: T, fr: T, ar: ت}}
     remediation: {{en: Fix it, fr: Corrigez, ar: أصلحه}}
 """
@@ -139,6 +140,118 @@ def test_unknown_fact_names_the_checks_reason() -> None:
     result = one(policy_with("antivirus", "{signature_age_days: {max: 3}}"), "antivirus", outcome)
     assert result.status == "error"
     assert result.reason == "signature age (days) unknown (no anti-malware running)"
+
+
+AGE = "{signature_age_days: {max: 3, warn: 1}}"
+PER_PLATFORM_AGE = "{signature_age_days: {darwin: {max: 21, warn: 14}, default: {max: 3, warn: 1}}}"
+
+# (when, expect, facts, platform, status, the whole English reason or a fragment of it)
+WHEN_TABLE = [
+    # met: the expectations decide
+    ("{running: true}", AGE, {"running": True, "signature_age_days": 0.5}, "linux", "pass",
+     "signature age (days): 0.5 (at most 3)"),
+    ("{running: true}", AGE, {"running": True, "signature_age_days": 5}, "linux", "fail",
+     "signature age (days): 5 (at most 3 allowed)"),
+    ("{running: true}", AGE, {"running": True, "signature_age_days": None}, "linux", "error",
+     "signature age (days) unknown"),
+    # not met: the rule does not apply, whatever the expected facts say (or do not say)
+    ("{running: true}", AGE, {"running": False, "signature_age_days": None}, "linux", "not_applicable",
+     "applies only when anti-malware running is yes"),
+    ("{running: true}", AGE, {"running": False, "signature_age_days": 40}, "linux", "not_applicable",
+     "applies only when anti-malware running is yes"),
+    ("{running: true, realtime_protection: true}", AGE,
+     {"running": False, "realtime_protection": False, "signature_age_days": None}, "linux", "not_applicable",
+     "applies only when anti-malware running is yes; applies only when real-time protection is yes"),
+    # a condition known to fail is enough, even beside an unknown one
+    ("{running: true, realtime_protection: true}", AGE,
+     {"running": False, "realtime_protection": None, "signature_age_days": 1}, "linux", "not_applicable",
+     "applies only when anti-malware running is yes"),
+    # a condition that cannot be told is an error, never a guess either way
+    ("{running: true}", AGE, {"running": None, "signature_age_days": 1}, "linux", "error",
+     "anti-malware running unknown (the check did not report it)"),
+    ("{running: true}", AGE, {"running": "yes", "signature_age_days": 1}, "linux", "error",
+     "anti-malware running should be bool, found str"),
+    # numeric, string and version conditions, in words
+    ("{signature_age_days: {max: 30}}", "{realtime_protection: true}",
+     {"signature_age_days": 45, "realtime_protection": False}, "linux", "not_applicable",
+     "applies only when signature age (days) is at most 30"),
+    ("{signature_age_days: {min: 1, max: 30}}", "{realtime_protection: true}",
+     {"signature_age_days": 0.2, "realtime_protection": False}, "linux", "not_applicable",
+     "applies only when signature age (days) is at least 1; applies only when signature age (days) is at most 30"),
+    ("{signature_age_days: {max: 30}}", "{realtime_protection: true}",
+     {"signature_age_days": 29, "realtime_protection": False}, "linux", "fail", "real-time protection: no"),
+    # platform-keyed conditions hold only where they are keyed
+    ("{running: {darwin: true}}", AGE, {"running": False, "signature_age_days": None}, "darwin", "not_applicable",
+     "applies only when anti-malware running is yes"),
+    ("{running: {darwin: true}}", AGE, {"running": False, "signature_age_days": None}, "linux", "error",
+     "signature age (days) unknown"),
+    ("{running: {darwin: false, default: true}}", AGE, {"running": False, "signature_age_days": 9}, "windows",
+     "not_applicable", "applies only when anti-malware running is yes"),
+    # platform-keyed expectations with a default for the platforms not named
+    ("{running: true}", PER_PLATFORM_AGE, {"running": True, "signature_age_days": 12.45}, "darwin", "pass",
+     "signature age (days): 12.4 (at most 21)"),
+    ("{running: true}", PER_PLATFORM_AGE, {"running": True, "signature_age_days": 16}, "darwin", "warn",
+     "signature age (days): 16, above 14 (at most 21 allowed)"),
+    ("{running: true}", PER_PLATFORM_AGE, {"running": True, "signature_age_days": 22}, "darwin", "fail",
+     "signature age (days): 22 (at most 21 allowed)"),
+    ("{running: true}", PER_PLATFORM_AGE, {"running": True, "signature_age_days": 12.45}, "linux", "fail",
+     "signature age (days): 12.4 (at most 3 allowed)"),
+    ("{running: true}", PER_PLATFORM_AGE, {"running": True, "signature_age_days": 2}, "windows", "warn",
+     "above 1 (at most 3 allowed)"),
+    ("{running: true}", PER_PLATFORM_AGE, {"running": False, "signature_age_days": None}, "darwin",
+     "not_applicable", "applies only when anti-malware running is yes"),
+]
+
+
+@pytest.mark.parametrize("when, expect, facts, platform, status, reason", WHEN_TABLE,
+                         ids=[f"{row[4]}-{row[3]}-{i}" for i, row in enumerate(WHEN_TABLE)])
+def test_when_precondition(when: str, expect: str, facts: Dict[str, Any], platform: str, status: str,
+                           reason: str) -> None:
+    result = one(policy_with("antivirus", expect, when=when), "antivirus", ok(facts), platform)
+    assert result.status == status, result.reason
+    if status == "not_applicable":
+        assert result.reason == reason
+        assert result.message["key"] in ("when_not_met", "several")
+    else:
+        assert reason in result.reason
+    assert result.reason == render_en(result.message)
+
+
+@pytest.mark.parametrize("state, status, reason", [
+    # the check itself failed: the precondition cannot be judged, so the error stays
+    ("error", "error", "antivirus could not be checked: ps: permission denied"),
+    ("not_applicable", "not_applicable", "does not apply here: ps: permission denied"),
+])
+def test_when_leaves_check_errors_and_inapplicable_checks_alone(state: str, status: str, reason: str) -> None:
+    outcome = {"state": state, "reason": "ps: permission denied", "facts": {}, "evidence": []}
+    result = one(policy_with("antivirus", AGE, when="{running: true}"), "antivirus", outcome)
+    assert (result.status, result.reason) == (status, reason)
+
+
+def test_when_facts_lead_the_evidence_and_the_message_translates() -> None:
+    from agent.i18n import catalog
+
+    result = one(policy_with("antivirus", "{running: true, signature_age_days: {max: 3}}", when="{running: true}"),
+                 "antivirus", ok({"running": False, "signature_age_days": None}, ["looked for: clamd"]))
+    assert result.status == "not_applicable"
+    # a fact both in `when` and `expect` is shown once
+    assert result.evidence == ["running = false", "looked for: clamd"]
+    assert result.message == {"key": "when_not_met",
+                              "params": {"condition": {"key": "when_eq",
+                                                       "params": {"fact": "running", "expected": True}}}}
+    assert catalog("fr").message(result.message) == \
+        "ne s'applique que si protection anti-logiciels malveillants active vaut oui"
+    assert catalog("ar").message(result.message) == \
+        "لا تنطبق هذه القاعدة إلا بشرط: برنامج مكافحة البرمجيات الخبيثة يعمل: نعم"
+
+
+def test_when_never_hides_a_failure_graced_or_not() -> None:
+    policy = policy_with("antivirus", AGE, when="{running: true}", grace="72h")
+    facts = {"antivirus": ok({"running": True, "signature_age_days": 9})}
+    [graced] = evaluate(policy, facts, "linux", NOW, {})
+    assert graced.status == "warn" and "within the grace period" in graced.reason
+    [late] = evaluate(policy, facts, "linux", NOW, {"r": NOW - 4 * 86400})
+    assert late.status == "fail"
 
 
 @pytest.mark.parametrize("outcome, fragment", [
@@ -297,3 +410,16 @@ def test_evaluate_never_raises_on_any_facts(facts: Dict[str, Any], platform: str
     assert len(results) == len(baseline().rules)
     for result in results:
         assert result.status in STATUSES and result.reason
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin", "windows"])
+def test_baseline_signature_rule_does_not_apply_without_a_running_product(platform: str) -> None:
+    from agent.policy import baseline
+
+    facts = {"antivirus": {"state": "ok", "reason": None, "evidence": ["no anti-malware process running"],
+                           "facts": {"running": False, "products": [], "realtime_protection": None,
+                                     "signature_age_days": None}}}
+    by_rule = {r.rule_id: r for r in evaluate(baseline(), facts, platform, NOW)}
+    assert by_rule["antimalware-running"].status == "fail"
+    assert (by_rule["antimalware-signatures"].status, by_rule["antimalware-signatures"].reason) == \
+        ("not_applicable", "applies only when anti-malware running is yes")

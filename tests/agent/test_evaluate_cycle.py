@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import pytest
 
 from agent.cycle import CycleHost, run_cycle
-from agent.policy import baseline, load_policy_text
+from agent.policy import baseline, evaluate, load_policy_text
 from agent.probes import DEFAULT_TIMEOUT, ProbeResult, Recording, ReplayHost
 
 RECORDED_AT = 1_790_000_000.0
@@ -108,3 +109,25 @@ def test_only_restricts_and_rejects_unknown_checks() -> None:
     assert [r.check for r in cycle.results] == ["os_identity"]
     with pytest.raises(KeyError, match="unknown check nope; known: antivirus"):
         run_cycle(CountingReplay(), baseline(), only=["nope"])
+
+
+DARWIN = Path(__file__).resolve().parents[1] / "fixtures" / "darwin"
+
+
+@pytest.mark.parametrize("recording, status, fragment", [
+    # XProtect 12 days old: within the baseline's 21 days for macOS (Apple ships it every 1-3 weeks) ...
+    ("14-apple-silicon/automatic-updates-off.json", "pass", "signature age (days): 12.4 (at most 21)"),
+    # ... and a fresh one passes as before
+    ("14-apple-silicon/baseline.json", "pass", "(at most 21)"),
+])
+def test_recorded_mac_gets_the_macos_signature_limit(recording: str, status: str, fragment: str) -> None:
+    cycle = run_cycle(ReplayHost(Recording.load(DARWIN / recording)), baseline())
+    assert cycle.platform == "darwin"
+    by_rule = {r.rule_id: r for r in cycle.results}
+    assert (by_rule["antimalware-signatures"].status, by_rule["antimalware-running"].status) == (status, "pass")
+    assert fragment in by_rule["antimalware-signatures"].reason
+    # the same facts on another platform are judged by the default limit (3 days)
+    age = cycle.facts_json()["antivirus"]["facts"]["signature_age_days"]
+    [linux] = [r for r in evaluate(baseline(), cycle.facts_json(), "linux", cycle.checked_at)
+               if r.rule_id == "antimalware-signatures"]
+    assert linux.status == ("fail" if age > 3 else "warn" if age > 1 else "pass")

@@ -105,12 +105,18 @@ def test_schema_lists_every_declared_check_and_expectable_fact() -> None:
     vpn_expect = by_check["vpn"]["expect"]["properties"]
     assert "tunnel_up" in vpn_expect and "tunnels" not in vpn_expect  # lists are not expectable
     assert by_check["vpn"]["params"]["properties"]["corporate_networks"]["type"] == "array"
-    assert vpn_expect["tunnel_up"]["anyOf"][0] == {"type": "boolean"}
+    assert vpn_expect["tunnel_up"]["anyOf"][0] == {"$ref": "#/$defs/bool"}
+    assert schema["$defs"]["bool"] == {"type": "boolean"}
+    assert "warn" in schema["$defs"]["number"]["oneOf"][1]["properties"]
+    # a `when` condition is met or not: no warning band
+    when = by_check["antivirus"]["when"]["properties"]
+    assert when["signature_age_days"]["anyOf"][0] == {"$ref": "#/$defs/number_condition"}
+    assert "warn" not in schema["$defs"]["number_condition"]["oneOf"][1]["properties"]
 
 
 def test_baseline_encodes_the_telework_requirements() -> None:
     policy = baseline()
-    assert policy.id == "ma-telework-baseline" and policy.version == 1
+    assert policy.id == "ma-telework-baseline" and policy.version == 2
     assert policy.intervals == {"check": 3600, "upload": 300, "policy_refresh": 3600, "vpn_sample": 60}
     rules = {rule.id: rule for rule in policy.rules}
     assert rules["disk-encryption"].severity == "critical"
@@ -126,7 +132,11 @@ def test_baseline_encodes_the_telework_requirements() -> None:
     assert rules["firewall-enabled"].severity == "high"
     assert rules["screen-lock"].expect["idle_delay_seconds"]["max"] == 600
     assert rules["screen-lock"].severity == "medium"
-    assert dict(rules["antimalware-signatures"].expect) == {"signature_age_days": {"max": 3, "warn": 1}}
+    # XProtect updates every one to three weeks; Defender and ClamAV daily
+    assert dict(rules["antimalware-signatures"].expect) == {
+        "signature_age_days": {"darwin": {"max": 21, "warn": 14}, "default": {"max": 3, "warn": 1}}}
+    assert dict(rules["antimalware-signatures"].when) == {"running": True}
+    assert [rule.id for rule in policy.rules if rule.when] == ["antimalware-signatures"]
     assert rules["supported-os-version"].expect["os_version"] == {"darwin": {"min": "14.0"},
                                                                   "windows": {"min_build": 19045}}
     assert set(checks_used(policy)) == {"disk_encryption", "vpn", "patches", "os_identity", "firewall",
@@ -227,3 +237,20 @@ def test_mutated_baseline_never_crashes(key: str, value: Any) -> None:
         document[key] = value
     problems = validate_text(json.dumps(document), "m.json")
     assert all(p.startswith("m.json:") for p in problems)
+
+
+def test_generated_schema_accepts_the_baseline_and_refuses_what_validate_refuses() -> None:
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    validator = jsonschema_rs.Draft202012Validator(json.loads(schema_text()))
+    document = baseline().to_json()
+    assert validator.is_valid(document)
+    signatures = next(r for r in document["rules"] if r["id"] == "antimalware-signatures")
+    for field, value in [("expect", {"signature_age_days": {"default": {"max": 3}}}),  # default alone
+                         ("when", {"signature_age_days": {"max": 3, "warn": 1}}),     # warn in a condition
+                         ("when", {"runing": True}),                                   # unknown fact
+                         ("when", {"running": {"darwin": "yes"}})]:                    # wrong type
+        saved = signatures[field]
+        signatures[field] = value
+        assert not validator.is_valid(document), (field, value)
+        signatures[field] = saved
+    assert validator.is_valid(document)

@@ -198,3 +198,78 @@ def test_json_documents_report_problems_too() -> None:
     assert any("unknown check 'nope'" in p for p in problems)
     # pretty-printed JSON borrows line numbers from the YAML composer
     assert any(p.startswith("p.json:4: ") and "unknown check" in p for p in problems), problems
+
+
+AV_EXPECT = "    expect: {signature_age_days: {max: 3}}\n"
+
+# (antivirus rule body, the text on the line that must be named, fragment of the message)
+WHEN_CASES = [
+    ("    when: {runing: true}\n" + AV_EXPECT, "when: {runing", "check antivirus has no fact 'runing'; its facts: "
+     "running, products"),
+    ("    when:\n      running: 1\n" + AV_EXPECT, "running: 1", "antivirus.running is a boolean fact"),
+    ("    when:\n      running: \"yes\"\n" + AV_EXPECT, "running: \"yes\"", "boolean fact: expect true or false, "
+     "found a string"),
+    ("    when:\n      signature_age_days: {max: 3, warn: 1}\n    expect: {realtime_protection: true}\n",
+     "signature_age_days: {max: 3, warn", "`warn` has no meaning in `when`"),
+    ("    when:\n      signature_age_days: {max: yes}\n    expect: {realtime_protection: true}\n",
+     "signature_age_days: {max: yes", "`max` must be a number"),
+    ("    when:\n      products: [clamav]\n" + AV_EXPECT, "products: [clamav]", "list fact: policies cannot set"),
+    ("    when:\n      running: {darwin: true, beos: false}\n" + AV_EXPECT, "running: {darwin", "boolean fact"),
+    ("    when:\n      running: {darwin: true, default: 1}\n" + AV_EXPECT, "running: {darwin",
+     "antivirus.running on other platforms is a boolean fact"),
+    ("    when: [running]\n" + AV_EXPECT, "when: [running]", "`when` must be a mapping of fact to expectation"),
+    ("    when: {}\n" + AV_EXPECT, "when: {}", "`when` is empty"),
+    # platform-keyed expectations with `default`
+    ("    expect:\n      signature_age_days: {default: {max: 3}}\n", "signature_age_days: {default",
+     "`default` alone names no platform"),
+    ("    expect:\n      signature_age_days:\n        linux: {max: 3}\n        darwin: {max: 21}\n"
+     "        windows: {max: 3}\n        default: {max: 5}\n", "default: {max: 5}", "`default` is never used"),
+    ("    expect:\n      signature_age_days:\n        darwin: {max: 21}\n        default: {max: 3, warn: 7}\n",
+     "default: {max: 3, warn: 7}", "antivirus.signature_age_days on other platforms: warn 7 must be below max 3"),
+]
+
+
+@pytest.mark.parametrize("body, needle, fragment", WHEN_CASES, ids=[c[2][:50] for c in WHEN_CASES])
+def test_when_and_default_mistakes_name_their_line(body: str, needle: str, fragment: str) -> None:
+    text = doc(rule(body, check="antivirus"))
+    problems = validate_text(text, "p.yaml")
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"p.yaml:{line_of(text, needle)}: "), (problems, line_of(text, needle))
+    assert fragment in problems[0]
+
+
+def test_when_names_a_param_as_a_fact() -> None:
+    text = doc(rule("    when:\n      corporate_networks: [10.0.0.0/8]\n" + VPN_HEAD, check="vpn"))
+    [problem] = validate_text(text, "p.yaml")
+    assert problem.startswith(f"p.yaml:{line_of(text, 'corporate_networks:')}: ")
+    assert "is a parameter of check vpn, not a fact" in problem
+
+
+def test_valid_when_and_default_are_kept_and_round_trip() -> None:
+    from agent.policy import policy_from_json
+
+    text = doc(rule("    when: {running: true, signature_age_days: {darwin: {max: 60}}}\n"
+                    "    expect:\n      signature_age_days: {darwin: {max: 21, warn: 14}, default: {max: 3, warn: 1}}\n",
+                    check="antivirus"),
+               rule("    expect: {enabled: true}\n", rule_id="r2"))
+    policy = load_policy_text(text, "p.yaml")
+    with_when, without = policy.rules
+    assert dict(with_when.when) == {"running": True, "signature_age_days": {"darwin": {"max": 60}}}
+    assert with_when.to_json()["when"] == {"running": True, "signature_age_days": {"darwin": {"max": 60}}}
+    # a rule without `when` serialises as before, so digests of existing policies do not change
+    assert without.when == {} and "when" not in without.to_json()
+    assert policy_from_json(policy.to_json()) == policy
+
+
+def test_when_problems_in_a_json_upload_name_their_line() -> None:
+    # the collector validates uploads through the same function
+    text = ('{"schema": "teleposture/policy/v1", "id": "j", "version": 1,\n'
+            ' "title": {"en": "a", "fr": "b", "ar": "c"},\n'
+            ' "rules": [\n'
+            '  {"id": "x", "check": "antivirus", "severity": "high",\n'
+            '   "when": {"running": "true"},\n'
+            '   "expect": {"signature_age_days": {"max": 3}},\n'
+            '   "title": {"en": "a", "fr": "b", "ar": "c"}, "remediation": {"en": "a", "fr": "b", "ar": "c"}}\n'
+            ' ]\n}\n')
+    [problem] = validate_text(text, "p.json")
+    assert problem.startswith("p.json:5: ") and "antivirus.running is a boolean fact" in problem
