@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.web.conftest import sign_in as http_sign_in
 from tests.web.live import VIEWER_PASSWORD, XSS_HOSTNAME, LiveCollector
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -294,3 +295,21 @@ def test_viewer_has_no_admin_actions(browser: Any, live: LiveCollector, output_d
     driver.get(live.url + "/devices/" + live.device_id("lap-000002") + "/revoke")
     assert "Not allowed" in driver.find_element(By.TAG_NAME, "h1").text
     shot(driver, output_dir, "16-viewer-refused")
+
+
+def test_your_sessions_and_signing_out_one(browser: Any, live: LiveCollector, output_dir: Path) -> None:
+    driver = browser
+    other = http_sign_in(live.url, "finance-viewer", VIEWER_PASSWORD)  # the same user elsewhere
+    sign_in(driver, live, "finance-viewer", VIEWER_PASSWORD)
+    severe_console_errors(driver)  # drop what earlier tests logged
+    driver.find_element(By.CSS_SELECTOR, "header a.who").click()
+    rows = wait(driver).until(ec.presence_of_all_elements_located((By.CSS_SELECTOR, "main tbody tr")))
+    assert len(rows) >= 2 and "This session" in driver.find_element(By.CSS_SELECTOR, "tr[aria-current]").text
+    assert severe_console_errors(driver) == []
+    shot(driver, output_dir, "17-sessions")
+    driver.find_element(By.CSS_SELECTOR, "tr[aria-current] form button").click()
+    wait(driver).until(ec.presence_of_element_located((By.ID, "username")))
+    driver.get(live.url + "/devices")
+    assert "/login" in driver.current_url, "the ended session is refused"
+    assert other.get("/devices").status_code == 200, "the other session goes on"
+    other.close()
