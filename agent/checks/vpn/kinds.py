@@ -57,6 +57,16 @@ def parse_tun_flags(text: str) -> Optional[int]:
         return None
 
 
+def uevent_devtype(text: str) -> str:
+    """``DEVTYPE=`` of ``/sys/class/net/<if>/uevent`` (``wwan``, ``wireguard`` ...), "" when it prints none."""
+    devtype = ""
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "DEVTYPE":
+            devtype = value.strip()
+    return devtype
+
+
 def tunnel_kind(link_type: str, info_kind: str = "", info_type: str = "",
                 tun_flags: Optional[int] = None) -> Optional[str]:
     """The VPN kind of an interface from its type (not its name), or None for other interfaces."""
@@ -72,6 +82,7 @@ def tunnel_kind(link_type: str, info_kind: str = "", info_type: str = "",
         return "tap" if tun_flags & IFF_TAP else "tun"
     if link_type == "none":
         # ARPHRD_NONE without details: a layer-3 tunnel device (tun or WireGuard on an old iproute2).
+        # A raw-IP modem (qmi_wwan) is ARPHRD_NONE too: callers pass its DEVTYPE=wwan as info_kind.
         return "tun"
     return None
 
@@ -96,12 +107,7 @@ def sysfs_link(arphrd: int, tun_flags_text: Optional[str], uevent_text: Optional
     flags = parse_tun_flags(tun_flags_text) if tun_flags_text is not None else None
     if flags is not None:
         return link_type, "tun", "tap" if flags & IFF_TAP else "tun", flags
-    devtype = ""
-    for line in (uevent_text or "").splitlines():
-        key, _, value = line.partition("=")
-        if key == "DEVTYPE":
-            devtype = value.strip()
-    return link_type, devtype, "", None
+    return link_type, uevent_devtype(uevent_text or ""), "", None
 
 
 def sysfs_tunnel_kind(arphrd: int, tun_flags_text: Optional[str], uevent_text: Optional[str]) -> Optional[str]:

@@ -4,7 +4,9 @@ Probes (no root needed, no traffic sent):
 
 * ``ip -d -j addr show``: every interface with its link type (the kernel's ARPHRD type, the same number
   as ``/sys/class/net/<if>/type``), its ``linkinfo`` kind (tun/tap, wireguard, vti/xfrm ...) and addresses;
-* ``/sys/class/net/<if>/tun_flags`` for an interface that has no ``linkinfo`` (old iproute2 / kernels);
+* ``/sys/class/net/<if>/tun_flags`` for an interface that has no ``linkinfo`` (old iproute2 / kernels), and
+  for one of link type ``none`` that has neither, its ``uevent``: a raw-IP LTE/5G modem (qmi_wwan) is
+  ARPHRD_NONE like a tun and only ``DEVTYPE=wwan`` there tells it apart (``DEVTYPE=wireguard``: WireGuard);
 * ``ip -j route get <address>``: the kernel's route lookup for one address, which follows policy
   routing (``ip rule``, wg-quick's fwmark tables) and OpenVPN's ``def1`` half-routes, unlike reading
   the ``default`` entry of the main table;
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.checks.base import CheckOutcome, ParseError, network_list
-from agent.checks.vpn.kinds import counts_as_tunnel, parse_tun_flags
+from agent.checks.vpn.kinds import counts_as_tunnel, parse_tun_flags, uevent_devtype
 from agent.checks.vpn.kinds import routable_address as _routable
 from agent.checks.vpn.kinds import tunnel_kind as _kind_of_type
 from agent.probes import NOT_FOUND, Host, ProbeResult
@@ -40,6 +42,9 @@ CHECK = "vpn"
 DEFAULT_ROUTE_PROBE_ADDRESSES = ("198.51.100.1", "203.0.113.1", "192.0.2.1", "192.88.99.1")
 
 IP_TIMEOUT = 5.0
+
+# uevent DEVTYPE of a link-type-none interface that is not a tunnel -> what the evidence calls it
+NOT_TUNNEL_DEVTYPES: Dict[str, str] = {"wwan": "mobile broadband modem"}
 
 # process name (lower case) -> VPN client label
 VPN_PROCESSES: Dict[str, str] = {
@@ -197,10 +202,11 @@ def parse_links(text: str) -> List[Link]:
     return links
 
 
-def tunnel_kind(link: Link, tun_flags: Optional[int] = None) -> Optional[str]:
+def tunnel_kind(link: Link, tun_flags: Optional[int] = None, devtype: str = "") -> Optional[str]:
     """The VPN kind of an interface from its type (not its name), or None for other interfaces
-    (the mapping is shared with the service's sampler: agent.checks.vpn.kinds)."""
-    return _kind_of_type(link.link_type, link.info_kind, link.info_type, tun_flags)
+    (the mapping is shared with the service's sampler: agent.checks.vpn.kinds). ``devtype``: the
+    ``DEVTYPE=`` of its uevent, which stands for the linkinfo kind when ``ip -d`` shows none (as in the sampler)."""
+    return _kind_of_type(link.link_type, link.info_kind or devtype, link.info_type, tun_flags)
 
 
 def link_is_up(link: Link) -> bool:
@@ -398,13 +404,19 @@ def _describe_route(answer: RouteAnswer, tunnels: Mapping[str, Tunnel],
 def build_facts(links: Sequence[Link], tun_flags: Mapping[str, Optional[int]], default_route: RouteAnswer,
                 corporate: Sequence[Tuple[str, RouteAnswer]], vpn_clients: Sequence[str],
                 configured: Optional[Sequence[str]], ipsec: Sequence[IpsecPolicy] = (),
+                devtypes: Optional[Mapping[str, str]] = None,
                 ) -> Tuple[Dict[str, Any], List[str], str]:
-    """Pure: parsed observations -> (facts, evidence, summary sentence)."""
+    """Pure: parsed observations -> (facts, evidence, summary sentence). ``devtypes``: uevent ``DEVTYPE=``
+    of the link-type-none interfaces without linkinfo or tun_flags (the only ones whose uevent is read)."""
     tunnels: Dict[str, Tunnel] = {}
     ignored: List[str] = []
     for link in links:
-        kind = tunnel_kind(link, tun_flags.get(link.name))
-        if kind and not counts_as_tunnel(kind, vpn_clients):
+        devtype = (devtypes or {}).get(link.name, "")
+        kind = tunnel_kind(link, tun_flags.get(link.name), devtype)
+        if kind is None and devtype and not link.info_kind:
+            what = NOT_TUNNEL_DEVTYPES.get(devtype, f"{devtype} device")
+            ignored.append(f"{link.name}: {what} (DEVTYPE={devtype}), not a tunnel")
+        elif kind and not counts_as_tunnel(kind, vpn_clients):
             ignored.append(f"{link.name}: PPP link with no PPP-based VPN client running (dial-up or mobile "
                            "broadband?), not counted as a tunnel")
         elif kind:
@@ -512,10 +524,21 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         return CheckOutcome.probe_failed(CHECK, addr)
     links = parse_links(addr.stdout)
     tun_flags: Dict[str, Optional[int]] = {}
+    devtypes: Dict[str, str] = {}
+    sysfs_evidence: List[str] = []
     for link in links:
-        if not link.info_kind and link.link_type in ("none", "ether"):
-            flags_probe = host.read_text(f"/sys/class/net/{link.name}/tun_flags")
-            tun_flags[link.name] = parse_tun_flags(flags_probe.stdout) if flags_probe.error is None else None
+        if link.info_kind or link.link_type not in ("none", "ether"):
+            continue  # ip -d said what it is: nothing more to read (the common case)
+        flags_probe = host.read_text(f"/sys/class/net/{link.name}/tun_flags")
+        tun_flags[link.name] = parse_tun_flags(flags_probe.stdout) if flags_probe.error is None else None
+        if link.link_type == "none" and tun_flags[link.name] is None:
+            # not a tun device: a raw-IP modem (DEVTYPE=wwan) looks like a tunnel in ip -d, its uevent tells
+            uevent = host.read_text(f"/sys/class/net/{link.name}/uevent")
+            if uevent.error is None:
+                devtypes[link.name] = uevent_devtype(uevent.stdout)
+            else:
+                sysfs_evidence.append(f"{link.name}: link type none without details, counted as a tunnel "
+                                      f"(its uevent was not read: {uevent.describe_failure()})")
 
     try:
         default_answer = _route_get(host, default_route_probe(networks))
@@ -537,7 +560,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     else:
         # reading xfrm policies needs CAP_NET_ADMIN: without it, policy-based IPsec is invisible
         extra_evidence.append(f"IPsec policies not read (policy-based IPsec not seen): {xfrm.describe_failure()}")
-    facts, evidence, summary = build_facts(links, tun_flags, default_answer, corporate, clients, configured, ipsec)
+    facts, evidence, summary = build_facts(links, tun_flags, default_answer, corporate, clients, configured, ipsec,
+                                           devtypes)
 
     # policy routing evidence: wg-quick and some clients route through extra tables selected by rules
     rules = host.run(["ip", "-j", "rule"], timeout=IP_TIMEOUT)
@@ -554,4 +578,4 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
             continue
         if lines:
             evidence.append(f"{label}: " + "; ".join(lines[:8]))
-    return CheckOutcome(CHECK, reason=summary, facts=facts, evidence=evidence + extra_evidence)
+    return CheckOutcome(CHECK, reason=summary, facts=facts, evidence=evidence + sysfs_evidence + extra_evidence)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from agent.checks import vpn
 from agent.checks.base import ERROR, OK, ParseError, conform, run_collector
 from agent.checks.vpn import linux
+from agent.policy import evaluate, load_policy_text
 from agent.probes import (
     NOT_FOUND,
     PERMISSION_DENIED,
@@ -92,6 +93,21 @@ EXPECTED: List[Any] = [
                              {"network": "172.16.0.0/12", "interface": "wlp2s0", "via_tunnel": False}],
         "corporate_networks_via_tunnel": False,
     }, id="fedora40-openconnect-one-network-not-routed"),
+    pytest.param("fedora-41/vpn-lte-modem-no-vpn.json", ["10.20.0.0/16"], {
+        # the raw-IP modem is link type none without linkinfo, like a tun: its uevent says DEVTYPE=wwan
+        "tunnel_up": False, "tunnel_kinds": {}, "vpn_clients": [],
+        "configured_vpn_services": ["networkmanager:Office OpenVPN"],
+        "default_route_interface": "wwp0s20f0u6i4", "default_route_via_tunnel": False,
+        "corporate_routes": [{"network": "10.20.0.0/16", "interface": "wwp0s20f0u6i4", "via_tunnel": False}],
+        "corporate_networks_via_tunnel": False,
+    }, id="fedora41-lte-modem-no-vpn"),
+    pytest.param("fedora-41/vpn-lte-modem-openvpn-routed.json", ["10.20.0.0/16"], {
+        "tunnel_up": True, "tunnel_kinds": {"tun0": "tun"},
+        "vpn_clients": ["openvpn", "openvpn (NetworkManager)"],
+        "default_route_interface": "wwp0s20f0u6i4", "default_route_via_tunnel": False,
+        "corporate_routes": [{"network": "10.20.0.0/16", "interface": "tun0", "via_tunnel": True}],
+        "corporate_networks_via_tunnel": True,
+    }, id="fedora41-lte-modem-openvpn-split-routed"),
 ]
 
 
@@ -111,6 +127,83 @@ def test_fixture_parses_to_expected_facts(fixture: str, networks: List[str], exp
 def test_not_routed_reason_names_the_network_and_interface() -> None:
     outcome = replay("debian-12/vpn-tunnel-up-corporate-not-routed.json", ["203.0.113.0/24"])
     assert outcome.reason == "tunnel office is up but 203.0.113.0/24 is routed via vcli, not through a tunnel"
+
+
+VPN_POLICY = load_policy_text("""\
+schema: teleposture/policy/v1
+id: lte
+version: 1
+title: {en: T, fr: T, ar: ت}
+rules:
+  - id: vpn-corporate-traffic
+    check: vpn
+    severity: high
+    expect: {tunnel_up: true}
+    params: {corporate_networks: [10.20.0.0/16]}
+    title: {en: T, fr: T, ar: ت}
+    remediation: {en: Fix it, fr: Corrigez, ar: أصلحه}
+""", "lte.yaml")
+
+
+@pytest.mark.parametrize(("fixture", "status", "summary"), [
+    ("fedora-41/vpn-lte-modem-no-vpn.json", "fail", "no VPN tunnel is up"),
+    ("fedora-41/vpn-lte-modem-openvpn-routed.json", "pass", "tunnel tun0 is up and routes every corporate network"),
+])
+def test_laptop_on_lte_is_judged_by_its_tunnel_not_its_modem(fixture: str, status: str, summary: str) -> None:
+    outcome = replay(fixture, ["10.20.0.0/16"])
+    assert outcome.reason == summary
+    assert "wwp0s20f0u6i4: mobile broadband modem (DEVTYPE=wwan), not a tunnel" in outcome.evidence
+    assert ("corporate 10.20.0.0/16: ip route get 10.20.0.1: dev wwp0s20f0u6i4 via 100.71.18.202, not a tunnel"
+            in outcome.evidence) is (status == "fail")
+    [result] = evaluate(VPN_POLICY, {"vpn": outcome.to_json()}, "linux", Recording.load(FIXTURES / fixture).recorded_at)
+    assert result.status == status
+
+
+class ReadLog(ReplayHost):
+    """A replay that remembers which files the collector read."""
+
+    def __init__(self, recording: Recording) -> None:
+        super().__init__(recording)
+        self.reads: List[str] = []
+
+    def read_text(self, path: str) -> ProbeResult:
+        self.reads.append(path)
+        return super().read_text(path)
+
+
+@pytest.mark.parametrize(("fixture", "network", "reads"), [
+    # only the link-type-none interface without linkinfo or tun_flags costs a uevent read
+    ("fedora-41/vpn-lte-modem-openvpn-routed.json", "10.20.0.0/16", ["/sys/class/net/wlp0s20f3/tun_flags",
+                                                                      "/sys/class/net/wwp0s20f0u6i4/tun_flags",
+                                                                      "/sys/class/net/wwp0s20f0u6i4/uevent"]),
+    # the common cycle: ip -d names every interface's kind, nothing more is read than before
+    ("ubuntu-24.04/vpn-wireguard-split-tunnel.json", "10.20.0.0/16", ["/sys/class/net/wlp0s20f3/tun_flags"]),
+    ("debian-12/vpn-openvpn-split-tunnel-routed.json", "203.0.113.0/24", []),
+])
+def test_sysfs_is_read_only_where_ip_cannot_tell(fixture: str, network: str, reads: List[str]) -> None:
+    host = ReadLog(Recording.load(FIXTURES / fixture))
+    outcome = run_collector(FAMILY, host, {"corporate_networks": [network]})
+    assert outcome.state == OK, outcome.reason
+    assert host.reads == reads
+
+
+def test_link_type_none_without_any_detail_still_counts_and_says_why() -> None:
+    # tun_flags present (a tun on an old iproute2): a tunnel, and its uevent is not read
+    recording = Recording.load(FIXTURES / "fedora-41/vpn-lte-modem-no-vpn.json")
+    for key, probe in list(recording.probes.items()):
+        if probe.target == ("/sys/class/net/wwp0s20f0u6i4/tun_flags",):
+            recording.probes[key] = ProbeResult("read", probe.target, stdout="0x1001\n")
+    host = ReadLog(recording)
+    outcome = run_collector(FAMILY, host, {"corporate_networks": ["10.20.0.0/16"]})
+    assert {t["name"]: t["kind"] for t in outcome.facts["tunnels"]} == {"wwp0s20f0u6i4": "tun"}
+    assert "/sys/class/net/wwp0s20f0u6i4/uevent" not in host.reads
+    # uevent unreadable: the type alone decides (a tunnel), and the evidence says the uevent was not read
+    host = edited("fedora-41/vpn-lte-modem-no-vpn.json", ("/sys/class/net/wwp0s20f0u6i4/uevent",),
+                  ProbeResult("read", (), rc=None, error=PERMISSION_DENIED))
+    outcome = run_collector(FAMILY, host, {"corporate_networks": ["10.20.0.0/16"]})
+    assert outcome.facts["tunnel_up"] is True
+    assert any(line.startswith("wwp0s20f0u6i4: link type none without details, counted as a tunnel (its uevent "
+                               "was not read: ") for line in outcome.evidence)
 
 
 def test_tunnels_without_carrier_or_only_link_local_do_not_count() -> None:
@@ -190,6 +283,34 @@ def link(name: str, link_type: str, info_kind: str = "", info_type: str = "") ->
 ])
 def test_kind_comes_from_type_not_name(entry: linux.Link, tun_flags: Optional[int], kind: Optional[str]) -> None:
     assert linux.tunnel_kind(entry, tun_flags) == kind
+
+
+@pytest.mark.parametrize(("entry", "devtype", "kind"), [
+    (link("wwan0", "none"), "wwan", None),  # qmi_wwan raw-IP modem
+    (link("tun0", "none"), "wwan", None),  # named like a tunnel, still a modem
+    (link("corp", "none"), "wireguard", "wireguard"),  # WireGuard on an iproute2 without linkinfo
+    (link("wg0", "none"), "", "tun"),  # uevent without DEVTYPE: the type alone decides, as in the sampler
+    (link("office", "none", "tun", "tun"), "wwan", "tun"),  # ip -d's linkinfo wins over a uevent
+])
+def test_uevent_devtype_stands_for_the_missing_linkinfo(entry: linux.Link, devtype: str, kind: Optional[str]) -> None:
+    assert linux.tunnel_kind(entry, None, devtype) == kind
+
+
+def test_modem_carrying_every_route_is_not_a_tunnel() -> None:
+    modem = linux.Link(name="wwan0", link_type="none", info_kind="", info_type="",
+                       flags=("POINTOPOINT", "MULTICAST", "NOARP", "UP", "LOWER_UP"), addresses=("100.71.18.201/30",))
+    route = linux.RouteAnswer("198.51.100.1", "wwan0", "100.71.18.202")
+    corporate = [("10.20.0.0/16", linux.RouteAnswer("10.20.0.1", "wwan0", "100.71.18.202"))]
+    before, _, _ = linux.build_facts([modem], {"wwan0": None}, route, corporate, [], [])
+    assert before["tunnel_up"] is True  # without its uevent the check cannot tell: the trap
+    facts, evidence, summary = linux.build_facts([modem], {"wwan0": None}, route, corporate, [], [],
+                                                 devtypes={"wwan0": "wwan"})
+    assert (facts["tunnel_up"], facts["default_route_via_tunnel"], facts["corporate_networks_via_tunnel"]) == (
+        False, False, False)
+    assert summary == "no VPN tunnel is up"
+    assert "wwan0: mobile broadband modem (DEVTYPE=wwan), not a tunnel" in evidence
+    _, other, _ = linux.build_facts([modem], {}, route, [], [], [], devtypes={"wwan0": "gadget"})
+    assert "wwan0: gadget device (DEVTYPE=gadget), not a tunnel" in other
 
 
 def test_ppp_counts_only_with_a_ppp_based_vpn_client() -> None:
@@ -322,8 +443,11 @@ def test_this_machine_tells_the_truth() -> None:
     names = {p.name for p in Path("/sys/class/net").iterdir()}
     for tunnel in facts["tunnels"]:
         assert tunnel["name"] in names
-    # every interface of ARPHRD_NONE/PPP type on this machine is reported as a tunnel, whatever its name
-    expected = {n for n in names if (Path("/sys/class/net") / n / "type").read_text().strip() in ("65534", "512")}
+    # every interface of ARPHRD_NONE/PPP type on this machine is reported as a tunnel, whatever its name,
+    # except a raw-IP modem (its uevent says DEVTYPE=wwan)
+    sysfs = Path("/sys/class/net")
+    expected = {n for n in names if (sysfs / n / "type").read_text().strip() in ("65534", "512")
+                and "DEVTYPE=wwan" not in (sysfs / n / "uevent").read_text()}
     assert expected <= {t["name"] for t in facts["tunnels"]}
     assert facts["default_route_interface"] is None or facts["default_route_interface"] in names
 

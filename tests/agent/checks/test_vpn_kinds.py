@@ -17,6 +17,9 @@ PLAIN_UEVENT = "INTERFACE={name}\nIFINDEX=3\n"
 DEVICES = [
     # name,         ip -d -j                    sysfs                                            kind (check, sampler)
     ("corp0",       ("none", "wireguard", ""),  (65534, None, WG_UEVENT),                        ("wireguard", "wireguard")),
+    ("corp1",       ("none", "", ""),           (65534, None, WG_UEVENT),                        ("wireguard", "wireguard")),  # old iproute2
+    ("wwan0",       ("none", "", ""),           (65534, None, "DEVTYPE=wwan\nINTERFACE=wwan0\nIFINDEX=4\n"), (None, None)),  # raw-IP modem
+    ("tun7",        ("none", "", ""),           (65534, "0x1001\n", None),                       ("tun", "tun")),  # old iproute2
     ("vpn-office",  ("none", "tun", "tun"),     (65534, "0x1801\n", None),                       ("tun", "tun")),
     ("tap9",        ("ether", "tun", "tap"),    (1, "0x1802\n", None),                           ("tap", "tap")),
     ("tun_bridge",  ("ether", "bridge", ""),    (1, None, "DEVTYPE=bridge\nINTERFACE=tun_bridge\n"), (None, None)),
@@ -43,9 +46,12 @@ def _ip_link(name: str, link_type: str, info_kind: str, info_type: str) -> linux
 @pytest.mark.parametrize(("name", "ip", "sysfs", "expected"), DEVICES, ids=[f"{d[0]}-{d[1][1] or d[1][0]}" for d in DEVICES])
 def test_check_and_sampler_classify_the_same_device_alike(name, ip, sysfs, expected) -> None:
     arphrd, tun_flags_text, uevent = sysfs
-    # the check reads tun_flags for links without linkinfo, as its collector does
+    # the check reads tun_flags for links without linkinfo, and uevent for those of type none without
+    # tun_flags either, as its collector does
     flags = kinds.parse_tun_flags(tun_flags_text) if tun_flags_text and not ip[1] else None
-    check_kind = linux.tunnel_kind(_ip_link(name, *ip), flags)
+    read_uevent = ip[0] == "none" and not ip[1] and flags is None
+    devtype = kinds.uevent_devtype(uevent) if read_uevent and uevent is not None else ""
+    check_kind = linux.tunnel_kind(_ip_link(name, *ip), flags, devtype)
     sampler_kind = kinds.sysfs_tunnel_kind(arphrd, tun_flags_text, uevent)
     assert (check_kind, sampler_kind) == expected
     for clients in ([], ["pptp (NetworkManager)"]):
@@ -70,6 +76,17 @@ def test_check_and_sampler_classify_the_same_device_alike(name, ip, sysfs, expec
 ])
 def test_sysfs_kind(arphrd: int, tun_flags: Optional[str], uevent: Optional[str], kind: Optional[str]) -> None:
     assert kinds.sysfs_tunnel_kind(arphrd, tun_flags, uevent) == kind
+
+
+@pytest.mark.parametrize(("uevent", "devtype"), [
+    ("DEVTYPE=wwan\nINTERFACE=wwp0s20f0u6i4\nIFINDEX=4\n", "wwan"),
+    (WG_UEVENT, "wireguard"),
+    (PLAIN_UEVENT.format(name="eth0"), ""),
+    ("", ""),
+    ("DEVTYPE= wlan \n", "wlan"),
+])
+def test_uevent_devtype(uevent: str, devtype: str) -> None:
+    assert kinds.uevent_devtype(uevent) == devtype
 
 
 def test_sysfs_link_speaks_iproute2() -> None:
