@@ -71,21 +71,28 @@ class ProbeResult:
         return " ".join(self.target) if self.kind == "run" else f"{self.kind} {' '.join(self.target)}"
 
     def describe_failure(self) -> str:
-        """A reason sentence for an `error` result naming this probe."""
+        """A reason sentence (English) for an `error` result naming this probe."""
+        # Imported here: the checks package (which holds the catalogue) imports this module.
+        from agent.checks.messages import english
+        return english(self.failure_message())
+
+    def failure_message(self) -> Dict[str, Any]:
+        """`describe_failure` as a translatable message: the probe's name and output stay parameters."""
+        from agent.checks.messages import message
         if self.error == NOT_FOUND:
-            what = "command not found" if self.kind == "run" else "not found"
-            return f"{self.name}: {what}"
+            return message("probe_command_not_found" if self.kind == "run" else "probe_not_found", probe=self.name)
         if self.error == PERMISSION_DENIED:
-            return f"{self.name}: permission denied (run the agent with the rights the docs list)"
+            return message("probe_permission_denied", probe=self.name)
         if self.error == TIMEOUT:
-            return f"{self.name}: timed out after {self.duration:.1f}s"
+            return message("probe_timed_out", probe=self.name, seconds=f"{self.duration:.1f}")
         if self.error == NOT_RECORDED:
-            return f"{self.name}: not present in the recording being replayed"
+            return message("probe_not_recorded", probe=self.name)
         if self.error:
-            return f"{self.name}: {self.error} {self.detail}".strip()
+            return message("probe_os_error", probe=self.name, error=f"{self.error} {self.detail}".strip())
         first = (self.stderr or self.stdout).strip().splitlines()
-        tail = f": {first[0][:200]}" if first else ""
-        return f"{self.name}: exited with status {self.rc}{tail}"
+        if first:
+            return message("probe_exit_status_output", probe=self.name, status=str(self.rc), output=first[0][:200])
+        return message("probe_exit_status", probe=self.name, status=str(self.rc))
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, List, Optional, Sequence
 
 from agent.checks.base import ParseError
+from agent.checks.messages import Message, english, message
 from agent.probes import Host, ProbeResult
 
 POWERSHELL = "powershell.exe"
@@ -56,18 +57,27 @@ def is_missing(result: ProbeResult) -> bool:
     return any(marker in text for marker in _MISSING_MARKERS)
 
 
-def ps_failure(result: ProbeResult, what: str, rights: str = "an administrator (or the agent service)") -> Optional[str]:
-    """Why the PowerShell probe ``what`` gave no usable answer, or None when it did."""
+def ps_failure_message(result: ProbeResult, what: str, rights: Optional[Message] = None) -> Optional[Message]:
+    """Why the PowerShell probe ``what`` gave no usable answer (a translatable reason), or None when it did.
+
+    ``rights``: who may run the probe, a message of agent/checks/messages.py (an administrator by default).
+    """
     if result.error is not None:
-        return f"{what}: {result.describe_failure()}"
+        return message("ps_probe_failed", what=what, failure=result.failure_message())
     if is_denied(result):
-        return f"{what}: access denied; this probe needs {rights}"
+        return message("ps_access_denied", what=what, rights=rights or message("rights_administrator"))
     if is_missing(result):
         first = result.stderr.strip().splitlines()[0][:160] if result.stderr.strip() else ""
-        return f"{what}: not available on this Windows installation ({first})"
+        return message("ps_not_available", what=what, output=first)
     if result.rc != 0:
-        return f"{what}: {result.describe_failure()}"
+        return message("ps_probe_failed", what=what, failure=result.failure_message())
     return None
+
+
+def ps_failure(result: ProbeResult, what: str, rights: Optional[Message] = None) -> Optional[str]:
+    """`ps_failure_message` in English (evidence lines, and checks whose reasons are not translated yet)."""
+    failure = ps_failure_message(result, what, rights)
+    return None if failure is None else english(failure)
 
 
 def parse_ps_json(text: str, what: str) -> Any:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from agent.checks.messages import Message, english, message
 from agent.probes import Host, ProbeResult
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,17 @@ class CheckSpec:
         return None
 
 
+# A collector's reason: a translatable message (agent/checks/messages.py), or plain English text.
+Reason = Union[str, Message]
+
+
 @dataclass
 class CheckOutcome:
-    """What one check found on one machine: facts, or why there are none."""
+    """What one check found on one machine: facts, or why there are none.
+
+    ``reason`` is English text (what the collector and old readers show); ``message`` is the same
+    reason as a catalogue key and parameters, which the engine nests so that renderers translate it.
+    """
 
     check: str
     state: str = OK
@@ -88,9 +97,13 @@ class CheckOutcome:
     facts: Dict[str, Any] = field(default_factory=dict)
     # Short human-readable lines saying what was observed (probe names and key values).
     evidence: List[str] = field(default_factory=list)
+    message: Optional[Message] = None
 
     def to_json(self) -> Dict[str, Any]:
-        return {"state": self.state, "reason": self.reason, "facts": self.facts, "evidence": self.evidence}
+        data = {"state": self.state, "reason": self.reason, "facts": self.facts, "evidence": self.evidence}
+        if self.message is not None:
+            data["message"] = self.message
+        return data
 
     @classmethod
     def from_json(cls, check: str, data: Mapping[str, Any]) -> CheckOutcome:
@@ -102,20 +115,31 @@ class CheckOutcome:
         if not isinstance(facts, dict) or not isinstance(evidence, list):
             raise ValueError(f"facts for {check}: 'facts' must be an object and 'evidence' a list")
         reason = data.get("reason")
+        msg = data.get("message")  # absent in recordings and reports made before reasons were translatable
+        if msg is not None and not (isinstance(msg, dict) and isinstance(msg.get("key"), str)
+                                    and isinstance(msg.get("params", {}), dict)):
+            raise ValueError(f"facts for {check}: 'message' must be {{key: string, params: object}}, found {msg!r}")
         return cls(check=check, state=state, reason=None if reason is None else str(reason),
-                   facts=dict(facts), evidence=[str(e) for e in evidence])
+                   facts=dict(facts), evidence=[str(e) for e in evidence],
+                   message=None if msg is None else {"key": msg["key"], "params": dict(msg.get("params") or {})})
 
     @classmethod
-    def error(cls, check: str, reason: str, evidence: Sequence[str] = ()) -> CheckOutcome:
-        return cls(check=check, state=ERROR, reason=reason, evidence=list(evidence))
+    def _without_facts(cls, check: str, state: str, reason: Reason, evidence: Sequence[str]) -> CheckOutcome:
+        if isinstance(reason, str):
+            return cls(check=check, state=state, reason=reason, evidence=list(evidence))
+        return cls(check=check, state=state, reason=english(reason), evidence=list(evidence), message=reason)
 
     @classmethod
-    def not_applicable(cls, check: str, reason: str, evidence: Sequence[str] = ()) -> CheckOutcome:
-        return cls(check=check, state=NOT_APPLICABLE, reason=reason, evidence=list(evidence))
+    def error(cls, check: str, reason: Reason, evidence: Sequence[str] = ()) -> CheckOutcome:
+        return cls._without_facts(check, ERROR, reason, evidence)
+
+    @classmethod
+    def not_applicable(cls, check: str, reason: Reason, evidence: Sequence[str] = ()) -> CheckOutcome:
+        return cls._without_facts(check, NOT_APPLICABLE, reason, evidence)
 
     @classmethod
     def probe_failed(cls, check: str, probe: ProbeResult) -> CheckOutcome:
-        return cls.error(check, probe.describe_failure())
+        return cls.error(check, probe.failure_message())
 
 
 Collector = Callable[[Host, Mapping[str, Any]], CheckOutcome]
@@ -163,19 +187,22 @@ def run_collector(family: CheckFamily, host: Host, params: Optional[Mapping[str,
     spec = family.spec
     collector = family.collectors.get(host.platform)
     if host.platform not in spec.platforms or collector is None:
-        return CheckOutcome.not_applicable(spec.id, f"{spec.id} is not checked on {host.platform}")
+        return CheckOutcome.not_applicable(spec.id, message("check_not_on_platform", check=spec.id,
+                                                            platform=host.platform))
     try:
         outcome = collector(host, params or {})
     except ParseError as exc:
-        return CheckOutcome.error(spec.id, f"unexpected probe output: {exc}")
+        return CheckOutcome.error(spec.id, message("probe_output_unexpected", problem=str(exc)))
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, UnicodeError) as exc:
         # A parser bug or an output shape nobody foresaw: an error result, never a verdict.
         log.warning("check %s failed to parse probe output", spec.id, exc_info=True)
-        return CheckOutcome.error(spec.id, f"could not interpret probe output ({type(exc).__name__}: {exc})")
+        return CheckOutcome.error(spec.id, message("probe_output_uninterpretable",
+                                                   problem=f"{type(exc).__name__}: {exc}"))
     problems = conform(spec, outcome.facts) if outcome.state == OK else []
     if problems:
         log.error("check %s produced facts that do not match its declaration: %s", spec.id, problems)
-        return CheckOutcome.error(spec.id, "internal error: " + "; ".join(problems), outcome.evidence)
+        return CheckOutcome.error(spec.id, message("check_internal_error", problem="; ".join(problems)),
+                                  outcome.evidence)
     return outcome
 
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.checks import REGISTRY
 from agent.checks.base import CheckFamily, _type_ok  # _type_ok: the declared-type test, shared with conform()
-from agent.policy.messages import Message, message, render_en
+from agent.policy.messages import TEMPLATES_EN, Message, is_message, message, render_en
 from agent.policy.model import STATUSES, Policy, Rule, expectation_for
 from agent.protocol import rfc3339
 
@@ -231,7 +231,11 @@ def _precondition(rule: Rule, family: Optional[CheckFamily], facts: Mapping[str,
 
 
 def _unknown_reason(outcome: Mapping[str, Any]) -> Any:
-    """The check's own reason (English text from the collector), or a translatable "not reported"."""
+    """The check's own reason: its message when it has one this catalog knows (renderers translate it),
+    else its English text (reports of older agents, keys of newer ones), else a translatable "not reported"."""
+    msg: Any = outcome.get("message")
+    if is_message(msg) and msg["key"] in TEMPLATES_EN:
+        return {"key": msg["key"], "params": dict(msg["params"])}
     reason = outcome.get("reason")
     return str(reason) if reason else message("not_reported")
 

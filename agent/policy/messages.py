@@ -2,6 +2,8 @@
 
 The English catalog lives here because the evaluator (shared with the collector) writes every
 result's English ``reason`` from its message; agent/i18n/{fr,ar}.json translate the same keys.
+The check collectors' own reasons (a probe not found, no graphical session ...) are part of the
+same catalog: their English sentences are in agent/checks/messages.py, merged below.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import json
 import string
 from typing import Any, Callable, Dict, List, Mapping
 
-Message = Dict[str, Any]
+from agent.checks.messages import TEMPLATES_EN as CHECK_TEMPLATES_EN
+from agent.checks.messages import Message as Message  # re-exported: the engine and i18n use these names
+from agent.checks.messages import message as message
 
-TEMPLATES_EN: Mapping[str, str] = {
+ENGINE_TEMPLATES_EN: Mapping[str, str] = {
     "check_error": "{check} could not be checked: {reason}",
     "check_not_applicable": "does not apply here: {reason}",
     "check_missing": "no facts were collected for check {check}",
@@ -48,6 +52,8 @@ TEMPLATES_EN: Mapping[str, str] = {
     "several": "{items}",
 }
 
+TEMPLATES_EN: Mapping[str, str] = {**ENGINE_TEMPLATES_EN, **CHECK_TEMPLATES_EN}
+
 # Short names of facts for people; a fact without a label is shown by its name.
 FACT_LABELS_EN: Mapping[str, str] = {
     "system_volume_encrypted": "system volume encrypted",
@@ -77,10 +83,6 @@ FACT_LABELS_EN: Mapping[str, str] = {
 
 WORDS_EN: Mapping[str, str] = {"true": "yes", "false": "no", "unknown": "unknown", "list_separator": ", ",
                                "item_separator": "; "}
-
-
-def message(key: str, **params: Any) -> Message:
-    return {"key": key, "params": params}
 
 
 def is_message(value: Any) -> bool:

@@ -16,7 +16,9 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from agent import protocol
+from agent.i18n import catalog
 from agent.policy import POLICIES_DIR, baseline
+from agent.policy.messages import TEMPLATES_EN
 
 AGENT = Path(sys.executable).parent / "teleposture-agent"
 BASELINE_YAML = POLICIES_DIR / "ma-telework-baseline.yaml"
@@ -137,6 +139,24 @@ def test_language_follows_the_locale_and_arabic_is_in_blocks(recorded: Dict[str,
     # --lang wins over the locale
     _, out, _ = run(["check", "--replay", str(recorded["recording"]), "--lang", "en"], {"LANG": "ar_MA.UTF-8"})
     assert "What to do" in out
+
+
+def test_check_reasons_are_in_the_chosen_language_on_this_machine(recorded: Dict[str, Any]) -> None:
+    # Live, as an employee runs it: the screen lock reason comes from the collector, not the engine.
+    code, out, err = run(["check", "--only", "screen_lock", "--lang", "fr", "--state-dir", str(recorded["state"])],
+                         {"COLUMNS": "80"})
+    assert code in (0, 1), err
+    _, data, _ = run(["check", "--only", "screen_lock", "--json", "--state-dir", str(recorded["state"])])
+    report = json.loads(data)
+    outcome = report["facts"]["screen_lock"]
+    result = next(r for r in report["results"] if r["check"] == "screen_lock")
+    flat = " ".join(out.split())
+    assert " ".join(catalog("fr").message(result["message"]).split()) in flat
+    if outcome["state"] != "ok":
+        # the collector's reason is a message, nested in the result and rendered in French
+        assert outcome["message"]["key"] in TEMPLATES_EN and result["message"]["params"]["reason"] == outcome["message"]
+        assert " ".join(outcome["reason"].split()) not in flat
+        assert result["reason"].endswith(outcome["reason"])  # the JSON keeps the English text
 
 
 def test_only_restricts_checks_and_results(recorded: Dict[str, Any]) -> None:

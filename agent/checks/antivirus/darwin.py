@@ -16,6 +16,7 @@ from agent.checks._host_json import days_between, parse_processes, running_names
 from agent.checks._plist import parse_plist_dict
 from agent.checks.antivirus.linux import parse_mdatp_health
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import Message, english, message
 from agent.probes import Host
 
 CHECK = "antivirus"
@@ -93,11 +94,11 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     now = host.now()
     evidence: List[str] = []
     best: Optional[Dict[str, Any]] = None
-    failures: List[str] = []
+    failures: List[Message] = []
     for path in XPROTECT_PLISTS:
         probe = host.run(plutil(path))
         if not probe.ok:
-            failures.append(probe.describe_failure())
+            failures.append(probe.failure_message())
             continue
         version = parse_xprotect_version(probe.stdout)
         stat = host.stat(path)
@@ -123,9 +124,9 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
             else:
                 evidence.append(f"Defender details unavailable: {health.describe_failure()}")
     elif best is None:
-        return CheckOutcome.error(CHECK, f"{'; '.join(failures)}; {procs.describe_failure()}", evidence)
+        return CheckOutcome.error(CHECK, message("several", items=[*failures, procs.failure_message()]), evidence)
     else:
         evidence.append(f"process list unavailable: {procs.describe_failure()}")
     if best is None:
-        evidence.append("XProtect not found: " + "; ".join(failures))
+        evidence.append("XProtect not found: " + "; ".join(english(f) for f in failures))
     return CheckOutcome(CHECK, facts=summarise(best, edrs, details), evidence=evidence)

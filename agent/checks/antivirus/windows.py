@@ -16,12 +16,13 @@ from agent.checks._windows_ps import (
     parse_ps_json,
     ps_bool,
     ps_date,
-    ps_failure,
+    ps_failure_message,
     ps_int,
     ps_str,
     run_ps,
 )
 from agent.checks.base import CheckOutcome
+from agent.checks.messages import Message, english, message
 from agent.probes import Host
 
 CHECK = "antivirus"
@@ -124,10 +125,10 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     evidence: List[str] = []
     defender: Optional[Dict[str, Any]] = None
     center: List[Dict[str, Any]] = []
-    failures: List[str] = []
+    failures: List[Message] = []
 
     result = run_ps(host, DEFENDER_PS)
-    failure = ps_failure(result, "Get-MpComputerStatus")
+    failure = ps_failure_message(result, "Get-MpComputerStatus")
     if failure:
         failures.append(failure)
     else:
@@ -137,7 +138,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
                             f"signatures {defender['_signatures']} age {defender['signature_age_days']} days")
 
     sc = run_ps(host, SECURITY_CENTER_PS)
-    sc_failure = ps_failure(sc, "SecurityCenter2 AntiVirusProduct")
+    sc_failure = ps_failure_message(sc, "SecurityCenter2 AntiVirusProduct")
     if sc_failure:
         if sc.error is None and is_missing(sc):
             evidence.append("Security Center is not available (server edition)")
@@ -159,7 +160,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
 
     if defender is None and not center and not edrs and failures:
         # nothing observed at all: that is not "no anti-malware", it is "could not look"
-        return CheckOutcome.error(CHECK, "; ".join(failures), evidence)
-    evidence.extend(f"not observed: {f}" for f in failures)
+        return CheckOutcome.error(CHECK, message("several", items=failures), evidence)
+    evidence.extend(f"not observed: {english(f)}" for f in failures)
     facts = merge_products(defender, center, edrs)
     return CheckOutcome(CHECK, facts=facts, evidence=evidence)

@@ -141,6 +141,6 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         evidence.append(apfs.describe_failure())
 
     if fde is None and volume is None:
-        return CheckOutcome.error(CHECK, status.describe_failure(), evidence)
+        return CheckOutcome.error(CHECK, status.failure_message(), evidence)
     facts = decide(fde, volume)
     return CheckOutcome(CHECK, facts=facts, evidence=evidence)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import message
 from agent.probes import Host
 
 CHECK = "disk_encryption"
@@ -296,9 +297,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         sysroot = next((m for m in mounts if m.mountpoint == "/sysroot" and m.fstype in REAL_FILESYSTEMS), None)
         if sysroot is None:
             return CheckOutcome.not_applicable(
-                CHECK,
-                f"/ is an {root.fstype} file system (a container or live system): the block device holding "
-                "it cannot be seen from here, so its encryption cannot be judged; check the host instead",
+                CHECK, message("disk_overlay_root", fstype=root.fstype),
                 [f"/proc/mounts: {root.source} on / type {root.fstype}"])
         system_mount = "/sysroot"  # ostree systems (Silverblue, CoreOS): / is composefs over /sysroot
     candidates, notes = select_volumes([m for m in mounts if not (m.mountpoint == "/" and system_mount != "/")],
@@ -342,11 +341,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     system = next((v for v in volumes if v["mount"] == system_mount), None)
     if system is None or system["state"] == "unknown":
         device = root.source if system is None else system["device"]
-        return CheckOutcome.error(
-            CHECK,
-            f"cannot resolve the block device of {system_mount} ({device}) from lsblk output; "
-            "refusing to guess whether it is encrypted",
-            evidence)
+        return CheckOutcome.error(CHECK, message("disk_device_unresolved", mount=system_mount, device=device),
+                                  evidence)
     known = [v for v in volumes if v["encrypted"] is not None]
     unencrypted = [v["mount"] for v in known if not v["encrypted"]]
     all_encrypted: Optional[bool] = False if unencrypted else (True if len(known) == len(volumes) else None)

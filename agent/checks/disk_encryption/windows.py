@@ -17,12 +17,13 @@ from agent.checks._windows_ps import (
     as_dict_list,
     is_missing,
     parse_ps_json,
-    ps_failure,
+    ps_failure_message,
     ps_int,
     ps_str,
     run_ps,
 )
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import english, message
 from agent.probes import Host
 
 CHECK = "disk_encryption"
@@ -42,7 +43,7 @@ CIM_PS = (
     "Get-CimInstance -Namespace 'root\\CIMV2\\Security\\MicrosoftVolumeEncryption' -ClassName Win32_EncryptableVolume"
     " | Select-Object DriveLetter,VolumeType,ConversionStatus,ProtectionStatus,EncryptionMethod"
 )
-ADMIN_RIGHTS = "administrator rights: only administrators and LocalSystem may read BitLocker status"
+ADMIN_RIGHTS = message("rights_bitlocker")
 
 # Win32_EncryptableVolume codes (learn.microsoft.com, Win32_EncryptableVolume class) -> the names
 # Get-BitLockerVolume prints.
@@ -146,14 +147,14 @@ def facts_from_volumes(volumes: List[Dict[str, Any]], system_drive: str = "C:") 
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     result = run_ps(host, BITLOCKER_PS)
-    failure = ps_failure(result, "Get-BitLockerVolume", ADMIN_RIGHTS)
+    failure = ps_failure_message(result, "Get-BitLockerVolume", ADMIN_RIGHTS)
     source = "Get-BitLockerVolume"
     evidence: List[str] = []
     if failure and result.error is None and is_missing(result):
         # no BitLocker module (Home editions): the CIM class is the same data with numeric codes
-        evidence.append(failure)
+        evidence.append(english(failure))
         result = run_ps(host, CIM_PS)
-        failure = ps_failure(result, "Get-CimInstance Win32_EncryptableVolume", ADMIN_RIGHTS)
+        failure = ps_failure_message(result, "Get-CimInstance Win32_EncryptableVolume", ADMIN_RIGHTS)
         source = "Win32_EncryptableVolume"
     if failure:
         return CheckOutcome.error(CHECK, failure, evidence)

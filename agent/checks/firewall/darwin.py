@@ -11,6 +11,7 @@ import re
 from typing import Any, Dict, List, Mapping, Optional
 
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import message
 from agent.probes import NOT_FOUND, Host
 
 CHECK = "firewall"
@@ -79,7 +80,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     elif result.error == NOT_FOUND:
         fallback = host.run(ALF_DEFAULTS)
         if not fallback.ok:
-            return CheckOutcome.error(CHECK, f"{result.describe_failure()}; {fallback.describe_failure()}")
+            return CheckOutcome.error(CHECK, message("several", items=[result.failure_message(),
+                                                                       fallback.failure_message()]))
         state = parse_alf_defaults(fallback.stdout)
         evidence.append(f"{result.describe_failure()}; com.apple.alf globalstate = {state}")
     else:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import message
 from agent.probes import NOT_FOUND, Host
 
 CHECK = "firewall"
@@ -347,9 +348,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         for argv, family in ((["iptables-save"], "ip"), (["ip6tables-save"], "ip6")):
             saved = host.run(argv, timeout=10)
             if saved.error == NOT_FOUND and family == "ip":
-                return CheckOutcome.error(
-                    CHECK, "cannot read the firewall ruleset: neither nft nor iptables-save is installed "
-                    f"({saved.describe_failure()})")
+                return CheckOutcome.error(CHECK, message("firewall_no_tool", failure=saved.failure_message()))
             if not saved.ok:
                 return CheckOutcome.probe_failed(CHECK, saved)
             ruleset.update(parse_iptables_save(saved.stdout, family))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional
 
-from agent.checks._windows_ps import as_dict_list, parse_ps_json, ps_failure, ps_int, ps_str, run_ps
+from agent.checks._windows_ps import as_dict_list, parse_ps_json, ps_failure_message, ps_int, ps_str, run_ps
 from agent.checks.base import CheckOutcome, ParseError
 from agent.probes import Host
 
@@ -85,7 +85,7 @@ def facts_from_profiles(profiles: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     result = run_ps(host, PROFILES_PS)
-    failure = ps_failure(result, "Get-NetFirewallProfile")
+    failure = ps_failure_message(result, "Get-NetFirewallProfile")
     if failure:
         return CheckOutcome.error(CHECK, failure)
     profiles = parse_profiles(result.stdout)

@@ -12,6 +12,7 @@ import shlex
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import message
 from agent.probes import NOT_FOUND, PERMISSION_DENIED, Host, ProbeResult
 
 CHECK = "os_identity"
@@ -108,7 +109,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     if release.error == NOT_FOUND:
         release = host.read_text(OS_RELEASE_PATHS[1])
     if release.error == NOT_FOUND:
-        return CheckOutcome.error(CHECK, f"no os-release file: {' and '.join(OS_RELEASE_PATHS)} are both missing")
+        return CheckOutcome.error(CHECK, message("os_release_missing", first=OS_RELEASE_PATHS[0],
+                                                 second=OS_RELEASE_PATHS[1]))
     if release.error is not None:
         return CheckOutcome.probe_failed(CHECK, release)
     os_release = parse_os_release(release.stdout)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from agent.checks._windows_ps import as_dict_list, parse_ps_json, ps_failure, ps_int, ps_str, run_ps
+from agent.checks._windows_ps import (
+    as_dict_list,
+    parse_ps_json,
+    ps_failure,
+    ps_failure_message,
+    ps_int,
+    ps_str,
+    run_ps,
+)
 from agent.checks.base import CheckOutcome, ParseError
 from agent.probes import Host
 
@@ -109,7 +117,7 @@ def parse_hardware(text: str) -> Dict[str, Any]:
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     result = run_ps(host, VERSION_PS, cache_on=SOFTWARE_HIVE)
-    failure = ps_failure(result, "Get-ItemProperty HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion")
+    failure = ps_failure_message(result, "Get-ItemProperty HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion")
     if failure:
         return CheckOutcome.error(CHECK, failure)
     version = parse_version(result.stdout)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from agent.checks.base import ParseError
+from agent.checks.messages import message
 from agent.checks.patches.pkgcommon import (
     CannotJudge,
     Findings,
@@ -376,8 +377,7 @@ def collect_apt(host: Host, now: float) -> Findings:
     findings = Findings()
     refreshed = _lists_refreshed_at(host, findings)
     if refreshed is None:
-        raise CannotJudge(f"no package index in {LISTS_DIR} (no *_InRelease or *_Release file): apt has never "
-                          "downloaded its package lists, so pending updates cannot be known. Run 'apt update'.")
+        raise CannotJudge(message("patches_no_apt_index", directory=LISTS_DIR, command="apt update"))
 
     sim_probe = require(host.run(SIMULATE, timeout=SIMULATE_TIMEOUT, cache_on=list(APT_INPUTS)))
     sim = parse_simulation(sim_probe.stdout)

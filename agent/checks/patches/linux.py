@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from agent.checks.base import CheckOutcome
+from agent.checks.messages import message
 from agent.checks.patches.apt import collect_apt
 from agent.checks.patches.pkgcommon import CannotJudge, Findings, ProbeFailure, parse_os_release
 from agent.checks.patches.rpm import collect_rpm
@@ -54,9 +55,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     available = {name: host.which(name) is not None for name in ("apt-get", "dnf", "yum", "zypper")}
     manager = choose_manager(os_release, available)
     if manager is None:
-        return CheckOutcome.error(
-            CHECK, "no supported package manager found (looked for apt-get, dnf, yum, zypper); "
-                   f"os-release ID={os_release.get('ID', 'unknown')!r}")
+        return CheckOutcome.error(CHECK, message("patches_no_manager", looked_for=["apt-get", "dnf", "yum", "zypper"],
+                                                 os_id=repr(os_release.get("ID", "unknown"))))
     now = host.now()
     try:
         findings: Findings
@@ -67,9 +67,9 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         else:
             findings = collect_zypper(host, now)
     except ProbeFailure as failure:
-        return CheckOutcome.error(CHECK, failure.reason())
+        return CheckOutcome.error(CHECK, failure.message)
     except CannotJudge as problem:
-        return CheckOutcome.error(CHECK, str(problem))
+        return CheckOutcome.error(CHECK, problem.message)
     facts = dict(findings.facts)
     facts["os_version"] = os_release.get("VERSION_ID") or None
     security = facts.get("pending_security_updates")

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence
 
 from agent.checks.base import ParseError
+from agent.checks.messages import Message, english, message
 from agent.probes import NOT_FOUND, Host, ProbeResult
 
 DAY = 86400.0
@@ -16,17 +17,21 @@ DAY = 86400.0
 class ProbeFailure(Exception):
     """A probe the check cannot do without failed: the check is an error naming it."""
 
-    def __init__(self, probe: ProbeResult, hint: str = "") -> None:
-        super().__init__(probe.describe_failure())
+    def __init__(self, probe: ProbeResult, hint: Optional[Message] = None) -> None:
+        failure = probe.failure_message()
+        # The check's reason: the probe's failure, with the hint (what to do) when there is one.
+        self.message = failure if hint is None else message("failure_hint", failure=failure, hint=hint)
+        super().__init__(english(self.message))
         self.probe = probe
         self.hint = hint
-
-    def reason(self) -> str:
-        return self.probe.describe_failure() + (f" ({self.hint})" if self.hint else "")
 
 
 class CannotJudge(Exception):
     """The probes worked but what they show cannot support a verdict (say why and what to do)."""
+
+    def __init__(self, reason: Message) -> None:
+        super().__init__(english(reason))
+        self.message = reason
 
 
 @dataclass
@@ -37,7 +42,7 @@ class Findings:
     evidence: List[str] = field(default_factory=list)
 
 
-def require(probe: ProbeResult, ok_codes: Sequence[int] = (0,), hint: str = "") -> ProbeResult:
+def require(probe: ProbeResult, ok_codes: Sequence[int] = (0,), hint: Optional[Message] = None) -> ProbeResult:
     """The probe ran and exited with an accepted code, or raise ProbeFailure."""
     if probe.error is not None or probe.rc not in ok_codes:
         raise ProbeFailure(probe, hint)

@@ -17,6 +17,7 @@ import re
 from typing import Dict, List, Optional, Set
 
 from agent.checks.base import ParseError
+from agent.checks.messages import message
 from agent.checks.patches.pkgcommon import (
     Findings,
     age_days,
@@ -170,7 +171,7 @@ def collect_rpm(host: Host, manager: str, now: float) -> Findings:
 
     check = require(host.run([binary, "-C", "-q", "check-update"], timeout=TIMEOUT, cache_on=list(RPM_INPUTS)
                              + [CACHE_DIRS.get(manager, "/var/cache/dnf")]),
-                    ok_codes=(0, 100), hint=f"run '{binary} makecache' as root if the cache is missing")
+                    ok_codes=(0, 100), hint=message("patches_makecache_hint", command=f"{binary} makecache"))
     pending: Set[str] = set(parse_check_update(check.stdout)) if check.rc == 100 else set()
     if check.rc == 0 and check.stdout.strip() and parse_check_update(check.stdout):
         raise ParseError(f"{binary} check-update exited 0 (nothing to update) but listed packages")

@@ -17,11 +17,13 @@ from agent.checks._windows_ps import (
     ps_bool,
     ps_date,
     ps_failure,
+    ps_failure_message,
     ps_int,
     ps_str,
     run_ps,
 )
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import english, message
 from agent.checks.os_identity.windows import SOFTWARE_HIVE, VERSION_PS, parse_version
 from agent.probes import Host
 
@@ -129,36 +131,36 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     now = host.now()
     evidence: List[str] = []
     version_result = run_ps(host, VERSION_PS, cache_on=SOFTWARE_HIVE)
-    failure = ps_failure(version_result, "Get-ItemProperty HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion")
+    failure = ps_failure_message(version_result, "Get-ItemProperty HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion")
     if failure:
         return CheckOutcome.error(CHECK, failure)
     version = parse_version(version_result.stdout)
 
     pending_result = run_ps(host, PENDING_PS, timeout=SEARCH_TIMEOUT, cache_on=[DATASTORE])
-    failure = ps_failure(pending_result, "Windows Update search (Microsoft.Update.Session)")
+    failure = ps_failure_message(pending_result, "Windows Update search (Microsoft.Update.Session)")
     if failure:
         return CheckOutcome.error(CHECK, failure)
     pending = parse_pending(pending_result.stdout)
 
     history_result = run_ps(host, HISTORY_PS)
     hotfix_result = run_ps(host, HOTFIX_PS)
-    history_failure = ps_failure(history_result, "Windows Update history (QueryHistory)")
-    hotfix_failure = ps_failure(hotfix_result, "Get-HotFix")
+    history_failure = ps_failure_message(history_result, "Windows Update history (QueryHistory)")
+    hotfix_failure = ps_failure_message(hotfix_result, "Get-HotFix")
     if history_failure and hotfix_failure:
-        return CheckOutcome.error(CHECK, f"{history_failure}; {hotfix_failure}")
+        return CheckOutcome.error(CHECK, message("several", items=[history_failure, hotfix_failure]))
     candidates = []
     if not history_failure:
         last_wu = parse_history(history_result.stdout)
         candidates.append(last_wu)
         evidence.append(f"Windows Update history: last successful install {iso_utc(last_wu) or 'never'}")
     else:
-        evidence.append(history_failure)
+        evidence.append(english(history_failure))
     if not hotfix_failure:
         last_hotfix = parse_hotfixes(hotfix_result.stdout)
         candidates.append(last_hotfix)
         evidence.append(f"Get-HotFix: newest InstalledOn {iso_utc(last_hotfix) or 'unknown'}")
     else:
-        evidence.append(hotfix_failure)
+        evidence.append(english(hotfix_failure))
     known = [c for c in candidates if c is not None]
     last = max(known) if known else None
 

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from agent.checks._plist import parse_plist_dict, plist_bool, plist_int
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import message
 from agent.probes import Host
 
 CHECK = "screen_lock"
@@ -121,7 +122,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         return CheckOutcome.probe_failed(CHECK, console)
     user = console.stdout.strip()
     if user in NO_SESSION_USERS:
-        return CheckOutcome.not_applicable(CHECK, "no user is logged in at the console",
+        return CheckOutcome.not_applicable(CHECK, message("screen_lock_no_console_user"),
                                            [f"/dev/console is owned by {user or 'nobody'}"])
     whoami = host.run(WHOAMI)
     agent_user = whoami.stdout.strip() if whoami.ok else None

@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import Message, message
 from agent.probes import NOT_FOUND, Host
 
 CHECK = "screen_lock"
@@ -211,17 +212,17 @@ def parse_passwd_home(text: str) -> str:
 
 # -- collector -----------------------------------------------------------------------------------
 
-def _display_processes(host: Host) -> Tuple[Optional[List[str]], str]:
+def _display_processes(host: Host) -> Tuple[Optional[List[str]], Optional[Message]]:
     probe = host.processes()
     if probe.error is not None:
-        return None, probe.describe_failure()
+        return None, probe.failure_message()
     try:
         rows = json.loads(probe.stdout)
     except ValueError as exc:
         raise ParseError(f"process list: expected JSON, found {probe.stdout[:40]!r}") from exc
     if not isinstance(rows, list):
         raise ParseError("process list: expected a JSON list")
-    return sorted({str(r.get("name")) for r in rows if isinstance(r, dict) and r.get("name") in DISPLAY_SERVERS}), ""
+    return sorted({str(r.get("name")) for r in rows if isinstance(r, dict) and r.get("name") in DISPLAY_SERVERS}), None
 
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
@@ -232,15 +233,12 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         # No logind to ask: are there display servers at all?
         servers, failure = _display_processes(host)
         if servers is None:
-            return CheckOutcome.error(CHECK, f"{listing.describe_failure()}; and {failure}")
+            return CheckOutcome.error(CHECK, message("failure_and", first=listing.failure_message(), second=failure))
         if servers:
-            return CheckOutcome.error(
-                CHECK, f"display server processes are running ({', '.join(servers)}) but logind cannot list "
-                f"their sessions: {listing.describe_failure()}")
-        return CheckOutcome.not_applicable(
-            CHECK, "no graphical session: logind is not available to list sessions and no display server "
-            "process (Xorg, Xwayland, gnome-shell, kwin, sway...) is running",
-            [listing.describe_failure(), "process list: no display server process"])
+            return CheckOutcome.error(CHECK, message("screen_lock_sessions_unlisted", servers=servers,
+                                                     failure=listing.failure_message()))
+        return CheckOutcome.not_applicable(CHECK, message("screen_lock_no_session_no_logind"),
+                                           [listing.describe_failure(), "process list: no display server process"])
 
     evidence: List[str] = []
     graphical: List[Tuple[str, int, str, Dict[str, str]]] = []
@@ -258,13 +256,13 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
                 and props.get("State") != "closing"):
             graphical.append((session_id, uid, user, props))
     if not graphical:
-        return CheckOutcome.not_applicable(
-            CHECK, "no graphical session: logind lists no session of type x11, wayland or mir", evidence)
+        return CheckOutcome.not_applicable(CHECK, message("screen_lock_no_graphical_session"), evidence)
 
     whoami = host.run(["id", "-u"], timeout=5)
     if not whoami.ok or not whoami.stdout.strip().isdigit():
-        return CheckOutcome.error(CHECK, whoami.describe_failure() if not whoami.ok
-                                  else f"id -u: expected a number, found {whoami.stdout[:20]!r}")
+        return CheckOutcome.error(CHECK, whoami.failure_message() if not whoami.ok
+                                  else message("probe_output_not_number", probe="id -u",
+                                               found=repr(whoami.stdout[:20])))
     agent_uid = int(whoami.stdout.strip())
 
     sessions: List[Dict[str, Any]] = []
@@ -311,8 +309,7 @@ def _gnome(host: Host, uid: int, user: str, agent_uid: int, entry: Dict[str, Any
     elif agent_uid == uid:
         prefix = ["gsettings"]
     else:
-        return CheckOutcome.error(CHECK, f"cannot read {user}'s GNOME settings: the agent runs as uid {agent_uid}, "
-                                  "neither root nor that user")
+        return CheckOutcome.error(CHECK, message("screen_lock_other_user", user=user, uid=agent_uid))
     values: Dict[str, Any] = {}
     for schema, key in GNOME_KEYS:
         probe = host.run(prefix + ["get", schema, key], timeout=10)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional
 
-from agent.checks._windows_ps import as_dict_list, parse_ps_json, ps_failure, ps_int, ps_str, run_ps
+from agent.checks._windows_ps import as_dict_list, parse_ps_json, ps_failure_message, ps_int, ps_str, run_ps
 from agent.checks.base import CheckOutcome, ParseError
+from agent.checks.messages import message
 from agent.probes import Host
 
 CHECK = "screen_lock"
@@ -88,13 +89,13 @@ def parse_settings(text: str) -> Optional[Dict[str, Any]]:
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     result = run_ps(host, SETTINGS_PS)
-    failure = ps_failure(result, "screen saver registry (HKEY_USERS\\<console user SID>)",
-                         "to run as the logged-on user or as LocalSystem")
+    failure = ps_failure_message(result, "screen saver registry (HKEY_USERS\\<console user SID>)",
+                                 message("rights_console_user"))
     if failure:
         return CheckOutcome.error(CHECK, failure)
     facts = parse_settings(result.stdout)
     if facts is None:
-        return CheckOutcome.not_applicable(CHECK, "no user is logged on at the console",
+        return CheckOutcome.not_applicable(CHECK, message("screen_lock_no_console_user"),
                                            ["Win32_ComputerSystem.UserName is empty"])
     session = facts["sessions"][0]
     return CheckOutcome(CHECK, facts=facts, evidence=[f"{session['user']}: {session['source']}"])
