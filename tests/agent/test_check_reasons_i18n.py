@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from agent.checks import screen_lock
-from agent.checks.base import NOT_APPLICABLE, CheckOutcome, run_collector
+from agent.checks import REGISTRY, screen_lock
+from agent.checks.base import ERROR, NOT_APPLICABLE, CheckOutcome, run_collector
 from agent.checks.messages import TEMPLATES_EN as CHECK_TEMPLATES_EN
 from agent.checks.messages import message
 from agent.i18n import CATALOG_DIR, catalog
@@ -56,7 +56,7 @@ def test_every_key_the_collectors_use_is_in_the_catalogue() -> None:
     # a typo in a key would render as the bare key in every language
     sources = [ROOT / "agent" / "probes.py", *sorted((ROOT / "agent" / "checks").rglob("*.py"))]
     used = {key for path in sources for key in re.findall(r"\bmessage\(\s*\"([a-z_]+)\"", path.read_text("utf-8"))}
-    assert {"probe_command_not_found", "screen_lock_no_session_no_logind"} <= used
+    assert {"probe_command_not_found", "screen_lock_no_session_no_logind", "vpn_networks_parameter_invalid"} <= used
     assert sorted(used - set(TEMPLATES_EN)) == []
 
 
@@ -140,6 +140,73 @@ def test_screen_lock_without_logind_or_display_server_is_translated() -> None:
     assert "لا توجد جلسة رسومية" in arabic and "Xwayland" in arabic
     for text in (french, arabic):
         assert "no graphical session" not in text and "is not available" not in text
+
+
+# -- vpn: a policy mistake and the route probes of macOS and Windows ---------------------------------------
+
+def test_vpn_bad_corporate_networks_parameter_is_translated_with_the_values_kept() -> None:
+    outcome = run_collector(REGISTRY["vpn"], ReplayHost(Recording.load(FIXTURES / "debian-12" / "vpn-no-tunnel.json")),
+                            {"corporate_networks": ["not-a-network"]})
+    assert outcome.state == ERROR
+    assert outcome.message is not None and outcome.message["key"] == "vpn_networks_parameter_invalid"
+    # old readers see the same English sentence as before the reason became a message
+    assert outcome.reason == ("policy parameter corporate_networks: 'not-a-network' does not appear to be an IPv4 or "
+                              "IPv6 network; found ['not-a-network']. Give a list such as "
+                              '["10.0.0.0/8", "2001:db8::/32"].')
+    status, msg, _ = evaluate_rule(_rule("vpn"), outcome.to_json(), "linux")
+    assert status == "error"
+    french = catalog("fr").message(msg)
+    assert french.startswith("vpn n'a pas pu être vérifié : paramètre corporate_networks de la politique : "), french
+    assert "valeur trouvée : ['not-a-network']. Indiquez une liste comme" in french
+    arabic = catalog("ar").message(msg)
+    assert "قيمة غير صالحة لمعامل السياسة corporate_networks:" in arabic and "حدّد قائمة مثل" in arabic
+    for text in (french, arabic):
+        assert '["10.0.0.0/8", "2001:db8::/32"]' in text, text
+        assert "policy parameter" not in text and "Give a list" not in text, text
+
+
+def _failing(recording: Recording, command: str, result: ProbeResult) -> ReplayHost:
+    """The recording with the one probe whose command line contains ``command`` answering ``result``."""
+    keys = [key for key, probe in recording.probes.items() if command in " ".join(probe.target)]
+    assert len(keys) == 1, (command, keys)
+    probe = recording.probes[keys[0]]
+    recording.probes[keys[0]] = ProbeResult(probe.kind, probe.target, stdout=result.stdout, stderr=result.stderr,
+                                            rc=result.rc, error=result.error, timed_out=result.timed_out,
+                                            duration=result.duration)
+    return ReplayHost(recording)
+
+
+ROUTE_FAILURES = [
+    ("darwin-route-timeout", "darwin/14-apple-silicon", "route -n get 203.0.113.1",
+     ProbeResult("run", (), rc=None, timed_out=True, duration=5.0, error=TIMEOUT),
+     "probe_timed_out", "route -n get 203.0.113.1: timed out after 5.0s",
+     "route -n get 203.0.113.1 : délai dépassé après 5.0 s", "انتهت المهلة بعد 5.0 ثانية: route -n get 203.0.113.1"),
+    ("windows-route-denied", "windows/11-24h2", "Find-NetRoute -RemoteIPAddress '203.0.113.1'",
+     ProbeResult("run", (), stderr="Find-NetRoute : Access denied\r\n", rc=1),
+     "ps_access_denied", "Find-NetRoute 203.0.113.1: access denied; this probe needs an administrator (or the agent "
+     "service)", "Find-NetRoute 203.0.113.1 : accès refusé", "رفض الوصول إلى الاستعلام Find-NetRoute 203.0.113.1"),
+    ("windows-adapters-missing", "windows/11-24h2", "Get-NetAdapter -IncludeHidden",
+     ProbeResult("run", (), stderr="Get-NetAdapter : The term 'Get-NetAdapter' is not recognized as the name of a "
+                 "cmdlet\r\n", rc=1),
+     "ps_not_available", "Get-NetAdapter: not available on this Windows installation (Get-NetAdapter : The term "
+     "'Get-NetAdapter' is not recognized as the name of a cmdlet)",
+     "Get-NetAdapter : non disponible sur cette installation de Windows", "الاستعلام Get-NetAdapter غير متاح"),
+]
+
+
+@pytest.mark.parametrize("release, command, result, key, english, french, arabic",
+                         [r[1:] for r in ROUTE_FAILURES], ids=[r[0] for r in ROUTE_FAILURES])
+def test_vpn_probe_failures_on_macos_and_windows_are_messages(
+        release: str, command: str, result: ProbeResult, key: str, english: str, french: str, arabic: str) -> None:
+    platform = release.split("/")[0]
+    host = _failing(Recording.load(ROOT / "tests" / "fixtures" / release / "baseline.json"), command, result)
+    outcome = run_collector(REGISTRY["vpn"], host, {"corporate_networks": ["203.0.113.0/24"]})
+    assert outcome.state == ERROR
+    assert outcome.message is not None and outcome.message["key"] == key, outcome.message
+    assert outcome.reason == english
+    _, msg, _ = evaluate_rule(_rule("vpn"), outcome.to_json(), platform)
+    assert french in catalog("fr").message(msg)
+    assert arabic in catalog("ar").message(msg)
 
 
 # -- the outcome's JSON: message is optional, old recordings and reports still load ----------------

@@ -151,7 +151,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         address = probe_address(network)
         route = host.run(["route", "-n", "get", address])
         if route.error is not None:
-            return CheckOutcome.error(CHECK, route.describe_failure(), evidence)
+            return CheckOutcome.error(CHECK, route.failure_message(), evidence)
         # "not in table" (exit 1) means no route at all: not through the tunnel either
         interface = parse_route_get(route.stdout) if route.ok else None
         if route.ok and interface is None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.checks.base import CheckOutcome, ParseError, network_list
+from agent.checks.messages import message
 from agent.checks.vpn.kinds import counts_as_tunnel, parse_tun_flags, uevent_devtype
 from agent.checks.vpn.kinds import routable_address as _routable
 from agent.checks.vpn.kinds import tunnel_kind as _kind_of_type
@@ -516,8 +517,9 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     try:
         networks = network_list(raw_networks) if raw_networks is not None else []
     except ValueError as exc:
-        return CheckOutcome.error(CHECK, f"policy parameter corporate_networks: {exc}; found {raw_networks!r}. "
-                                         "Give a list such as [\"10.0.0.0/8\", \"2001:db8::/32\"].")
+        return CheckOutcome.error(CHECK, message("vpn_networks_parameter_invalid", parameter="corporate_networks",
+                                                 problem=str(exc), found=repr(raw_networks),
+                                                 example='["10.0.0.0/8", "2001:db8::/32"]'))
 
     addr = host.run(["ip", "-d", "-j", "addr", "show"], timeout=IP_TIMEOUT)
     if not addr.ok:

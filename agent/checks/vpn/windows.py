@@ -12,7 +12,15 @@ import ipaddress
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from agent.checks._host_json import parse_interfaces, parse_processes, routable_addresses, running_names
-from agent.checks._windows_ps import as_dict_list, parse_ps_json, ps_failure, ps_int, ps_str, run_ps
+from agent.checks._windows_ps import (
+    as_dict_list,
+    parse_ps_json,
+    ps_failure,
+    ps_failure_message,
+    ps_int,
+    ps_str,
+    run_ps,
+)
 from agent.checks.base import CheckOutcome, network_list
 from agent.probes import Host
 
@@ -147,8 +155,8 @@ def probe_address(network: str) -> str:
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     evidence: List[str] = []
     adapters_result = run_ps(host, ADAPTERS_PS)
-    failure = ps_failure(adapters_result, "Get-NetAdapter")
-    if failure:
+    failure = ps_failure_message(adapters_result, "Get-NetAdapter")
+    if failure is not None:
         return CheckOutcome.error(CHECK, failure)
     adapters = parse_adapters(adapters_result.stdout)
 
@@ -200,8 +208,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     for network in networks:
         address = probe_address(network)
         route = run_ps(host, find_route_ps(address))
-        route_failure = ps_failure(route, f"Find-NetRoute {address}")
-        if route_failure:
+        route_failure = ps_failure_message(route, f"Find-NetRoute {address}")
+        if route_failure is not None:
             return CheckOutcome.error(CHECK, route_failure, evidence)
         interface = parse_find_route(route.stdout)
         corporate.append({"network": network, "interface": interface, "via_tunnel": interface in tunnel_names})
