@@ -452,7 +452,7 @@ class Ingestor:
                 history.append({"device_id": device_id, "rule_id": result.rule_id, "check_id": result.check,
                                 "old_status": None if old is None else old.status, "new_status": new.status,
                                 "at": cand.created_at, "recorded_at": now, "seq": cand.seq, "reason": new.reason,
-                                "org_unit_id": org_unit_id})
+                                "message": new.message, "org_unit_id": org_unit_id})
                 stats.transitions += 1
             state[result.rule_id] = new
             changed = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import string
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from agent.checks.messages import TEMPLATES_EN as CHECK_TEMPLATES_EN
 from agent.checks.messages import Message as Message  # re-exported: the engine and i18n use these names
@@ -147,6 +147,35 @@ def json_text(value: Any) -> str:
 
 def render_en(msg: Any) -> str:
     return render(msg, TEMPLATES_EN, WORDS_EN, FACT_LABELS_EN)
+
+
+def render_in(msg: Any, lang: str) -> Optional[str]:
+    """Text of ``msg`` in ``lang`` (en, fr, ar: agent/i18n), or None when it cannot be shown as a whole
+    in that language: not a message, a key (nested ones included) the catalog of ``lang`` does not
+    translate, a parameter its template needs missing, or nested too deep. The caller then shows the
+    English reason it has; a sentence half in English, or with a ``{placeholder}`` left, is never made.
+
+    For the collector, which may import agent.policy but not agent.i18n (DESIGN.md); ``msg`` may come
+    from a device, so it is checked here rather than trusted.
+    """
+    from agent.i18n import catalog  # agent.i18n imports this module: imported at call time
+
+    texts = catalog(lang)
+    translated = TEMPLATES_EN if lang == "en" else texts.data.get("messages")
+    if not isinstance(translated, dict):
+        return None
+
+    def complete(value: Any, depth: int) -> bool:
+        if isinstance(value, list):
+            return all(complete(item, depth) for item in value[:50])
+        if not isinstance(value, dict) or "key" not in value:
+            return True  # a plain value, shown as text
+        template = translated.get(value["key"]) if is_message(value) else None
+        return (depth <= MAX_NESTING and isinstance(template, str) and value["key"] in TEMPLATES_EN
+                and set(placeholders(template)) <= set(value["params"])
+                and all(complete(param, depth + 1) for param in value["params"].values()))
+
+    return texts.message(msg) if is_message(msg) and complete(msg, 0) else None
 
 
 def placeholders(template: str) -> List[str]:

@@ -170,6 +170,8 @@ transitions = sa.Table(
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("org_unit_id", sa.Integer, nullable=False),
+    # JSON {"key", "params"} to render the reason in en/fr/ar; NULL for rows before migration 0006
+    sa.Column("message", sa.Text, nullable=True),
     sa.UniqueConstraint("device_id", "rule_id", "seq"),
     sa.Index(None, "device_id", "at"),
     sa.Index(None, "at"),

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
+
+from agent.policy.messages import render_in
 
 LANGUAGES = ("en", "fr", "ar")
 RTL = frozenset({"ar"})
@@ -25,6 +27,14 @@ def catalog(lang: str) -> dict[str, str]:
     if not isinstance(data, dict):
         raise ValueError(f"{CATALOG_DIR / (lang + '.json')}: expected a JSON object of key -> text")
     return {str(k): str(v) for k, v in data.items()}
+
+
+class Reason(NamedTuple):
+    """A check's reason as shown: the text and the language and direction it is written in."""
+
+    text: str
+    lang: str
+    dir: str
 
 
 class Translator:
@@ -48,6 +58,25 @@ class Translator:
         if not isinstance(texts, dict) or not texts:
             return "" if texts is None else str(texts)
         return str(texts.get(self.lang) or texts.get("en") or next(iter(texts.values())))
+
+
+    def reason(self, message: Any, english: Optional[str]) -> Reason:
+        """A check's reason in this language from its stored message (a dict, or the JSON text of one),
+        else the stored English ``reason``: for a message that is missing (history rows written before
+        migration 0006), malformed or unknown (an older or hostile agent, a key this collector's
+        catalog lacks), or not translated into this language."""
+        fallback = Reason(english or "", "en", "ltr")
+        if self.lang == "en":
+            return fallback  # the engine rendered the stored English text from the same message
+        if isinstance(message, str):
+            try:
+                message = json.loads(message)
+            except (ValueError, RecursionError):
+                return fallback
+        text = render_in(message, self.lang)
+        if text is None:
+            return fallback
+        return Reason(text, self.lang, "rtl" if self.rtl else "ltr")
 
 
 def choose_language(cookie: Optional[str], accept_language: Optional[str]) -> str:
