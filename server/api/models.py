@@ -152,6 +152,9 @@ class TransitionModel(BaseModel):
     recorded_at: float
     seq: int
     reason: str
+    # {key, params} of the engine's message catalogue, to show the reason in another language; null on
+    # changes recorded before the collector kept it
+    message: Optional[dict[str, Any]] = None
 
 
 class TransitionPage(BaseModel):

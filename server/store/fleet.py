@@ -334,10 +334,11 @@ def device_history(conn: Connection, device_id: str, *, page: int = 1, per_page:
     total = conn.execute(sa.select(sa.func.count()).select_from(transitions).where(*where)).scalar_one()
     rows = conn.execute(sa.select(transitions.c.rule_id, transitions.c.check_id, transitions.c.old_status,
                                   transitions.c.new_status, transitions.c.at, transitions.c.recorded_at,
-                                  transitions.c.seq, transitions.c.reason)
+                                  transitions.c.seq, transitions.c.reason, transitions.c.message)
                         .where(*where).order_by(transitions.c.at.desc(), transitions.c.id.desc())
                         .limit(per_page).offset((page - 1) * per_page)).mappings().all()
-    return Page([dict(r) for r in rows], int(total), page, per_page)
+    # message: the engine's {key, params} (translatable); None on rows from before migration 0006
+    return Page([{**r, "message": _json_or(r["message"], None)} for r in rows], int(total), page, per_page)
 
 
 def device_reports(conn: Connection, device_id: str, *, limit: int = 10,

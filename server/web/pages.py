@@ -394,7 +394,7 @@ def device_detail(request: Request, ctx: ContextDep, user: UserDep, device_id: D
     page = parse_int(history_page, "history_page", maximum=1_000_000) or 1
     with ctx.db.read() as conn:
         checks = fleet.device_checks(conn, device)
-        history = queries.device_history(conn, device_id, page=page, per_page=25)
+        history = fleet.device_history(conn, device_id, page=page, per_page=25)
         reports = fleet.device_reports(conn, device_id, limit=10)
     order = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "not_applicable": 4}
     checks.sort(key=lambda c: (order.get(c["status"], 5), c["rule_id"]))

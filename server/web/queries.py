@@ -184,18 +184,6 @@ def recent_changes(conn: Connection, scope: Scope, *, limit: int = 12,
     return [dict(r) for r in rows]
 
 
-def device_history(conn: Connection, device_id: str, *, page: int, per_page: int) -> fleet.Page:
-    """fleet.device_history plus each change's message (migration 0006), so the timeline can be shown
-    in the reader's language; rows written before that revision have none and show their English reason."""
-    where = transitions.c.device_id == device_id
-    total = conn.execute(sa.select(sa.func.count()).select_from(transitions).where(where)).scalar_one()
-    rows = conn.execute(sa.select(transitions.c.rule_id, transitions.c.old_status, transitions.c.new_status,
-                                  transitions.c.at, transitions.c.reason, transitions.c.message)
-                        .where(where).order_by(transitions.c.at.desc(), transitions.c.id.desc())
-                        .limit(per_page).offset((page - 1) * per_page)).mappings().all()
-    return fleet.Page([dict(r) for r in rows], int(total), page, per_page)
-
-
 def rule_ids(conn: Connection, scope: Scope) -> list[str]:
     """Rule ids of the latest version of every policy the caller may see (the failing-rule filter)."""
     visible = None if scope.unrestricted else policy_store.policy_ids_in_scope(conn, scope)

@@ -44,3 +44,8 @@ def test_admin_api_gives_the_english_reason_and_its_message(collector: Collector
                                                              "expected": True}}
     french = render_in(check["message"], "fr")
     assert french is not None and french != check["reason"]
+    change = next(h for h in detail.json()["history"]["items"] if h["rule_id"] == "disk-encryption")
+    assert change["reason"] == check["reason"] and change["message"] == check["message"]
+    history = collector.admin("GET", f"/devices/{device.device_id}/history")
+    assert history.status_code == 200, history.text
+    assert [h["message"] for h in history.json()["items"] if h["rule_id"] == "disk-encryption"] == [check["message"]]
