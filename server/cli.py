@@ -1,12 +1,13 @@
-"""teleposture-server: init | serve | token create | api-token create | user create | policy push/list/assign.
+"""teleposture-server: init | serve | token create | api-token create | user create/list/disable/enable/set-password | policy push/list/assign.
 
 Exit codes: 0 done, 2 usage or operational error (the message on stderr says what to do).
-`token create` and `api-token create` print the secret alone on their last line, for scripts.
+`token create`, `api-token create` and `user set-password` print the secret alone on their last line, for scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -22,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from agent import protocol
 from agent.policy import PolicyError, baseline, load_policy_file
 from server.settings import Settings, SettingsError, insecure_reasons, load_settings, parse_duration
-from server.store import accounts, audit, enrolment, migrate
+from server.store import accounts, audit, enrolment, migrate, sessions
 from server.store import policies as policy_store
 from server.store.db import Database, DatabaseURLError
 from server.store.schema import users
@@ -100,6 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     user_create.add_argument("--role", choices=("admin", "viewer"), default="viewer")
     user_create.add_argument("--org-unit", action="append", default=[], help="limit to org unit (repeatable)")
     user_create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    name_help = "the user's name (`user list` shows them)"
+    user_actions = {
+        "list": "every user: role, org units, created, enabled or disabled, last sign-in (never a secret)",
+        "disable": "disable a user (a leaver): ends their dashboard sessions and revokes the API tokens tied "
+                   "to them; refused for the last enabled admin; safe to run again",
+        "enable": "re-enable a disabled user: they sign in again; sessions and API tokens revoked by `disable` "
+                  "stay revoked",
+        "set-password": "set a new password (same rules as create) and end the user's dashboard sessions; "
+                        "prints a generated password alone on the last line unless --password-stdin",
+    }
+    user_list = user_cmds.add_parser("list", help=user_actions["list"], description=user_actions["list"])
+    user_list.add_argument("--json", action="store_true", help="a JSON array (times RFC 3339 UTC or null)")
+    for action in ("disable", "enable"):
+        user_cmds.add_parser(action, help=user_actions[action], description=user_actions[action]).add_argument(
+            "username", help=name_help)
+    user_password = user_cmds.add_parser("set-password", help=user_actions["set-password"],
+                                         description=user_actions["set-password"])
+    user_password.add_argument("username", help=name_help)
+    user_password.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
     policy = commands.add_parser("policy", help="policy versions")
     policy_cmds = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -280,14 +300,37 @@ def cmd_api_token(args: argparse.Namespace) -> int:
         db.dispose()
 
 
-def cmd_user(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """(password, generated): read from stdin with --password-stdin, otherwise a strong random one."""
     if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-        generated = False
-    else:
-        password = secrets.token_urlsafe(18)
-        generated = True
+        return sys.stdin.readline().rstrip("\n"), False
+    return secrets.token_urlsafe(18), True
+
+
+def _user(conn: Any, username: str) -> dict[str, Any]:
+    found = accounts.find_user(conn, username)
+    if found is None:
+        raise CliError(f"no user {username!r}: user names are case-sensitive; "
+                       "`teleposture-server user list` shows them")
+    return found
+
+
+def _iso(ts: Optional[float]) -> Optional[str]:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    actions = {"list": _user_list, "disable": _user_disable, "enable": _user_enable,
+               "set-password": _user_set_password}
+    if args.user_command in actions:
+        settings = _settings(args)
+        db = _database(settings)
+        try:
+            return actions[args.user_command](args, db)
+        finally:
+            db.dispose()
+    settings = _settings(args)
+    password, generated = _new_password(args)
     db = _database(settings)
     try:
         with db.write() as conn:
@@ -304,6 +347,92 @@ def cmd_user(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         db.dispose()
+
+
+def _user_list(args: argparse.Namespace, db: Database) -> int:
+    with db.read() as conn:
+        rows = accounts.list_users(conn)
+        names = accounts.org_unit_names(conn, [u for row in rows for u in row["org_unit_ids"]])
+    listed = [{"username": row["username"], "role": row["role"],
+               "org_units": sorted(names.get(u, f"#{u}") for u in row["org_unit_ids"]),
+               "created_at": row["created_at"], "disabled_at": row["disabled_at"],
+               "last_login_at": row["last_login_at"]} for row in rows]
+    if args.json:
+        _out(json.dumps([{**item, "disabled": item["disabled_at"] is not None,
+                          **{key: _iso(item[key]) for key in ("created_at", "disabled_at", "last_login_at")}}
+                         for item in listed], ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not listed:
+        _out("no users: `teleposture-server init` creates the first admin")
+    for item in listed:
+        state = "enabled" if item["disabled_at"] is None else f"disabled {_when(item['disabled_at'])}"
+        scope = ", ".join(item["org_units"]) or "whole fleet"
+        _out(f"{item['username']:<24} {item['role']:<6}  {state:<27} created {_when(item['created_at'])}  "
+             f"last sign-in {_when(item['last_login_at'])}  scope {scope}")
+    return EXIT_OK
+
+
+def _user_disable(args: argparse.Namespace, db: Database) -> int:
+    refused: Optional[str] = None
+    with db.write() as conn:
+        user = _user(conn, args.username)
+        if user["role"] == "admin" and user["disabled_at"] is None \
+                and accounts.other_enabled_admins(conn, user["id"]) == 0:
+            refused = (f"user {args.username!r} is the last enabled admin: disabling it would leave nobody to "
+                       "administer the collector; create or enable another admin first (`user create --role "
+                       "admin`, `user enable`), then disable this one")
+        else:
+            changed = accounts.set_user_disabled(conn, user["id"], True)
+            # Also when already disabled: tokens or sessions left by a disable done in the database end too.
+            ended = sessions.revoke_user_sessions(conn, user["id"])
+            tokens = accounts.revoke_user_api_tokens(conn, user["id"])
+            audit.record(conn, actor=CLI_ACTOR, action="user.disable", target=args.username,
+                         details={"already_disabled": not changed, "sessions_revoked": ended,
+                                  "api_tokens_revoked": tokens})
+    if refused is not None:
+        # Recorded in its own transaction, as the admin API records its refusals.
+        with db.write() as conn:
+            audit.record(conn, actor=CLI_ACTOR, action="user.disable", target=args.username, outcome="denied",
+                         details={"reason": "last enabled admin"})
+        raise CliError(refused)
+    if changed:
+        _out(f"user {args.username} disabled: {ended} dashboard session(s) ended, {tokens} API token(s) revoked")
+    else:
+        _out(f"user {args.username} was already disabled (since {_when(user['disabled_at'])}); "
+             f"{ended} dashboard session(s) ended, {tokens} API token(s) revoked")
+    return EXIT_OK
+
+
+def _user_enable(args: argparse.Namespace, db: Database) -> int:
+    with db.write() as conn:
+        user = _user(conn, args.username)
+        changed = accounts.set_user_disabled(conn, user["id"], False)
+        audit.record(conn, actor=CLI_ACTOR, action="user.enable", target=args.username,
+                     details={"already_enabled": not changed})
+    if changed:
+        _out(f"user {args.username} enabled: they sign in again (earlier sessions and API tokens stay revoked)")
+    else:
+        _out(f"user {args.username} was already enabled; nothing changed")
+    return EXIT_OK
+
+
+def _user_set_password(args: argparse.Namespace, db: Database) -> int:
+    password, generated = _new_password(args)
+    with db.write() as conn:
+        user = _user(conn, args.username)
+        try:
+            accounts.set_password(conn, user["id"], password)
+        except accounts.AccountError as exc:
+            raise CliError(str(exc)) from exc
+        ended = sessions.revoke_user_sessions(conn, user["id"])
+        audit.record(conn, actor=CLI_ACTOR, action="user.set_password", target=args.username,
+                     details={"generated": generated, "sessions_revoked": ended})
+    note = " (the user is disabled: `user enable` lets them sign in)" if user["disabled_at"] is not None else ""
+    _out(f"password of user {args.username} changed: {ended} dashboard session(s) ended{note}")
+    if generated:
+        _out("new password (shown once; stored hashed):")
+        _out(password)
+    return EXIT_OK
 
 
 def cmd_policy(args: argparse.Namespace) -> int:

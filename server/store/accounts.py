@@ -86,12 +86,18 @@ def _check_role(role: str) -> str:
 
 # -- users -------------------------------------------------------------------------------------
 
+def check_password(password: str) -> str:
+    """The rules every new password meets (user creation and password changes alike)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AccountError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters, found {len(password)}")
+    return password
+
+
 def create_user(conn: Connection, username: str, password: str, role: str,
                 org_unit_ids: Iterable[int] = (), now: Optional[float] = None) -> int:
     if not isinstance(username, str) or not USERNAME.match(username):
         raise AccountError(f"user name {str(username)[:60]!r} is not valid: expected letters, digits and . _ @ -")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AccountError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters, found {len(password)}")
+    check_password(password)
     _check_role(role)
     exists = conn.execute(sa.select(users.c.id).where(users.c.username == username)).scalar_one_or_none()
     if exists is not None:
@@ -126,6 +132,57 @@ def authenticate_user(conn: Connection, username: str, password: str,
 _DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
 
 
+def find_user(conn: Connection, username: str) -> Optional[dict[str, Any]]:
+    """The user row (id, username, role, created_at, disabled_at, last_login_at; no hash), or None."""
+    row = conn.execute(sa.select(users.c.id, users.c.username, users.c.role, users.c.created_at,
+                                 users.c.disabled_at, users.c.last_login_at)
+                       .where(users.c.username == username)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def list_users(conn: Connection) -> list[dict[str, Any]]:
+    """Every user by name, with ``org_unit_ids`` (empty: whole fleet); never the password hash."""
+    rows = conn.execute(sa.select(users.c.id, users.c.username, users.c.role, users.c.created_at,
+                                  users.c.disabled_at, users.c.last_login_at)
+                        .order_by(users.c.username)).mappings().all()
+    units: dict[int, list[int]] = {}
+    for link in conn.execute(sa.select(user_org_units.c.user_id, user_org_units.c.org_unit_id)
+                             .order_by(user_org_units.c.org_unit_id)):
+        units.setdefault(int(link.user_id), []).append(int(link.org_unit_id))
+    return [{**dict(row), "org_unit_ids": units.get(int(row["id"]), [])} for row in rows]
+
+
+def other_enabled_admins(conn: Connection, user_id: int) -> int:
+    """How many enabled admin users there are besides ``user_id``.
+
+    On PostgreSQL the enabled admins' rows are locked until the transaction ends, so two concurrent
+    disables cannot each count the other and leave no admin (SQLite's write transactions are serial)."""
+    ids = conn.execute(sa.select(users.c.id).where(users.c.role == "admin", users.c.disabled_at.is_(None))
+                       .with_for_update()).scalars().all()
+    return sum(1 for found in ids if int(found) != user_id)
+
+
+def set_user_disabled(conn: Connection, user_id: int, disabled: bool, now: Optional[float] = None) -> bool:
+    """Disable (``disabled_at`` = now) or re-enable a user; whether anything changed.
+
+    This alone does not end sessions or tokens: callers pair disabling with
+    ``sessions.revoke_user_sessions`` and ``revoke_user_api_tokens``."""
+    query = users.update().where(users.c.id == user_id)
+    if disabled:
+        query = query.where(users.c.disabled_at.is_(None)).values(disabled_at=time.time() if now is None else now)
+    else:
+        query = query.where(users.c.disabled_at.is_not(None)).values(disabled_at=None)
+    return bool(conn.execute(query).rowcount)
+
+
+def set_password(conn: Connection, user_id: int, password: str) -> None:
+    """Store a new password (same rules as creation). The new hash ends every older dashboard session
+    through its fingerprint; callers also revoke them so the session rows say so."""
+    check_password(password)
+    conn.execute(users.update().where(users.c.id == user_id)
+                 .values(password_hash=security.hash_password(password)))
+
+
 # -- API tokens --------------------------------------------------------------------------------
 
 def create_api_token(conn: Connection, name: str, role: str, org_unit_ids: Iterable[int] = (),
@@ -154,9 +211,12 @@ def authenticate_api_token(conn: Connection, token: str, now: Optional[float] = 
     if not token.startswith(security.API_TOKEN_PREFIX) or len(token) > 200:
         return None
     current = time.time() if now is None else now
-    row = conn.execute(sa.select(api_tokens).where(api_tokens.c.token_hash == security.token_hash(token))
-                       ).mappings().first()
-    if row is None or row["revoked_at"] is not None:
+    # Joined to its user (if any) by primary key: a token of a disabled user is refused, however the
+    # user was disabled (`user disable` also revokes such tokens for good).
+    row = conn.execute(sa.select(api_tokens, users.c.disabled_at.label("user_disabled_at"))
+                       .outerjoin(users, users.c.id == api_tokens.c.user_id)
+                       .where(api_tokens.c.token_hash == security.token_hash(token))).mappings().first()
+    if row is None or row["revoked_at"] is not None or row["user_disabled_at"] is not None:
         return None
     if row["expires_at"] is not None and row["expires_at"] <= current:
         return None
@@ -166,6 +226,13 @@ def authenticate_api_token(conn: Connection, token: str, now: Optional[float] = 
     return Principal(actor=f"token:{row['name']}", role=row["role"],
                      scope=Scope(frozenset(int(u) for u in units)) if units else Scope.everything(),
                      token_id=int(row["id"]), user_id=row["user_id"], needs_touch=needs_touch)
+
+
+def revoke_user_api_tokens(conn: Connection, user_id: int, now: Optional[float] = None) -> int:
+    """Revoke every unrevoked API token tied to a user (``api_tokens.user_id``); how many."""
+    return int(conn.execute(api_tokens.update()
+                            .where(api_tokens.c.user_id == user_id, api_tokens.c.revoked_at.is_(None))
+                            .values(revoked_at=time.time() if now is None else now)).rowcount or 0)
 
 
 def touch_api_token(conn: Connection, token_id: int, now: Optional[float] = None) -> None:
