@@ -155,21 +155,26 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
+def csv_stream(rows: Iterator[dict[str, Any]], columns: tuple[str, ...]) -> Iterator[str]:
+    """CSV text of ``rows`` (a header line, then ``columns`` of each row), yielded every 500 rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    for count, row in enumerate(rows, 1):
+        writer.writerow([_csv_cell(row.get(name)) for name in columns])
+        if count % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
 def _export_rows(ctx: AppContext, principal: Principal, flt: fleet.DeviceFilter, window: float, sort: str,
                  fmt: str) -> Iterator[str]:
     with ctx.db.read() as conn:
         rows = fleet.iter_devices(conn, principal.scope, flt, now=_now(), stale_after=window, sort=sort)
         if fmt == "csv":
-            buffer = io.StringIO()
-            writer = csv.writer(buffer)
-            writer.writerow(EXPORT_COLUMNS)
-            for count, row in enumerate(rows, 1):
-                writer.writerow([_csv_cell(row.get(name)) for name in EXPORT_COLUMNS])
-                if count % 500 == 0:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            yield buffer.getvalue()
+            yield from csv_stream(rows, EXPORT_COLUMNS)
         else:
             yield "["
             for count, row in enumerate(rows):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import secrets
 import time
 import urllib.parse
@@ -15,7 +13,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from server.api.admin import EXPORT_COLUMNS, _csv_cell
+from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
 from server.app import AppContext
 from server.ratelimit import retry_after_header
@@ -325,19 +323,6 @@ def _export_audit(ctx: AppContext, request: Request, user: auth.WebUser, action:
                      details={"via": "dashboard", "filters": args.query(page=None, per_page=None)})
 
 
-def _csv_stream(rows: Iterator[dict[str, Any]], columns: tuple[str, ...]) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    for count, row in enumerate(rows, 1):
-        writer.writerow([_csv_cell(row.get(name)) for name in columns])
-        if count % 500 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
-
-
 def _stamp() -> str:
     return datetime.now(tz=timezone.utc).strftime("%Y%m%d-%H%M")
 
@@ -349,7 +334,7 @@ def export_devices(request: Request, ctx: ContextDep, user: UserDep, args: ListA
 
     def rows() -> Iterator[str]:
         with ctx.db.read() as conn:
-            yield from _csv_stream(fleet.iter_devices(conn, scope, args.device_filter(scope), now=time.time(),
+            yield from csv_stream(fleet.iter_devices(conn, scope, args.device_filter(scope), now=time.time(),
                                                       stale_after=ctx.settings.stale_after, sort=args.sort),
                                    EXPORT_COLUMNS)
 
@@ -364,7 +349,7 @@ def export_checks(request: Request, ctx: ContextDep, user: UserDep, args: ListAr
 
     def rows() -> Iterator[str]:
         with ctx.db.read() as conn:
-            yield from _csv_stream(queries.iter_check_states(conn, scope, args.device_filter(scope), now=time.time(),
+            yield from csv_stream(queries.iter_check_states(conn, scope, args.device_filter(scope), now=time.time(),
                                                              stale_after=ctx.settings.stale_after),
                                    queries.CHECK_EXPORT_COLUMNS)
 
