@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from agent.checks.base import ParseError
 
@@ -48,8 +48,14 @@ def parse_interfaces(text: str) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def routable_ip(ip: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
+    """Not loopback, unspecified or link-local: fe80::/10 exists on every interface (a utun with only that
+    is no VPN), and 169.254/16 means no DHCP answer, not a tunnel address."""
+    return not (ip.is_loopback or ip.is_unspecified or ip.is_link_local)
+
+
 def routable_addresses(addresses: Sequence[Mapping[str, Any]]) -> List[str]:
-    """IPv4 addresses and IPv6 addresses that are not link-local (fe80::/10) or loopback."""
+    """The routable (:func:`routable_ip`) addresses of ``Host.interfaces()`` entries, without %scope."""
     out = []
     for addr in addresses:
         text = str(addr.get("address", "")).split("%")[0]
@@ -57,13 +63,8 @@ def routable_addresses(addresses: Sequence[Mapping[str, Any]]) -> List[str]:
             ip = ipaddress.ip_address(text)
         except ValueError:
             continue
-        if ip.is_loopback or ip.is_unspecified:
-            continue
-        if ip.version == 6 and ip.is_link_local:
-            continue
-        if ip.version == 4 and ip.is_link_local:
-            continue  # 169.254/16: no DHCP answer, not a tunnel address
-        out.append(text)
+        if routable_ip(ip):
+            out.append(text)
     return out
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Collection, Dict, Optional, Tuple
 
+from agent.checks._host_json import routable_ip
+
 # linkinfo info_kind -> tunnel kind. GRE/IPIP/SIT are plain (unencrypted) tunnels and the kernel
 # creates fallback devices (gre0, tunl0, sit0) for them: they are not VPN tunnels.
 _INFO_KIND = {
@@ -116,10 +118,9 @@ def sysfs_tunnel_kind(arphrd: int, tun_flags_text: Optional[str], uevent_text: O
 
 
 def routable_address(address: str) -> bool:
-    """IPv4 (not link-local 169.254/16) or IPv6 that is neither link-local nor loopback; takes
-    ``10.8.0.2/24`` and ``fe80::1%utun3`` forms."""
+    """:func:`routable_ip` for one address in ``10.8.0.2/24`` or ``fe80::1%utun3`` form."""
     try:
         ip = ipaddress.ip_address(address.split("/")[0].split("%")[0])
     except ValueError:
         return False
-    return not (ip.is_link_local or ip.is_loopback or ip.is_unspecified)
+    return routable_ip(ip)
