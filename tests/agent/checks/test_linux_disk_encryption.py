@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from agent.checks import disk_encryption
 from agent.checks.base import ERROR, NOT_APPLICABLE, OK, ParseError, run_collector
 from agent.checks.disk_encryption import linux
-from agent.probes import LiveHost, ProbeResult, Recording, RecordingHost, ReplayHost
+from agent.probes import LiveHost, ProbeResult, Recording, ReplayHost
+from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "linux"
 FAMILY = disk_encryption.FAMILY
 
 
 def replay(relative: str) -> Any:
-    return run_collector(FAMILY, ReplayHost(Recording.load(FIXTURES / relative)))
+    return replay_fixture(FAMILY, relative)
 
 
 def summary(facts: Dict[str, Any]) -> Dict[str, Any]:
@@ -286,8 +286,4 @@ def test_this_machine_tells_the_truth() -> None:
 
 
 def test_recording_of_this_machine_replays_identically(tmp_path: Path) -> None:
-    live = RecordingHost(LiveHost())
-    first = run_collector(FAMILY, live)
-    live.recording.save(tmp_path / "rec.json")
-    again = run_collector(FAMILY, ReplayHost(Recording.load(tmp_path / "rec.json")))
-    assert again.to_json() == first.to_json()
+    assert_live_recording_replays(FAMILY, tmp_path / "rec.json")

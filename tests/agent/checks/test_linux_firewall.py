@@ -19,15 +19,15 @@ from hypothesis import strategies as st
 from agent.checks import firewall
 from agent.checks.base import ERROR, OK, ParseError, run_collector
 from agent.checks.firewall import linux
-from agent.probes import LiveHost, ProbeResult, Recording, RecordingHost, ReplayHost
+from agent.probes import LiveHost, ProbeResult, Recording, ReplayHost
+from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "linux"
 FAMILY = firewall.FAMILY
 REPO = Path(__file__).resolve().parents[3]
 
 
 def replay(relative: str) -> Any:
-    return run_collector(FAMILY, ReplayHost(Recording.load(FIXTURES / relative)))
+    return replay_fixture(FAMILY, relative)
 
 
 EXPECTED: List[Tuple[str, Dict[str, Any]]] = [
@@ -319,8 +319,4 @@ def test_real_rulesets_in_a_network_namespace(netns: str, loader: List[str], rul
 
 
 def test_recording_of_this_machine_replays_identically(tmp_path: Path) -> None:
-    live = RecordingHost(LiveHost())
-    first = run_collector(FAMILY, live)
-    live.recording.save(tmp_path / "rec.json")
-    again = run_collector(FAMILY, ReplayHost(Recording.load(tmp_path / "rec.json")))
-    assert again.to_json() == first.to_json()
+    assert_live_recording_replays(FAMILY, tmp_path / "rec.json")

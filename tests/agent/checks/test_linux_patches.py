@@ -28,13 +28,13 @@ from agent.probes import (
     RecordingHost,
     ReplayHost,
 )
+from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "linux"
 FAMILY = patches.FAMILY
 
 
 def replay(relative: str) -> Any:
-    return run_collector(FAMILY, ReplayHost(Recording.load(FIXTURES / relative)))
+    return replay_fixture(FAMILY, relative)
 
 
 # -- recorded and constructed outputs -> facts ------------------------------------------------------------
@@ -510,9 +510,4 @@ class CountingLiveHost(LiveHost):
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="not an apt machine")
 def test_recording_of_this_machine_replays_identically(probe_cache: Path, tmp_path: Path) -> None:
-    live = RecordingHost(LiveHost(cache_dir=probe_cache))
-    outcome = run_collector(FAMILY, live)
-    path = tmp_path / "patches.json"
-    live.recording.save(path)
-    replayed = run_collector(FAMILY, ReplayHost(Recording.load(path)))
-    assert replayed.to_json() == outcome.to_json()
+    assert_live_recording_replays(FAMILY, tmp_path / "patches.json", LiveHost(cache_dir=probe_cache))

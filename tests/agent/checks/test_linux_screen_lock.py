@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 from agent.checks import screen_lock
 from agent.checks.base import ERROR, NOT_APPLICABLE, OK, ParseError, run_collector
 from agent.checks.screen_lock import linux
-from agent.probes import LiveHost, ProbeResult, Recording, RecordingHost, ReplayHost
+from agent.probes import LiveHost, ProbeResult, Recording, ReplayHost
+from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "linux"
 FAMILY = screen_lock.FAMILY
 
 
 def replay(relative: str) -> Any:
-    return run_collector(FAMILY, ReplayHost(Recording.load(FIXTURES / relative)))
+    return replay_fixture(FAMILY, relative)
 
 
 EXPECTED: List[Tuple[str, Dict[str, Any]]] = [
@@ -203,8 +203,4 @@ def test_this_machine_has_no_graphical_session_and_says_so() -> None:
 
 
 def test_recording_of_this_machine_replays_identically(tmp_path: Path) -> None:
-    live = RecordingHost(LiveHost())
-    first = run_collector(FAMILY, live)
-    live.recording.save(tmp_path / "rec.json")
-    again = run_collector(FAMILY, ReplayHost(Recording.load(tmp_path / "rec.json")))
-    assert again.to_json() == first.to_json()
+    assert_live_recording_replays(FAMILY, tmp_path / "rec.json")

@@ -23,16 +23,15 @@ from agent.probes import (
     LiveHost,
     ProbeResult,
     Recording,
-    RecordingHost,
     ReplayHost,
 )
+from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "linux"
 FAMILY = vpn.FAMILY
 
 
 def replay(fixture: str, networks: List[str]) -> Any:
-    return run_collector(FAMILY, ReplayHost(Recording.load(FIXTURES / fixture)), {"corporate_networks": networks})
+    return replay_fixture(FAMILY, fixture, {"corporate_networks": networks})
 
 
 # fixture, corporate networks (policy params), expected facts
@@ -454,9 +453,5 @@ def test_this_machine_tells_the_truth() -> None:
 
 @pytest.mark.skipif(shutil.which("ip") is None, reason="iproute2 not installed")
 def test_recording_of_this_machine_replays_identically(tmp_path: Path) -> None:
-    params = {"corporate_networks": ["10.0.0.0/8", "2001:db8::/32"]}
-    live = RecordingHost(LiveHost())
-    outcome = run_collector(FAMILY, live, params)
-    path = tmp_path / "vpn.json"
-    live.recording.save(path)
-    assert run_collector(FAMILY, ReplayHost(Recording.load(path)), params).to_json() == outcome.to_json()
+    assert_live_recording_replays(FAMILY, tmp_path / "vpn.json",
+                                  params={"corporate_networks": ["10.0.0.0/8", "2001:db8::/32"]})
