@@ -26,7 +26,6 @@ import queue
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,10 +44,8 @@ import sqlalchemy as sa  # noqa: E402
 from agent import protocol  # noqa: E402
 from agent.policy import evaluate  # noqa: E402
 from benchmarks.collector_sim import AGENT_VERSION, Posture, SimDevice, linux_facts  # noqa: E402
-from benchmarks.loopback import free_port  # noqa: E402
+from benchmarks.loopback import SERVER_BIN, serve  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SERVER = [str(REPO / ".venv" / "bin" / "teleposture-server")]
 PG_ADMIN_URL = os.environ.get("TELEPOSTURE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
@@ -246,7 +243,7 @@ def batches(envelopes: list[dict[str, str]], size: int) -> list[tuple[bytes, int
 
 
 def cli(data_dir: Path, url: str, *args: str) -> str:
-    done = subprocess.run([*SERVER, "--data-dir", str(data_dir), "--database-url", url, *args],
+    done = subprocess.run([str(SERVER_BIN), "--data-dir", str(data_dir), "--database-url", url, *args],
                           capture_output=True, text=True, check=True)
     return done.stdout
 
@@ -258,20 +255,46 @@ def analyze(url: str) -> None:
     engine.dispose()
 
 
-def wait_ready(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"collector exited: {log.read_text()[-2000:]}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/api/v1/health")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("collector did not become ready in 60 s")
+def measure(port: int, token: str, url: str, backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Enrol the fleet on the running collector, then every measured run against it."""
+    fleet = Fleet(args.devices, args.change_fraction)
+
+    def enrol(device: SimDevice) -> None:
+        status, body = Connection(port).post("/api/v1/enroll", json.dumps(device.enroll_body(token)).encode(),
+                                             gzip_body=False)
+        if status != 200:
+            raise RuntimeError(f"enrolment failed: {status} {body[:200]!r}")
+        device.device_id = json.loads(body)["device_id"]
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.clients) as pool:
+        list(pool.map(enrol, fleet.devices))
+    enrol_seconds = time.perf_counter() - began
+    # A database this young has no planner statistics yet: PostgreSQL then may plan the per-report
+    # UPDATE through any index leading with `state` (scanning every device) until autovacuum's ANALYZE,
+    # which runs within a minute of the first enrolments on a real server. Measure that steady state.
+    analyze(url)
+
+    rounds = [fleet.round() for _ in range(args.rounds + 2)]
+    first = send_all(port, "/api/v1/reports", batches(rounds[0], args.batch), args.clients, "first reports")
+    # One round at a time: like a real agent, a device sends its next report only after the previous one
+    # was answered (otherwise a slow batch would turn its envelopes into duplicates).
+    steady = merge([send_all(port, "/api/v1/reports", batches(r, args.batch), args.clients, "")
+                    for r in rounds[1:args.rounds + 1]], f"{backend} ingest (batch {args.batch})")
+    reference = merge([send_all(port, "/api/v1/ping", batches(r, args.batch), args.clients, "")
+                       for r in rounds[1:args.rounds + 1]], f"{backend} /ping reference")
+    half_rate = steady.rate / 2
+    paced_bodies = batches(rounds[args.rounds + 1], args.batch)
+    paced = send_all(port, "/api/v1/reports", paced_bodies, args.clients, f"{backend} ingest at half rate",
+                     interval=args.batch / half_rate if half_rate else 0.0)
+    single = [(gzip.compress(json.dumps({"envelopes": [e]}).encode(), 5), 1)
+              for e in fleet.round()[: min(args.devices, 600)]]
+    one_by_one = send_all(port, "/api/v1/reports", single, args.clients, f"{backend} ingest (batch 1)")
+    runs = [first, steady, reference, paced, one_by_one]
+    return {"backend": backend, "devices": args.devices, "batch": args.batch, "clients": args.clients,
+            "workers": args.workers, "enrol_per_s": round(args.devices / enrol_seconds, 1),
+            "runs": [r.to_json() for r in runs], "lines": [r.line() for r in runs],
+            "reference_ratio": round(steady.rate / reference.rate, 3) if reference.rate else None}
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -286,66 +309,15 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{pg_name}"'))
         url = sa.engine.make_url(PG_ADMIN_URL).set(database=pg_name).render_as_string(hide_password=False)
-    process = None
     try:
         cli(data_dir, url, "init")
         token = cli(data_dir, url, "token", "create", "--org-unit", "Bench").strip().splitlines()[-1]
-        port = free_port()
-        log = work / "serve.log"
-        env = {**os.environ, "TELEPOSTURE_RATE_LIMIT_DEVICE_PER_MINUTE": "0", "TELEPOSTURE_RATE_LIMIT_IP_PER_MINUTE": "0",
-               "TELEPOSTURE_ACCESS_LOG": "false", "TELEPOSTURE_LOG_LEVEL": "warning"}
-        with open(log, "wb") as handle:
-            process = subprocess.Popen([*SERVER, "--data-dir", str(data_dir), "--database-url", url, "serve",
-                                        "--port", str(port), "--workers", str(args.workers)],
-                                       stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        wait_ready(port, process, log)
-        SERVER_PID[0] = process.pid
-
-        fleet = Fleet(args.devices, args.change_fraction)
-
-        def enrol(device: SimDevice) -> None:
-            status, body = Connection(port).post("/api/v1/enroll", json.dumps(device.enroll_body(token)).encode(),
-                                                 gzip_body=False)
-            if status != 200:
-                raise RuntimeError(f"enrolment failed: {status} {body[:200]!r}")
-            device.device_id = json.loads(body)["device_id"]
-
-        began = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=args.clients) as pool:
-            list(pool.map(enrol, fleet.devices))
-        enrol_seconds = time.perf_counter() - began
-        # A database this young has no planner statistics yet: PostgreSQL then may plan the per-report
-        # UPDATE through any index leading with `state` (scanning every device) until autovacuum's ANALYZE,
-        # which runs within a minute of the first enrolments on a real server. Measure that steady state.
-        analyze(url)
-
-        rounds = [fleet.round() for _ in range(args.rounds + 2)]
-        first = send_all(port, "/api/v1/reports", batches(rounds[0], args.batch), args.clients, "first reports")
-        # One round at a time: like a real agent, a device sends its next report only after the previous one
-        # was answered (otherwise a slow batch would turn its envelopes into duplicates).
-        steady = merge([send_all(port, "/api/v1/reports", batches(r, args.batch), args.clients, "")
-                        for r in rounds[1:args.rounds + 1]], f"{backend} ingest (batch {args.batch})")
-        reference = merge([send_all(port, "/api/v1/ping", batches(r, args.batch), args.clients, "")
-                           for r in rounds[1:args.rounds + 1]], f"{backend} /ping reference")
-        half_rate = steady.rate / 2
-        paced_bodies = batches(rounds[args.rounds + 1], args.batch)
-        paced = send_all(port, "/api/v1/reports", paced_bodies, args.clients, f"{backend} ingest at half rate",
-                         interval=args.batch / half_rate if half_rate else 0.0)
-        single = [(gzip.compress(json.dumps({"envelopes": [e]}).encode(), 5), 1)
-                  for e in fleet.round()[: min(args.devices, 600)]]
-        one_by_one = send_all(port, "/api/v1/reports", single, args.clients, f"{backend} ingest (batch 1)")
-        runs = [first, steady, reference, paced, one_by_one]
-        return {"backend": backend, "devices": args.devices, "batch": args.batch, "clients": args.clients,
-                "workers": args.workers, "enrol_per_s": round(args.devices / enrol_seconds, 1),
-                "runs": [r.to_json() for r in runs], "lines": [r.line() for r in runs],
-                "reference_ratio": round(steady.rate / reference.rate, 3) if reference.rate else None}
+        env = {"TELEPOSTURE_RATE_LIMIT_DEVICE_PER_MINUTE": "0", "TELEPOSTURE_RATE_LIMIT_IP_PER_MINUTE": "0",
+               "TELEPOSTURE_LOG_LEVEL": "warning"}
+        with serve(data_dir, url, "--workers", str(args.workers), env=env, start_timeout=60) as server:
+            SERVER_PID[0] = server.process.pid
+            return measure(server.port, token, url, backend, args)
     finally:
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
         if pg_name:
             admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:

@@ -25,14 +25,11 @@ import os
 import random
 import re
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from agent.policy import baseline  # noqa: E402
 from benchmarks.collector_sim import Posture, linux_facts  # noqa: E402
-from benchmarks.loopback import free_port  # noqa: E402
+from benchmarks.loopback import serve  # noqa: E402
 from server import cli  # noqa: E402
 from server.store import maintenance  # noqa: E402
 from server.store.schema import (  # noqa: E402
@@ -194,41 +191,6 @@ def seed(url: str, count: int, rng: random.Random) -> dict[str, Any]:
     return {"unit": unit_ids[3], "search": "lap-0123", "user": "nadia.0001"}  # unit 4, as --keep assumes
 
 
-@contextlib.contextmanager
-def serve(data_dir: Path, url: str) -> Iterator[str]:
-    port = free_port()
-    server_bin = REPO / ".venv" / "bin" / "teleposture-server"
-    command = [str(server_bin)] if server_bin.exists() else [sys.executable, "-m", "server.cli"]
-    env = {**os.environ, "TELEPOSTURE_ACCESS_LOG": "false", "TELEPOSTURE_LOG_LEVEL": "warning",
-           # The trend snapshot would rescan the fleet during the measurement; the seeded history is enough.
-           "TELEPOSTURE_MAINTENANCE_INTERVAL": "86400"}
-    log_file = open(data_dir / "serve.log", "wb")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen([*command, "--data-dir", str(data_dir), "--database-url", url, "serve",
-                                "--host", "127.0.0.1", "--port", str(port)], stdout=log_file,
-                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"serve exited: {(data_dir / 'serve.log').read_text()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(base + "/api/v1/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve did not start within 60 s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log_file.close()
-
-
 def sign_in(base: str, password: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=60)
     page = client.get("/login")
@@ -311,7 +273,10 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
             ids = seed(url, count, rng)
             if keep is not None:
                 saved.write_text(password_text)
-        with serve(data_dir, url) as base:
+        # The trend snapshot would rescan the fleet during the measurement; the seeded history is enough.
+        with serve(data_dir, url, env={"TELEPOSTURE_LOG_LEVEL": "warning", "TELEPOSTURE_MAINTENANCE_INTERVAL": "86400"},
+                   start_timeout=60) as server:
+            base = server.url
             client = sign_in(base, password_text)
             unit = ids["unit"]
             pages = [

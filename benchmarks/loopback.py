@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER_BIN = REPO / ".venv" / "bin" / "teleposture-server"
 
 
 def free_port() -> int:
@@ -10,3 +25,55 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def serve(data_dir: Path, database_url: str, *extra: str, env: Optional[dict[str, str]] = None,
+          start_timeout: float = 30.0) -> Iterator[ServerProcess]:
+    """`teleposture-server serve` on a free loopback port (``extra``: more serve flags, ``env``: more
+    environment), answering /api/v1/health, until the block ends; its output goes to a log beside
+    ``data_dir``."""
+    port = free_port()
+    log_path = data_dir.parent / f"serve-{port}.log"
+    environ = {**os.environ, "TELEPOSTURE_ACCESS_LOG": "false", **(env or {})}
+    command = [str(SERVER_BIN) if SERVER_BIN.exists() else sys.executable, *([] if SERVER_BIN.exists() else
+               ["-m", "server.cli"]), "--data-dir", str(data_dir), "--database-url", database_url, "serve",
+               "--host", "127.0.0.1", "--port", str(port), *extra]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(url, port, process, log_path)
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"serve exited with {process.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve did not answer within {start_timeout:.0f} s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -8,10 +8,6 @@ import io
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +19,6 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from benchmarks.collector_sim import SimDevice
-from benchmarks.loopback import free_port
 from server import cli, security
 from server.app import create_app
 from server.settings import Settings, load_settings
@@ -31,8 +26,6 @@ from server.store.db import Database
 from server.store.schema import metadata
 
 PG_ADMIN_URL = os.environ.get("TELEPOSTURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REPO = Path(__file__).resolve().parents[2]
-SERVER_BIN = REPO / ".venv" / "bin" / "teleposture-server"
 
 
 @pytest.fixture(autouse=True)
@@ -261,52 +254,3 @@ def snapshot(db: Database, exclude: tuple[str, ...] = ()) -> dict[str, list[tupl
             rows = conn.execute(sa.select(table)).all()
             out[table.name] = sorted((tuple(r) for r in rows), key=repr)
     return out
-
-
-@dataclass
-class ServerProcess:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def serve(data_dir: Path, database_url: str, *extra: str, env: dict[str, str] | None = None
-          ) -> Iterator[ServerProcess]:
-    """`teleposture-server serve` on a free loopback port, until the block ends."""
-    port = free_port()
-    log_path = data_dir.parent / f"serve-{port}.log"
-    environ = {**os.environ, "TELEPOSTURE_ACCESS_LOG": "false", **(env or {})}
-    command = [str(SERVER_BIN) if SERVER_BIN.exists() else sys.executable, *([] if SERVER_BIN.exists() else
-               ["-m", "server.cli"]), "--data-dir", str(data_dir), "--database-url", database_url, "serve",
-               "--host", "127.0.0.1", "--port", str(port), *extra]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environ,
-                                   start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(url, process, log_path)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"serve exited with {process.returncode}:\n{server.log()}")
-            try:
-                if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"serve did not answer within 30 s:\n{server.log()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()

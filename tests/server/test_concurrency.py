@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from benchmarks.collector_sim import Posture, SimDevice
+from benchmarks.loopback import serve
 from server.store.db import Database
 from server.store.schema import check_state, devices, transitions
 from tests.server.conftest import (
@@ -22,7 +23,6 @@ from tests.server.conftest import (
     pg_available,
     postgres_database,
     run_cli,
-    serve,
 )
 
 DEVICES = 6

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from benchmarks.collector_sim import SimDevice
-from tests.server.conftest import Template, init_collector, run_cli, serve
+from benchmarks.loopback import serve
+from tests.server.conftest import Template, init_collector, run_cli
 
 
 @pytest.mark.slow

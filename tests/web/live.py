@@ -18,8 +18,8 @@ import httpx
 import sqlalchemy as sa
 
 from benchmarks.collector_sim import Posture, SimDevice
+from benchmarks.loopback import serve
 from server import cli
-from tests.server.conftest import serve
 
 XSS_HOSTNAME = "<script>alert(1)</script>"
 VIEWER_PASSWORD = "finance-viewer-password-1"
