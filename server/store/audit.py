@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from server.store.fleet import Page
 from server.store.schema import audit_log
 from server.store.scope import Scope
 
@@ -25,17 +25,9 @@ def record(conn: Connection, *, actor: str, action: str, target: Optional[str] =
         details=json.dumps(dict(details or {}), sort_keys=True, default=str), remote_addr=remote_addr))
 
 
-@dataclass(frozen=True)
-class AuditPage:
-    items: list[dict[str, Any]]
-    total: int
-    page: int
-    per_page: int
-
-
 def list_entries(conn: Connection, scope: Scope, *, page: int = 1, per_page: int = 50,
                  action: Optional[str] = None, actor: Optional[str] = None,
-                 since: Optional[float] = None) -> AuditPage:
+                 since: Optional[float] = None) -> Page:
     """Newest first. A scoped reader sees only entries about its org units (not server-wide ones)."""
     where: list[Any] = []
     if not scope.unrestricted:
@@ -58,4 +50,4 @@ def list_entries(conn: Connection, scope: Scope, *, page: int = 1, per_page: int
         except ValueError:
             item["details"] = {}
         items.append(item)
-    return AuditPage(items=items, total=total, page=page, per_page=per_page)
+    return Page(items=items, total=total, page=page, per_page=per_page)

@@ -313,6 +313,5 @@ def audit_page(request: Request, ctx: ContextDep, user: AdminViewDep,
     with ctx.db.read() as conn:
         result = audit.list_entries(conn, user.principal.scope, page=number, per_page=50, action=action or None,
                                     actor=actor or None)
-    pages = max(1, -(-result.total // result.per_page))
-    return render.page("audit.html", context(request, ctx, user, "audit", result=result, pages=pages,
+    return render.page("audit.html", context(request, ctx, user, "audit", result=result,
                                              action=action or "", actor=actor or ""))
