@@ -18,14 +18,13 @@ devices changing one check per round) in gzip batches from several client thread
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import http.client
 import json
 import os
 import queue
 import random
-import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ import sqlalchemy as sa  # noqa: E402
 from agent import protocol  # noqa: E402
 from agent.policy import evaluate  # noqa: E402
 from benchmarks.collector_sim import AGENT_VERSION, Posture, SimDevice, linux_facts  # noqa: E402
-from benchmarks.loopback import SERVER_BIN, serve  # noqa: E402
+from benchmarks.loopback import SERVER_BIN, scratch_database, serve  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("TELEPOSTURE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -298,32 +297,20 @@ def measure(port: int, token: str, url: str, backend: str, args: argparse.Namesp
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix=f"tp-bench-{backend}-"))
-    data_dir = work / "data"
-    pg_name = None
-    if backend == "sqlite":
-        url = f"sqlite+pysqlite:///{data_dir / 'teleposture.db'}"
-    else:
-        pg_name = "tp_bench_" + secrets.token_hex(4)
-        admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{pg_name}"'))
-        url = sa.engine.make_url(PG_ADMIN_URL).set(database=pg_name).render_as_string(hide_password=False)
-    try:
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"tp-bench-{backend}-")))
+        data_dir = work / "data"
+        if backend == "sqlite":
+            url = f"sqlite+pysqlite:///{data_dir / 'teleposture.db'}"
+        else:
+            url = stack.enter_context(scratch_database(PG_ADMIN_URL, "tp_bench_"))
         cli(data_dir, url, "init")
         token = cli(data_dir, url, "token", "create", "--org-unit", "Bench").strip().splitlines()[-1]
         env = {"TELEPOSTURE_RATE_LIMIT_DEVICE_PER_MINUTE": "0", "TELEPOSTURE_RATE_LIMIT_IP_PER_MINUTE": "0",
                "TELEPOSTURE_LOG_LEVEL": "warning"}
-        with serve(data_dir, url, "--workers", str(args.workers), env=env, start_timeout=60) as server:
-            SERVER_PID[0] = server.process.pid
-            return measure(server.port, token, url, backend, args)
-    finally:
-        if pg_name:
-            admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
-            admin.dispose()
-        shutil.rmtree(work, ignore_errors=True)
+        server = stack.enter_context(serve(data_dir, url, "--workers", str(args.workers), env=env, start_timeout=60))
+        SERVER_PID[0] = server.process.pid
+        return measure(server.port, token, url, backend, args)
 
 
 def main() -> int:

@@ -1,9 +1,11 @@
-"""Loopback helpers shared by the benchmarks and the tests that start real server processes."""
+"""Local helpers shared by the benchmarks and the tests that use real processes and databases: a free
+loopback port, a `teleposture-server serve` process, a throwaway PostgreSQL database."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import httpx
+import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER_BIN = REPO / ".venv" / "bin" / "teleposture-server"
@@ -77,3 +80,21 @@ def serve(data_dir: Path, database_url: str, *extra: str, env: Optional[dict[str
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str = "tp_") -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``admin_url`` (a role that may create databases):
+    its URL, until the block ends, when it is dropped (WITH FORCE: open connections do not keep it)."""
+    name = prefix + secrets.token_hex(6)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from benchmarks.collector_sim import SimDevice
+from benchmarks.loopback import scratch_database
 from server import cli, security
 from server.app import create_app
 from server.settings import Settings, load_settings
@@ -48,17 +48,8 @@ def pg_available() -> bool:
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database for one test (dropped afterwards)."""
-    name = "tp_" + secrets.token_hex(6)
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with scratch_database(PG_ADMIN_URL) as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

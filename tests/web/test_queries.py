@@ -3,8 +3,6 @@ summary, the prefix search finds exactly the LIKE matches, and the scope holds."
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections.abc import Iterator
 
@@ -16,9 +14,9 @@ from server.store.db import Database
 from server.store.schema import check_state, devices, org_units
 from server.store.scope import Scope
 from server.web import queries
+from tests.server.conftest import PG_ADMIN_URL, pg_available, postgres_database
 from tests.web.live import run_cli
 
-PG_ADMIN_URL = os.environ.get("TELEPOSTURE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DAY = 86400.0
 NOW = time.time()
 NAMES = ["lap-001", "lap-002", "LAP-010", "lap_01x", "lap%01", "laptop", "la", "lb-001", "zz-ünïcode", "zz-ü",
@@ -37,26 +35,14 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
         yield database
         database.dispose()
         return
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except sa.exc.OperationalError:
+    if not pg_available():
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
-    name = "tp_web_" + secrets.token_hex(5)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with postgres_database() as url:
         run_cli("--data-dir", str(tmp_path / "data"), "--database-url", url, "init")
         database = Database(url)
         _fill(database, NOW)
         yield database
         database.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def _fill(db: Database, now: float) -> dict[str, int]:
