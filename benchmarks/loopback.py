@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import httpx
-import sqlalchemy as sa
-
 REPO = Path(__file__).resolve().parents[1]
 SERVER_BIN = REPO / ".venv" / "bin" / "teleposture-server"
 
@@ -47,6 +44,8 @@ def serve(data_dir: Path, database_url: str, *extra: str, env: Optional[dict[str
     """`teleposture-server serve` on a free loopback port (``extra``: more serve flags, ``env``: more
     environment), answering /api/v1/health, until the block ends; its output goes to a log beside
     ``data_dir``."""
+    import httpx  # here, not at the top: the agent footprint benchmark imports free_port and measures its RSS
+
     port = free_port()
     log_path = data_dir.parent / f"serve-{port}.log"
     environ = {**os.environ, "TELEPOSTURE_ACCESS_LOG": "false", **(env or {})}
@@ -86,6 +85,8 @@ def serve(data_dir: Path, database_url: str, *extra: str, env: Optional[dict[str
 def scratch_database(admin_url: str, prefix: str = "tp_") -> Iterator[str]:
     """A new, empty PostgreSQL database on the server of ``admin_url`` (a role that may create databases):
     its URL, until the block ends, when it is dropped (WITH FORCE: open connections do not keep it)."""
+    import sqlalchemy as sa  # here, not at the top: see serve()
+
     name = prefix + secrets.token_hex(6)
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
