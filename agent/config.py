@@ -129,7 +129,7 @@ OPTIONS: Tuple[Option, ...] = (
     Option("http_timeout", _as_float, 30.0, "seconds to wait for the collector per request"),
     Option("backoff_base", _as_float, 2.0, "first retry delay (s) after a failed upload; doubles per failure"),
     Option("backoff_cap", _as_float, 900.0, "longest delay (s) between upload retries (a Retry-After may be longer)"),
-    Option("splay", _as_float, None, "random delay (s) added to each scheduled check; default 10% of the interval, max 300"),
+    Option("splay", _as_float, None, "random delay (s) added to each scheduled check; default 10%% of the interval, max 300"),
     Option("check_interval", _as_float, None, "override the policy's check interval (seconds)"),
     Option("upload_interval", _as_float, None, "override the policy's upload interval (seconds)"),
     Option("policy_refresh_interval", _as_float, None, "override the policy's refresh interval (seconds)"),

@@ -58,3 +58,26 @@ def test_usage_errors_exit_2(tmp_path) -> None:
     assert bad.returncode == 2 and "TELEPOSTURE_UPLOAD_BATCH" in bad.stderr
     fresh = _agent(env, "status", "--json")
     assert fresh.returncode == 0 and json.loads(fresh.stdout)["enrolled"] is False
+
+
+def _subcommands(parser, prefix=()):
+    """Every subcommand path of an argparse parser, nested ones included (`policy validate`)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (*prefix, name)
+                yield from _subcommands(child, (*prefix, name))
+
+
+def test_help_of_every_subcommand_works(tmp_path) -> None:
+    from agent.cli import build_parser
+
+    commands = list(_subcommands(build_parser()))
+    assert {("run",), ("enroll",), ("report",), ("status",), ("check",), ("policy", "validate")} <= set(commands)
+    env = agent_env(tmp_path / "state")
+    for command in [(), *commands]:
+        done = _agent(env, *command, "--help")
+        assert done.returncode == 0, (command, done.stderr)
+        assert "Traceback" not in done.stderr and "usage: teleposture-agent" in done.stdout, command
