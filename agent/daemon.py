@@ -34,6 +34,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from agent.policy import Policy
 from agent.sampler import take_sample
 from agent.service import AgentService, Produced, ServiceError
+from agent.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,8 @@ class Daemon:
         cpu_start = time.thread_time()
         try:
             produced = self.service.produce_report(trigger)
+        except StorageUnavailable:
+            return  # logged by the service once per change of condition; the next cycle tries again
         except ServiceError as exc:
             log.error("cycle failed: %s", exc, extra={"event": "cycle_failed"})
             return
@@ -241,7 +244,7 @@ class Daemon:
         if not outcome.retryable:
             delay = max(delay, self.service.backoff.cap)
         self._upload_not_before = time.monotonic() + delay
-        log.warning("upload failed (%s); %d report(s) stay queued, next attempt in %.0fs", outcome.error,
+        log.log(logging.DEBUG if outcome.storage else logging.WARNING,"upload failed (%s); %d report(s) stay queued, next attempt in %.0fs", outcome.error,
                     outcome.remaining, delay, extra={"event": "upload_backoff", "delay": round(delay, 1),
                                                      "queued": outcome.remaining})
         if self.scheduler.running and not self.stop_event.is_set():

@@ -13,6 +13,7 @@ earlier seq into a "duplicate").
 
 from __future__ import annotations
 
+import json
 import logging
 import platform as _platform
 import socket
@@ -27,17 +28,30 @@ from agent.config import Settings
 from agent.policy import Policy, PolicyError, Result, baseline, evaluate, policy_from_json, summarize
 from agent.probes import Host, LiveHost
 from agent.sampler import VpnSampler
-from agent.spool import REJECTED, Spool, SpoolError
+from agent.spool import DUPLICATE, REJECTED, Queued, Spool, SpoolError
 from agent.state import Identity, StateDir, StateError
-from agent.transport import Backoff, CollectorRefused, RetryableError, Transport, TransportError
+from agent.storage import (
+    StorageUnavailable,
+    is_corruption,
+    is_storage_error,
+    prepare_condition_file,
+    storage_unavailable,
+    write_condition,
+)
+from agent.transport import Backoff, CollectorRefused, RetryableError, Transport, TransportError, Verdict
 
 log = logging.getLogger(__name__)
 
 UPLOAD_LOCK_WAIT = 60.0
+FUTURE_REFUSAL = "in the future"  # the collector's reason for a created_at more than 10 min ahead
 
 
 class ServiceError(RuntimeError):
     """The service cannot do what was asked; the message says why and what to do."""
+
+
+class IdentityMismatch(ServiceError):
+    """The state directory belongs to another machine: this one must be enrolled on its own."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ class UploadOutcome:
     error: Optional[str] = None
     retry_after: Optional[float] = None
     retryable: bool = True
+    storage: bool = False  # failed on a full or read-only disk (logged once by the service)
 
 
 @dataclass(frozen=True)
@@ -103,7 +118,8 @@ def enroll(settings: Settings, server: str, token: str, ca_file: Optional[str], 
                                        timeout=settings.http_timeout)
     host = host or LiveHost(cache_dir=state.cache_dir)
     key = protocol.generate_private_key()
-    answer = transport.enroll(token, protocol.public_key_b64(key), device_description(host))
+    description = device_description(host)
+    answer = transport.enroll(token, protocol.public_key_b64(key), description)
     try:
         server_key = protocol.load_public_key(answer["server_key"])
     except protocol.ProtocolError as exc:
@@ -120,7 +136,9 @@ def enroll(settings: Settings, server: str, token: str, ca_file: Optional[str], 
         device_id=answer["device_id"], server_url=transport.base_url, server_key=answer["server_key"],
         server_key_id=protocol.key_id(answer["server_key"]), enrolled_at=now_rfc3339(),
         ca_file=ca_file, allow_http=allow_http,
-        org_unit=answer.get("org_unit") if isinstance(answer.get("org_unit"), str) else None)
+        org_unit=answer.get("org_unit") if isinstance(answer.get("org_unit"), str) else None,
+        machine_id=(description["machine_id"] if isinstance(host, LiveHost) else
+                    device_description(LiveHost())["machine_id"]) or None)
     # key first, identity last: an identity file always has its key beside it
     state.save_private_key(key)
     if bundle is not None and policy_problem is None:
@@ -145,6 +163,15 @@ def _policy_error_text(exc: Exception) -> str:
 def _raw_failing(result: Result) -> bool:
     """The rule's facts fail, whether or not the failure is still inside its grace period."""
     return result.status == "fail" or (result.status == "warn" and result.message.get("key") == "within_grace")
+
+
+def _add_fact(facts: Dict[str, Any], check: str, name: str, value: Any) -> bool:
+    """Add a fact the service measured to a check's facts (when the check produced facts)."""
+    outcome = facts.get(check)
+    if value is None or not isinstance(outcome, dict):
+        return False
+    facts[check] = dict(outcome, facts=dict(outcome.get("facts") or {}, **{name: value}))
+    return True
 
 
 def _float_map(value: Any) -> Dict[str, float]:
@@ -176,39 +203,79 @@ class AgentService:
         self.backoff = Backoff(base=settings.backoff_base, cap=max(settings.backoff_cap, settings.backoff_base))
         self._thread_lock = threading.Lock()
         self._spool_lock = threading.Lock()
-        self.spool = self._open_spool()
+        self.storage_condition: Optional[Dict[str, Any]] = None
+        self.machine_id: Optional[str] = None  # this machine's id, read at the first cycle
+        self._restamped: set = set()  # report_ids stamped again once after a "future" refusal
+        saved_offset = self.state.status().get("clock_offset")
+        self.clock_offset: Optional[float] = float(saved_offset) if isinstance(saved_offset, (int, float)) else None
+        prepare_condition_file(self.state.root)
+        self.spool: Optional[Spool] = None
+        try:
+            self.spool = self._open_spool()
+        except StorageUnavailable as exc:
+            self.storage_failed(exc)  # the service waits for space instead of exiting into a restart loop
         self.policy, self.policy_from_bundle = self._load_policy()
         self.on_policy_change: List[Callable[[Policy], None]] = []
 
     # -- pieces of state ------------------------------------------------------------------------------
     def _open_spool(self) -> Spool:
         previous = self.state.status()
-        seed = int(previous.get("dropped_total") or 0) + int(previous.get("outbox_depth") or 0)
         spool = Spool(self.state.outbox_path, self.settings.outbox_max_reports, self.settings.outbox_max_bytes,
-                      dropped_seed=seed)
+                      dropped_seed=int(previous.get("dropped_total") or 0),
+                      expected_depth=int(previous.get("outbox_depth") or 0), max_seq_hint=self.state.last_seq())
         if spool.reset_reason:
             self._error(f"outbox was unusable ({spool.reset_reason}); moved aside to {spool.moved_to}, "
-                        "started a fresh one", event="outbox_reset", log_it=False)
+                        f"started a fresh one, salvaged {spool.salvaged} report(s), {spool.unreadable} "
+                        "could not be read (counted as dropped)", event="outbox_reset", log_it=False)
             self.state.update_status(outbox_reset={"at": now_rfc3339(), "reason": spool.reset_reason,
-                                                   "moved_to": str(spool.moved_to)},
-                                     dropped_total=spool.dropped_total(), outbox_depth=0)
+                                                   "moved_to": str(spool.moved_to), "salvaged": spool.salvaged,
+                                                   "unreadable": spool.unreadable},
+                                     dropped_total=spool.dropped_total(), outbox_depth=spool.depth())
         return spool
 
     def _spool_call(self, method: str, *args: Any) -> Any:
-        """Call a Spool method; a database that went bad under us is moved aside and the call retried once."""
+        """Call a Spool method. A damaged database is moved aside and the call retried once; a full or
+        read-only disk raises StorageUnavailable and leaves every file as it is."""
         with self._spool_lock:
             try:
+                if self.spool is None:  # the disk was full or read-only when the service started
+                    self.spool = self._open_spool()
                 return getattr(self.spool, method)(*args)
             except sqlite3.DatabaseError as exc:
-                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                if not is_corruption(exc):
+                    if is_storage_error(exc):
+                        raise storage_unavailable(exc, self.state.outbox_path) from exc
                     raise
                 log.error("outbox failed (%s): reopening it", exc)
                 try:
-                    self.spool.close()
+                    if self.spool is not None:
+                        self.spool.close()
                 except sqlite3.Error:
                     log.debug("closing the broken outbox failed too", exc_info=True)
+                self.spool = None
                 self.spool = self._open_spool()
                 return getattr(self.spool, method)(*args)
+
+    def storage_failed(self, exc: StorageUnavailable) -> None:
+        """Remember a full or read-only disk; logged once per change of condition, not once per cycle."""
+        condition = {"kind": exc.kind, "path": exc.path, "free_bytes": exc.free_bytes, "since": now_rfc3339(),
+                     "message": str(exc)}
+        previous = self.storage_condition
+        if previous is not None and (previous["kind"], previous["path"]) == (exc.kind, exc.path):
+            return
+        self.storage_condition = condition
+        log.error("%s: reports are not produced until space comes back; every file is kept as it is (%s)",
+                  exc, exc.cause, extra={"event": "storage_unavailable", "kind": exc.kind, "path": exc.path,
+                                         "free_bytes": exc.free_bytes})
+        write_condition(self.state.root, condition)
+
+    def storage_ok(self) -> None:
+        if self.storage_condition is None:
+            return
+        log.warning("storage writable again (was %s): resuming", self.storage_condition["message"],
+                    extra={"event": "storage_recovered"})
+        self.storage_condition = None
+        write_condition(self.state.root, {})
 
     def _load_policy(self) -> Tuple[Policy, bool]:
         try:
@@ -229,7 +296,10 @@ class AgentService:
     def _error(self, message: str, event: str = "error", log_it: bool = True) -> None:
         if log_it:
             log.error(message, extra={"event": event})
-        self.state.update_status(last_error={"at": now_rfc3339(), "message": message})
+        try:
+            self.state.update_status(last_error={"at": now_rfc3339(), "message": message})
+        except StorageUnavailable as exc:
+            self.storage_failed(exc)
 
     def intervals(self) -> Dict[str, float]:
         values: Dict[str, float] = {name: float(v) for name, v in self.policy.intervals.items()}
@@ -238,8 +308,20 @@ class AgentService:
 
     # -- producing reports -----------------------------------------------------------------------------
     def produce_report(self, trigger: str = "schedule") -> Produced:
+        """Check, sign and queue one report. Raises StorageUnavailable (nothing produced, every file kept)
+        when the disk is full or read-only, ServiceError when the report cannot be made."""
+        try:
+            produced = self._produce(trigger)
+        except StorageUnavailable as exc:
+            self.storage_failed(exc)
+            raise
+        self.storage_ok()
+        return produced
+
+    def _produce(self, trigger: str) -> Produced:
         from agent.cycle import run_cycle
 
+        self._refuse_if_cloned()
         started = time.monotonic()
         policy = self.policy
         # when each rule started failing, so grace periods give the same verdicts here as at the collector
@@ -247,13 +329,10 @@ class AgentService:
         cycle = run_cycle(self.host, policy, failing_since=failing_since)
         facts = cycle.facts_json()
         evaluated = cycle.results
-        share = self.sampler.take_share()
-        vpn = facts.get("vpn")
-        if share is not None and isinstance(vpn, dict):
-            vpn_facts = dict(vpn.get("facts") or {})
-            vpn_facts["vpn_up_share"] = share
-            facts["vpn"] = dict(vpn, facts=vpn_facts)
-            # the share is a fact a rule may test: evaluate again with it
+        # facts only the service knows, which a rule may test: evaluate again with them
+        added = _add_fact(facts, "vpn", "vpn_up_share", self.sampler.take_share())
+        added = _add_fact(facts, "os_identity", "clock_skew_seconds", self.clock_skew()) or added
+        if added:
             evaluated = evaluate(policy, facts, self.host.platform, self.host.now(), failing_since)
         results = [r.to_report_json() for r in evaluated]
         status = summarize(evaluated)
@@ -266,11 +345,18 @@ class AgentService:
 
         with self._thread_lock, self.state.produce_lock:
             dropped = self._spool_call("dropped_total")
-            seq = self.state.next_seq()  # durable before anything is signed with it
+            # durable before anything is signed with it, and above every seq the outbox ever held
+            seq = self.state.next_seq(floor=self._spool_call("max_seq"))
+            extra: Dict[str, Any] = {"dropped_reports": dropped}
+            if self.machine_id:
+                extra["machine_id"] = self.machine_id  # the collector flags a key used on two machines
+            resets = self.state.status().get("pending_seq_resets")
+            if resets:
+                extra["seq_reset"] = resets
             payload = protocol.build_report(
                 device_id=self.identity.device_id, seq=seq, agent_version=__version__,
                 platform=self.host.platform, policy=policy.ref(), facts=facts, results=results,
-                extra={"dropped_reports": dropped})
+                created_at=self.corrected_time(), extra=extra)
             envelope = protocol.seal(self.key, self.identity.device_id, payload)
             text = protocol.canonical_json(envelope.to_json())
             try:
@@ -278,6 +364,9 @@ class AgentService:
             except SpoolError as exc:
                 self._error(str(exc))
                 raise ServiceError(str(exc)) from exc
+            if resets:
+                # the notice is in a queued report now: delivered with it, or counted lost with it
+                self.state.update_status(pending_seq_resets=[])
         duration = time.monotonic() - started
         depth = self._spool_call("depth")
         self.state.update_status(
@@ -289,9 +378,40 @@ class AgentService:
         return Produced(seq=seq, report_id=payload["report_id"], status=status, counts=counts,
                         evicted=put.evicted, duration=duration)
 
+    def _refuse_if_cloned(self) -> None:
+        """This state directory was enrolled on another machine (copied, or restored onto new hardware).
+
+        The machine is the one the agent runs on (read from it once), not the checked facts: those may be
+        replayed from a recording."""
+        if self.machine_id is None:
+            self.machine_id = device_description(LiveHost())["machine_id"] or ""
+        machine_id = self.machine_id
+        if not self.identity.machine_id or not machine_id or machine_id == self.identity.machine_id:
+            return
+        message = (f"this state directory ({self.state.root}) was enrolled on machine {self.identity.machine_id}, "
+                   f"but this machine is {machine_id}: it was copied or restored onto another machine. Not "
+                   "reporting with another machine's identity; enrol this machine with `teleposture-agent enroll "
+                   "--server URL --token TOKEN --force`")
+        self._error(message, event="cloned_identity")
+        raise IdentityMismatch(message)
+
     # -- uploading -------------------------------------------------------------------------------------
     def upload_pending(self, lock_wait: float = UPLOAD_LOCK_WAIT) -> UploadOutcome:
         """Send everything queued, oldest first. Stops at the first failure (the caller backs off)."""
+        try:
+            outcome = self._upload(lock_wait)
+        except StorageUnavailable as exc:
+            self.storage_failed(exc)
+            return UploadOutcome(0, 0, self._depth_or_zero(), error=str(exc), storage=True)
+        return outcome
+
+    def _depth_or_zero(self) -> int:
+        try:
+            return int(self._spool_call("depth"))
+        except (StorageUnavailable, sqlite3.Error):
+            return 0
+
+    def _upload(self, lock_wait: float) -> UploadOutcome:
         lock = self.state.upload_lock()
         if not lock.acquire(timeout=lock_wait):
             depth = self._spool_call("depth")
@@ -305,6 +425,7 @@ class AgentService:
                 try:
                     verdicts = self.transport.upload([q.envelope for q in batch])
                 except TransportError as exc:
+                    self._note_clock()
                     message = str(exc)
                     seqs = [q.seq for q in batch]
                     self._spool_call("note_attempt", seqs, message)
@@ -315,20 +436,38 @@ class AgentService:
                         delivered, rejected, depth, error=message,
                         retry_after=exc.retry_after if isinstance(exc, RetryableError) else None,
                         retryable=not isinstance(exc, CollectorRefused))
+                self._note_clock()
                 answers = {q.seq: v.status for q, v in zip(batch, verdicts)}
                 reasons = {q.seq: v.reason for q, v in zip(batch, verdicts) if v.reason}
+                # `duplicate` for a report the collector never saw (another report_id is stored at its seq):
+                # this agent's counter went backwards. Number it again instead of deleting it.
+                unseen = [(q, v) for q, v in zip(batch, verdicts)
+                          if v.status == DUPLICATE and not self._collector_saw(q, v)]
+                # refused only because created_at was in the future: stamped again with the corrected clock
+                restamp = [q for q, v in zip(batch, verdicts) if v.status == REJECTED and FUTURE_REFUSAL in v.reason
+                           and q.report_id not in self._restamped and self.transport.clock_offset is not None]
+                for q, _ in unseen:
+                    answers.pop(q.seq)
+                for q in restamp:
+                    answers.pop(q.seq)
                 ack = self._spool_call("ack", answers, reasons)
                 for seq, verdict in answers.items():
                     if verdict == REJECTED:
                         log.error("collector rejected report seq %d: %s (moved to the dead-letter table)", seq,
                                   reasons.get(seq, ""), extra={"event": "report_rejected", "seq": seq})
+                moved = len(restamp)
+                for q in restamp:
+                    self._restamp(q)
+                if unseen:
+                    moved += self._renumber(unseen[0][0].seq, max(int(v.last_seq or 0) for _, v in unseen),
+                                            "the collector already holds other reports at these seqs")
                 delivered += ack.delivered
                 rejected += ack.rejected
                 self.state.update_status(last_upload_at=now_rfc3339(),
                                          last_upload={"at": now_rfc3339(), "delivered": ack.delivered,
                                                       "rejected": ack.rejected,
                                                       "last_seq": batch[-1].seq})
-                if ack.delivered + ack.rejected == 0:
+                if ack.delivered + ack.rejected + moved == 0:
                     break  # nothing moved: do not spin on the same batch
         finally:
             lock.release()
@@ -337,14 +476,102 @@ class AgentService:
         self.state.update_status(outbox_depth=depth)
         return UploadOutcome(delivered, rejected, depth)
 
+    def _collector_saw(self, queued: Queued, verdict: Verdict) -> bool:
+        """Whether a `duplicate` answer is about this very report (a resend after a lost answer).
+
+        The collector names its last accepted seq L and that report's id. Uploads go in seq order, so when
+        this outbox holds L with that id (or this report is L), everything before it here was delivered.
+        Otherwise the reports here were numbered again by a counter that went backwards: unseen.
+        Without the ids (an older collector) a duplicate is taken as delivered, as before."""
+        if verdict.last_seq is None or verdict.last_report_id is None:
+            return True
+        if queued.seq == verdict.last_seq:
+            return queued.report_id == verdict.last_report_id
+        return bool(self._spool_call("report_id", verdict.last_seq) == verdict.last_report_id)
+
+    def _reseal(self, envelope_text: str, seq: Optional[int] = None, created_at: Optional[float] = None) -> str:
+        envelope = json.loads(envelope_text)
+        payload = json.loads(envelope["payload"])
+        if seq is not None:
+            payload["seq"] = seq
+        if created_at is not None:
+            payload["created_at"] = protocol.rfc3339(created_at)
+        return protocol.canonical_json(protocol.seal(self.key, self.identity.device_id, payload).to_json())
+
+    def _renumber(self, first_seq: int, collector_last: int, reason: str) -> int:
+        """Give the outbox's reports from ``first_seq`` on seqs after the collector's, and note the reset."""
+        with self._thread_lock, self.state.produce_lock:
+            # every queued report from first_seq on moves, those above collector_last too: no seq collides
+            moved = self._spool_call("renumber", first_seq, collector_last + 1, lambda text, seq: self._reseal(text, seq=seq))
+            if not moved:
+                return 0
+            self.state.raise_seq(moved[-1][1])
+            self._note_seq_reset(moved[0][0], moved[0][1], len(moved), reason)
+        log.warning("collector's last seq is %d: %d queued report(s) numbered again from seq %d (were %d..%d), "
+                    "none deleted", collector_last, len(moved), moved[0][1], moved[0][0], moved[-1][0],
+                    extra={"event": "seq_reset", "from": moved[0][0], "to": moved[0][1], "renumbered": len(moved)})
+        return len(moved)
+
+    def _note_seq_reset(self, old: int, new: int, renumbered: int, reason: str) -> None:
+        pending = list(self.state.status().get("pending_seq_resets") or [])
+        pending.append({"from": old, "to": new, "renumbered": renumbered, "reason": reason, "at": now_rfc3339()})
+        self.state.update_status(pending_seq_resets=pending[-20:])
+
+    def note_collector_seq(self, collector_last: int) -> None:
+        """The collector's last accepted seq is ahead of this agent's counter (state.db lost, emptied or
+        restored from a backup): move the counter past it before the next report is numbered."""
+        with self._thread_lock, self.state.produce_lock:
+            old = self.state.raise_seq(collector_last)
+            if old is None:
+                return
+            self._note_seq_reset(old + 1, collector_last + 1, 0,
+                                 f"the collector's last seq {collector_last} is ahead of this agent's counter {old}")
+        log.warning("collector's last seq %d is ahead of this agent's counter %d (state lost or restored): the "
+                    "next report is numbered %d", collector_last, old, collector_last + 1,
+                    extra={"event": "seq_reset", "from": old + 1, "to": collector_last + 1})
+
+    def _restamp(self, queued: Queued) -> None:
+        self._restamped.add(queued.report_id)
+        created = self.corrected_time()
+        self._spool_call("replace_envelope", queued.seq, self._reseal(queued.envelope, created_at=created))
+        log.warning("report seq %d was refused as dated in the future (this clock is %.0f s off the collector's): "
+                    "stamped again with the collector's time and re-signed", queued.seq, self.clock_skew() or 0.0,
+                    extra={"event": "report_restamped", "seq": queued.seq})
+
+    # -- clock ------------------------------------------------------------------------------------------
+    def _note_clock(self) -> None:
+        offset = self.transport.clock_offset
+        if offset is None or offset == self.clock_offset:
+            return
+        self.clock_offset = offset
+        try:
+            self.state.update_status(clock_offset=round(offset, 3))
+        except StorageUnavailable as exc:
+            self.storage_failed(exc)
+
+    def corrected_time(self) -> float:
+        """Now, by the collector's clock as last measured (this machine's clock until then)."""
+        return time.time() + (self.clock_offset or 0.0)
+
+    def clock_skew(self) -> Optional[float]:
+        """This machine's clock minus the collector's (seconds), None until measured."""
+        return None if self.clock_offset is None else round(-self.clock_offset, 3)
+
     # -- policy ---------------------------------------------------------------------------------------------
     def refresh_policy(self) -> PolicyOutcome:
         etag = self.state.status().get("policy_etag") if self.policy_from_bundle else None
         try:
-            answer = self.transport.fetch_policy(self.key, self.identity.device_id, etag)
+            answer = self.transport.fetch_policy(self.key, self.identity.device_id, etag, self.corrected_time())
         except TransportError as exc:
+            self._note_clock()
             self._error(f"policy refresh failed: {exc}", event="policy_fetch_failed")
             return PolicyOutcome(False, str(exc), error=True)
+        self._note_clock()
+        if answer.last_seq is not None:
+            try:
+                self.note_collector_seq(answer.last_seq)
+            except StorageUnavailable as exc:
+                self.storage_failed(exc)
         if answer.not_modified or answer.bundle is None:
             return PolicyOutcome(False, "policy not modified")
         return self.apply_bundle(answer.bundle, answer.etag)
@@ -390,6 +617,7 @@ class AgentService:
 
     def close(self) -> None:
         with self._spool_lock:
-            self.spool.close()
+            if self.spool is not None:
+                self.spool.close()
         self.transport.close()
         self.state.close()

@@ -13,19 +13,24 @@ far in the future...). It is moved to a small ``dead_letter`` table (the newest 
 logged, and counted in ``rejected_total`` — so it neither blocks the queue nor disappears unseen.
 
 A file that is not a SQLite database, or fails ``PRAGMA integrity_check``, is renamed aside
-(``outbox.db.corrupt-<UTC time>``, with its -wal/-shm) and a fresh outbox is started; ``reset_reason``
-says why.
+(``outbox.db.corrupt-<UTC time>``, with its -wal/-shm), a fresh outbox is started, and every report that
+can still be read from the damaged file is copied into it (``salvaged``); ``reset_reason`` says why.
+A full or read-only disk is not damage: it raises `agent.storage.StorageUnavailable` and moves nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from agent.storage import is_corruption, is_storage_error, storage_unavailable
+from agent.storage import rollback as _rollback
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +71,51 @@ class SpoolError(RuntimeError):
 
 class Spool:
     def __init__(self, path: Path, max_reports: int = 5000, max_bytes: int = 50 * 1024 * 1024,
-                 dropped_seed: int = 0) -> None:
-        """Open (or create) the outbox. ``dropped_seed`` starts the dropped counter of a fresh outbox
-        (the estimate of reports lost when a corrupted one was moved aside)."""
+                 dropped_seed: int = 0, expected_depth: int = 0, max_seq_hint: int = 0) -> None:
+        """Open (or create) the outbox.
+
+        When a damaged one is moved aside, its readable reports are salvaged into the fresh one, whose
+        dropped counter starts at ``dropped_seed`` (the last known total) plus the reports that could not
+        be read: ``expected_depth`` (the last known depth) minus those salvaged. ``max_seq_hint`` bounds
+        the row-by-row salvage of a file whose table cannot be scanned. Raises StorageUnavailable on a
+        full or read-only disk, having changed nothing.
+        """
         self.path = Path(path)
         self.max_reports = max_reports
         self.max_bytes = max_bytes
         self.reset_reason: Optional[str] = None
         self.moved_to: Optional[Path] = None
+        self.salvaged = 0
+        self.unreadable = 0
         self._lock = threading.Lock()
         try:
             self._conn = self._open()
         except sqlite3.DatabaseError as exc:
-            self._move_aside(f"{type(exc).__name__}: {exc}")
-            self._conn = self._open()
+            if is_storage_error(exc) and not is_corruption(exc):
+                raise storage_unavailable(exc, self.path) from exc
+            self._reset(f"{type(exc).__name__}: {exc}")
         else:
             problem = self._integrity_problem()
             if problem:
                 self._conn.close()
-                self._move_aside(problem)
-                self._conn = self._open()
-        if self.reset_reason is not None and dropped_seed:
-            self._set_meta("dropped_total", dropped_seed)
+                self._reset(problem)
+        if self.reset_reason is not None:
+            rows = _readable_rows(self.moved_to, max_seq_hint) if self.moved_to is not None else []
+            self.salvaged = len(rows)
+            self.unreadable = max(0, expected_depth - self.salvaged)
+            self._salvage_into_self(rows)
+            if dropped_seed or self.unreadable:
+                self._set_meta("dropped_total", dropped_seed + self.unreadable)
+
+    def _reset(self, reason: str) -> None:
+        """Move the damaged file aside, start a fresh outbox and count what can be salvaged from the old."""
+        try:
+            self._move_aside(reason)
+        except OSError as exc:
+            if is_storage_error(exc):
+                raise storage_unavailable(exc, self.path) from exc
+            raise
+        self._conn = self._open()
 
     # -- opening, checking, moving aside ---------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -115,7 +143,8 @@ class Spool:
                 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
                 """
             )
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:  # a write: not on every open (the disk may be full)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             cols = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
             missing = {"seq", "report_id", "envelope", "size", "created_at", "attempts"} - cols
             if missing:
@@ -151,6 +180,22 @@ class Spool:
         log.error("outbox %s is unusable (%s): moved aside to %s and started a fresh one; reports that were "
                   "queued in it are counted as dropped", self.path, reason, target,
                   extra={"event": "outbox_reset", "reason": reason, "moved_to": str(target)})
+
+    def _salvage_into_self(self, rows: List[Tuple[int, str, str, int, float]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("INSERT OR IGNORE INTO outbox(seq, report_id, envelope, size, created_at) "
+                                       "VALUES(?,?,?,?,?)", rows)
+                self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                _rollback(self._conn)
+                raise
+        log.warning("salvaged %d report(s) from the damaged outbox %s; %d could not be read", len(rows),
+                    self.moved_to, self.unreadable, extra={"event": "outbox_salvaged", "salvaged": len(rows),
+                                                           "unreadable": self.unreadable})
 
     # -- meta counters -------------------------------------------------------------------------------------
     def _get_meta(self, name: str) -> int:
@@ -204,7 +249,7 @@ class Spool:
                         self._add_meta("dropped_total", evicted)
                 conn.execute("COMMIT")
             except sqlite3.Error:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         if evicted:
             log.warning("outbox full (%d reports / %d bytes max): dropped the %d oldest", self.max_reports,
@@ -255,9 +300,44 @@ class Spool:
                              "(SELECT seq FROM dead_letter ORDER BY seq DESC LIMIT ?)", (DEAD_LETTER_KEEP,))
                 conn.execute("COMMIT")
             except sqlite3.Error:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
         return AckResult(delivered=delivered, rejected=rejected, kept=kept)
+
+    def renumber(self, first_seq: int, new_first: int,
+                 reseal: Callable[[str, int], str]) -> List[Tuple[int, int, str]]:
+        """Give every queued report from ``first_seq`` on a new seq from ``new_first`` on, in order, re-signed
+        by ``reseal(envelope, new_seq)``; returns (old seq, new seq, report_id) per report."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute("SELECT seq, report_id, envelope, created_at FROM outbox WHERE seq >= ? "
+                                    "ORDER BY seq", (first_seq,)).fetchall()
+                moved: List[Tuple[int, int, str]] = []
+                conn.execute("DELETE FROM outbox WHERE seq >= ?", (first_seq,))
+                for offset, (old_seq, report_id, envelope, created_at) in enumerate(rows):
+                    new_seq = new_first + offset
+                    text = reseal(envelope, new_seq)
+                    conn.execute("INSERT INTO outbox(seq, report_id, envelope, size, created_at) VALUES(?,?,?,?,?)",
+                                 (new_seq, report_id, text, len(text.encode("utf-8")), created_at))
+                    moved.append((int(old_seq), new_seq, str(report_id)))
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        return moved
+
+    def replace_envelope(self, seq: int, envelope: str) -> None:
+        """The same report (seq, report_id) signed again, e.g. with a corrected created_at."""
+        with self._lock:
+            self._conn.execute("UPDATE outbox SET envelope=?, size=? WHERE seq=?",
+                               (envelope, len(envelope.encode("utf-8")), seq))
+
+    def report_id(self, seq: int) -> Optional[str]:
+        with self._lock:
+            row = self._conn.execute("SELECT report_id FROM outbox WHERE seq=?", (seq,)).fetchone()
+        return None if row is None else str(row[0])
 
     def note_attempt(self, seqs: Sequence[int], error: str) -> None:
         with self._lock:
@@ -277,6 +357,13 @@ class Spool:
         with self._lock:
             return [int(r[0]) for r in self._conn.execute("SELECT seq FROM outbox ORDER BY seq")]
 
+    def max_seq(self) -> int:
+        """The highest seq this outbox holds or dead-lettered (0 if none): the counter never goes below it."""
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM outbox "
+                                     "UNION ALL SELECT MAX(seq) FROM dead_letter)").fetchone()
+        return int(row[0] or 0)
+
     def dead_letters(self) -> List[Dict[str, object]]:
         with self._lock:
             rows = self._conn.execute(
@@ -286,6 +373,54 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+_ROW = "SELECT seq, report_id, envelope, size, created_at FROM outbox"
+
+
+def _readable_rows(path: Path, max_seq_hint: int) -> List[Tuple[int, str, str, int, float]]:
+    """Every outbox row that can still be read from a damaged file, in seq order.
+
+    A whole-table scan first; when a damaged page stops it, row by row (each lookup descends the b-tree
+    afresh, so rows on intact pages are found past a damaged one), up to ``max_seq_hint``.
+    """
+    try:
+        conn = sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return []
+    rows: List[Tuple[int, str, str, int, float]] = []
+    try:
+        try:
+            rows = [tuple(r) for r in conn.execute(_ROW + " ORDER BY seq")]
+            return [r for r in rows if _is_envelope(r[2])]
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "no such table" in str(exc):
+                return []
+        rows = []
+        cursor = 0
+        limit = max(max_seq_hint, 0)
+        while cursor < limit:
+            try:
+                row = conn.execute(_ROW + " WHERE seq > ? ORDER BY seq LIMIT 1", (cursor,)).fetchone()
+            except sqlite3.DatabaseError:
+                cursor += 1
+                continue
+            if row is None:
+                break
+            if _is_envelope(row[2]):
+                rows.append(tuple(row))
+            cursor = int(row[0])
+    finally:
+        conn.close()
+    return rows
+
+
+def _is_envelope(text: object) -> bool:
+    try:
+        data = json.loads(str(text))
+    except ValueError:
+        return False
+    return isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("device_id", "payload", "signature"))
 
 
 def peek(path: Path) -> Dict[str, object]:

@@ -16,19 +16,24 @@ aside never makes the agent reuse a sequence number the collector has already se
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import protocol
+from agent.storage import is_corruption, is_storage_error, storage_unavailable
+from agent.storage import rollback as _rollback
 
 IDENTITY_SCHEMA = "teleposture/identity/v1"
+
+log = logging.getLogger(__name__)
 
 
 class StateError(RuntimeError):
@@ -73,6 +78,7 @@ class Identity:
     ca_file: Optional[str] = None
     allow_http: bool = False
     org_unit: Optional[str] = None
+    machine_id: Optional[str] = None  # the machine enrolled; another one using this directory is a clone
 
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
@@ -92,6 +98,7 @@ class Identity:
                 ca_file=None if data.get("ca_file") is None else str(data["ca_file"]),
                 allow_http=bool(data.get("allow_http", False)),
                 org_unit=None if data.get("org_unit") is None else str(data["org_unit"]),
+                machine_id=str(data["machine_id"]) if data.get("machine_id") else None,
             )
         except KeyError as exc:
             raise StateError(f"{source}: identity file lacks {exc}; enrol again with --force") from exc
@@ -175,6 +182,7 @@ class StateDir:
         self.upload_lock_path = self.root / "upload.lock"
         self._db: Optional[sqlite3.Connection] = None
         self._db_lock = threading.Lock()
+        self.rebuilt: Optional[str] = None  # why state.db was moved aside and rebuilt, if it was
 
     # -- directory ---------------------------------------------------------------------------------
     def ensure(self) -> None:
@@ -236,35 +244,108 @@ class StateDir:
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             self.ensure()
-            conn = sqlite3.connect(str(self.db_path), timeout=30.0, isolation_level=None,
-                                   check_same_thread=False)
+            try:
+                self._db = self._open_db()
+            except sqlite3.DatabaseError as exc:
+                if not is_corruption(exc):
+                    if is_storage_error(exc):
+                        raise storage_unavailable(exc, self.db_path) from exc
+                    raise
+                # Counters and status only: rebuilt from the identity, the outbox and the collector's last_seq.
+                moved = self._move_db_aside()
+                self.rebuilt = f"state database {self.db_path} was unreadable ({exc}); moved aside to {moved} " \
+                               "and rebuilt (seq from the outbox and the collector)"
+                log.error(self.rebuilt, extra={"event": "state_rebuilt", "moved_to": str(moved)})
+                self._db = self._open_db()
+        return self._db
+
+    def _open_db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.db_path), timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA cache_size=-128")  # a few rows: no need for SQLite's 2 MiB default
-            conn.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS status (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db = conn
-        return self._db
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            # CREATE only when missing: a full disk must not stop the agent from reading what it has
+            if "counters" not in tables:
+                conn.execute("CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            if "status" not in tables:
+                conn.execute("CREATE TABLE status (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
 
-    def next_seq(self) -> int:
+    def _move_db_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}")
+        counter = 1
+        while target.exists():
+            target = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}-{counter}")
+            counter += 1
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.db_path) + suffix)
+            if source.exists():
+                source.replace(Path(str(target) + suffix))
+        return target
+
+    def _write(self, statements: List[Tuple[str, Tuple[Any, ...]]]) -> None:
+        """One write transaction; a full or read-only disk raises StorageUnavailable, changing nothing."""
+        with self._db_lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for sql, params in statements:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                if is_storage_error(exc):
+                    raise storage_unavailable(exc, self.db_path) from exc
+                raise
+
+    def next_seq(self, floor: int = 0) -> int:
         """Allocate the next report sequence number, durably, before anything is signed with it.
 
-        A process killed after this returns leaves a gap, never a reused number.
+        Never at or below ``floor`` (the highest seq in the outbox: a deleted or rolled-back state.db must
+        not make the agent reuse one). A process killed after this returns leaves a gap, never a reused number.
         """
         with self._db_lock:
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 row = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
-                seq = (row[0] if row else 0) + 1
+                seq = max(row[0] if row else 0, floor) + 1
                 conn.execute("INSERT INTO counters(name, value) VALUES('seq', ?) "
                              "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (seq,))
                 conn.execute("COMMIT")
-            except sqlite3.Error:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                if is_storage_error(exc):
+                    raise storage_unavailable(exc, self.db_path) from exc
                 raise
             return int(seq)
+
+    def raise_seq(self, at_least: int) -> Optional[int]:
+        """Move the counter up to ``at_least`` (the collector's last accepted seq); the old value if it moved."""
+        with self._db_lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+                current = int(row[0]) if row else 0
+                if current >= at_least:
+                    conn.execute("COMMIT")
+                    return None
+                conn.execute("INSERT INTO counters(name, value) VALUES('seq', ?) "
+                             "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (at_least,))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                if is_storage_error(exc):
+                    raise storage_unavailable(exc, self.db_path) from exc
+                raise
+            return current
 
     def last_seq(self) -> int:
         with self._db_lock:
@@ -285,18 +366,28 @@ class StateDir:
     def update_status(self, **fields: Any) -> None:
         if not fields:
             return
-        with self._db_lock:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
+        self._write([("INSERT INTO status(name, value) VALUES(?, ?) "
+                      "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (name, json.dumps(value, sort_keys=True)))
+                     for name, value in fields.items()])
+
+    def peek_status(self) -> Dict[str, Any]:
+        """The saved status, read-only: never creates, moves or writes a file (for `status`)."""
+        if not self.db_path.exists():
+            return {}
+        conn = sqlite3.connect(f"file:{self.db_path.as_posix()}?mode=ro", uri=True, timeout=10.0)
+        try:
+            rows = conn.execute("SELECT name, value FROM status").fetchall()
+            counter = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+        finally:
+            conn.close()
+        out: Dict[str, Any] = {}
+        for name, value in rows:
             try:
-                for name, value in fields.items():
-                    conn.execute("INSERT INTO status(name, value) VALUES(?, ?) "
-                                 "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
-                                 (name, json.dumps(value, sort_keys=True)))
-                conn.execute("COMMIT")
-            except sqlite3.Error:
-                conn.execute("ROLLBACK")
-                raise
+                out[name] = json.loads(value)
+            except ValueError:
+                out[name] = value
+        out["seq_counter"] = int(counter[0]) if counter else 0
+        return out
 
     def close(self) -> None:
         with self._db_lock:

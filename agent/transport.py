@@ -124,6 +124,8 @@ class Backoff:
 class Verdict:
     status: str  # accepted | duplicate | rejected
     reason: str = ""
+    last_seq: Optional[int] = None  # the device's last accepted seq, as the collector answered
+    last_report_id: Optional[str] = None  # that report's id (duplicates): tells a resend from a re-used seq
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,33 @@ class PolicyAnswer:
     not_modified: bool
     bundle: Optional[Dict[str, Any]]
     etag: Optional[str]
+    last_seq: Optional[int] = None
+
+
+HEADER_LAST_SEQ = "X-Teleposture-Last-Seq"
+HEADER_SERVER_TIME = "X-Teleposture-Server-Time"
+
+
+def server_clock(response: requests.Response, body: Any = None) -> Optional[float]:
+    """The collector's time from an answer: `server_time` in the body, its header, else HTTP `Date`."""
+    if isinstance(body, dict) and isinstance(body.get("server_time"), (int, float)) \
+            and not isinstance(body.get("server_time"), bool):
+        return float(body["server_time"])
+    header = response.headers.get(HEADER_SERVER_TIME)
+    if header:
+        try:
+            return float(header)
+        except ValueError:
+            pass
+    date = response.headers.get("Date")
+    if date:
+        try:
+            moment = parsedate_to_datetime(date)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment is not None and moment.tzinfo is not None:
+            return moment.timestamp()
+    return None
 
 
 class Transport:
@@ -148,6 +177,9 @@ class Transport:
         self.timeout = timeout
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"teleposture-agent/{__version__}"
+        # collector clock minus ours, measured at the last answer (None until one carried a time)
+        self.clock_offset: Optional[float] = None
+        self._sent_at = 0.0
 
     def close(self) -> None:
         self.session.close()
@@ -157,8 +189,12 @@ class Transport:
                  headers: Optional[Mapping[str, str]] = None) -> requests.Response:
         url = self.base_url + path
         try:
-            return self.session.request(method, url, data=data, headers=dict(headers or {}),
-                                        timeout=self.timeout, verify=self.verify, allow_redirects=False)
+            sent = time.time()
+            response = self.session.request(method, url, data=data, headers=dict(headers or {}),
+                                            timeout=self.timeout, verify=self.verify, allow_redirects=False)
+            self._sent_at = sent
+            self._measure(response)
+            return response
         except requests.exceptions.SSLError as exc:
             raise RetryableError(f"TLS verification of {url} failed: {_short(exc)} (is the collector's "
                                  "certificate signed by a CA you trust? see --ca-file)") from exc
@@ -168,6 +204,12 @@ class Transport:
             raise RetryableError(f"{method} {url}: cannot connect ({_short(exc)})") from exc
         except requests.exceptions.RequestException as exc:
             raise RetryableError(f"{method} {url}: {type(exc).__name__}: {_short(exc)}") from exc
+
+    def _measure(self, response: requests.Response, body: Any = None) -> None:
+        """Clock offset = collector time - the midpoint of our request (the answer was made in between)."""
+        server = server_clock(response, body)
+        if server is not None:
+            self.clock_offset = server - (self._sent_at + time.time()) / 2
 
     @staticmethod
     def _raise_for_status(response: requests.Response, what: str) -> None:
@@ -218,22 +260,26 @@ class Transport:
             "Content-Type": "application/json", "Content-Encoding": "gzip"})
         self._raise_for_status(response, "upload")
         answer = self._json(response, "upload")
+        self._measure(response, answer)  # the body's server_time is finer than the Date header
         return parse_verdicts(answer, len(envelopes))
 
-    def fetch_policy(self, key: Ed25519PrivateKey, device_id: str, etag: Optional[str]) -> PolicyAnswer:
-        headers = protocol.sign_request(key, device_id, "GET", urlsplit(self.base_url + POLICY_PATH).path)
+    def fetch_policy(self, key: Ed25519PrivateKey, device_id: str, etag: Optional[str],
+                     now: Optional[float] = None) -> PolicyAnswer:
+        """``now``: the signing timestamp (the agent's clock corrected by the measured skew)."""
+        headers = protocol.sign_request(key, device_id, "GET", urlsplit(self.base_url + POLICY_PATH).path, now)
         if etag:
             headers["If-None-Match"] = etag
         response = self._request("GET", POLICY_PATH, headers=headers)
+        last_seq = _header_int(response, HEADER_LAST_SEQ)
         if response.status_code == 304:
-            return PolicyAnswer(True, None, etag)
+            return PolicyAnswer(True, None, etag, last_seq)
         self._raise_for_status(response, "policy fetch")
         answer = self._json(response, "policy fetch")
         if isinstance(answer, dict) and isinstance(answer.get("bundle"), dict):
             answer = answer["bundle"]
         if not isinstance(answer, dict):
             raise TransportError("policy fetch: expected a signed bundle object {payload, signature, key_id}")
-        return PolicyAnswer(False, answer, response.headers.get("ETag"))
+        return PolicyAnswer(False, answer, response.headers.get("ETag"), last_seq)
 
 
 def parse_verdicts(answer: Any, count: int) -> List[Verdict]:
@@ -252,17 +298,29 @@ def parse_verdicts(answer: Any, count: int) -> List[Verdict]:
     for item in items:
         text: Any = item
         reason = ""
+        last_seq: Optional[int] = None
+        last_report_id: Optional[str] = None
         if isinstance(item, dict):
             text = item.get("status", item.get("result"))
             reason = str(item.get("reason") or "")
+            if isinstance(item.get("last_seq"), int) and not isinstance(item.get("last_seq"), bool):
+                last_seq = int(item["last_seq"])
+            if isinstance(item.get("last_report_id"), str):
+                last_report_id = item["last_report_id"]
         if not isinstance(text, str):
             raise RetryableError(f"upload: unreadable verdict {str(item)[:80]!r}")
         head, _, tail = text.partition(":")
         head = head.strip().lower()
         if head not in ("accepted", "duplicate", "rejected"):
             raise RetryableError(f"upload: unknown verdict {text[:80]!r}")
-        verdicts.append(Verdict(head, (reason or tail.strip()) if head == "rejected" else ""))
+        verdicts.append(Verdict(head, (reason or tail.strip()) if head == "rejected" else "", last_seq,
+                                last_report_id))
     return verdicts
+
+
+def _header_int(response: requests.Response, name: str) -> Optional[int]:
+    value = response.headers.get(name, "")
+    return int(value) if value.isdigit() else None
 
 
 def _short(exc: BaseException) -> str:

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 
 from agent import protocol
 from agent.policy import Result, evaluate, summarize
+from server import device_notices
 from server.store import policies as policy_store
 from server.store.db import Database
 from server.store.schema import DEVICE_ACTIVE, check_state, devices, reports, transitions
@@ -56,6 +57,8 @@ class Answer:
     seq: Optional[int] = None
     reason: Optional[str] = None
     compliance: Optional[str] = None
+    last_seq: Optional[int] = None
+    last_report_id: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status if self.reason is None or self.status != REJECTED
@@ -65,6 +68,10 @@ class Answer:
             out["reason"] = self.reason
         if self.compliance is not None:
             out["compliance"] = self.compliance
+        if self.last_seq is not None:
+            out["last_seq"] = self.last_seq
+        if self.last_report_id is not None:
+            out["last_report_id"] = self.last_report_id
         return out
 
 
@@ -172,10 +179,10 @@ class KeyCache:
 # expressions, and SQLAlchemy's result set-up per execute, cost more CPU than the statements themselves.
 # Column names are the ones of server/store/schema.py; ``:name`` placeholders (converted for psycopg).
 _CLAIM_SEQ = (
-    "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created "
+    "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created, last_report_id = :rid "
     "WHERE id = :id AND state = 'active' AND last_seq < :seq "
     "RETURNING org_unit_id, platform, compliance, fail_count, warn_count, error_count, disagreements, "
-    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash, eval_valid_until")
+    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash, eval_valid_until, machine_id")
 _LOAD_STATE = (
     "SELECT rule_id, status, since, failing_since, reason, message, evidence, agent_status, check_id, severity "
     "FROM check_state WHERE device_id = :id")
@@ -197,6 +204,7 @@ class _ClaimedDevice(NamedTuple):
     last_raw_report_at: Optional[float]
     eval_hash: Optional[str]
     eval_valid_until: Optional[float]
+    machine_id: str
 
 
 class _Driver:
@@ -350,8 +358,8 @@ class Ingestor:
         return answers
 
     def _refusal(self, conn: Connection, device_id: str, seq: int) -> Answer:
-        row = conn.execute(sa.select(devices.c.state, devices.c.last_seq, devices.c.replaced_by)
-                           .where(devices.c.id == device_id)).first()
+        row = conn.execute(sa.select(devices.c.state, devices.c.last_seq, devices.c.replaced_by,
+                                     devices.c.last_report_id).where(devices.c.id == device_id)).first()
         if row is None:
             return Answer(REJECTED, device_id, seq, reason="unknown device: enrol it first")
         if row.state != DEVICE_ACTIVE:
@@ -359,11 +367,13 @@ class Ingestor:
                 return Answer(REJECTED, device_id, seq,
                               reason=f"device was replaced by a newer enrolment ({row.replaced_by})")
             return Answer(REJECTED, device_id, seq, reason=f"device is {row.state}: enrol it again with a new token")
-        return Answer(DUPLICATE, device_id, seq, reason=f"seq {seq} <= last accepted seq {row.last_seq}")
+        return Answer(DUPLICATE, device_id, seq, reason=f"seq {seq} <= last accepted seq {row.last_seq}",
+                      last_seq=int(row.last_seq), last_report_id=row.last_report_id)
 
     @staticmethod
     def _claim_params(cand: _Candidate, now: float) -> dict[str, Any]:
-        return {"seq": cand.seq, "now": now, "created": cand.created_at, "id": cand.envelope.device_id}
+        return {"seq": cand.seq, "now": now, "created": cand.created_at, "id": cand.envelope.device_id,
+                "rid": str(cand.payload["report_id"])[:64]}
 
     def _apply(self, conn: Connection, driver: _Driver, cand: _Candidate, claim: list[tuple[Any, ...]],
                now: float, states: dict[str, dict[str, _StateRow]], stats: IngestStats) -> Answer:
@@ -377,6 +387,10 @@ class Ingestor:
         if not claim:
             return self._refusal(conn, device_id, cand.seq)
         device = _ClaimedDevice(*claim[0])
+        clone = device_notices.cloned_identity(conn, device_id, device.machine_id, payload, cand.seq, now)
+        if clone is not None:
+            return Answer(REJECTED, device_id, cand.seq, reason=clone)
+        device_notices.record_report_notices(conn, device_id, cand.seq, payload, now)
         stored = self.policies.get(conn, int(device.org_unit_id))
         if stored is None:
             # Nothing to judge with: undo the seq bump so the agent's retry is accepted once a policy exists.
@@ -394,7 +408,7 @@ class Ingestor:
                 self._keep_raw(conn, cand, now, str(device.compliance), stored.ref)
                 conn.execute(devices.update().where(devices.c.id == device_id).values(last_raw_report_at=now))
                 stats.raw_kept += 1
-            return Answer(ACCEPTED, device_id, cand.seq, compliance=str(device.compliance))
+            return Answer(ACCEPTED, device_id, cand.seq, compliance=str(device.compliance), last_seq=cand.seq)
         state = states.get(device_id)
         if state is None:
             state = states[device_id] = {str(r[0]): _StateRow(*r[1:])
@@ -488,7 +502,7 @@ class Ingestor:
             stats.raw_kept += 1
         if updates:
             conn.execute(devices.update().where(devices.c.id == device_id).values(**updates))
-        return Answer(ACCEPTED, device_id, cand.seq, compliance=compliance)
+        return Answer(ACCEPTED, device_id, cand.seq, compliance=compliance, last_seq=cand.seq)
 
     @staticmethod
     def _keep_raw(conn: Connection, cand: _Candidate, now: float, compliance: str, policy_ref: str) -> None:

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["agent"])
 
+HEADER_LAST_SEQ = "X-Teleposture-Last-Seq"
+HEADER_SERVER_TIME = "X-Teleposture-Server-Time"
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem}, 413: {"model": Problem}, 429: {"model": Problem}, 503: {"model": Problem}}
 
@@ -118,14 +121,15 @@ async def post_reports(request: Request, ctx: ContextDep) -> dict[str, Any]:
     return {"results": [a.to_json() for a in answers],
             "accepted": sum(1 for a in answers if a.status == ACCEPTED),
             "duplicate": sum(1 for a in answers if a.status == DUPLICATE),
-            "rejected": sum(1 for a in answers if a.status not in (ACCEPTED, DUPLICATE))}
+            "rejected": sum(1 for a in answers if a.status not in (ACCEPTED, DUPLICATE)),
+            "server_time": time.time()}
 
 
 def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, timestamp: str,
-                       signature: str) -> policy_store.StoredPolicy:
+                       signature: str) -> tuple[policy_store.StoredPolicy, int]:
     with ctx.db.read() as conn:
-        row = conn.execute(sa.select(devices.c.public_key, devices.c.state, devices.c.org_unit_id)
-                           .where(devices.c.id == device_id)).first()
+        row = conn.execute(sa.select(devices.c.public_key, devices.c.state, devices.c.org_unit_id,
+                                     devices.c.last_seq).where(devices.c.id == device_id)).first()
         if row is None:
             raise HTTPException(status_code=401, detail="unknown device: enrol it first")
         try:
@@ -143,7 +147,7 @@ def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, 
         stored = ctx.ingestor.policies.get(conn, int(row.org_unit_id))
     if stored is None:
         raise HTTPException(status_code=404, detail="no policy applies to this device yet")
-    return stored
+    return stored, int(row.last_seq)
 
 
 @router.get("/policy", response_model=PolicyBundle,
@@ -159,11 +163,14 @@ async def get_policy(request: Request, ctx: ContextDep, response: Response) -> A
     if not device_id or not timestamp or not signature or len(device_id) > 64:
         raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
                                                     f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
-    stored = await run_in_threadpool(_policy_for_device, ctx, device_id, request.method, request.url.path,
-                                     timestamp, signature)
+    stored, last_seq = await run_in_threadpool(_policy_for_device, ctx, device_id, request.method,
+                                               request.url.path, timestamp, signature)
     etag = f'"{stored.policy.digest()}"'
+    # where the device's seq stands (an agent that lost its counter moves past it) and the collector's clock
+    extra = {HEADER_LAST_SEQ: str(last_seq), HEADER_SERVER_TIME: f"{time.time():.3f}"}
     if _etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers={"ETag": etag})
+        return Response(status_code=304, headers={"ETag": etag, **extra})
+    response.headers.update(extra)
     response.headers["ETag"] = etag
     response.headers["Cache-Control"] = "no-cache"
     return _bundle(ctx, stored)

@@ -49,6 +49,9 @@ class EnvelopeAnswer(BaseModel):
     seq: Optional[int] = None
     reason: Optional[str] = None
     compliance: Optional[str] = None
+    last_seq: Optional[int] = Field(None, description="the device's last accepted seq after this envelope")
+    last_report_id: Optional[str] = Field(None, description="report_id of that report (duplicates): an agent "
+                                                            "whose report_id differs numbers its report again")
 
 
 class ReportResponse(BaseModel):
@@ -56,6 +59,8 @@ class ReportResponse(BaseModel):
     accepted: int
     duplicate: int
     rejected: int
+    server_time: Optional[float] = Field(None, description="the collector's clock (epoch seconds): agents "
+                                                           "measure their clock skew with it")
 
 
 class Problem(BaseModel):

@@ -117,6 +117,9 @@ devices = sa.Table(
     # grace period (NULL: for ever).
     sa.Column("eval_hash", sa.String(64), nullable=True),
     sa.Column("eval_valid_until", Time, nullable=True),
+    # report_id of the report accepted as last_seq: a `duplicate` answer carries both, so an agent that lost
+    # its counter can tell its own resent report from a new one numbered again (migration 0007).
+    sa.Column("last_report_id", sa.String(64), nullable=True),
     # Index-backed listing: each allow-listed sort column leads an index, scoped lists use org_unit_id first.
     sa.Index(None, "machine_id"),
     sa.Index(None, "state", "last_seen"),
@@ -282,4 +285,19 @@ audit_log = sa.Table(
     sa.Index(None, "at"),
     sa.Index(None, "org_unit_id", "at"),
     sa.Index(None, "action", "at"),
+)
+
+# What a device's agent told the collector about itself beyond posture (server/device_notices.py):
+# `seq_reset` (its sequence counter was behind the collector's and it numbered reports again),
+# `reports_dropped` (its outbox lost reports), `cloned_identity` (its key signed a report from another
+# machine). Shown on the device page, newest first (migration 0007).
+device_notices = sa.Table(
+    "device_notices", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("at", Time, nullable=False),  # when the collector recorded it
+    sa.Column("seq", sa.BigInteger, nullable=True),  # the report that carried it
+    sa.Column("details", sa.Text, nullable=False),  # JSON object
+    sa.Index(None, "device_id", "id"),
 )

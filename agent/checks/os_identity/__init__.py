@@ -26,6 +26,8 @@ SPEC = CheckSpec(
         FactSpec("serial", "string", "hardware serial number where readable"),
         FactSpec("hardware_model", "string", "hardware model (MacBookPro18,3, Latitude 7440)"),
         FactSpec("virtual", "bool", "the OS runs in a virtual machine or container"),
+        FactSpec("clock_skew_seconds", "number", "this machine's clock minus the collector's, in seconds, as the "
+                                                 "agent service last measured it (from the agent service)"),
     ),
 )
 

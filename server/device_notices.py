@@ -1,0 +1,97 @@
+"""What an agent tells the collector about its own health, kept as device notices (device page).
+
+Ingest calls `record_report_notices` once per accepted report, in its write transaction, and
+`cloned_identity` before judging one; both write `device_notices` rows:
+
+* ``seq_reset``: the report's ``seq_reset`` list: the agent's counter was behind the collector's (state
+  directory restored or deleted) and it numbered reports again from ``from`` to ``to``;
+* ``reports_dropped``: the report's ``dropped_reports`` total (reports the agent could not deliver: a full
+  outbox, an unreadable one) grew since the last notice;
+* ``cloned_identity``: a report signed with the device's key says it comes from another machine than the
+  one enrolled (the state directory was copied). That report is refused: two machines' posture must not
+  merge into one device.
+
+One place for them, so the events outbox (issue 13) can emit an event per notice from here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from server.store.schema import device_notices
+
+SEQ_RESET = "seq_reset"
+REPORTS_DROPPED = "reports_dropped"
+CLONED_IDENTITY = "cloned_identity"
+MAX_RESETS_PER_REPORT = 20
+
+
+def _insert(conn: Connection, device_id: str, kind: str, seq: Optional[int], now: float,
+            details: Mapping[str, Any]) -> None:
+    conn.execute(device_notices.insert().values(device_id=device_id, kind=kind, at=now, seq=seq,
+                                                details=json.dumps(dict(details), sort_keys=True)[:4000]))
+
+
+def _int(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63 else None
+
+
+def reported_machine_id(payload: Mapping[str, Any]) -> Optional[str]:
+    """The machine the agent runs on (payload ``machine_id``; absent from agents before it was added)."""
+    machine_id = payload.get("machine_id")
+    return machine_id if isinstance(machine_id, str) and machine_id else None
+
+
+def cloned_identity(conn: Connection, device_id: str, enrolled_machine_id: str, payload: Mapping[str, Any],
+                    seq: int, now: float) -> Optional[str]:
+    """The refusal reason when the report comes from another machine than the enrolled one, else None.
+
+    A notice is written for the first report of each foreign machine id (not for every retry)."""
+    reported = reported_machine_id(payload)
+    if not reported or not enrolled_machine_id or reported == enrolled_machine_id:
+        return None
+    seen = conn.execute(sa.select(device_notices.c.details).where(
+        device_notices.c.device_id == device_id, device_notices.c.kind == CLONED_IDENTITY)).all()
+    if not any(json.loads(row.details).get("machine_id") == reported for row in seen):
+        _insert(conn, device_id, CLONED_IDENTITY, seq, now,
+                {"machine_id": reported[:200], "enrolled_machine_id": enrolled_machine_id[:200]})
+    return (f"cloned identity: this device was enrolled on machine {enrolled_machine_id[:64]}, the report comes "
+            f"from {reported[:64]}; enrol that machine on its own (teleposture-agent enroll --force)")
+
+
+def record_report_notices(conn: Connection, device_id: str, seq: int, payload: Mapping[str, Any],
+                          now: float) -> int:
+    """Notices an accepted report carries; the number written (0 on the hot path: two dict lookups)."""
+    written = 0
+    resets = payload.get("seq_reset")
+    if isinstance(resets, list):
+        for item in resets[:MAX_RESETS_PER_REPORT]:
+            if not isinstance(item, dict):
+                continue
+            details = {"from": _int(item.get("from")), "to": _int(item.get("to")),
+                       "renumbered": _int(item.get("renumbered")),
+                       "reason": str(item.get("reason") or "")[:300], "at": str(item.get("at") or "")[:40]}
+            _insert(conn, device_id, SEQ_RESET, seq, now, details)
+            written += 1
+    dropped = _int(payload.get("dropped_reports"))
+    if dropped:
+        last = conn.execute(sa.select(device_notices.c.details).where(
+            device_notices.c.device_id == device_id, device_notices.c.kind == REPORTS_DROPPED)
+            .order_by(device_notices.c.id.desc()).limit(1)).first()
+        before = json.loads(last.details).get("total", 0) if last is not None else 0
+        if dropped > before:
+            _insert(conn, device_id, REPORTS_DROPPED, seq, now, {"total": dropped, "new": dropped - before})
+            written += 1
+    return written
+
+
+def list_notices(conn: Connection, device_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The device's notices, newest first (device page and admin API)."""
+    rows = conn.execute(sa.select(device_notices).where(device_notices.c.device_id == device_id)
+                        .order_by(device_notices.c.id.desc()).limit(limit)).all()
+    return [{"kind": row.kind, "at": row.at, "seq": row.seq, "details": json.loads(row.details)} for row in rows]
