@@ -18,9 +18,20 @@ from typing import Any, Dict, Optional
 
 from agent.config import OPTIONS, ConfigError, Settings, load_settings
 
-EXIT_OK = 0
-EXIT_NOT_DELIVERED = 1
-EXIT_USAGE = 2
+# `report --now` exit codes (docs/agent-service.md); 0-2 are also every other subcommand's
+EXIT_OK = 0  # this report was delivered (accepted, or already held by the collector)
+EXIT_NOT_DELIVERED = 1  # queued but not delivered yet: the service keeps retrying
+EXIT_USAGE = 2  # usage or configuration error: not enrolled, bad setting, unreadable state
+EXIT_REJECTED = 3  # the collector refused this report for good (moved to the dead-letter table)
+EXIT_NOT_PRODUCED = 4  # no report could be made: disk full or read-only, or this state belongs to another machine
+
+REPORT_EPILOG = """exit status:
+  0  delivered: the collector accepted this report (or already held it)
+  1  queued, not delivered: the collector could not be reached in time; the service keeps retrying
+  2  usage or configuration error (not enrolled, bad setting)
+  3  rejected by the collector for good (see `status`; the report is kept in the dead-letter table)
+  4  no report made: the state directory's disk is full or read-only, or it was enrolled on another
+     machine (enrol this one with `enroll --force`)"""
 
 
 def _common() -> argparse.ArgumentParser:
@@ -55,7 +66,8 @@ def register(sub: Any) -> None:
                      help="answer probes from a `check --record` file instead of this machine (tests, benchmarks)")
     run.set_defaults(handler=cmd_run)
 
-    report = sub.add_parser("report", parents=[common], help="check, sign, queue and upload one report now")
+    report = sub.add_parser("report", parents=[common], help="check, sign, queue and upload one report now",
+                            epilog=REPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     report.add_argument("--now", action="store_true", help="required: run one cycle and upload immediately")
     report.add_argument("--deadline", type=float, default=20.0,
                         help="seconds to keep retrying the upload before giving up (default 20)")
@@ -152,8 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from agent.probes import RecordingError
-    from agent.service import ServiceError
+    from agent.service import IdentityMismatch, ServiceError
     from agent.state import StateError
+    from agent.storage import StorageUnavailable
     from agent.transport import TransportError
 
     if not args.now:
@@ -166,27 +179,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         try:
             produced = service.produce_report("report --now")
+        except (StorageUnavailable, IdentityMismatch) as exc:
+            print(f"teleposture-agent: no report made: {exc}", file=sys.stderr)
+            return EXIT_NOT_PRODUCED
         except ServiceError as exc:
             return _fail(str(exc))
         counts = " ".join(f"{k}={v}" for k, v in sorted(produced.counts.items()))
-        print(f"report seq {produced.seq} queued: {produced.status} ({counts or 'no rules'})", flush=True)
+        print(f"report seq {produced.seq} queued: {produced.status} ({counts or 'no rules'}), report_id "
+              f"{produced.report_id}", flush=True)
         if produced.evicted:
             print(f"outbox full: dropped the {produced.evicted} oldest report(s)")
-        return _deliver(service, produced.seq, args.deadline)
+        return _deliver(service, produced.seq, produced.report_id, args.deadline)
     finally:
         service.close()
 
 
-def _deliver(service: Any, seq: int, deadline_seconds: float) -> int:
+def _deliver(service: Any, seq: int, report_id: str, deadline_seconds: float) -> int:
+    """Upload until this report (followed by report_id: a renumbering changes its seq) left the outbox."""
     deadline = time.monotonic() + max(0.0, deadline_seconds)
     while True:
         outcome = service.upload_pending(lock_wait=max(0.0, deadline - time.monotonic()))
-        queued = service._spool_call("seqs")
-        if seq not in queued:
-            dead = [d for d in service._spool_call("dead_letters") if d["seq"] == seq]
+        current = service._spool_call("seq_of", report_id)
+        if report_id in service.renumbered and service.renumbered[report_id] != seq:
+            print(f"report numbered again: seq {seq} -> {service.renumbered[report_id]} (the collector was past "
+                  "this agent's counter: its state was lost or restored)")
+            seq = service.renumbered[report_id]
+        if current is None:
+            dead = [d for d in service._spool_call("dead_letters") if d["report_id"] == report_id]
             if dead:
-                print(f"report seq {seq} was rejected by the collector: {dead[0]['reason']}")
-                return EXIT_NOT_DELIVERED
+                print(f"report seq {dead[0]['seq']} was rejected by the collector: {dead[0]['reason']}")
+                return EXIT_REJECTED
             if outcome.error is None or outcome.delivered:
                 print(f"report seq {seq} delivered to {service.server_url}"
                       + (f" ({outcome.remaining} report(s) still queued)" if outcome.remaining else ""))
@@ -215,6 +237,7 @@ def collect_status(settings: Settings) -> Dict[str, Any]:
     from agent import protocol
     from agent.spool import peek
     from agent.state import StateDir, StateError
+    from agent.storage import free_bytes, is_read_only, read_condition
 
     state = StateDir(settings.state_dir)
     out: Dict[str, Any] = {"state_dir": str(settings.state_dir), "enrolled": False}
@@ -235,17 +258,28 @@ def collect_status(settings: Settings) -> Dict[str, Any]:
         policy = {"source": "stored policy unusable", "problem": str(exc)}
     out["policy"] = policy
     try:
-        saved = state.status() if state.db_path.exists() else {}
-    except sqlite3.Error as exc:
-        saved = {"last_error": {"message": f"state database unreadable: {exc}"}}
-    finally:
-        state.close()
+        saved = state.peek_status()  # read-only: never creates, moves or writes a file
+    except (sqlite3.Error, OSError) as exc:
+        saved = {"last_error": {"message": f"state database {state.db_path} unreadable ({exc}); the service "
+                                           "moves it aside and rebuilds it at its next start"}}
     out["last_cycle"] = saved.get("last_cycle")
     out["last_upload_at"] = saved.get("last_upload_at")
     out["last_error"] = saved.get("last_error")
     out["outbox_reset"] = saved.get("outbox_reset")
     out["outbox"] = peek(state.outbox_path)
     out["last_seq"] = (saved.get("last_cycle") or {}).get("seq")
+    offset = saved.get("clock_offset")
+    out["clock_skew_seconds"] = round(-float(offset), 3) if isinstance(offset, (int, float)) else None
+    out["pending_seq_resets"] = saved.get("pending_seq_resets") or []
+    # A full or read-only disk: what the service recorded in place, else what this machine shows now.
+    condition = read_condition(state.root)
+    if not condition.get("message") and is_read_only(state.root):
+        condition = {"kind": "read_only", "message": f"read-only file system: {state.root}"}
+    free = free_bytes(state.root)
+    out["storage"] = {"free_bytes": free, "condition": condition.get("message")}
+    if condition.get("message"):
+        # the current error: the service can write nothing else while the disk is full
+        out["last_error"] = {"at": condition.get("since", ""), "message": condition["message"]}
     return out
 
 
@@ -254,7 +288,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         settings = _settings(args)
     except ConfigError as exc:
         return _fail(str(exc))
-    info = collect_status(settings)
+    try:
+        info = collect_status(settings)
+    except (OSError, sqlite3.Error) as exc:
+        return _fail(f"cannot read the state directory {settings.state_dir}: {exc}")
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return EXIT_OK
@@ -277,6 +314,8 @@ def cmd_status(args: argparse.Namespace) -> int:
          f"{outbox['depth']} report(s) queued, {outbox['bytes']} bytes; dropped {outbox['dropped_total']}, "
          f"rejected {outbox['rejected_total']}"),
         ("last upload", info["last_upload_at"] or "never"),
+        ("clock skew", "not measured yet" if info["clock_skew_seconds"] is None else
+         f"{info['clock_skew_seconds']:+.1f} s against the collector"),
         ("last error", "none" if not info["last_error"] else
          f"{info['last_error'].get('at', '')} {info['last_error'].get('message', '')}".strip()),
     ]

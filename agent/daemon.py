@@ -217,8 +217,8 @@ class Daemon:
         counts = " ".join(f"{k}={v}" for k, v in sorted(produced.counts.items()))
         log.info("cycle seq=%d %s (%s) in %.2fs, cpu %.3fs, trigger %s", produced.seq, produced.status, counts,
                  produced.duration, cpu, trigger,
-                 extra={"event": "cycle", "seq": produced.seq, "status": produced.status,
-                        "counts": produced.counts, "duration": round(produced.duration, 4),
+                 extra={"event": "cycle", "seq": produced.seq, "report_id": produced.report_id,
+                        "status": produced.status, "counts": produced.counts, "duration": round(produced.duration, 4),
                         "cpu": round(cpu, 4), "trigger": trigger, "evicted": produced.evicted})
         if self.on_cycle is not None:
             self.on_cycle(produced, cpu)

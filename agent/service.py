@@ -205,9 +205,16 @@ class AgentService:
         self._spool_lock = threading.Lock()
         self.storage_condition: Optional[Dict[str, Any]] = None
         self.machine_id: Optional[str] = None  # this machine's id, read at the first cycle
+        self.renumbered: Dict[str, int] = {}  # report_id -> its new seq, for `report --now` to say
         self._restamped: set = set()  # report_ids stamped again once after a "future" refusal
-        saved_offset = self.state.status().get("clock_offset")
-        self.clock_offset: Optional[float] = float(saved_offset) if isinstance(saved_offset, (int, float)) else None
+        self.clock_offset: Optional[float] = None
+        try:
+            saved_offset = self.state.status().get("clock_offset")
+        except StorageUnavailable as exc:
+            saved_offset = None
+            self.storage_failed(exc)
+        if isinstance(saved_offset, (int, float)):
+            self.clock_offset = float(saved_offset)
         prepare_condition_file(self.state.root)
         self.spool: Optional[Spool] = None
         try:
@@ -244,6 +251,7 @@ class AgentService:
             except sqlite3.DatabaseError as exc:
                 if not is_corruption(exc):
                     if is_storage_error(exc):
+                        self._drop_spool()  # reopened next time: it may have been opened read-only
                         raise storage_unavailable(exc, self.state.outbox_path) from exc
                     raise
                 log.error("outbox failed (%s): reopening it", exc)
@@ -256,13 +264,21 @@ class AgentService:
                 self.spool = self._open_spool()
                 return getattr(self.spool, method)(*args)
 
+    def _drop_spool(self) -> None:
+        if self.spool is not None:
+            try:
+                self.spool.close()
+            except sqlite3.Error:
+                log.debug("closing the outbox failed", exc_info=True)
+            self.spool = None
+
     def storage_failed(self, exc: StorageUnavailable) -> None:
         """Remember a full or read-only disk; logged once per change of condition, not once per cycle."""
         condition = {"kind": exc.kind, "path": exc.path, "free_bytes": exc.free_bytes, "since": now_rfc3339(),
                      "message": str(exc)}
         previous = self.storage_condition
-        if previous is not None and (previous["kind"], previous["path"]) == (exc.kind, exc.path):
-            return
+        if previous is not None and previous["kind"] == exc.kind:
+            return  # state.db or outbox.db: one disk, one condition
         self.storage_condition = condition
         log.error("%s: reports are not produced until space comes back; every file is kept as it is (%s)",
                   exc, exc.cause, extra={"event": "storage_unavailable", "kind": exc.kind, "path": exc.path,
@@ -507,6 +523,7 @@ class AgentService:
                 return 0
             self.state.raise_seq(moved[-1][1])
             self._note_seq_reset(moved[0][0], moved[0][1], len(moved), reason)
+            self.renumbered.update({report_id: new for _, new, report_id in moved})
         log.warning("collector's last seq is %d: %d queued report(s) numbered again from seq %d (were %d..%d), "
                     "none deleted", collector_last, len(moved), moved[0][1], moved[0][0], moved[-1][0],
                     extra={"event": "seq_reset", "from": moved[0][0], "to": moved[0][1], "renumbered": len(moved)})
@@ -559,13 +576,26 @@ class AgentService:
 
     # -- policy ---------------------------------------------------------------------------------------------
     def refresh_policy(self) -> PolicyOutcome:
-        etag = self.state.status().get("policy_etag") if self.policy_from_bundle else None
         try:
-            answer = self.transport.fetch_policy(self.key, self.identity.device_id, etag, self.corrected_time())
-        except TransportError as exc:
-            self._note_clock()
-            self._error(f"policy refresh failed: {exc}", event="policy_fetch_failed")
+            return self._refresh_policy()
+        except StorageUnavailable as exc:
+            self.storage_failed(exc)
             return PolicyOutcome(False, str(exc), error=True)
+
+    def _refresh_policy(self) -> PolicyOutcome:
+        etag = self.state.status().get("policy_etag") if self.policy_from_bundle else None
+        for attempt in (1, 2):
+            before = self.clock_offset
+            try:
+                answer = self.transport.fetch_policy(self.key, self.identity.device_id, etag, self.corrected_time())
+                break
+            except TransportError as exc:
+                self._note_clock()
+                skew_learned = self.clock_offset is not None and abs(self.clock_offset - (before or 0.0)) > 300
+                if attempt == 1 and isinstance(exc, CollectorRefused) and exc.status == 401 and skew_learned:
+                    continue  # the signed timestamp was off by the skew this answer just revealed: sign again
+                self._error(f"policy refresh failed: {exc}", event="policy_fetch_failed")
+                return PolicyOutcome(False, str(exc), error=True)
         self._note_clock()
         if answer.last_seq is not None:
             try:

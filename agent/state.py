@@ -265,6 +265,7 @@ class StateDir:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA cache_size=-128")  # a few rows: no need for SQLite's 2 MiB default
+            conn.execute("PRAGMA wal_autocheckpoint=100")  # a small WAL (400 KiB), not 4 MiB, on a small disk
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             # CREATE only when missing: a full disk must not stop the agent from reading what it has
             if "counters" not in tables:
@@ -275,6 +276,15 @@ class StateDir:
             conn.close()
             raise
         return conn
+
+    def _drop_connection(self) -> None:
+        """Reconnect next time: a connection SQLite opened read-only (read-only disk) stays read-only."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
 
     def _move_db_aside(self) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -301,6 +311,7 @@ class StateDir:
             except sqlite3.Error as exc:
                 _rollback(conn)
                 if is_storage_error(exc):
+                    self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
 
@@ -322,6 +333,7 @@ class StateDir:
             except sqlite3.Error as exc:
                 _rollback(conn)
                 if is_storage_error(exc):
+                    self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
             return int(seq)
@@ -343,18 +355,31 @@ class StateDir:
             except sqlite3.Error as exc:
                 _rollback(conn)
                 if is_storage_error(exc):
+                    self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
             return current
 
     def last_seq(self) -> int:
         with self._db_lock:
-            row = self._conn().execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+            try:
+                row = self._conn().execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+            except sqlite3.OperationalError as exc:
+                if is_storage_error(exc):
+                    self._drop_connection()
+                    raise storage_unavailable(exc, self.db_path) from exc
+                raise
         return int(row[0]) if row else 0
 
     def status(self) -> Dict[str, Any]:
         with self._db_lock:
-            rows = self._conn().execute("SELECT name, value FROM status").fetchall()
+            try:
+                rows = self._conn().execute("SELECT name, value FROM status").fetchall()
+            except sqlite3.OperationalError as exc:
+                if is_storage_error(exc):
+                    self._drop_connection()
+                    raise storage_unavailable(exc, self.db_path) from exc
+                raise
         out: Dict[str, Any] = {}
         for name, value in rows:
             try:

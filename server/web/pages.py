@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
+from server import device_notices
 from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
 from server.app import AppContext
@@ -381,10 +382,11 @@ def device_detail(request: Request, ctx: ContextDep, user: UserDep, device_id: D
         checks = fleet.device_checks(conn, device)
         history = fleet.device_history(conn, device_id, page=page, per_page=25)
         reports = fleet.device_reports(conn, device_id, limit=10)
+        notices = device_notices.list_notices(conn, device_id, limit=20)
     order = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "not_applicable": 4}
     checks.sort(key=lambda c: (order.get(c["status"], 5), c["rule_id"]))
     return render.page("device.html", context(request, ctx, user, "devices", device=device, checks=checks,
-                                              history=history, reports=reports))
+                                              history=history, reports=reports, notices=notices))
 
 
 @router.get("/devices/{device_id}/revoke")
