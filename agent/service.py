@@ -32,6 +32,7 @@ from agent.spool import DUPLICATE, REJECTED, Queued, Spool, SpoolError
 from agent.state import Identity, StateDir, StateError
 from agent.storage import (
     StorageUnavailable,
+    free_bytes,
     is_corruption,
     is_storage_error,
     prepare_condition_file,
@@ -43,7 +44,8 @@ from agent.transport import Backoff, CollectorRefused, RetryableError, Transport
 log = logging.getLogger(__name__)
 
 UPLOAD_LOCK_WAIT = 60.0
-FUTURE_REFUSAL = "in the future"  # the collector's reason for a created_at more than 10 min ahead
+FUTURE_REFUSAL = "in the future"
+STORAGE_ROOM = 256 * 1024  # free bytes that end a "disk full" condition (a few reports and their WAL pages)  # the collector's reason for a created_at more than 10 min ahead
 
 
 class ServiceError(RuntimeError):
@@ -286,8 +288,14 @@ class AgentService:
         write_condition(self.state.root, condition)
 
     def storage_ok(self) -> None:
+        """A write went through. On a full disk one may (SQLite reuses its WAL's allocated pages): the
+        condition ends when the file system itself has room again or is writable, not at each such write."""
         if self.storage_condition is None:
             return
+        if self.storage_condition["kind"] == "disk_full":
+            free = free_bytes(self.state.root)
+            if free is not None and free < STORAGE_ROOM:
+                return
         log.warning("storage writable again (was %s): resuming", self.storage_condition["message"],
                     extra={"event": "storage_recovered"})
         self.storage_condition = None

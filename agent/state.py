@@ -188,7 +188,8 @@ class StateDir:
     def ensure(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            if os.name == "posix":
+            # only when needed: a read-only disk must not stop the agent from reading its state
+            if os.name == "posix" and self.root.stat().st_mode & 0o777 != 0o700:
                 os.chmod(self.root, 0o700)
         except OSError as exc:
             raise StateError(f"cannot create the state directory {self.root}: {exc.strerror or exc} "
