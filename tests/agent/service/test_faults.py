@@ -403,7 +403,11 @@ def test_cloned_state_directory_refuses_to_report_and_the_collector_flags_it(
     assert [n["machine_id"] for n in flagged] == [machine_id.read_text().strip()]
     # the security team sees it on the device page of the dashboard
     username = f"analyst{secrets.token_hex(3)}"
-    password = collector.cli("user", "create", "--username", username).strip().splitlines()[-1]
+    password = secrets.token_urlsafe(18)
+    created = subprocess.run([str(Path(AGENT).with_name("teleposture-server")), "user", "create", "--username",
+                              username, "--password-stdin"], input=password + "\n", env=collector.env,
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
     client = sign_in(collector.url, username, password)
     try:
         page = client.get(f"/devices/{device_id}")
