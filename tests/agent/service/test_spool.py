@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -63,11 +64,16 @@ def test_rejected_reports_move_to_a_bounded_dead_letter_table(tmp_path: Path) ->
     assert spool.depth() == 0
 
 
+def _envelope(seq: int, size: int) -> str:
+    return json.dumps({"device_id": "d", "payload": json.dumps({"seq": seq, "pad": "x" * size}), "signature": "s"})
+
+
 @pytest.mark.parametrize("corrupt", ["garbage", "truncated", "bad-page"])
-def test_corrupted_outbox_is_moved_aside(tmp_path: Path, corrupt: str) -> None:
+def test_corrupted_outbox_is_moved_aside_and_readable_reports_salvaged(tmp_path: Path, corrupt: str) -> None:
     path = tmp_path / "outbox.db"
     spool = Spool(path)
-    _fill(spool, range(1, 200), size=2000)
+    for seq in range(1, 200):
+        spool.put(seq, f"r{seq}", _envelope(seq, 2000))
     spool.close()
     for suffix in ("-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
@@ -77,17 +83,44 @@ def test_corrupted_outbox_is_moved_aside(tmp_path: Path, corrupt: str) -> None:
     elif corrupt == "truncated":
         path.write_bytes(data[: len(data) // 3])
     else:
-        page = 4096
-        path.write_bytes(data[: page * 3] + b"\xff" * page + data[page * 4:])
-    fresh = Spool(path, dropped_seed=199)
+        page = 4096  # page 30: a leaf of the outbox table (2 KB reports: about two per page)
+        path.write_bytes(data[: page * 29] + b"\xff" * page + data[page * 30:])
+    fresh = Spool(path, dropped_seed=7, expected_depth=199, max_seq_hint=199)
     assert fresh.reset_reason, "corruption not detected"
     assert fresh.moved_to is not None and fresh.moved_to.exists()
-    assert fresh.depth() == 0 and fresh.dropped_total() == 199
+    salvaged = fresh.seqs()
+    # every report still readable is queued again, the others are counted as dropped
+    assert len(salvaged) == fresh.salvaged and fresh.unreadable == 199 - len(salvaged)
+    assert fresh.dropped_total() == 7 + 199 - len(salvaged)
+    if corrupt == "garbage":
+        assert salvaged == []
+    elif corrupt == "bad-page":  # (a truncated file's schema no longer loads: SQLite reads nothing of it)
+        assert 0 < len(salvaged) < 199 and salvaged == sorted(salvaged)
+        first = fresh.batch(1)[0]
+        assert first.report_id == f"r{first.seq}" and json.loads(json.loads(first.envelope)["payload"])["seq"] == first.seq
     fresh.put(500, "r500", "ok")
-    assert fresh.seqs() == [500]
+    assert fresh.seqs()[-1] == 500
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+
+
+def test_a_full_database_is_not_corruption(tmp_path: Path) -> None:
+    """SQLITE_FULL (here: max_page_count, the same error as ENOSPC) raises, and the outbox stays in place."""
+    from agent.storage import is_corruption, is_storage_error
+
+    path = tmp_path / "outbox.db"
+    spool = Spool(path)
+    spool.put(1, "r1", _envelope(1, 100))
+    spool._conn.execute("PRAGMA max_page_count=12")
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        for seq in range(2, 200):
+            spool.put(seq, f"r{seq}", _envelope(seq, 3000))
+    assert is_storage_error(caught.value) and not is_corruption(caught.value)
+    assert path.exists() and not list(tmp_path.glob("*.corrupt-*"))
+    assert spool.seqs()[0] == 1
+    spool.close()
+    assert Spool(path).reset_reason is None  # reopened as it was
 
 
 def test_peek_is_read_only_and_reports_problems(tmp_path: Path) -> None:
