@@ -1,0 +1,72 @@
+"""Collector side of agent durability: where the device's seq stands in every answer, the collector's
+clock, and the notices an agent sends about itself (seq reset, dropped reports, a cloned identity)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import sqlalchemy as sa
+
+from agent import protocol
+from server.device_notices import list_notices
+from server.store.schema import devices
+from tests.server.conftest import Collector
+
+
+def _seal(device, seq: int, **extra) -> dict:
+    payload = protocol.build_report(device_id=device.device_id, seq=seq, agent_version="test", platform="linux",
+                                    policy=device.policy.ref(), facts={}, results=[], extra=extra)
+    return protocol.seal(device.key, device.device_id, payload).to_json()
+
+
+def test_answers_carry_last_seq_report_id_and_server_time(collector: Collector) -> None:
+    device = collector.enroll()
+    first = device.report()
+    before = time.time()
+    answer = collector.send(first)
+    assert before - 1 <= answer["server_time"] <= time.time() + 1
+    assert answer["results"][0]["last_seq"] == 1
+    first_id = json.loads(first["payload"])["report_id"]
+    # the same report again: its report_id is the one stored at the last seq (a resend)
+    again = collector.send(first)["results"][0]
+    assert again["status"] == "duplicate" and again["last_seq"] == 1 and again["last_report_id"] == first_id
+    # another report with a seq already used (an agent that lost its counter): another report_id
+    other = collector.send(_seal(device, 1))["results"][0]
+    assert other["status"] == "duplicate" and other["last_report_id"] == first_id
+    assert json.loads(_seal(device, 1)["payload"])["report_id"] != first_id
+
+    policy = collector.client.get("/api/v1/policy", headers=device.signed_headers("GET", "/api/v1/policy"))
+    assert policy.headers["X-Teleposture-Last-Seq"] == "1"
+    assert abs(float(policy.headers["X-Teleposture-Server-Time"]) - time.time()) < 5
+    cached = collector.client.get("/api/v1/policy", headers={
+        **device.signed_headers("GET", "/api/v1/policy"), "If-None-Match": policy.headers["ETag"]})
+    assert cached.status_code == 304 and cached.headers["X-Teleposture-Last-Seq"] == "1"
+
+
+def test_seq_reset_and_dropped_reports_become_device_notices(collector: Collector) -> None:
+    device = collector.enroll()
+    reset = [{"from": 1, "to": 8, "renumbered": 2, "reason": "state restored", "at": "2026-12-05T06:00:00Z"}]
+    assert collector.send(_seal(device, 8, seq_reset=reset, dropped_reports=3))["accepted"] == 1
+    assert collector.send(_seal(device, 9, dropped_reports=3))["accepted"] == 1  # no growth: no new notice
+    assert collector.send(_seal(device, 10, dropped_reports=5))["accepted"] == 1
+    with collector.db.read() as conn:
+        notices = list_notices(conn, device.device_id)
+    assert [(n["kind"], n["seq"]) for n in notices] == [("reports_dropped", 10), ("reports_dropped", 8),
+                                                         ("seq_reset", 8)]
+    assert notices[0]["details"] == {"total": 5, "new": 2}
+    assert notices[2]["details"]["from"] == 1 and notices[2]["details"]["to"] == 8
+
+
+def test_a_report_from_another_machine_is_refused_and_flagged_once(collector: Collector) -> None:
+    device = collector.enroll()
+    assert collector.send(_seal(device, 1, machine_id=device.machine_id))["accepted"] == 1
+    for seq in (2, 3):
+        answer = collector.send(_seal(device, seq, machine_id="another-machine"))["results"][0]
+        assert answer["status"].startswith("rejected: cloned identity") and "enroll --force" in answer["reason"]
+    with collector.db.read() as conn:
+        notices = list_notices(conn, device.device_id)
+        last_report = conn.execute(sa.select(devices.c.last_report_id).where(devices.c.id == device.device_id)).scalar()
+    assert [n["kind"] for n in notices] == ["cloned_identity"]
+    assert last_report is not None
+    assert notices[0]["details"] == {"machine_id": "another-machine", "enrolled_machine_id": device.machine_id}
