@@ -160,6 +160,11 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     if procs.error is None:
         edrs = running_names(parse_processes(procs.stdout), EDR_PROCESSES)
         evidence.extend(f"process of {name} running" for name in edrs)
+    elif not any(p["running"] for p in ([defender] if defender else []) + center):
+        # no product seen running and no way to look for EDR agents: unknown, not "none"
+        failures.append(procs.failure_message())
+        return CheckOutcome.error(CHECK, message("several", items=failures) if len(failures) > 1
+                                  else procs.failure_message(), evidence)
     else:
         evidence.append(f"process list unavailable: {procs.describe_failure()}")
 
