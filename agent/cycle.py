@@ -57,6 +57,15 @@ class CycleHost(Host):
     def exists(self, path: str) -> bool:
         return self.inner.exists(path)
 
+    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
+        return self.inner.cached(argv, cache_on)
+
+    def remember(self, argv: Sequence[str], cache_on: Sequence[str], result: ProbeResult) -> None:
+        self.inner.remember(argv, cache_on, result)
+
+    def recorded_runs(self) -> List[ProbeResult]:
+        return self.inner.recorded_runs()
+
 
 @dataclass
 class Cycle:

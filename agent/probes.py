@@ -168,6 +168,18 @@ class Host:
     def exists(self, path: str) -> bool:
         return self.stat(path).error is None
 
+    # Used by agent.checks._windows_batch to batch PowerShell probes and keep the probe cache.
+    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
+        """The cached answer to ``argv`` while its ``cache_on`` inputs are unchanged, else None (no run)."""
+        return None
+
+    def remember(self, argv: Sequence[str], cache_on: Sequence[str], result: ProbeResult) -> None:
+        """Cache ``result`` as the answer to ``argv`` (obtained another way, e.g. within a batch)."""
+
+    def recorded_runs(self) -> List[ProbeResult]:
+        """The commands a recording being replayed holds (empty on a live machine)."""
+        return []
+
 
 def _classify_os_error(exc: OSError) -> Tuple[str, str]:
     if isinstance(exc, FileNotFoundError):
@@ -216,9 +228,11 @@ class LiveHost(Host):
                 list(target), capture_output=True, timeout=timeout, env=self._env,
                 stdin=subprocess.DEVNULL, check=False,
             )
-        except subprocess.TimeoutExpired:
-            return ProbeResult("run", target, rc=None, timed_out=True, error=TIMEOUT,
-                               duration=time.monotonic() - start)
+        except subprocess.TimeoutExpired as exc:
+            # what was written before the kill is kept: a batch of probes keeps the answers it gave
+            partial = exc.stdout if isinstance(exc.stdout, bytes) else b""
+            return ProbeResult("run", target, stdout=partial[:MAX_OUTPUT_BYTES].decode("utf-8", "replace"),
+                               rc=None, timed_out=True, error=TIMEOUT, duration=time.monotonic() - start)
         except OSError as exc:
             error, detail = _classify_os_error(exc)
             return ProbeResult("run", target, rc=None, error=error, detail=detail,
@@ -231,6 +245,13 @@ class LiveHost(Host):
         )
 
     # -- cache ----------------------------------------------------------------
+    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
+        return self._cache_get(tuple(argv), self._mtime_signature(cache_on)) if cache_on else None
+
+    def remember(self, argv: Sequence[str], cache_on: Sequence[str], result: ProbeResult) -> None:
+        if cache_on and result.error is None and not result.timed_out:
+            self._cache_put(tuple(argv), self._mtime_signature(cache_on), result)
+
     @staticmethod
     def _mtime_signature(paths: Sequence[str]) -> str:
         parts = []
@@ -457,6 +478,12 @@ class RecordingHost(Host):
     def now(self) -> float:
         return self.recording.recorded_at
 
+    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
+        return self.inner.cached(argv, cache_on)
+
+    def remember(self, argv: Sequence[str], cache_on: Sequence[str], result: ProbeResult) -> None:
+        self.inner.remember(argv, cache_on, result)
+
 
 class ReplayHost(Host):
     """Answers from a recording: the same questions get the same answers, on any OS."""
@@ -489,6 +516,13 @@ class ReplayHost(Host):
 
     def interfaces(self) -> ProbeResult:
         return self._answer("interfaces", ["psutil"])
+
+    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
+        # answered on its own in the recording: it was cached (not batched) when recorded
+        return self.recording.probes.get(_key("run", argv)) if cache_on else None
+
+    def recorded_runs(self) -> List[ProbeResult]:
+        return [probe for probe in self.recording.probes.values() if probe.kind == "run"]
 
     def now(self) -> float:
         return self.recording.recorded_at

@@ -12,6 +12,10 @@ resource.getrusage(RUSAGE_SELF) + getrusage(RUSAGE_CHILDREN), measured around ea
 * the `teleposture-agent check --json` command as a whole (Python start-up and imports included),
   cold and warm, for comparison.
 
+* Windows (replayed, any OS): PowerShell processes a cycle starts, for every recording under
+  tests/fixtures/windows, and how many PowerShell probes they answer (each was a process of its own
+  before batching; agent/checks/_windows_batch.py).
+
 Target (DESIGN.md): warm cycle <= 0.15 CPU-s including probes. Nothing is asserted: figures only.
 """
 
@@ -25,11 +29,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from agent.checks._windows_batch import batch_pipelines
+from agent.checks._windows_ps import POWERSHELL
 from agent.cycle import run_cycle
 from agent.policy import Policy, baseline, load_policy_file
-from agent.probes import LiveHost
+from agent.probes import DEFAULT_TIMEOUT, LiveHost, ProbeResult, Recording, ReplayHost
+
+WINDOWS_RECORDINGS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "windows"
 
 TARGET_WARM_CPU_S = 0.15
 
@@ -74,6 +82,35 @@ def command_run(state_dir: Path, policy_file: Optional[str]) -> Tuple[float, flo
     return cpu, rss
 
 
+class _CountingReplay(ReplayHost):
+    """A replay that counts the PowerShell processes a cycle asks for and the probes they carry."""
+
+    def __init__(self, recording: Recording) -> None:
+        super().__init__(recording)
+        self.powershell_processes = 0
+        self.powershell_probes = 0
+
+    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, cache_on: Sequence[str] = ()) -> ProbeResult:
+        if argv and argv[0] == POWERSHELL:
+            self.powershell_processes += 1
+            self.powershell_probes += len(batch_pipelines(argv) or [None])
+        return super().run(argv, timeout, cache_on)
+
+
+def windows_powershell(policy: Policy) -> Dict[str, Any]:
+    """PowerShell processes per replayed Windows cycle (cold: nothing cached), over every recording."""
+    processes, probes = [], []
+    for path in sorted(WINDOWS_RECORDINGS.glob("*/*.json")):
+        if path.name == "expected.json":
+            continue
+        host = _CountingReplay(Recording.load(path))
+        run_cycle(host, policy)
+        processes.append(host.powershell_processes)
+        probes.append(host.powershell_probes)
+    return {"windows_recordings": len(processes), "windows_powershell_per_cycle_max": max(processes),
+            "windows_powershell_probes_per_cycle_max": max(probes)}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--warm-cycles", type=int, default=5, help="warm cycles to time (median reported)")
@@ -104,6 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             figures["command_cold_cpu_s"] = round(cold_cpu, 3)
             figures["command_warm_cpu_s"] = round(statistics.median(cpu for cpu, _ in warm), 3)
             figures["command_peak_rss_mib"] = round(max(rss for _, rss in warm), 1)
+    figures.update(windows_powershell(policy))
     figures["target_warm_cpu_s"] = TARGET_WARM_CPU_S
     figures["warm_within_target"] = figures["warm_cycle_new_host_cpu_s"] <= TARGET_WARM_CPU_S
 
@@ -120,6 +158,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"`check --json` command, cold         {figures['command_cold_cpu_s']:7.3f} CPU-s (start-up included)")
         print(f"`check --json` command, warm         {figures['command_warm_cpu_s']:7.3f} CPU-s (start-up included)")
         print(f"peak RSS of the command's process    {figures['command_peak_rss_mib']:7.1f} MiB")
+    print(f"Windows (replayed, {figures['windows_recordings']} recordings): at most "
+          f"{figures['windows_powershell_per_cycle_max']} PowerShell process(es) per cycle, answering up to "
+          f"{figures['windows_powershell_probes_per_cycle_max']} PowerShell probes (one process each before batching)")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 from agent.checks import antivirus, disk_encryption, firewall, os_identity, patches, screen_lock, vpn
+from agent.checks._windows_batch import batched_host
 from agent.checks.base import CheckFamily, CheckOutcome, CheckSpec, run_collector
 from agent.probes import Host
 
@@ -32,6 +33,8 @@ def collect(host: Host, checks: Iterable[str], params: Optional[Mapping[str, Map
     """Run the named checks (os_identity always) and return their outcomes by check id."""
     wanted: List[str] = ["os_identity"] + [c for c in checks if c != "os_identity"]
     params = params or {}
+    # on Windows every PowerShell probe of these checks runs in one powershell.exe
+    host = batched_host(host, wanted, params)
     outcomes: Dict[str, CheckOutcome] = {}
     for check_id in wanted:
         family = REGISTRY.get(check_id)

@@ -55,6 +55,8 @@ class ParamSpec:
     name: str
     type: str  # "cidr_list"
     description: str
+    # a rule of the check must give it; ``required`` says why (the validator's message)
+    required: str = ""
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,11 @@ class _Validator:
         params: Dict[str, Any] = {}
         if "params" in raw and spec is not None:
             params = self.params(spec, raw["params"], path + ("params",))
+        for param in spec.params if spec is not None else ():
+            if param.required and param.name not in params and not (
+                    isinstance(raw.get("params"), dict) and param.name in raw["params"]):
+                self.problem(path, f"{what}: missing params: {param.name} ({param.description}); "
+                                   f"{param.required}")
         expect = raw.get("expect")
         if expect is None:
             expect = {}

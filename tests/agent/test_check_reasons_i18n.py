@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from agent.checks import REGISTRY, screen_lock
+from agent.checks._windows_batch import expand_batches
 from agent.checks.base import ERROR, NOT_APPLICABLE, CheckOutcome, run_collector
 from agent.checks.messages import TEMPLATES_EN as CHECK_TEMPLATES_EN
 from agent.checks.messages import message
@@ -166,7 +167,9 @@ def test_vpn_bad_corporate_networks_parameter_is_translated_with_the_values_kept
 
 
 def _failing(recording: Recording, command: str, result: ProbeResult) -> ReplayHost:
-    """The recording with the one probe whose command line contains ``command`` answering ``result``."""
+    """The recording with the one probe whose command line contains ``command`` answering ``result``
+    (a Windows recording's PowerShell batch is read probe by probe)."""
+    recording = expand_batches(recording)
     keys = [key for key, probe in recording.probes.items() if command in " ".join(probe.target)]
     assert len(keys) == 1, (command, keys)
     probe = recording.probes[keys[0]]

@@ -18,6 +18,8 @@ NOW = 1_790_000_000.0
 
 def policy_with(check: str, expect: str, params: str = "", grace: str = "", severity: str = "high",
                 when: str = "") -> Policy:
+    if check == "vpn" and not params:
+        params = VPN_DEFAULT_PARAMS  # a VPN rule must name the organisation's networks
     text = f"""\
 schema: teleposture/policy/v1
 id: t
@@ -32,6 +34,11 @@ rules:
     remediation: {{en: Fix it, fr: Corrigez, ar: أصلحه}}
 """
     return load_policy_text(text, "t.yaml")
+
+
+VPN_DEFAULT_PARAMS = "{corporate_networks: [10.0.0.0/8]}"
+VPN_ROUTED = {"corporate_routes": [{"network": "10.0.0.0/8", "interface": "tun0", "via_tunnel": True}],
+              "corporate_networks_via_tunnel": True}
 
 
 def ok(facts: Dict[str, Any], evidence: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -110,7 +117,7 @@ TABLE = [
                          ids=[f"{row[0]}-{row[4]}-{i}" for i, row in enumerate(TABLE)])
 def test_expectations(check: str, expect: str, facts: Dict[str, Any], platform: str, status: str,
                       fragment: str) -> None:
-    result = one(policy_with(check, expect), check, ok(facts), platform)
+    result = one(policy_with(check, expect), check, ok({**VPN_ROUTED, **facts} if check == "vpn" else facts), platform)
     assert result.status == status, result.reason
     assert fragment in result.reason
     assert result.reason == render_en(result.message)

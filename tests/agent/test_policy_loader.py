@@ -135,8 +135,16 @@ def test_baseline_encodes_the_telework_requirements() -> None:
     # XProtect updates every one to three weeks; Defender and ClamAV daily
     assert dict(rules["antimalware-signatures"].expect) == {
         "signature_age_days": {"darwin": {"max": 21, "warn": 14}, "default": {"max": 3, "warn": 1}}}
-    assert dict(rules["antimalware-signatures"].when) == {"running": True}
-    assert [rule.id for rule in policy.rules if rule.when] == ["antimalware-signatures"]
+    # a product that publishes no signature age (Security Center) is judged by its own verdict instead
+    assert dict(rules["antimalware-signatures"].when) == {"running": True,
+                                                          "signature_source": {"in": ["age", "none"]}}
+    assert dict(rules["antimalware-signatures-state"].when) == {"running": True, "signature_source": "product_state"}
+    assert dict(rules["antimalware-signatures-state"].expect) == {"signatures_up_to_date": True}
+    assert [rule.id for rule in policy.rules if rule.when] == ["antimalware-signatures",
+                                                               "antimalware-signatures-state"]
+    # real-time protection off is not protecting (Windows Defender, macOS); Linux's on-access is optional
+    assert dict(rules["antimalware-running"].expect) == {"running": True,
+                                                         "realtime_protection": {"windows": True, "darwin": True}}
     assert rules["supported-os-version"].expect["os_version"] == {"darwin": {"min": "14.0"},
                                                                   "windows": {"min_build": 19045}}
     assert set(checks_used(policy)) == {"disk_encryption", "vpn", "patches", "os_identity", "firewall",

@@ -151,8 +151,19 @@ def test_vpn_params_are_validated_networks() -> None:
 
 def test_param_written_as_an_expectation_is_redirected() -> None:
     text = doc(rule("    expect:\n      corporate_networks: [10.0.0.0/8]\n", check="vpn"))
+    redirected, missing = sorted(validate_text(text, "p.yaml"), key=lambda p: "missing params" in p)
+    assert "is a parameter of check vpn, not a fact: put it under `params:`" in redirected
+    assert "missing params: corporate_networks" in missing
+
+
+def test_a_vpn_rule_must_name_the_organisations_networks() -> None:
+    """Issue 15: without corporate networks any tunnel passes "VPN connected", a Tailscale overlay too."""
+    text = doc(rule(VPN_HEAD, check="vpn"))
     [problem] = validate_text(text, "p.yaml")
-    assert "is a parameter of check vpn, not a fact: put it under `params:`" in problem
+    assert problem.startswith(f"p.yaml:{line_of(text, '- id: r1')}: ")
+    assert "missing params: corporate_networks" in problem and "Tailscale" in problem
+    assert validate_text(doc(rule(VPN_HEAD + "    params: {corporate_networks: [10.0.0.0/8]}\n", check="vpn")),
+                         "p.yaml") == []
 
 
 def test_params_of_one_check_must_agree_across_rules() -> None:
@@ -239,7 +250,8 @@ def test_when_and_default_mistakes_name_their_line(body: str, needle: str, fragm
 
 
 def test_when_names_a_param_as_a_fact() -> None:
-    text = doc(rule("    when:\n      corporate_networks: [10.0.0.0/8]\n" + VPN_HEAD, check="vpn"))
+    text = doc(rule("    when:\n      corporate_networks: [10.0.0.0/8]\n" + VPN_HEAD
+                    + "    params: {corporate_networks: [10.0.0.0/8]}\n", check="vpn"))
     [problem] = validate_text(text, "p.yaml")
     assert problem.startswith(f"p.yaml:{line_of(text, 'corporate_networks:')}: ")
     assert "is a parameter of check vpn, not a fact" in problem

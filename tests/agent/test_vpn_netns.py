@@ -9,7 +9,9 @@ kind must come from the interface type, not a ``tun*`` name), adds a route for t
 * tunnel up and routing 203.0.113.0/24   -> pass (and a datagram to 203.0.113.1 really enters the tunnel);
 * tunnel up, 203.0.113.0/24 via the veth -> fail, the reason names the network and the interface;
 * tunnel down                            -> fail;
-* the service's cheap sampler (sysfs, not ``ip``) sees ``office`` as a tunnel while it is up, and no tunnel after.
+* the service's cheap sampler (sysfs, not ``ip``) sees ``office`` as a tunnel while it is up, and no tunnel after;
+* with documentation ranges on the client's own link, a full tunnel (OpenVPN's 0.0.0.0/1 + 128.0.0.0/1) gives
+  "default route via office" and a split tunnel "via vcli": the default-route probe address is never on-link.
 
 Only documentation addresses, only inside namespaces this test creates and deletes.
 """
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import pytest
 
@@ -102,11 +104,13 @@ class Lab:
                                                 "--local", SERVER_VETH, "--lport", "1194"])
         wait_for(log, "link local (bound)", proc)
 
-    def start_client(self) -> None:
+    def start_client(self, extra_routes: Sequence[str] = ()) -> None:
         log = self.tmp / "client.log"
+        if log.exists():
+            log.unlink()  # a restart waits for its own "Initialization Sequence Completed"
         self.client_proc = self._openvpn(self.client, log, [
             "--dev", CLIENT_TUN_DEV, "--ifconfig", CLIENT_TUN, SERVER_TUN, "--remote", SERVER_VETH, "1194",
-            "--nobind", "--route", "203.0.113.0", "255.255.255.0"])
+            "--nobind", "--route", "203.0.113.0", "255.255.255.0", *extra_routes])
         wait_for(log, "Initialization Sequence Completed", self.client_proc)
 
     def stop_client(self) -> None:
@@ -169,12 +173,12 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def agent_check(lab: Lab, policy: Path) -> Tuple[int, Dict[str, Any]]:
+def agent_check(lab: Lab, policy: Path, extra: Sequence[str] = ()) -> Tuple[int, Dict[str, Any]]:
     """Run `teleposture-agent check --only vpn --json` as a real process inside the client namespace."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
         ["ip", "netns", "exec", lab.client, sys.executable, "-m", "agent.cli", "check", "--only", "vpn",
-         "--policy", str(policy), "--json", "--state-dir", str(lab.tmp / "state")],
+         "--policy", str(policy), "--json", "--state-dir", str(lab.tmp / "state"), *extra],
         capture_output=True, text=True, cwd=str(REPO), env=env, timeout=60, check=False)
     try:
         report = json.loads(proc.stdout)
@@ -253,3 +257,38 @@ def test_tunnel_down_fails(lab: Lab, policy_file: Path) -> None:
     result = vpn_result(report)
     assert result["status"] == "fail"
     assert code == 1 and report["status"] == "not_compliant"
+
+
+# The client's "Internet" link also carries 198.51.100.0/24 (documentation ranges do get configured: a lab
+# LAN, this test machine's eth0 on 192.0.2.0/24): with the corporate network 203.0.113.0/24, every address
+# the agent used to look up for the default route (198.51.100.1, then 192.0.2.1) is on-link, and a full
+# tunnel read as "default route via vcli".
+LAN_EXTRA = "198.51.100.7/24"
+TUNNELS = {
+    "full-tunnel": (["--route", "0.0.0.0", "128.0.0.0", "--route", "128.0.0.0", "128.0.0.0"], CLIENT_TUN_DEV, True),
+    "split-tunnel": ([], "vcli", False),
+}
+
+
+@pytest.mark.parametrize("setup", sorted(TUNNELS))
+def test_default_route_probe_is_not_on_link(lab: Lab, policy_file: Path, setup: str) -> None:
+    routes, interface, via_tunnel = TUNNELS[setup]
+    sh("ip", "-n", lab.client, "addr", "add", LAN_EXTRA, "dev", "vcli")
+    try:
+        lab.start_client(routes)
+        record = lab.tmp / f"{setup}.recording.json"
+        code, report = agent_check(lab, policy_file, ["--record", str(record)])
+        facts = report["facts"]["vpn"]["facts"]
+        assert facts["tunnel_up"] is True and facts["corporate_networks_via_tunnel"] is True
+        assert (facts["default_route_interface"], facts["default_route_via_tunnel"]) == (interface, via_tunnel)
+        looked_up = [p["target"][-1] for p in json.loads(record.read_text())["probes"]
+                     if p["target"][:4] == ["ip", "-j", "route", "get"]]
+        # neither the on-link 198.51.100.1 / 192.0.2.1 nor the corporate 203.0.113.1 stands for the Internet
+        assert looked_up == ["192.88.99.1", "203.0.113.1"], looked_up
+        assert vpn_result(report)["status"] == "pass" and code == 0
+        # the kernel agrees: the probe address leaves by the interface the facts name
+        route = sh("ip", "-n", lab.client, "-j", "route", "get", "192.88.99.1").stdout
+        assert json.loads(route)[0]["dev"] == interface
+    finally:
+        lab.stop_client()
+        sh("ip", "-n", lab.client, "addr", "del", LAN_EXTRA, "dev", "vcli", check=False)

@@ -13,9 +13,16 @@ SPEC = CheckSpec(
     facts=(
         FactSpec("running", "bool", "at least one anti-malware/EDR product is running"),
         FactSpec("products", "list",
-                 "per product: {name, kind (antivirus|edr|builtin), running, realtime, signature_age_days, version}"),
+                 "per product: {name, kind (antivirus|edr|builtin), running, realtime, signature_age_days, version, "
+                 "signatures_up_to_date}"),
         FactSpec("realtime_protection", "bool", "real-time (on-access) protection is on, where the product reports it"),
         FactSpec("signature_age_days", "number", "age of the freshest signature set among running products (null: none)"),
+        FactSpec("signature_source", "string",
+                 "how the running products report their signatures: age (a signature age is published), "
+                 "product_state (only the product's own up-to-date verdict: Windows Security Center), none"),
+        FactSpec("signatures_up_to_date", "bool",
+                 "the product's own verdict on its signatures where no age is published (Security Center "
+                 "productState); null otherwise"),
     ),
 )
 

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from agent.checks._host_json import days_between, parse_processes, running_names
 from agent.checks._plist import parse_plist_dict
 from agent.checks.antivirus.linux import parse_mdatp_health
+from agent.checks.antivirus.signatures import signature_facts
 from agent.checks.base import CheckOutcome, ParseError
 from agent.checks.messages import Message, english, message
 from agent.probes import Host
@@ -87,7 +88,8 @@ def summarise(xprotect: Optional[Dict[str, Any]], edrs: List[str],
     ages = [p["signature_age_days"] for p in products if p["signature_age_days"] is not None]
     return {"running": bool(products), "products": products,
             "realtime_protection": True if products else False,
-            "signature_age_days": min(ages) if ages else None}
+            "signature_age_days": min(ages) if ages else None,
+            **signature_facts(products)}
 
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:

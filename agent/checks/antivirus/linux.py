@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.checks.antivirus.signatures import signature_facts
 from agent.checks.base import CheckOutcome, ParseError
 from agent.probes import NOT_FOUND, Host
 
@@ -152,6 +153,7 @@ def summarize(products: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
         "products": [dict(p) for p in products],
         "realtime_protection": (True in realtime_values) if realtime_values else (False if not running else None),
         "signature_age_days": min(ages) if ages else None,
+        **signature_facts(running),
     }
 
 

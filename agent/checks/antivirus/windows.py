@@ -21,6 +21,7 @@ from agent.checks._windows_ps import (
     ps_str,
     run_ps,
 )
+from agent.checks.antivirus.signatures import signature_facts
 from agent.checks.base import CheckOutcome
 from agent.checks.messages import Message, english, message
 from agent.probes import Host
@@ -91,7 +92,8 @@ def parse_security_center(text: str) -> List[Dict[str, Any]]:
         decoded = decode_product_state(state) if state is not None else {"enabled": False, "up_to_date": False}
         products.append({"name": name, "kind": "antivirus", "running": decoded["enabled"],
                          "realtime": decoded["enabled"], "signature_age_days": None, "version": None,
-                         "_up_to_date": decoded["up_to_date"], "_state": state})
+                         "signatures_up_to_date": decoded["up_to_date"] if state is not None else None,
+                         "_state": state})
     return products
 
 
@@ -110,13 +112,16 @@ def merge_products(defender: Optional[Dict[str, Any]], center: List[Dict[str, An
     running = [p for p in products if p["running"]]
     ages = [p["signature_age_days"] for p in running if p.get("signature_age_days") is not None]
     realtime_known = [p["realtime"] for p in running if p.get("realtime") is not None]
-    public = [{k: p.get(k) for k in ("name", "kind", "running", "realtime", "signature_age_days", "version")}
+    public = [{k: p.get(k) for k in ("name", "kind", "running", "realtime", "signature_age_days", "version",
+                                     "signatures_up_to_date")}
               for p in products]
     return {
         "running": bool(running),
         "products": public,
+        # Defender running with real-time protection off protects nothing: False, which the baseline fails
         "realtime_protection": any(realtime_known) if realtime_known else (None if running else False),
         "signature_age_days": min(ages) if ages else None,
+        **signature_facts(running),
     }
 
 
@@ -148,13 +153,18 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         center = parse_security_center(sc.stdout)
         evidence.extend(f"Security Center: {p['name']} productState {p['_state']} -> "
                         f"{'on' if p['running'] else 'off'}, signatures "
-                        f"{'up to date' if p['_up_to_date'] else 'out of date'}" for p in center)
+                        f"{'up to date' if p['signatures_up_to_date'] else 'out of date'}" for p in center)
 
     procs = host.processes()
     edrs: List[str] = []
     if procs.error is None:
         edrs = running_names(parse_processes(procs.stdout), EDR_PROCESSES)
         evidence.extend(f"process of {name} running" for name in edrs)
+    elif not any(p["running"] for p in ([defender] if defender else []) + center):
+        # no product seen running and no way to look for EDR agents: unknown, not "none"
+        failures.append(procs.failure_message())
+        return CheckOutcome.error(CHECK, message("several", items=failures) if len(failures) > 1
+                                  else procs.failure_message(), evidence)
     else:
         evidence.append(f"process list unavailable: {procs.describe_failure()}")
 

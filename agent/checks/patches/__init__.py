@@ -23,6 +23,9 @@ SPEC = CheckSpec(
         FactSpec("last_update_at", "string", "RFC 3339 time of the last successful update"),
         FactSpec("reboot_required", "bool", "an installed update waits for a reboot"),
         FactSpec("automatic_updates", "bool", "automatic (security) updates are configured and enabled"),
+        FactSpec("seed_program", "string",
+                 "macOS: the Apple beta (seed) program the Mac is enrolled in (DeveloperSeed, PublicSeed, "
+                 "CustomerSeed) or none; its beta updates are not counted as pending (null: unknown)"),
     ),
 )
 

@@ -18,6 +18,7 @@ instead, so kept-back packages are looked up with ``apt-cache policy`` (``(phase
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -35,6 +36,7 @@ from agent.checks.patches.pkgcommon import (
     require,
     rfc3339,
     stat_mtime,
+    subcommand,
 )
 from agent.probes import NOT_FOUND, Host
 
@@ -207,9 +209,24 @@ class HistoryEntry:
     commandline: Optional[str]
     upgraded: bool
     failed: bool
+    # packages installed because someone asked for them (an Install entry without ", automatic")
+    requested_installs: int = 0
 
 
-_UPDATE_COMMAND = re.compile(r"upgrade|update-packages|upgrade-system")
+# apt, apt-get and aptitude options that take the next word as their value
+_APT_OPTIONS_WITH_VALUE = ("-o", "--option", "-c", "--config-file", "-t", "--target-release",
+                           "--default-release", "-a", "--host-architecture", "-P", "--build-profiles")
+_APT_UPGRADE_VERBS = {"upgrade", "dist-upgrade", "full-upgrade", "safe-upgrade"}
+_APT_PROGRAMS = {"apt", "apt-get", "aptitude"}
+_UNATTENDED = {"unattended-upgrade", "unattended-upgrades"}
+# Front ends that log a role instead of a command: PackageKit ("packagekit role='update-packages'") and
+# aptdaemon ("aptdaemon role='role-upgrade-system' sender=':1.80'").
+_ROLE = re.compile(r"\brole='([^']+)'")
+_UPDATE_ROLES = {"update-packages", "update-system", "role-upgrade-system", "role-upgrade-packages"}
+# Roles that apply whatever a front end chose (Ubuntu's update-manager commits its upgrade list this way):
+# judged by what the transaction did, like a transaction without a command line.
+_COMMIT_ROLES = {"role-commit-packages"}
+_REQUESTED_INSTALL = re.compile(r"[^\s,(]+ \([^)]*\)")
 
 
 def parse_history(text: str) -> List[HistoryEntry]:
@@ -219,11 +236,13 @@ def parse_history(text: str) -> List[HistoryEntry]:
 
     def flush() -> None:
         if block.get("Start-Date"):
+            installs = _REQUESTED_INSTALL.findall(block.get("Install", ""))
             entries.append(HistoryEntry(
                 end=block.get("End-Date", ""),
                 commandline=block.get("Commandline"),
                 upgraded="Upgrade" in block,
                 failed="Error" in block,
+                requested_installs=sum(1 for item in installs if not item.endswith(", automatic)")),
             ))
 
     for line in text.splitlines():
@@ -240,13 +259,45 @@ def parse_history(text: str) -> List[HistoryEntry]:
     return entries
 
 
+def transaction_kind(commandline: Optional[str]) -> str:
+    """What an apt transaction was, from its command line: ``update`` (a system-wide upgrade: apt/apt-get/
+    aptitude upgrade, dist-upgrade, full-upgrade, safe-upgrade; an unattended-upgrades run; a PackageKit or
+    aptdaemon update), ``other`` (install, remove, --only-upgrade of named packages, ...) or ``unknown``
+    (no command line, or a front end that commits a list of its own)."""
+    if commandline is None or not commandline.strip():
+        return "unknown"
+    role = _ROLE.search(commandline)
+    if role:
+        if role.group(1) in _UPDATE_ROLES:
+            return "update"
+        return "unknown" if role.group(1) in _COMMIT_ROLES else "other"
+    try:
+        words = shlex.split(commandline)
+    except ValueError:
+        words = commandline.split()
+    if not words:
+        return "unknown"
+    program = words[0].rsplit("/", 1)[-1]
+    if program in _UNATTENDED:
+        return "update"
+    if program.startswith("python") and len(words) > 1 and words[1].rsplit("/", 1)[-1] in _UNATTENDED:
+        return "update"
+    if program in _APT_PROGRAMS:
+        return "update" if subcommand(words[1:], _APT_OPTIONS_WITH_VALUE) in _APT_UPGRADE_VERBS else "other"
+    return "other"
+
+
 def is_system_update(entry: HistoryEntry) -> bool:
     """A finished, error-free transaction that upgraded packages as a system update (apt upgrade,
     dist/full-upgrade, unattended-upgrade, a PackageKit update), not an install that happened to
-    upgrade a dependency."""
+    upgrade a dependency. Without a command line saying what it was, a transaction counts only when it
+    upgraded packages and installed none that anybody asked for (new kernels come in as automatic)."""
     if not entry.upgraded or entry.failed or not entry.end:
         return False
-    return entry.commandline is None or bool(_UPDATE_COMMAND.search(entry.commandline))
+    kind = transaction_kind(entry.commandline)
+    if kind == "unknown":
+        return entry.requested_installs == 0
+    return kind == "update"
 
 
 HISTORY_TIME = "%Y-%m-%d %H:%M:%S"

@@ -26,6 +26,8 @@ PREFS = "/Library/Preferences/com.apple.SoftwareUpdate.plist"
 MANAGED_PREFS = "/Library/Managed Preferences/com.apple.SoftwareUpdate.plist"
 INSTALL_HISTORY = "/Library/Receipts/InstallHistory.plist"
 SU_LIST = ["softwareupdate", "--list"]
+# Seeding.framework's tool (root only): "Currently enrolled in: PublicSeed" or "(null)"
+SEEDUTIL = ["/System/Library/PrivateFrameworks/Seeding.framework/Versions/A/Resources/seedutil", "current"]
 LIST_TIMEOUT = 180.0
 
 
@@ -42,10 +44,35 @@ _NOT_SYSTEM_UPDATES = ("configdata", "xprotect", "gatekeeper", "mrt", "command l
 _SU_PROCESSES = ("softwareupdated", "software update", "macos installer", "system preferences", "system settings")
 
 
+# A beta or release candidate offered because the Mac is enrolled in a seed program ("macOS Sequoia 15.2
+# beta 2-24C5057p"): Apple's beta builds are a 5xxx number with a lower-case letter (a Rapid Security
+# Response's build also ends in a letter, 22F770820d, but is no beta).
+_PRERELEASE_WORDS = re.compile(r"\b(beta|rc|release candidate)\b", re.IGNORECASE)
+_PRERELEASE_BUILD = re.compile(r"-\d{2}[A-Z]5\d{3}[a-z]$")
+
+
+def is_prerelease(label: str, title: str) -> bool:
+    return bool(_PRERELEASE_WORDS.search(title) or _PRERELEASE_WORDS.search(label) or _PRERELEASE_BUILD.search(label))
+
+
+def parse_seedutil(text: str) -> str:
+    """``seedutil current`` -> the seed program enrolled in (``none`` when "(null)")."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "Currently enrolled in":
+            program = value.strip()
+            return "none" if program in ("", "(null)") else program
+    raise ParseError(f"seedutil current: no 'Currently enrolled in:' line in {text.strip()[:120]!r}")
+
+
 def parse_list(text: str, os_version: str) -> Dict[str, Any]:
-    """``softwareupdate --list`` (stdout and stderr) -> counts and labels of pending (security) updates."""
+    """``softwareupdate --list`` (stdout and stderr) -> counts and labels of pending (security) updates.
+
+    Betas and release candidates (offered to a Mac enrolled in a seed program) are not missing patches:
+    they are listed under ``prerelease`` and counted nowhere else."""
     if "No new software available" in text:
-        return {"pending_updates": 0, "pending_security_updates": 0, "pending_security_packages": []}
+        return {"pending_updates": 0, "pending_security_updates": 0, "pending_security_packages": [],
+                "prerelease": []}
     lines = text.splitlines()
     items: List[Dict[str, str]] = []
     for index, line in enumerate(lines):
@@ -63,6 +90,8 @@ def parse_list(text: str, os_version: str) -> Dict[str, Any]:
         raise ParseError("softwareupdate --list: expected 'No new software available.' or '* Label:' lines, "
                          f"found {text.strip()[:120]!r}")
     major = os_version.split(".")[0]
+    prerelease = [item["label"] for item in items if is_prerelease(item["label"], item["title"])]
+    items = [item for item in items if item["label"] not in prerelease]
     security = []
     for item in items:
         title = item["title"].lower()
@@ -72,7 +101,7 @@ def parse_list(text: str, os_version: str) -> Dict[str, Any]:
         if is_security:
             security.append(item["label"])
     return {"pending_updates": len(items), "pending_security_updates": len(security),
-            "pending_security_packages": security}
+            "pending_security_packages": security, "prerelease": prerelease}
 
 
 def parse_prefs(text: Optional[str], managed_text: Optional[str]) -> Dict[str, Any]:
@@ -131,8 +160,21 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     if not listing.ok:
         return CheckOutcome.probe_failed(CHECK, listing)
     pending = parse_list(f"{listing.stdout}\n{listing.stderr}", os_version)
+    prerelease = pending.pop("prerelease")
     evidence.append(f"softwareupdate --list: {pending['pending_updates']} pending, security: "
                     f"{', '.join(pending['pending_security_packages']) or 'none'}")
+    if prerelease:
+        evidence.append(f"pre-release updates offered (not counted): {', '.join(prerelease)}")
+    seed = host.run(SEEDUTIL, timeout=15.0)
+    seed_program: Optional[str] = None
+    if seed.ok:
+        try:
+            seed_program = parse_seedutil(seed.stdout)
+            evidence.append(f"seedutil: enrolled in {seed_program}")
+        except ParseError as exc:
+            evidence.append(f"seed program unknown: {exc}")
+    else:
+        evidence.append(f"seed program unknown: {seed.describe_failure()}")
 
     prefs = host.run(plutil(PREFS))
     managed = host.run(plutil(MANAGED_PREFS))
@@ -164,5 +206,6 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         # waits for one (a downloaded one that does is still pending, counted above).
         "reboot_required": False,
         "automatic_updates": settings["automatic_updates"],
+        "seed_program": seed_program,
     }
     return CheckOutcome(CHECK, facts=facts, evidence=evidence)

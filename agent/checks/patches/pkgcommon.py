@@ -167,3 +167,30 @@ def parse_ini_value(text: str, section: str, key: str) -> Optional[str]:
 
 def truthy(value: Optional[str]) -> bool:
     return (value or "").strip().strip('"').lower() in ("1", "yes", "true", "on")
+
+
+def positional_words(words: Sequence[str], options_with_value: Sequence[str] = ()) -> List[str]:
+    """The words of a package-manager command line that are not options nor options' values.
+
+    ``words`` starts after the program name: ``-o Dir::Etc=x install --no-upgrade foo`` -> ``[install, foo]``.
+    """
+    found: List[str] = []
+    skip_next = False
+    for word in words:
+        if skip_next:
+            skip_next = False
+            continue
+        if word.startswith("-"):
+            # "-o X" and "--option X" take the next word; "-oX" and "--option=X" carry it
+            skip_next = word in options_with_value
+            continue
+        found.append(word)
+    return found
+
+
+def subcommand(words: Sequence[str], options_with_value: Sequence[str] = ()) -> Optional[str]:
+    """What a package-manager transaction was: the first positional word (`positional_words`), never a
+    word found anywhere in the line (a package named ``unattended-upgrades`` or ``--no-upgrade`` is not an
+    upgrade)."""
+    positional = positional_words(words, options_with_value)
+    return positional[0] if positional else None

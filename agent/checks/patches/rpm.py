@@ -25,6 +25,7 @@ from agent.checks.patches.pkgcommon import (
     naive_to_epoch,
     parse_ini_value,
     parse_systemctl_is_enabled,
+    positional_words,
     require,
     rfc3339,
     stat_mtime,
@@ -107,9 +108,31 @@ def parse_updateinfo_security(text: str) -> Dict[str, List[str]]:
 _HISTORY_ROW = re.compile(r"^\s*(\d+)\s*\|(.*)\|\s*(\d{4}-\d{2}-\d{2} \d{2}:\d{2})\s*\|(.*)\|(.*)$")
 
 
+# dnf subcommands (and their aliases) that upgrade the whole system; "upgrade foo" names packages and is not one
+_DNF_UPDATE_VERBS = {"upgrade", "update", "up", "distro-sync", "distrosync", "dsync", "distribution-synchronization",
+                     "upgrade-minimal", "update-minimal", "up-min"}
+_DNF_OPTIONS_WITH_VALUE = ("-c", "--config", "-d", "--debuglevel", "-e", "--errorlevel", "-R", "--randomwait",
+                           "-x", "--exclude", "--setopt", "--releasever", "--installroot", "--repo", "--repoid",
+                           "--enablerepo", "--disablerepo", "--forcearch", "--advisory", "--advisories", "--cve",
+                           "--bz", "--sec-severity", "--secseverity", "--color", "--destdir", "--downloaddir")
+
+
+def is_dnf_system_update(command_line: str, actions: Set[str]) -> bool:
+    """A ``dnf history list`` row that was a system update: ``upgrade``/``update``/``distro-sync`` without
+    package names (``--security`` and the like allowed), or a transaction without a command line
+    (dnf-automatic, PackageKit) that upgraded packages. ``install foo`` upgrading a dependency is not one."""
+    upgraded = bool(actions & {"Upgrade", "U", "Update", "Upgraded"})
+    words = command_line.split()
+    if not words:
+        return upgraded
+    positional = positional_words(words, _DNF_OPTIONS_WITH_VALUE)
+    # "upgrade foo" upgrades named packages (and the column is cut at its width: a name may be all it shows)
+    return upgraded and len(positional) == 1 and positional[0] in _DNF_UPDATE_VERBS
+
+
 def parse_history_last_upgrade(text: str) -> Optional[str]:
-    """``dnf history list`` (newest first) -> date of the newest transaction with an upgrade
-    (``Upgrade`` or ``U`` among the actions) that did not end with an error (``#`` in Altered)."""
+    """``dnf history list`` (newest first) -> date of the newest system update (`is_dnf_system_update`)
+    that did not end with an error (``#`` in Altered)."""
     saw_table = False
     for line in text.splitlines():
         match = _HISTORY_ROW.match(line)
@@ -119,7 +142,7 @@ def parse_history_last_upgrade(text: str) -> Optional[str]:
             continue
         saw_table = True
         actions = {a.strip() for a in match.group(4).split(",")}
-        if ("Upgrade" in actions or "U" in actions or "Update" in actions) and "#" not in match.group(5):
+        if is_dnf_system_update(match.group(2).strip(), actions) and "#" not in match.group(5):
             return match.group(3)
     if not saw_table and text.strip() and "No transactions" not in text:
         raise ParseError(f"dnf history list: no transaction table in {text.strip()[:80]!r}")

@@ -8,6 +8,7 @@ it has an MSRC severity or is in the "Security Updates" category (category ids a
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Mapping, Optional
 
 from agent.checks._host_json import days_between, iso_utc
@@ -56,17 +57,26 @@ SECURITY_CATEGORY = "0fa1201d-4330-4fa8-8ae9-b877473b6441"  # "Security Updates"
 DEFINITION_CATEGORY = "e0789628-ce08-4437-be74-2495b842f43b"  # "Definition Updates"
 # Daily signature packages, not system updates.
 SIGNATURE_KBS = ("KB2267602", "KB2461484", "KB915597")
+# Monthly or frequent packages that are not Windows updates either: the Malicious Software Removal Tool,
+# the Defender antimalware platform and the Windows Security app platform.
+NOT_SYSTEM_KBS = SIGNATURE_KBS + ("KB890830", "KB4052623", "KB5007651")
+_KB = re.compile(r"\bKB\d{6,8}\b", re.IGNORECASE)
 SUCCEEDED = 2  # OperationResultCode orcSucceeded
 SUCCEEDED_WITH_ERRORS = 3
 INSTALL = 1  # UpdateOperation uoInstallation
 
 
 def parse_history(text: str) -> Optional[float]:
-    """Epoch of the newest successful installation in the Windows Update history (signatures excluded)."""
+    """Epoch of the newest successful installation of a Windows update in the Windows Update history.
+
+    A Windows update (cumulative, security, servicing stack, .NET) names its KB article in its title, in
+    every display language; drivers ("Intel - Display - 31.0.101.4502"), Store apps, signatures, the
+    removal tool and Defender's platform are not system updates, however recent."""
     newest: Optional[float] = None
     for row in as_dict_list(parse_ps_json(text, "Windows Update history"), "Windows Update history"):
         title = ps_str(row.get("Title")) or ""
-        if any(kb in title for kb in SIGNATURE_KBS):
+        kbs = {kb.upper() for kb in _KB.findall(title)}
+        if not kbs or kbs <= set(NOT_SYSTEM_KBS):
             continue
         if ps_int(row.get("ResultCode")) not in (SUCCEEDED, SUCCEEDED_WITH_ERRORS):
             continue

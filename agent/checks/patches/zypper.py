@@ -5,8 +5,8 @@
 * ``zypper --non-interactive --no-refresh --xmlout list-patches --category security``: needed security
   patches (``<update kind="patch" category="security" status="needed">``), counted as patches and named
   by patch id (a patch is what SUSE tracks as "a security update");
-* ``/var/log/zypp/history`` (root only): the last ``zypper up|update|patch|dup`` (or YaST online
-  update) that installed packages.
+* ``/var/log/zypp/history`` (root only): the last ``zypper up|update|patch|dup`` (that subcommand, without
+  package names) or YaST online update that installed packages.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from agent.checks.patches.pkgcommon import (
     naive_to_epoch,
     offset_from_mtime,
     parse_systemctl_is_enabled,
+    positional_words,
     require,
     rfc3339,
     stat_mtime,
@@ -79,6 +80,28 @@ def parse_security_patches(text: str) -> List[Tuple[str, str]]:
 _UPDATE_ACTIONS = {"up", "update", "patch", "dup", "dist-upgrade", "online_update"}
 
 
+# zypper global options that take the next word as their value
+_ZYPPER_OPTIONS_WITH_VALUE = ("-c", "--config", "-R", "--root", "--installroot", "-D", "--reposd-dir",
+                              "-C", "--cache-dir", "--raw-cache-dir", "--solv-cache-dir", "--pkg-cache-dir",
+                              "-p", "--plus-repo", "-r", "--repo", "--from", "-t", "--type", "-g", "--category",
+                              "--severity", "--date", "-b", "--bugzilla", "--cve", "--issues")
+
+
+def is_zypper_update(command: str) -> bool:
+    """A ``command`` record of the zypp history that was a system update: zypper's subcommand is up/update/
+    patch/dup (``'zypper' 'in' 'patch'`` installs a package named patch), or YaST's online update."""
+    words = [w.strip("'") for w in command.split()]
+    if not words:
+        return False
+    program = words[0].rsplit("/", 1)[-1]
+    if program == "zypper":
+        positional = positional_words(words[1:], _ZYPPER_OPTIONS_WITH_VALUE)
+        # "zypper up foo" updates named packages only
+        return len(positional) == 1 and positional[0] in _UPDATE_ACTIONS
+    # YaST: '/usr/lib/YaST2/bin/y2start' 'online_update' 'qt' ...
+    return "online_update" in words[1:3]
+
+
 def parse_history(text: str) -> Tuple[Optional[str], Optional[str]]:
     """``/var/log/zypp/history`` -> (time of the last package installed by an update command, time of
     the file's last record), as written (local time).
@@ -97,8 +120,7 @@ def parse_history(text: str) -> Tuple[Optional[str], Optional[str]]:
         last_line = fields[0]
         action = fields[1].strip()
         if action == "command":
-            words = {w.strip("'") for w in fields[3].split()} if len(fields) > 3 else set()
-            in_update = bool(words & _UPDATE_ACTIONS)
+            in_update = is_zypper_update(fields[3] if len(fields) > 3 else "")
         elif action == "install" and in_update:
             last_update = fields[0]
     return last_update, last_line

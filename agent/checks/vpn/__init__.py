@@ -28,7 +28,10 @@ SPEC = CheckSpec(
     ),
     params=(
         ParamSpec("corporate_networks", "cidr_list",
-                  "the organisation's networks (CIDR) whose routes must go through the tunnel"),
+                  "the organisation's networks (CIDR) whose routes must go through the tunnel",
+                  required="a rule about the organisation's VPN must name the organisation's networks: without "
+                           "them any tunnel passes, a Tailscale or ZeroTier overlay (CGNAT 100.64.0.0/10 on a "
+                           "tun/utun) or a personal VPN as well as the organisation's"),
     ),
 )
 

@@ -101,14 +101,16 @@ def tunnels_from_interfaces(interfaces: Mapping[str, Mapping[str, Any]]) -> List
     return tunnels
 
 
-def summarise(tunnels: Sequence[Mapping[str, Any]], services: Sequence[Mapping[str, Any]], clients: List[str],
-              default_if: Optional[str], default_known: bool, corporate: List[Dict[str, Any]]) -> Dict[str, Any]:
+def summarise(tunnels: Sequence[Mapping[str, Any]], services: Optional[Sequence[Mapping[str, Any]]],
+              clients: Optional[List[str]], default_if: Optional[str], default_known: bool,
+              corporate: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The facts; ``services`` / ``clients`` None when their probe failed: unknown, never "none"."""
     up = {t["name"] for t in tunnels if t["up"]}
     return {
         "tunnel_up": bool(up),
         "tunnels": [dict(t) for t in tunnels],
         "vpn_clients": clients,
-        "configured_vpn_services": [s["name"] for s in services],
+        "configured_vpn_services": [s["name"] for s in services] if services is not None else None,
         "default_route_interface": default_if,
         "default_route_via_tunnel": (default_if in up) if default_known and default_if else (False if default_known else None),
         "corporate_routes": corporate,
@@ -130,7 +132,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
                                      or "none")
                     + (f"; {', '.join(idle)} without IPv4 or routable address (not a VPN)" if idle else ""))
 
-    services: List[Dict[str, Any]] = []
+    services: Optional[List[Dict[str, Any]]] = None
     nc = host.run(NC_LIST)
     if nc.ok:
         services = parse_nc_list(nc.stdout)
@@ -159,7 +161,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         corporate.append({"network": network, "interface": interface, "via_tunnel": interface in up})
         evidence.append(f"route to {network} ({address}) via {interface or 'no route'}")
 
-    clients: List[str] = []
+    clients: Optional[List[str]] = None
     procs = host.processes()
     if procs.error is None:
         clients = running_names(parse_processes(procs.stdout), VPN_CLIENT_PROCESSES)

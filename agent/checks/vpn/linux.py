@@ -36,11 +36,14 @@ from agent.probes import NOT_FOUND, Host, ProbeResult
 
 CHECK = "vpn"
 
-# Looked up to learn where "the Internet" goes: documentation addresses (RFC 5737), never configured
-# on a real network, so only a default route (or OpenVPN's 0.0.0.0/1 + 128.0.0.0/1 pair) matches them.
-# The first one outside every corporate network of the policy is used (policies are written with
-# documentation ranges as placeholders, and a placeholder must not pass for the default route).
-DEFAULT_ROUTE_PROBE_ADDRESSES = ("198.51.100.1", "203.0.113.1", "192.0.2.1", "192.88.99.1")
+# Looked up to learn where "the Internet" goes. The first one that no corporate network of the policy
+# contains (policies use documentation ranges as placeholders) and no route of this machine more specific
+# than a default covers (documentation ranges do get configured: a lab LAN on 192.0.2.0/24, a VPN server's
+# host route) is used, so only a default route (or OpenVPN's 0.0.0.0/1 + 128.0.0.0/1 pair) matches it.
+# Documentation and benchmarking ranges first, then well-known public resolvers; nothing is sent to them.
+DEFAULT_ROUTE_PROBE_ADDRESSES = ("198.51.100.1", "203.0.113.1", "192.0.2.1", "192.88.99.1", "198.18.0.1",
+                                 "9.9.9.9", "1.1.1.1", "8.8.8.8")
+_DEFAULT_PREFIXES = ("default", "0.0.0.0/0", "0.0.0.0/1", "128.0.0.0/1", "::/0", "::/1", "8000::/1")
 
 IP_TIMEOUT = 5.0
 
@@ -369,12 +372,36 @@ def parse_nmcli_vpn_connections(text: str) -> List[str]:
     return names
 
 
-def default_route_probe(networks: Sequence[str]) -> str:
-    """The address to look up for the default route: one no corporate network contains."""
-    parsed = [ipaddress.ip_network(n, strict=False) for n in networks]
+def parse_specific_routes(text: str) -> List[str]:
+    """``ip -j route show table all`` -> the destinations of every route more specific than a default
+    (on-link networks, host routes, local and broadcast addresses of every table), as CIDR."""
+    found: List[str] = []
+    for entry in _json_list(text, "ip -j route show table all"):
+        if not isinstance(entry, dict):
+            continue
+        dst = str(entry.get("dst", ""))
+        if not dst or dst in _DEFAULT_PREFIXES:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(dst, strict=False)))
+        except ValueError:
+            continue  # "multicast ..." and other non-address destinations route nothing we look up
+    return sorted(set(found))
+
+
+def default_route_probe(networks: Sequence[str], specific_routes: Sequence[str] = ()) -> str:
+    """The address to look up for the default route: one no corporate network contains and no route more
+    specific than a default covers (``specific_routes``, `parse_specific_routes`)."""
+    parsed = [ipaddress.ip_network(n, strict=False) for n in list(networks) + list(specific_routes)]
+    corporate = [ipaddress.ip_network(n, strict=False) for n in networks]
     for candidate in DEFAULT_ROUTE_PROBE_ADDRESSES:
         address = ipaddress.ip_address(candidate)
         if not any(address in net for net in parsed if net.version == address.version):
+            return candidate
+    # every candidate is covered by some route: at least keep out of the corporate networks
+    for candidate in DEFAULT_ROUTE_PROBE_ADDRESSES:
+        address = ipaddress.ip_address(candidate)
+        if not any(address in net for net in corporate if net.version == address.version):
             return candidate
     return DEFAULT_ROUTE_PROBE_ADDRESSES[-1]
 
@@ -542,8 +569,19 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
                 sysfs_evidence.append(f"{link.name}: link type none without details, counted as a tunnel "
                                       f"(its uevent was not read: {uevent.describe_failure()})")
 
+    # the routing table first: the default-route probe address must not be on a route of its own
+    tables = host.run(["ip", "-j", "route", "show", "table", "all"], timeout=IP_TIMEOUT)
+    specific: List[str] = []
+    probe_evidence: List[str] = []
+    if tables.ok:
+        try:
+            specific = parse_specific_routes(tables.stdout)
+        except ParseError as exc:
+            probe_evidence.append(f"routes not understood, default-route probe chosen without them: {exc}")
+    else:
+        probe_evidence.append(f"routes not read, default-route probe chosen without them: {tables.describe_failure()}")
     try:
-        default_answer = _route_get(host, default_route_probe(networks))
+        default_answer = _route_get(host, default_route_probe(networks, specific))
         corporate = [(network, _route_get(host, first_address(network))) for network in networks]
     except _ProbeFailed as failed:
         return CheckOutcome.probe_failed(CHECK, failed.probe)
@@ -567,7 +605,6 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
 
     # policy routing evidence: wg-quick and some clients route through extra tables selected by rules
     rules = host.run(["ip", "-j", "rule"], timeout=IP_TIMEOUT)
-    tables = host.run(["ip", "-j", "route", "show", "table", "all"], timeout=IP_TIMEOUT)
     for probe, parse, label in ((rules, parse_rules, "policy routing rules"),
                                 (tables, parse_default_routes, "default routes")):
         if not probe.ok:
@@ -580,4 +617,5 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
             continue
         if lines:
             evidence.append(f"{label}: " + "; ".join(lines[:8]))
-    return CheckOutcome(CHECK, reason=summary, facts=facts, evidence=evidence + sysfs_evidence + extra_evidence)
+    return CheckOutcome(CHECK, reason=summary, facts=facts,
+                        evidence=evidence + probe_evidence + sysfs_evidence + extra_evidence)

@@ -166,12 +166,14 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     interfaces = parse_interfaces(ifaces_result.stdout)
 
     profiles: List[Dict[str, Any]] = []
+    profiles_known = False
     profiles_result = run_ps(host, PROFILES_PS)
     profiles_failure = ps_failure(profiles_result, "Get-VpnConnection")
     if profiles_failure:
         evidence.append(f"VPN profiles unavailable: {profiles_failure}")
     else:
         profiles = parse_profiles(profiles_result.stdout)
+        profiles_known = True
 
     tunnels: List[Dict[str, Any]] = []
     for adapter in adapters:
@@ -216,7 +218,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         evidence.append(f"route to {network} ({address}) via {interface or 'no route'}")
 
     procs = host.processes()
-    clients: List[str] = []
+    clients: Optional[List[str]] = None  # unknown unless the process list was read
     if procs.error is None:
         clients = running_names(parse_processes(procs.stdout), VPN_CLIENT_PROCESSES)
     else:
@@ -226,7 +228,8 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
         "tunnel_up": bool(tunnel_names),
         "tunnels": tunnels,
         "vpn_clients": clients,
-        "configured_vpn_services": [p["name"] for p in profiles],
+        # a failed listing is unknown (null), never "no profile"
+        "configured_vpn_services": [p["name"] for p in profiles] if profiles_known else None,
         "default_route_interface": default_if,
         "default_route_via_tunnel": (default_if in tunnel_names) if default_if is not None else None,
         "corporate_routes": corporate,

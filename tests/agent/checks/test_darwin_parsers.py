@@ -187,7 +187,8 @@ Software Update found the following new or updated software:
 
 @pytest.mark.parametrize(("text", "os_version", "pending", "security"), [
     ("Software Update Tool\n\nFinding available software\n\nNo new software available.\n", "14.5", 0, []),
-    (CATALINA, "10.15", 4, []),  # salt's published capture: nothing security-relevant by our rules
+    # salt's published capture: the two betas (seed programs) are not counted, nothing security-relevant
+    (CATALINA, "10.15", 2, []),
     ("* Label: macOS Sonoma 14.6.1-23G93\n\tTitle: macOS Sonoma 14.6.1, Version: 14.6.1, Size: 1512345KiB, "
      "Recommended: YES, Action: restart,\n* Label: macOS Sequoia 15.0.1-24A348\n\tTitle: macOS Sequoia 15.0.1, "
      "Version: 15.0.1, Size: 6612345KiB, Recommended: YES, Action: restart,\n", "14.6", 2,
@@ -202,6 +203,32 @@ def test_softwareupdate_list(text: str, os_version: str, pending: int, security:
     assert facts["pending_updates"] == pending
     assert facts["pending_security_packages"] == security
     assert facts["pending_security_updates"] == len(security)
+
+
+@pytest.mark.parametrize(("label", "title", "prerelease"), [
+    ("macOS Sequoia 15.2 beta 3-24C5073e", "macOS Sequoia 15.2 beta 3", True),
+    ("macOS Sequoia 15.1-24B5070a", "macOS Sequoia 15.1", True),  # a beta build number without the word
+    ("macOS Sonoma 14.5 RC-23F79", "macOS Sonoma 14.5 RC", True),
+    ("macOS Catalina Developer Beta-6", "macOS Catalina Public Beta", True),
+    ("macOS Ventura 13.4.1 (c)-22F770820d", "macOS Ventura 13.4.1 (c)", False),  # a Rapid Security Response
+    ("macOS Sequoia 15.2-24C101", "macOS Sequoia 15.2", False),
+])
+def test_betas_offered_to_seed_members_are_not_pending_patches(label: str, title: str, prerelease: bool) -> None:
+    assert pa.is_prerelease(label, title) is prerelease
+
+
+@pytest.mark.parametrize(("text", "program"), [
+    ("Currently enrolled in: (null)\n\nProgram: 0\nBuild is seed: NO\nCatalogURL: (null)\n", "none"),
+    ("Currently enrolled in: PublicSeed\n\nProgram: 3\nBuild is seed: YES\nCatalogURL: https://swscan.apple.com/"
+     "content/catalogs/others/index-10.14beta-10.14-10.13.merged-1.sucatalog.gz\nNSShowFeedbackMenu: YES\n", "PublicSeed"),
+])
+def test_seedutil(text: str, program: str) -> None:
+    assert pa.parse_seedutil(text) == program
+
+
+def test_seedutil_garbage_is_a_parse_error() -> None:
+    with pytest.raises(ParseError):
+        pa.parse_seedutil("seedutil: must be run as root\n")
 
 
 # A published macOS 26 listing (major upgrade, point release, Rapid Security Response, Safari) and a

@@ -27,25 +27,28 @@ def replay(relative: str) -> Any:
     return replay_fixture(FAMILY, relative)
 
 
+AGE = {"signature_source": "age", "signatures_up_to_date": None}
+UNREPORTED = {"signature_source": "none", "signatures_up_to_date": None}
+
 EXPECTED: List[Tuple[str, Dict[str, Any]]] = [
     ("ubuntu-22.04/antivirus-clamav-fresh.json", {
-        "running": True, "realtime_protection": False, "signature_age_days": 0.61,
+        "running": True, "realtime_protection": False, "signature_age_days": 0.61, **AGE,
         "products": [{"name": "ClamAV", "kind": "antivirus", "running": True, "realtime": False,
                       "signature_age_days": 0.61, "version": "daily 27457"}]}),
     ("debian-12/antivirus-clamav-stale.json", {
-        "running": True, "realtime_protection": False, "signature_age_days": 34.0,
+        "running": True, "realtime_protection": False, "signature_age_days": 34.0, **AGE,
         "products": [{"name": "ClamAV", "kind": "antivirus", "running": True, "realtime": False,
                       "signature_age_days": 34.0, "version": "daily 25784"}]}),
     ("ubuntu-24.04/antivirus-crowdstrike.json", {
-        "running": True, "realtime_protection": None, "signature_age_days": None,
+        "running": True, "realtime_protection": None, "signature_age_days": None, **UNREPORTED,
         "products": [{"name": "CrowdStrike Falcon", "kind": "edr", "running": True, "realtime": None,
                       "signature_age_days": None, "version": None}]}),
     ("ubuntu-24.04/antivirus-wazuh-only.json",
-     {"running": False, "realtime_protection": False, "signature_age_days": None, "products": []}),
+     {"running": False, "realtime_protection": False, "signature_age_days": None, "products": [], **UNREPORTED}),
     ("fedora-40/antivirus-none.json",
-     {"running": False, "realtime_protection": False, "signature_age_days": None, "products": []}),
+     {"running": False, "realtime_protection": False, "signature_age_days": None, "products": [], **UNREPORTED}),
     ("debian-12/antivirus-none-vm.json",
-     {"running": False, "realtime_protection": False, "signature_age_days": None, "products": []}),
+     {"running": False, "realtime_protection": False, "signature_age_days": None, "products": [], **UNREPORTED}),
 ]
 
 

@@ -43,12 +43,14 @@ EXPECTED: List[Any] = [
     pytest.param("debian-12/patches-security-pending.json", {
         "package_manager": "apt", "os_version": "12", "pending_updates": 112, "pending_security_updates": 72,
         "phased_updates_deferred": 0, "package_lists_age_days": 0.01, "reboot_required": False,
-        "automatic_updates": False, "last_update_at": "2026-09-22T04:45:29Z", "days_since_last_update": 68.09,
+                # the last system update is the 2025-06-24 "apt-get -qqy upgrade"; later installs that upgraded
+        # dependencies (apt-get install --no-upgrade ... upgrading linux-libc-dev on 2026-09-22) are not updates
+        "automatic_updates": False, "last_update_at": "2025-06-24T14:36:25Z", "days_since_last_update": 522.68,
         "security_includes": ["libssl3", "openssl", "libgnutls30", "apt"], "security_excludes": ["openssh-client", "bash"],
     }, id="debian12-real-security-pending"),
     pytest.param("debian-12/patches-stale-lists.json", {
         "package_manager": "apt", "pending_updates": 112, "pending_security_updates": 72,
-        "package_lists_age_days": 45.01, "days_since_last_update": 113.09,
+        "package_lists_age_days": 45.01, "days_since_last_update": 567.68,
     }, id="debian12-stale-lists"),
     pytest.param("debian-12/patches-current.json", {
         "package_manager": "apt", "pending_updates": 0, "pending_security_updates": 0,
@@ -208,12 +210,25 @@ def test_periodic_enabled(config: Dict[str, str], key: str, enabled: bool) -> No
     ("apt-get -qqy upgrade", True, False, True),
     ("/usr/bin/unattended-upgrade", True, False, True),
     ("apt full-upgrade", True, False, True),
-    (None, True, False, True),  # PackageKit/aptdaemon transactions carry no Commandline
+    (None, True, False, True),  # no Commandline: judged by what it did (upgrades, nothing asked installed)
     ("apt-get install -y tzdata", True, False, False),  # an install that upgraded a dependency
+    # issue 15: words in the command line are not what the transaction was
+    ("apt-get install unattended-upgrades", True, False, False),
+    ("apt-get -o Dir::Etc::sourcelist=/tmp/t/sources.list -o APT::Sandbox::User=root install -y -qq "
+     "--no-install-recommends --no-remove --no-upgrade --no-download time gdb", True, False, False),
+    ("apt-get install --only-upgrade openssl", True, False, False),
+    ("apt-get -o Debug::NoLocking=1 dist-upgrade", True, False, True),
+    ("aptitude safe-upgrade", True, False, True),
+    ("/usr/bin/python3 /usr/bin/unattended-upgrade --verbose", True, False, True),
+    ("packagekit role='update-packages'", True, False, True),
+    ("packagekit role='install-packages'", True, False, False),
+    ("aptdaemon role='role-upgrade-system' sender=':1.80'", True, False, True),
     ("apt upgrade", True, True, False),  # failed
     ("apt upgrade", False, False, False),  # nothing upgraded
 ])
 def test_history_system_update(commandline: Optional[str], upgrade: bool, error: bool, counts: bool) -> None:
+    """Entries in apt's history.log layout (Debian 12 / Ubuntu 22.04 logs; PackageKit and aptdaemon write
+    their role as the Commandline)."""
     lines = ["Start-Date: 2024-05-01  10:00:00"]
     if commandline:
         lines.append(f"Commandline: {commandline}")
@@ -225,6 +240,17 @@ def test_history_system_update(commandline: Optional[str], upgrade: bool, error:
     entries = apt.parse_history("\n".join(lines) + "\n")
     assert len(entries) == 1
     assert apt.is_system_update(entries[0]) is counts
+
+
+def test_history_without_commandline_judged_by_content() -> None:
+    text = ("Start-Date: 2024-05-01  10:00:00\nInstall: vlc:amd64 (3.0.16-1build7), vlc-bin:amd64 (3.0.16-1build7, "
+            "automatic)\nUpgrade: libvlc5:amd64 (3.0.16-1build6, 3.0.16-1build7)\nEnd-Date: 2024-05-01  10:01:00\n"
+            "Start-Date: 2024-05-02  10:00:00\nCommandline: aptdaemon role='role-commit-packages' sender=':1.95'\n"
+            "Install: linux-image-6.8.0-55-generic:amd64 (6.8.0-55.57, automatic)\n"
+            "Upgrade: bash:amd64 (5.2.15-2+b7, 5.2.15-2+b8)\nEnd-Date: 2024-05-02  10:01:00\n")
+    first, second = apt.parse_history(text)
+    assert (first.requested_installs, apt.is_system_update(first)) == (1, False)
+    assert (second.requested_installs, apt.is_system_update(second)) == (0, True)
 
 
 @pytest.mark.parametrize(("local_minus_true", "offset"), [
@@ -261,6 +287,22 @@ def test_dnf_history_skips_installs_and_failures() -> None:
             " 8 | upgrade      | 2024-07-07 10:00 | Upgrade   |   30 #\n"
             " 7 | upgrade      | 2024-07-01 09:41 | I, U      |   87\n")
     assert rpm.parse_history_last_upgrade(text) == "2024-07-01 09:41"
+
+
+@pytest.mark.parametrize(("command_line", "actions", "counts"), [
+    ("upgrade", {"Upgrade"}, True),
+    ("-y upgrade --security", {"I", "U"}, True),
+    ("upgrade --refresh -y", {"I", "U"}, True),
+    ("distro-sync", {"Upgrade", "Downgrade"}, True),
+    ("", {"Upgrade"}, True),  # dnf-automatic and PackageKit leave the column empty
+    ("install gimp", {"I", "U"}, False),  # issue 15: an install that upgraded a dependency
+    ("install dnf-automatic", {"Upgrade"}, False),
+    ("upgrade firefox", {"Upgrade"}, False),  # named packages, not the system
+    ("--setopt=x=1 -x kernel* upgrade", {"Upgrade"}, True),
+    ("upgrade", {"Install"}, False),
+])
+def test_dnf_system_update(command_line: str, actions: set, counts: bool) -> None:
+    assert rpm.is_dnf_system_update(command_line, actions) is counts
 
 
 ZYPPER_UPDATES = """<?xml version='1.0'?>
@@ -300,6 +342,20 @@ def test_zypper_history_counts_update_commands_only() -> None:
             "2024-05-04 09:00:00|command|root@pc|'zypper' 'in' 'htop'|\n"
             "2024-05-04 09:00:02|install|htop|3.3-1.1|x86_64|root@pc|repo-oss|ghi|\n")
     assert zypper.parse_history(text) == ("2024-05-03 08:01:10", "2024-05-04 09:00:02")
+
+
+@pytest.mark.parametrize(("command", "counts"), [
+    ("'zypper' '-n' 'dup'", True),
+    ("'zypper' '--non-interactive' 'patch' '--category' 'security'", True),
+    ("'zypper' 'up'", True),
+    ("'zypper' 'in' 'patch'", False),  # issue 15: installs the package named "patch"
+    ("'zypper' 'in' 'update-alternatives'", False),
+    ("'zypper' 'up' 'vim'", False),  # named packages only
+    ("'/usr/lib/YaST2/bin/y2start' 'online_update' 'qt' '-name' 'YaST2' '-icon' 'yast'", True),
+    ("'/usr/lib/YaST2/bin/y2start' 'sw_single' 'qt'", False),
+])
+def test_zypper_update_commands(command: str, counts: bool) -> None:
+    assert zypper.is_zypper_update(command) is counts
 
 
 @pytest.mark.parametrize("text", ["", "not xml", "<stream><message type='error'>System management is locked</message></stream>",

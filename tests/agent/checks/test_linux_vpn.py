@@ -48,6 +48,15 @@ EXPECTED: List[Any] = [
         "default_route_interface": "office", "default_route_via_tunnel": True,
         "corporate_networks_via_tunnel": True,
     }, id="debian12-real-openvpn-full-tunnel-def1"),
+    # issue 15: documentation ranges on the LAN itself; the default-route probe is not on-link
+    pytest.param("debian-12/vpn-openvpn-full-tunnel-documentation-lan.json", ["203.0.113.0/24"], {
+        "tunnel_up": True, "default_route_interface": "office", "default_route_via_tunnel": True,
+        "corporate_networks_via_tunnel": True,
+    }, id="debian12-real-full-tunnel-documentation-lan"),
+    pytest.param("debian-12/vpn-openvpn-split-tunnel-documentation-lan.json", ["203.0.113.0/24"], {
+        "tunnel_up": True, "default_route_interface": "vcli", "default_route_via_tunnel": False,
+        "corporate_networks_via_tunnel": True,
+    }, id="debian12-real-split-tunnel-documentation-lan"),
     pytest.param("debian-12/vpn-tunnel-up-corporate-not-routed.json", ["203.0.113.0/24"], {
         "tunnel_up": True, "default_route_via_tunnel": False,
         "corporate_routes": [{"network": "203.0.113.0/24", "interface": "vcli", "via_tunnel": False}],
@@ -354,10 +363,47 @@ def test_route_get(stdout: str, stderr: str, rc: int, interface: Optional[str]) 
     ([], "198.51.100.1"),
     (["10.0.0.0/8"], "198.51.100.1"),
     (["203.0.113.0/24", "198.51.100.0/24"], "192.0.2.1"),  # the baseline's placeholders
-    (["0.0.0.0/0"], "192.88.99.1"),
+    (["0.0.0.0/0"], "8.8.8.8"),
 ])
 def test_default_route_probe_avoids_corporate_networks(networks: List[str], address: str) -> None:
     assert linux.default_route_probe(networks) == address
+
+
+# `ip -j route show table all` of this machine (eth0 192.0.2.2/24, iproute2 6.1) under an OpenVPN full tunnel
+# (def1: 0.0.0.0/1 + 128.0.0.0/1 via tun0, a host route to the VPN server via the LAN gateway)
+FULL_TUNNEL_TABLES = json.dumps([
+    {"dst": "0.0.0.0/1", "gateway": "10.8.0.1", "dev": "tun0", "flags": []},
+    {"dst": "default", "gateway": "192.0.2.1", "dev": "eth0", "flags": []},
+    {"dst": "10.8.0.0/24", "dev": "tun0", "protocol": "kernel", "scope": "link", "prefsrc": "10.8.0.6", "flags": []},
+    {"dst": "128.0.0.0/1", "gateway": "10.8.0.1", "dev": "tun0", "flags": []},
+    {"dst": "192.0.2.0/24", "dev": "eth0", "protocol": "kernel", "scope": "link", "prefsrc": "192.0.2.2", "flags": []},
+    {"dst": "198.51.100.7", "gateway": "192.0.2.1", "dev": "eth0", "flags": []},
+    {"type": "local", "dst": "192.0.2.2", "dev": "eth0", "table": "local", "protocol": "kernel", "scope": "host",
+     "prefsrc": "192.0.2.2", "flags": []},
+    {"type": "broadcast", "dst": "192.0.2.255", "dev": "eth0", "table": "local", "protocol": "kernel",
+     "scope": "link", "prefsrc": "192.0.2.2", "flags": []},
+    {"type": "multicast", "dst": "ff00::/8", "dev": "eth0", "table": "local", "protocol": "kernel", "metric": 256,
+     "flags": [], "pref": "medium"},
+])
+
+
+def test_specific_routes_leave_out_the_defaults() -> None:
+    routes = linux.parse_specific_routes(FULL_TUNNEL_TABLES)
+    assert routes == ["10.8.0.0/24", "192.0.2.0/24", "192.0.2.2/32", "192.0.2.255/32", "198.51.100.7/32",
+                      "ff00::/8"]
+
+
+@pytest.mark.parametrize(("networks", "extra", "address"), [
+    # issue 15: the LAN is 192.0.2.0/24; with the baseline's placeholders 203.0.113.0/24 and 198.51.100.0/24
+    # the old choice, 192.0.2.1, is on-link and a full tunnel read as "default route via eth0"
+    (["203.0.113.0/24", "198.51.100.0/24"], [], "192.88.99.1"),
+    ([], [], "198.51.100.1"),  # a host route to 198.51.100.7 does not cover .1
+    ([], ["198.51.100.0/24", "203.0.113.0/25"], "192.88.99.1"),
+    (["192.88.99.0/24"], ["198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24"], "9.9.9.9"),
+])
+def test_default_route_probe_avoids_on_link_addresses(networks: List[str], extra: List[str], address: str) -> None:
+    specific = linux.parse_specific_routes(FULL_TUNNEL_TABLES) + extra
+    assert linux.default_route_probe(networks, specific) == address
 
 
 @pytest.mark.parametrize(("network", "address"), [
