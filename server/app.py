@@ -20,11 +20,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import protocol
+from server.api.validation import validation_error
 from server.ingest import Ingestor
 from server.ratelimit import RateLimiter
 from server.settings import Settings
@@ -174,6 +176,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         if hasattr(web, "router"):
             app.include_router(web.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+
+    app.add_exception_handler(RequestValidationError, validation_error)
 
     @app.exception_handler(DataError)
     async def _bad_value(_request: Request, _exc: DataError) -> JSONResponse:

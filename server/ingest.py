@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 
 from agent import protocol
 from agent.policy import Result, evaluate, summarize
+from server import bounds
 from server.store import policies as policy_store
 from server.store.db import Database
 from server.store.schema import DEVICE_ACTIVE, check_state, devices, reports, transitions
@@ -279,11 +280,13 @@ class Ingestor:
         envelopes: list[Optional[protocol.Envelope]] = []
         for index, item in enumerate(items):
             try:
-                envelopes.append(protocol.Envelope.from_json(item))
+                envelope = protocol.Envelope.from_json(item)
+                bounds.check_envelope(envelope)
+                envelopes.append(envelope)
             except protocol.ProtocolError as exc:
                 envelopes.append(None)
                 device = item.get("device_id") if isinstance(item, dict) else None
-                answers[index] = Answer(REJECTED, device_id=device if isinstance(device, str) else None,
+                answers[index] = Answer(REJECTED, device_id=device if bounds.echoable(device) else None,
                                         reason=str(exc))
         ids = sorted({e.device_id for e in envelopes if e is not None and len(e.device_id) <= 36})
         keys = self.keys.lookup(self.db, ids) if ids else {}
@@ -298,6 +301,7 @@ class Ingestor:
                 continue
             try:
                 payload = protocol.open_envelope(envelope, key, now=now, loads=orjson.loads)
+                bounds.check_payload(payload)
             except protocol.ProtocolError as exc:
                 answer.reason = str(exc)
                 continue

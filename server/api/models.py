@@ -6,19 +6,23 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field
 
+# No NUL character (PostgreSQL cannot store it; SQLite would): the same answer on both databases.
+NO_NUL = r"^[^\x00]*$"
+
 
 class DeviceIdentity(BaseModel):
-    hostname: str = Field(min_length=1, max_length=255)
-    machine_id: str = Field(min_length=1, max_length=200)
-    serial: str = Field(default="", max_length=200)
+    hostname: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
+    machine_id: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    serial: str = Field(default="", max_length=200, pattern=NO_NUL)
     platform: Literal["linux", "darwin", "windows"]
-    os_name: str = Field(default="", max_length=200)
-    os_version: str = Field(default="", max_length=100)
-    user: str = Field(default="", max_length=200, description="the laptop's main user, for search in the dashboard")
+    os_name: str = Field(default="", max_length=200, pattern=NO_NUL)
+    os_version: str = Field(default="", max_length=100, pattern=NO_NUL)
+    user: str = Field(default="", max_length=200, pattern=NO_NUL,
+                      description="the laptop's main user, for search in the dashboard")
 
 
 class EnrollRequest(BaseModel):
-    token: str = Field(min_length=1, max_length=200)
+    token: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
     public_key: str = Field(min_length=1, max_length=100, description="Ed25519 public key, base64 (32 bytes)")
     device: DeviceIdentity
 
