@@ -280,9 +280,9 @@ class Ingestor:
         envelopes: list[Optional[protocol.Envelope]] = []
         for index, item in enumerate(items):
             try:
-                envelope = protocol.Envelope.from_json(item)
-                bounds.check_envelope(envelope)
-                envelopes.append(envelope)
+                opened = protocol.Envelope.from_json(item)
+                bounds.check_envelope(opened)
+                envelopes.append(opened)
             except protocol.ProtocolError as exc:
                 envelopes.append(None)
                 device = item.get("device_id") if isinstance(item, dict) else None
