@@ -392,12 +392,13 @@ def set_default_policy(request: Request, ctx: ContextDep, principal: AdminDep, b
     return {"policy_id": body.policy_id}
 
 
-@router.get("/audit", response_model=AuditPageModel)
-def audit_log(ctx: ContextDep, principal: PrincipalDep,
+@router.get("/audit", response_model=AuditPageModel, responses={403: {"model": Problem}})
+def audit_log(ctx: ContextDep, principal: AdminDep,
               action: Annotated[Optional[str], Query(max_length=100, pattern=TEXT)] = None,
               actor: Annotated[Optional[str], Query(max_length=200, pattern=TEXT)] = None,
               page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
               per_page: Annotated[int, Query(ge=1, le=fleet.MAX_PER_PAGE)] = 50) -> dict[str, Any]:
+    """The audit log, for admins only (as on the dashboard): it names people, addresses and actions."""
     with ctx.db.read() as conn:
         result = audit.list_entries(conn, principal.scope, page=page, per_page=per_page, action=action, actor=actor)
     return {"items": result.items, "total": result.total, "page": result.page, "per_page": result.per_page}

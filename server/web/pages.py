@@ -100,8 +100,10 @@ def login(request: Request, ctx: ContextDep,
                            status=429, headers={"Retry-After": retry_after_header(wait)})
     session: Optional[auth.Session] = None
     details: dict[str, Any] = {"via": "dashboard"}
+    # scrypt runs here, outside the write transaction (on SQLite a lock every process's ingest needs).
+    match = accounts.verify_user_password(ctx.db, username, password) if username and password else None
     with ctx.db.write() as conn:
-        principal = accounts.authenticate_user(conn, username, password) if username and password else None
+        principal = accounts.complete_sign_in(conn, match) if match is not None else None
         if principal is not None and principal.user_id is not None:
             session = auth.new_session(principal.user_id)
             previous = auth.decode_session(ctx, request.cookies.get(auth.SESSION_COOKIE, ""))
@@ -112,7 +114,14 @@ def login(request: Request, ctx: ContextDep,
                 user_agent=request.headers.get("user-agent"), now=session.issued_at)
             # Sessions are only added here, so deleting a few expired ones per sign-in bounds the table.
             maintenance.prune_web_sessions(conn, batch=100)
-        audit.record(conn, actor=f"user:{username[:100]}", action="user.login", remote_addr=address,
+        if principal is None and not accounts.user_exists(conn, username):
+            # People type passwords into the user name field: an unknown name is kept only as a keyed
+            # fingerprint (repeated attempts with the same text still match), never as typed.
+            actor = "user:?"
+            details["name_fingerprint"] = auth.name_fingerprint(ctx, username)
+        else:
+            actor = f"user:{username[:100]}"
+        audit.record(conn, actor=actor, action="user.login", remote_addr=address,
                      outcome="ok" if session else "failed", details=details)
     if session is None:
         auth.login_failed(request, address, username)
