@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
+from server import lowprio
 from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
 from server.app import AppContext
@@ -100,8 +101,14 @@ def login(request: Request, ctx: ContextDep,
                            status=429, headers={"Retry-After": retry_after_header(wait)})
     session: Optional[auth.Session] = None
     details: dict[str, Any] = {"via": "dashboard"}
-    # scrypt runs here, outside the write transaction (on SQLite a lock every process's ingest needs).
-    match = accounts.verify_user_password(ctx.db, username, password) if username and password else None
+    # scrypt runs outside the write transaction (on SQLite a lock every process's ingest needs), on a
+    # low-priority thread so that a storm of sign-ins only gets the CPU ingest leaves idle.
+    try:
+        match = lowprio.PASSWORD_CHECKS.run(accounts.verify_user_password, ctx.db, username, password) \
+            if username and password else None
+    except lowprio.Busy:
+        return _login_page(request, ctx, error=t("login.too_many", seconds=5), username=username,
+                           status=429, headers={"Retry-After": "5"})
     with ctx.db.write() as conn:
         principal = accounts.complete_sign_in(conn, match) if match is not None else None
         if principal is not None and principal.user_id is not None:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from server import security
+from server import lowprio, security
 from server.store.schema import audit_log
 from tests.server.conftest import Collector, snapshot
 from tests.web.conftest import csrf_of
@@ -114,3 +117,22 @@ def test_viewer_token_cannot_read_the_audit_log(collector: Collector) -> None:
     denied = [i for i in answer.json()["items"] if i["outcome"] == "denied" and i["actor"] == "token:reader"]
     assert len(denied) == 2, "each refusal is audited"
     assert collector.admin("GET", "/audit", token=scoped_admin).status_code == 200
+
+
+def test_password_checks_run_on_low_priority_threads_with_a_bounded_queue() -> None:
+    pool = lowprio.LowPriorityPool(threads=1, max_waiting=2)
+    nice = pool.run(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    assert nice == lowprio.NICE and os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != lowprio.NICE
+    release = threading.Event()
+    waiting = [threading.Thread(target=pool.run, args=(release.wait,)) for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while pool.pending < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(lowprio.Busy):
+        pool.run(lambda: None)
+    release.set()
+    for thread in waiting:
+        thread.join()
+    assert pool.run(lambda: 42) == 42
