@@ -199,6 +199,11 @@ def app_from_environment() -> FastAPI:
     environment the CLI prepared (TELEPOSTURE_SETTINGS_JSON)."""
     import os
 
+    from server import workers
+
+    master = os.environ.get(workers.MASTER_PID_ENV)
+    if master and master.isdigit():
+        workers.exit_with_master(int(master))
     raw = os.environ.get("TELEPOSTURE_SETTINGS_JSON")
     settings = Settings.model_validate_json(raw) if raw else Settings()
     return create_app(settings)
