@@ -41,7 +41,8 @@ from agent.policy import Result, evaluate, summarize
 from server import bounds
 from server.store import policies as policy_store
 from server.store.db import Database
-from server.store.schema import DEVICE_ACTIVE, check_state, devices, reports, transitions
+from server.store.enrolment import PENDING_REASON
+from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING, check_state, devices, reports, transitions
 
 log = logging.getLogger(__name__)
 
@@ -362,6 +363,8 @@ class Ingestor:
             if row.replaced_by:
                 return Answer(REJECTED, device_id, seq,
                               reason=f"device was replaced by a newer enrolment ({row.replaced_by})")
+            if row.state == DEVICE_PENDING:
+                return Answer(REJECTED, device_id, seq, reason=PENDING_REASON)
             return Answer(REJECTED, device_id, seq, reason=f"device is {row.state}: enrol it again with a new token")
         return Answer(DUPLICATE, device_id, seq, reason=f"seq {seq} <= last accepted seq {row.last_seq}")
 

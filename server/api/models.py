@@ -21,8 +21,19 @@ class DeviceIdentity(BaseModel):
                       description="the laptop's main user, for search in the dashboard")
 
 
+class ReenrolProof(BaseModel):
+    """The previous device key's signature over the new public key (agent.protocol.reenrol_proof)."""
+
+    device_id: str = Field(min_length=1, max_length=36, pattern=r"^[0-9A-Za-z-]+$")
+    timestamp: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")
+    signature: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
+
+
 class EnrollRequest(BaseModel):
     token: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    previous: Optional[ReenrolProof] = Field(
+        default=None, description="when this machine re-enrols: its previous device key's consent; without it "
+                                  "a re-enrolment of a known machine waits for an admin's approval")
     public_key: str = Field(min_length=1, max_length=100, description="Ed25519 public key, base64 (32 bytes)")
     device: DeviceIdentity
 
@@ -39,6 +50,9 @@ class EnrollResponse(BaseModel):
     policy: PolicyBundle
     intervals: dict[str, int]
     replaced: Optional[str] = Field(default=None, description="earlier device id of this machine, now replaced")
+    state: Literal["active", "pending"] = Field(
+        default="active", description="pending: this machine already has an active device; an admin must approve "
+                                      "the replacement before reports are accepted")
 
 
 class ReportBatch(BaseModel):
@@ -236,6 +250,13 @@ class PolicyPushed(BaseModel):
 
 class PolicyAssign(BaseModel):
     policy_id: Optional[str] = Field(default=None, max_length=200, description="null: back to the default policy")
+
+
+class EnrolmentSetting(BaseModel):
+    replace_within_org_unit: bool = Field(
+        description="true: a re-enrolment of a machine already in this org unit, with this org unit's token, replaces "
+                    "the old device at once; false (default): it waits for an admin's approval unless the old device "
+                    "key signed it")
 
 
 class DefaultPolicy(BaseModel):

@@ -397,10 +397,41 @@ def device_detail(request: Request, ctx: ContextDep, user: UserDep, device_id: D
         checks = fleet.device_checks(conn, device)
         history = fleet.device_history(conn, device_id, page=page, per_page=25)
         reports = fleet.device_reports(conn, device_id, limit=10)
+        machine = [d for d in enrolment.machine_enrolments(conn, device["machine_id"])
+                   if user.principal.scope.allows(int(d["org_unit_id"]))]
+        events = enrolment.enrolment_events(conn, [d["id"] for d in machine])
     order = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "not_applicable": 4}
     checks.sort(key=lambda c: (order.get(c["status"], 5), c["rule_id"]))
     return render.page("device.html", context(request, ctx, user, "devices", device=device, checks=checks,
-                                              history=history, reports=reports))
+                                              history=history, reports=reports, machine=machine,
+                                              enrolment_events=events))
+
+
+@router.post("/devices/{device_id}/approve")
+def approve(request: Request, ctx: ContextDep, user: AdminCsrfDep, device_id: DeviceIdPath) -> Response:
+    return _decide(request, ctx, user, device_id, approve=True)
+
+
+@router.post("/devices/{device_id}/reject")
+def reject(request: Request, ctx: ContextDep, user: AdminCsrfDep, device_id: DeviceIdPath) -> Response:
+    return _decide(request, ctx, user, device_id, approve=False)
+
+
+def _decide(request: Request, ctx: AppContext, user: Any, device_id: str, approve: bool) -> Response:
+    """An admin's decision on a pending re-enrolment (the same store functions as the API's)."""
+    t = Translator(language(request))
+    device = _device_or_404(ctx, user, device_id, t)
+    with ctx.db.write() as conn:
+        try:
+            if approve:
+                replaced = enrolment.approve_pending(conn, device_id, time.time())
+            else:
+                enrolment.reject_pending(conn, device_id, time.time())
+                replaced = ()
+        except enrolment.EnrolmentError as exc:
+            raise HTTPException(status_code=409, detail=t("device.not_pending")) from exc
+        enrolment.record_decision(conn, user.principal.actor, device, approve, replaced, audit_address(request))
+    return RedirectResponse(f"/devices/{device_id}", status_code=303)
 
 
 @router.get("/devices/{device_id}/revoke")
