@@ -102,7 +102,7 @@ def _fail(message: str) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from agent.service import ServiceError, enroll
-    from agent.state import StateError
+    from agent.state import StateDir, StateError
     from agent.transport import TransportError
 
     try:
@@ -120,6 +120,9 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         return _fail(f"enrolment failed: {exc}")
     print(f"enrolled as device {identity.device_id} with {identity.server_url}")
     print(f"state directory: {settings.state_dir}")
+    last_error = StateDir(settings.state_dir).status().get("last_error") or {}
+    if str(last_error.get("message", "")).startswith("enrolment pending"):
+        print(last_error["message"])
     return EXIT_OK
 
 

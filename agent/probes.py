@@ -22,7 +22,7 @@ import platform as _platform
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -408,8 +408,13 @@ class Recording:
         }
 
     def save(self, path: Path) -> None:
+        """Write the file readable by its owner only (0600): it describes the machine and its user."""
         tmp = Path(str(path) + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            if hasattr(os, "fchmod"):
+                os.fchmod(out.fileno(), 0o600)  # a .tmp left by an earlier run keeps its mode otherwise
+            out.write(json.dumps(self.to_json(), indent=1, ensure_ascii=False))
         os.replace(tmp, path)
 
     @classmethod
@@ -444,8 +449,47 @@ class RecordingError(ValueError):
     """A recording file that cannot be replayed."""
 
 
+# A support recording leaves the employee's machine (docs/support-recordings.md): of each process it keeps
+# only what the check parsers read. The first argument is kept for interpreters, where it names the program
+# really running ("bash /usr/bin/wg-quick up wg0"); other arguments (file names, URLs, tokens) are dropped.
+INTERPRETERS = frozenset({"sh", "bash", "dash", "zsh", "perl", "ruby", "node", "osascript", "powershell",
+                          "pwsh", "wscript", "cscript"})
+# pppd's arguments say which VPN helper started it ("pty 'pptp vpn.example.org'", "plugin sstp-pppd-plugin.so");
+# agent/checks/vpn/linux.py looks for these words, and a recording keeps only the words found.
+PPPD_VPN_WORDS = ("pptp", "l2tp", "sstp", "openfortivpn")
+
+
+def _is_interpreter(program: str) -> bool:
+    base = program.replace("\\", "/").rsplit("/", 1)[-1].lower().removesuffix(".exe")
+    return base in INTERPRETERS or base.startswith("python")
+
+
+def minimal_process_row(row: Any) -> Dict[str, Any]:
+    """One process as a support recording keeps it: name, exe, argv[0] (and argv[1] for interpreters)."""
+    if not isinstance(row, dict):
+        return {}
+    cmdline = row.get("cmdline")
+    argv = [str(word) for word in cmdline] if isinstance(cmdline, list) else []
+    kept = argv[:2] if argv and _is_interpreter(argv[0]) else argv[:1]
+    if str(row.get("name") or "") == "pppd" and argv:
+        words = " ".join(argv[1:]).lower()
+        kept += [word for word in PPPD_VPN_WORDS if word in words]
+    return {"name": str(row.get("name") or ""), "exe": str(row.get("exe") or ""), "cmdline": kept}
+
+
+def minimal_processes(result: ProbeResult) -> ProbeResult:
+    """The ``processes`` observation with only the fields minimal_process_row keeps (pid, user and
+    other arguments left out)."""
+    try:
+        rows = json.loads(result.stdout) if result.stdout else []
+    except ValueError:
+        return replace(result, stdout="")
+    kept = [minimal_process_row(row) for row in rows] if isinstance(rows, list) else []
+    return replace(result, stdout=json.dumps(kept))
+
+
 class RecordingHost(Host):
-    """Wraps a live host and keeps every observation it made."""
+    """Wraps a live host and keeps every observation it made (process lists reduced, see above)."""
 
     def __init__(self, inner: Host) -> None:
         self.inner = inner
@@ -470,7 +514,9 @@ class RecordingHost(Host):
         return self._keep(self.inner.stat(path))
 
     def processes(self) -> ProbeResult:
-        return self._keep(self.inner.processes())
+        result = self.inner.processes()
+        self._keep(minimal_processes(result))
+        return result
 
     def interfaces(self) -> ProbeResult:
         return self._keep(self.inner.interfaces())

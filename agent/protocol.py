@@ -264,6 +264,36 @@ def check_request_signature(public_key: Ed25519PublicKey, method: str, path: str
         raise ProtocolError("bad request signature")
 
 
+# -- re-enrolment proof (agent -> collector) ----------------------------------------------------
+
+def reenrol_signing_text(previous_device_id: str, new_public_key: str, timestamp: str) -> str:
+    return f"teleposture/reenrol/v1\n{previous_device_id}\n{new_public_key}\n{timestamp}"
+
+
+def reenrol_proof(previous_key: Ed25519PrivateKey, previous_device_id: str, new_public_key: str,
+                  now: Optional[float] = None) -> Dict[str, str]:
+    """The old device key's consent to hand this machine to ``new_public_key`` (sent with the enrolment):
+    the collector then replaces the old device at once instead of holding the new one for approval."""
+    timestamp = str(int(time.time() if now is None else now))
+    return {"device_id": previous_device_id, "timestamp": timestamp,
+            "signature": sign(previous_key, reenrol_signing_text(previous_device_id, new_public_key, timestamp))}
+
+
+def check_reenrol_proof(previous_public_key: Ed25519PublicKey, proof: Mapping[str, str], new_public_key: str,
+                        now: Optional[float] = None) -> None:
+    """Raises ProtocolError unless ``proof`` is the old key's fresh (±10 min) signature over the new key."""
+    try:
+        moment = int(proof["timestamp"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError("re-enrolment proof: timestamp must be integer epoch seconds") from exc
+    current = time.time() if now is None else now
+    if abs(current - moment) > MAX_CLOCK_SKEW_SECONDS:
+        raise ProtocolError("re-enrolment proof: timestamp is more than 10 minutes off the collector's clock")
+    text = reenrol_signing_text(str(proof.get("device_id", "")), new_public_key, str(proof["timestamp"]))
+    if not verify(previous_public_key, text, str(proof.get("signature", ""))):
+        raise ProtocolError("re-enrolment proof: signature does not verify with the previous device key")
+
+
 # -- policy bundles (collector -> agent) --------------------------------------------------------
 
 def sign_policy_bundle(server_key: Ed25519PrivateKey, policy_json: Mapping[str, Any]) -> Dict[str, str]:

@@ -121,7 +121,8 @@ def enroll(settings: Settings, server: str, token: str, ca_file: Optional[str], 
     host = host or LiveHost(cache_dir=state.cache_dir)
     key = protocol.generate_private_key()
     description = device_description(host)
-    answer = transport.enroll(token, protocol.public_key_b64(key), description)
+    answer = transport.enroll(token, protocol.public_key_b64(key), description,
+                              previous=reenrol_proof(state, protocol.public_key_b64(key)))
     try:
         server_key = protocol.load_public_key(answer["server_key"])
     except protocol.ProtocolError as exc:
@@ -152,8 +153,28 @@ def enroll(settings: Settings, server: str, token: str, ca_file: Optional[str], 
     if policy_problem:
         state.update_status(last_error={"at": now_rfc3339(), "message": policy_problem})
         log.error(policy_problem)
+    if answer.get("state") == ENROLMENT_PENDING:
+        state.update_status(last_error={"at": now_rfc3339(), "message": PENDING_MESSAGE})
     state.close()
     return identity
+
+
+ENROLMENT_PENDING = "pending"
+PENDING_MESSAGE = ("enrolment pending: the collector already knows this machine under another device key, "
+                   "so an administrator must approve this enrolment before reports are accepted")
+
+
+def reenrol_proof(state: StateDir, new_public_key: str) -> Optional[Dict[str, str]]:
+    """The previous identity's signature handing this machine to the new key (enrol --force on an enrolled
+    machine): the collector then replaces the old device at once. None when there is no usable old identity."""
+    if not state.is_enrolled():
+        return None
+    try:
+        previous = state.load_identity()
+        return protocol.reenrol_proof(state.load_private_key(), previous.device_id, new_public_key)
+    except (StateError, protocol.ProtocolError, OSError, ValueError) as exc:
+        log.warning("re-enrolling without the previous key's signature (an admin must approve): %s", exc)
+        return None
 
 
 def _policy_error_text(exc: Exception) -> str:

@@ -236,8 +236,12 @@ class Transport:
                                  f"{response.content[:60]!r})", status=response.status_code) from exc
 
     # -- the three calls -------------------------------------------------------------------------------------
-    def enroll(self, token: str, public_key: str, device: Mapping[str, Any]) -> Dict[str, Any]:
-        body = protocol.canonical_json({"token": token, "public_key": public_key, "device": dict(device)})
+    def enroll(self, token: str, public_key: str, device: Mapping[str, Any],
+               previous: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+        request: Dict[str, Any] = {"token": token, "public_key": public_key, "device": dict(device)}
+        if previous is not None:  # agent.protocol.reenrol_proof: the old key hands the machine over
+            request["previous"] = dict(previous)
+        body = protocol.canonical_json(request)
         response = self._request("POST", ENROLL_PATH, data=body.encode("utf-8"),
                                  headers={"Content-Type": "application/json"})
         if response.status_code in (400, 401, 403, 404, 409, 410, 422):

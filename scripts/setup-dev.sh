@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(openvpn chromium chromium-driver iproute2 nftables iptables msitools shellcheck
-              dpkg-dev fakeroot debhelper rpm systemd wixl lintian
+              dpkg-dev fakeroot debhelper rpm systemd wixl lintian nginx
               faketime util-linux)  # faketime, unshare, mount: the agent fault tests (tests/agent/service/test_faults.py)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

@@ -20,11 +20,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import protocol
+from server.api.validation import validation_error
 from server.ingest import Ingestor
 from server.ratelimit import RateLimiter
 from server.settings import Settings
@@ -175,6 +177,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
             app.include_router(web.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
 
+    app.add_exception_handler(RequestValidationError, validation_error)
+
     @app.exception_handler(DataError)
     async def _bad_value(_request: Request, _exc: DataError) -> JSONResponse:
         # e.g. a NUL character PostgreSQL cannot store: the input is at fault, nothing was changed.
@@ -195,6 +199,11 @@ def app_from_environment() -> FastAPI:
     environment the CLI prepared (TELEPOSTURE_SETTINGS_JSON)."""
     import os
 
+    from server import workers
+
+    master = os.environ.get(workers.MASTER_PID_ENV)
+    if master and master.isdigit():
+        workers.exit_with_master(int(master))
     raw = os.environ.get("TELEPOSTURE_SETTINGS_JSON")
     settings = Settings.model_validate_json(raw) if raw else Settings()
     return create_app(settings)

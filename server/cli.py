@@ -214,6 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("teleposture.server").warning("development mode, insecure: %s", reason)
     db = _database(settings)
     db.dispose()
+    from server import workers
     from server.app import create_app, load_server_key
 
     load_server_key(settings)
@@ -226,6 +227,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     }
     if settings.workers > 1:
         os.environ["TELEPOSTURE_SETTINGS_JSON"] = settings.model_dump_json()
+        os.environ[workers.MASTER_PID_ENV] = str(os.getpid())  # workers exit with it (server/workers.py)
         uvicorn.run("server.app:app_from_environment", factory=True, workers=settings.workers, **options)
     else:
         uvicorn.run(create_app(settings), **options)

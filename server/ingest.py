@@ -38,10 +38,11 @@ from sqlalchemy.engine import Connection
 
 from agent import protocol
 from agent.policy import Result, evaluate, summarize
-from server import device_notices
+from server import bounds, device_notices
 from server.store import policies as policy_store
 from server.store.db import Database
-from server.store.schema import DEVICE_ACTIVE, check_state, devices, reports, transitions
+from server.store.enrolment import PENDING_REASON
+from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING, check_state, devices, reports, transitions
 
 log = logging.getLogger(__name__)
 
@@ -287,11 +288,13 @@ class Ingestor:
         envelopes: list[Optional[protocol.Envelope]] = []
         for index, item in enumerate(items):
             try:
-                envelopes.append(protocol.Envelope.from_json(item))
+                opened = protocol.Envelope.from_json(item)
+                bounds.check_envelope(opened)
+                envelopes.append(opened)
             except protocol.ProtocolError as exc:
                 envelopes.append(None)
                 device = item.get("device_id") if isinstance(item, dict) else None
-                answers[index] = Answer(REJECTED, device_id=device if isinstance(device, str) else None,
+                answers[index] = Answer(REJECTED, device_id=device if bounds.echoable(device) else None,
                                         reason=str(exc))
         ids = sorted({e.device_id for e in envelopes if e is not None and len(e.device_id) <= 36})
         keys = self.keys.lookup(self.db, ids) if ids else {}
@@ -306,6 +309,7 @@ class Ingestor:
                 continue
             try:
                 payload = protocol.open_envelope(envelope, key, now=now, loads=orjson.loads)
+                bounds.check_payload(payload)
             except protocol.ProtocolError as exc:
                 answer.reason = str(exc)
                 continue
@@ -366,6 +370,8 @@ class Ingestor:
             if row.replaced_by:
                 return Answer(REJECTED, device_id, seq,
                               reason=f"device was replaced by a newer enrolment ({row.replaced_by})")
+            if row.state == DEVICE_PENDING:
+                return Answer(REJECTED, device_id, seq, reason=PENDING_REASON)
             return Answer(REJECTED, device_id, seq, reason=f"device is {row.state}: enrol it again with a new token")
         return Answer(DUPLICATE, device_id, seq, reason=f"seq {seq} <= last accepted seq {row.last_seq}",
                       last_seq=int(row.last_seq), last_report_id=row.last_report_id)

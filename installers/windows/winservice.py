@@ -55,8 +55,31 @@ def _erase_token() -> None:
         servicemanager.LogErrorMsg(f"Teleposture: could not erase the enrolment token from HKLM\\{ENROLLMENT_KEY}: {exc}")
 
 
+# SYSTEM and Administrators full control, nothing inherited: the enrolment token is a secret.
+ENROLLMENT_KEY_SDDL = "D:P(A;OICI;KA;;;SY)(A;OICI;KA;;;BA)"
+
+
+def restrict_enrollment_key() -> None:
+    """Leave the installer's enrolment key readable by SYSTEM and Administrators only (HKLM\\SOFTWARE is
+    readable by Users; the MSI locks the key too, but a build without LockPermissions must not leak it)."""
+    import win32api
+    import win32security
+
+    try:
+        descriptor = win32security.ConvertStringSecurityDescriptorToSecurityDescriptor(
+            ENROLLMENT_KEY_SDDL, win32security.SDDL_REVISION_1)
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, ENROLLMENT_KEY, 0, winreg.KEY_ALL_ACCESS) as key:
+            win32api.RegSetKeySecurity(int(key), win32security.DACL_SECURITY_INFORMATION
+                                       | win32security.PROTECTED_DACL_SECURITY_INFORMATION, descriptor)
+    except FileNotFoundError:
+        return
+    except (OSError, win32api.error) as exc:
+        servicemanager.LogErrorMsg(f"Teleposture: could not restrict access to HKLM\\{ENROLLMENT_KEY}: {exc}")
+
+
 def enrol_pending(log: TextIO) -> None:
     """Enrol with the token the MSI stored, once; erase it when used or when already enrolled."""
+    restrict_enrollment_key()
     server, token = _read_enrollment()
     if not token:
         return

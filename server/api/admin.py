@@ -29,6 +29,7 @@ from server.api.models import (
     EnrollTokenCreate,
     EnrollTokenCreated,
     EnrollTokenModel,
+    EnrolmentSetting,
     FleetSummaryModel,
     OrgUnitModel,
     PolicyAssign,
@@ -93,7 +94,7 @@ class DeviceQuery:
         stale_after: Annotated[Optional[str], Query(max_length=20, pattern=TEXT, description="e.g. 2d")] = None,
         q: Annotated[Optional[str], Query(max_length=100, pattern=TEXT,
                                           description="prefix of hostname, serial or user")] = None,
-        state: Literal["active", "revoked", "replaced"] = "active",
+        state: Literal["active", "revoked", "replaced", "pending"] = "active",
         sort: Annotated[str, Query(max_length=30, pattern=TEXT,
                                    description="hostname, serial, user, last_seen, compliance, fail_count, "
                                                "enrolled_at, platform, os_version; prefix - for descending")
@@ -247,6 +248,52 @@ def revoke_device(request: Request, ctx: ContextDep, principal: AdminDep, device
     return _device_or_404(ctx, principal, device_id)
 
 
+def _decide_pending(request: Request, ctx: ContextDep, principal: Principal, device_id: str, approve: bool
+                    ) -> dict[str, Any]:
+    device = _device_or_404(ctx, principal, device_id)
+    with ctx.db.write() as conn:
+        try:
+            if approve:
+                replaced = enrolment.approve_pending(conn, device_id, _now())
+            else:
+                enrolment.reject_pending(conn, device_id, _now())
+                replaced = ()
+        except enrolment.EnrolmentError as exc:
+            raise HTTPException(status_code=exc.status, detail=f"{exc.message} (it is {device['state']})") from exc
+        enrolment.record_decision(conn, principal.actor, device, approve, replaced, client_address(request))
+    return _device_or_404(ctx, principal, device_id)
+
+
+@router.post("/devices/{device_id}/approve", response_model=DeviceModel, responses={404: {"model": Problem},
+                                                                                     409: {"model": Problem}})
+def approve_device(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath) -> dict[str, Any]:
+    """Approve a pending re-enrolment: the device becomes active and the machine's old device is replaced."""
+    return _decide_pending(request, ctx, principal, device_id, approve=True)
+
+
+@router.post("/devices/{device_id}/reject", response_model=DeviceModel, responses={404: {"model": Problem},
+                                                                                    409: {"model": Problem}})
+def reject_device(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath) -> dict[str, Any]:
+    """Refuse a pending re-enrolment: the new device is revoked, the machine's old device stays active."""
+    return _decide_pending(request, ctx, principal, device_id, approve=False)
+
+
+@router.put("/org-units/{name}/enrolment", response_model=EnrolmentSetting, responses={404: {"model": Problem}})
+def set_enrolment_setting(request: Request, ctx: ContextDep, principal: AdminDep,
+                          name: Annotated[str, Path(max_length=200, pattern=TEXT)],
+                          body: EnrolmentSetting) -> dict[str, Any]:
+    """Whether re-enrolments within this org unit replace the old device without an admin's approval."""
+    with ctx.db.write() as conn:
+        unit_id = accounts.org_unit_id(conn, name)
+        if unit_id is None or not principal.scope.allows(unit_id):
+            raise HTTPException(status_code=404, detail=f"no org unit {name!r} in your scope")
+        enrolment.set_replace_within_org_unit(conn, unit_id, body.replace_within_org_unit, _now())
+        audit.record(conn, actor=principal.actor, action="org_unit.enrolment", target=name, org_unit_id=unit_id,
+                     remote_addr=client_address(request),
+                     details={"replace_within_org_unit": body.replace_within_org_unit})
+    return {"replace_within_org_unit": body.replace_within_org_unit}
+
+
 @router.get("/org-units", response_model=list[OrgUnitModel])
 def org_units(ctx: ContextDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     with ctx.db.read() as conn:
@@ -392,12 +439,13 @@ def set_default_policy(request: Request, ctx: ContextDep, principal: AdminDep, b
     return {"policy_id": body.policy_id}
 
 
-@router.get("/audit", response_model=AuditPageModel)
-def audit_log(ctx: ContextDep, principal: PrincipalDep,
+@router.get("/audit", response_model=AuditPageModel, responses={403: {"model": Problem}})
+def audit_log(ctx: ContextDep, principal: AdminDep,
               action: Annotated[Optional[str], Query(max_length=100, pattern=TEXT)] = None,
               actor: Annotated[Optional[str], Query(max_length=200, pattern=TEXT)] = None,
               page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
               per_page: Annotated[int, Query(ge=1, le=fleet.MAX_PER_PAGE)] = 50) -> dict[str, Any]:
+    """The audit log, for admins only (as on the dashboard): it names people, addresses and actions."""
     with ctx.db.read() as conn:
         result = audit.list_entries(conn, principal.scope, page=page, per_page=per_page, action=action, actor=actor)
     return {"items": result.items, "total": result.total, "page": result.page, "per_page": result.per_page}

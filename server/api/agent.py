@@ -27,9 +27,9 @@ from server.app import AppContext
 from server.bodies import read_json
 from server.ingest import ACCEPTED, DUPLICATE, IngestStats, NoPolicyError
 from server.ratelimit import retry_after_header
-from server.store import audit, enrolment
+from server.store import enrolment
 from server.store import policies as policy_store
-from server.store.schema import DEVICE_ACTIVE, devices
+from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING, devices
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,14 @@ def _enrol(ctx: AppContext, body: EnrollRequest, remote: str) -> dict[str, Any]:
         if stored is None:
             raise HTTPException(status_code=503, detail="the collector has no policy yet: the operator must run "
                                                         "`teleposture-server init` or `policy push`")
-        device_id, replaced = enrolment.register_device(
-            conn, grant, body.public_key, protocol.key_id(body.public_key), body.device.model_dump(), now)
-        audit.record(conn, actor=f"enroll-token:{grant.token_id}", action="device.enroll", target=device_id,
-                     org_unit_id=grant.org_unit_id, remote_addr=remote,
-                     details={"hostname": body.device.hostname, "machine_id": body.device.machine_id,
-                              "replaced": replaced})
-    return {"device_id": device_id, "server_key": ctx.server_public_key, "policy": _bundle(ctx, stored),
-            "intervals": dict(stored.policy.intervals), "replaced": replaced}
+        outcome = enrolment.register_device(
+            conn, grant, body.public_key, protocol.key_id(body.public_key), body.device.model_dump(), now,
+            proof=body.previous.model_dump() if body.previous is not None else None)
+        enrolment.record_enrolment(conn, outcome, grant, body.device.hostname, body.device.machine_id,
+                                         remote)
+    replaced = outcome.replaced[0] if outcome.replaced else None
+    return {"device_id": outcome.device_id, "server_key": ctx.server_public_key, "policy": _bundle(ctx, stored),
+            "intervals": dict(stored.policy.intervals), "replaced": replaced, "state": outcome.state}
 
 
 @router.post("/enroll", response_model=EnrollResponse, responses={**ERRORS, 401: {"model": Problem},
@@ -138,7 +138,8 @@ def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, 
         except protocol.ProtocolError as exc:
             raise HTTPException(status_code=401, detail=str(exc)) from exc
         if row.state != DEVICE_ACTIVE:
-            raise HTTPException(status_code=403, detail=f"device is {row.state}: enrol it again with a new token")
+            raise HTTPException(status_code=403, detail=enrolment.PENDING_REASON if row.state == DEVICE_PENDING
+                                else f"device is {row.state}: enrol it again with a new token")
         # Counted only once the signature verified, so nobody can spend another device's budget.
         wait = ctx.device_limiter.take(device_id)
         if wait:

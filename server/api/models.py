@@ -6,19 +6,34 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, Field
 
+# No NUL character (PostgreSQL cannot store it; SQLite would): the same answer on both databases.
+NO_NUL = r"^[^\x00]*$"
+
 
 class DeviceIdentity(BaseModel):
-    hostname: str = Field(min_length=1, max_length=255)
-    machine_id: str = Field(min_length=1, max_length=200)
-    serial: str = Field(default="", max_length=200)
+    hostname: str = Field(min_length=1, max_length=255, pattern=NO_NUL)
+    machine_id: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    serial: str = Field(default="", max_length=200, pattern=NO_NUL)
     platform: Literal["linux", "darwin", "windows"]
-    os_name: str = Field(default="", max_length=200)
-    os_version: str = Field(default="", max_length=100)
-    user: str = Field(default="", max_length=200, description="the laptop's main user, for search in the dashboard")
+    os_name: str = Field(default="", max_length=200, pattern=NO_NUL)
+    os_version: str = Field(default="", max_length=100, pattern=NO_NUL)
+    user: str = Field(default="", max_length=200, pattern=NO_NUL,
+                      description="the laptop's main user, for search in the dashboard")
+
+
+class ReenrolProof(BaseModel):
+    """The previous device key's signature over the new public key (agent.protocol.reenrol_proof)."""
+
+    device_id: str = Field(min_length=1, max_length=36, pattern=r"^[0-9A-Za-z-]+$")
+    timestamp: str = Field(min_length=1, max_length=20, pattern=r"^[0-9]+$")
+    signature: str = Field(min_length=1, max_length=100, pattern=NO_NUL)
 
 
 class EnrollRequest(BaseModel):
-    token: str = Field(min_length=1, max_length=200)
+    token: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    previous: Optional[ReenrolProof] = Field(
+        default=None, description="when this machine re-enrols: its previous device key's consent; without it "
+                                  "a re-enrolment of a known machine waits for an admin's approval")
     public_key: str = Field(min_length=1, max_length=100, description="Ed25519 public key, base64 (32 bytes)")
     device: DeviceIdentity
 
@@ -35,6 +50,9 @@ class EnrollResponse(BaseModel):
     policy: PolicyBundle
     intervals: dict[str, int]
     replaced: Optional[str] = Field(default=None, description="earlier device id of this machine, now replaced")
+    state: Literal["active", "pending"] = Field(
+        default="active", description="pending: this machine already has an active device; an admin must approve "
+                                      "the replacement before reports are accepted")
 
 
 class ReportBatch(BaseModel):
@@ -237,6 +255,13 @@ class PolicyPushed(BaseModel):
 
 class PolicyAssign(BaseModel):
     policy_id: Optional[str] = Field(default=None, max_length=200, description="null: back to the default policy")
+
+
+class EnrolmentSetting(BaseModel):
+    replace_within_org_unit: bool = Field(
+        description="true: a re-enrolment of a machine already in this org unit, with this org unit's token, replaces "
+                    "the old device at once; false (default): it waits for an admin's approval unless the old device "
+                    "key signed it")
 
 
 class DefaultPolicy(BaseModel):

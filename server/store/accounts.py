@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server import security
+from server.store.db import Database
 from server.store.schema import ROLES, api_token_org_units, api_tokens, org_units, user_org_units, users
 from server.store.scope import Scope
 
@@ -110,23 +111,49 @@ def create_user(conn: Connection, username: str, password: str, role: str,
     return user_id
 
 
-def authenticate_user(conn: Connection, username: str, password: str,
-                      now: Optional[float] = None) -> Optional[Principal]:
-    """The principal for a correct user name and password, None otherwise (the dashboard's sign-in)."""
-    row = conn.execute(sa.select(users).where(users.c.username == username)).mappings().first()
+@dataclass(frozen=True)
+class PasswordMatch:
+    """A user whose password verified (``verify_user_password``), not yet signed in."""
+
+    user_id: int
+    password_hash: str
+
+
+def verify_user_password(db: Database, username: str, password: str) -> Optional[PasswordMatch]:
+    """Check a user name and password with scrypt OUTSIDE any transaction.
+
+    scrypt costs ~0.1-0.4 s of CPU; inside a write transaction (on SQLite a lock for every process) a
+    burst of sign-ins stalled report ingest. The row is read in a short read transaction, the hash checked
+    with no connection held, and ``complete_sign_in`` re-checks the row in the write transaction."""
+    with db.read() as conn:
+        row = conn.execute(sa.select(users.c.id, users.c.password_hash, users.c.disabled_at)
+                           .where(users.c.username == username)).first()
     if row is None:
         # Same work as a real check, so response time does not reveal which user names exist.
         security.verify_password(password, _DUMMY_HASH)
         return None
-    if row["disabled_at"] is not None or not security.verify_password(password, row["password_hash"]):
+    if row.disabled_at is not None or not security.verify_password(password, row.password_hash):
+        return None
+    return PasswordMatch(int(row.id), str(row.password_hash))
+
+
+def complete_sign_in(conn: Connection, match: PasswordMatch, now: Optional[float] = None) -> Optional[Principal]:
+    """In the write transaction: the principal, if the user is still enabled with the same password hash
+    (disabled or given a new password since the check: refused), and its last sign-in time recorded."""
+    row = conn.execute(sa.select(users).where(users.c.id == match.user_id)).mappings().first()
+    if row is None or row["disabled_at"] is not None or row["password_hash"] != match.password_hash:
         return None
     conn.execute(users.update().where(users.c.id == row["id"])
-                 .values(last_login_at=time.time() if now is None else now))  # caller runs this in db.write()
+                 .values(last_login_at=time.time() if now is None else now))
     units = conn.execute(sa.select(user_org_units.c.org_unit_id)
                          .where(user_org_units.c.user_id == row["id"])).scalars().all()
     return Principal(actor=f"user:{row['username']}", role=row["role"],
                      scope=Scope(frozenset(int(u) for u in units)) if units else Scope.everything(),
                      user_id=int(row["id"]))
+
+
+def user_exists(conn: Connection, username: str) -> bool:
+    return conn.execute(sa.select(users.c.id).where(users.c.username == username)).first() is not None
 
 
 _DUMMY_HASH = "scrypt$32768$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="

@@ -23,7 +23,8 @@ Time = sa.Double
 DEVICE_ACTIVE = "active"
 DEVICE_REVOKED = "revoked"
 DEVICE_REPLACED = "replaced"
-DEVICE_STATES = (DEVICE_ACTIVE, DEVICE_REVOKED, DEVICE_REPLACED)
+DEVICE_PENDING = "pending"  # a re-enrolment of a known machine, waiting for an admin (server/store/enrolment.py)
+DEVICE_STATES = (DEVICE_ACTIVE, DEVICE_REVOKED, DEVICE_REPLACED, DEVICE_PENDING)
 # A device's compliance summary (agent.policy.summarize) or "unknown" before its first report.
 COMPLIANCE_STATES = ("compliant", "not_compliant", "error", "unknown")
 RESULT_STATUSES = ("pass", "warn", "fail", "not_applicable", "error")
@@ -285,6 +286,16 @@ audit_log = sa.Table(
     sa.Index(None, "at"),
     sa.Index(None, "org_unit_id", "at"),
     sa.Index(None, "action", "at"),
+    sa.Index(None, "target", "at"),  # a device page lists the entries about that device
+)
+
+# Per org unit: may a re-enrolment of a known machine, with this org unit's token and into the org unit the
+# machine is already in, replace the old device at once (no admin approval)? No row: no.
+enrolment_settings = sa.Table(
+    "enrolment_settings", metadata,
+    sa.Column("org_unit_id", sa.Integer, sa.ForeignKey("org_units.id"), primary_key=True),
+    sa.Column("replace_within_org_unit", sa.Boolean, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
 )
 
 # What a device's agent told the collector about itself beyond posture (server/device_notices.py):

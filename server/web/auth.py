@@ -68,6 +68,12 @@ def _key(ctx: AppContext, purpose: bytes) -> bytes:
     return hmac.new(raw, b"teleposture dashboard v1 " + purpose, hashlib.sha256).digest()
 
 
+def name_fingerprint(ctx: AppContext, typed_name: str) -> str:
+    """A keyed digest of a sign-in name that matches no user: equal texts give equal fingerprints, and
+    nobody without the server key can test guesses against it (a plain hash of a short password could)."""
+    return hmac.new(_key(ctx, b"login name"), typed_name.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:16]
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from server import device_notices
+from server import device_notices, lowprio
 from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
 from server.app import AppContext
@@ -101,8 +101,16 @@ def login(request: Request, ctx: ContextDep,
                            status=429, headers={"Retry-After": retry_after_header(wait)})
     session: Optional[auth.Session] = None
     details: dict[str, Any] = {"via": "dashboard"}
+    # scrypt runs outside the write transaction (on SQLite a lock every process's ingest needs), on a
+    # low-priority thread so that a storm of sign-ins only gets the CPU ingest leaves idle.
+    try:
+        match = lowprio.PASSWORD_CHECKS.run(accounts.verify_user_password, ctx.db, username, password) \
+            if username and password else None
+    except lowprio.Busy:
+        return _login_page(request, ctx, error=t("login.too_many", seconds=5), username=username,
+                           status=429, headers={"Retry-After": "5"})
     with ctx.db.write() as conn:
-        principal = accounts.authenticate_user(conn, username, password) if username and password else None
+        principal = accounts.complete_sign_in(conn, match) if match is not None else None
         if principal is not None and principal.user_id is not None:
             session = auth.new_session(principal.user_id)
             previous = auth.decode_session(ctx, request.cookies.get(auth.SESSION_COOKIE, ""))
@@ -113,7 +121,14 @@ def login(request: Request, ctx: ContextDep,
                 user_agent=request.headers.get("user-agent"), now=session.issued_at)
             # Sessions are only added here, so deleting a few expired ones per sign-in bounds the table.
             maintenance.prune_web_sessions(conn, batch=100)
-        audit.record(conn, actor=f"user:{username[:100]}", action="user.login", remote_addr=address,
+        if principal is None and not accounts.user_exists(conn, username):
+            # People type passwords into the user name field: an unknown name is kept only as a keyed
+            # fingerprint (repeated attempts with the same text still match), never as typed.
+            actor = "user:?"
+            details["name_fingerprint"] = auth.name_fingerprint(ctx, username)
+        else:
+            actor = f"user:{username[:100]}"
+        audit.record(conn, actor=actor, action="user.login", remote_addr=address,
                      outcome="ok" if session else "failed", details=details)
     if session is None:
         auth.login_failed(request, address, username)
@@ -383,10 +398,41 @@ def device_detail(request: Request, ctx: ContextDep, user: UserDep, device_id: D
         history = fleet.device_history(conn, device_id, page=page, per_page=25)
         reports = fleet.device_reports(conn, device_id, limit=10)
         notices = device_notices.list_notices(conn, device_id, limit=20)
+        machine = [d for d in enrolment.machine_enrolments(conn, device["machine_id"])
+                   if user.principal.scope.allows(int(d["org_unit_id"]))]
+        events = enrolment.enrolment_events(conn, [d["id"] for d in machine])
     order = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "not_applicable": 4}
     checks.sort(key=lambda c: (order.get(c["status"], 5), c["rule_id"]))
     return render.page("device.html", context(request, ctx, user, "devices", device=device, checks=checks,
-                                              history=history, reports=reports, notices=notices))
+                                              history=history, reports=reports, notices=notices, machine=machine,
+                                              enrolment_events=events))
+
+
+@router.post("/devices/{device_id}/approve")
+def approve(request: Request, ctx: ContextDep, user: AdminCsrfDep, device_id: DeviceIdPath) -> Response:
+    return _decide(request, ctx, user, device_id, approve=True)
+
+
+@router.post("/devices/{device_id}/reject")
+def reject(request: Request, ctx: ContextDep, user: AdminCsrfDep, device_id: DeviceIdPath) -> Response:
+    return _decide(request, ctx, user, device_id, approve=False)
+
+
+def _decide(request: Request, ctx: AppContext, user: Any, device_id: str, approve: bool) -> Response:
+    """An admin's decision on a pending re-enrolment (the same store functions as the API's)."""
+    t = Translator(language(request))
+    device = _device_or_404(ctx, user, device_id, t)
+    with ctx.db.write() as conn:
+        try:
+            if approve:
+                replaced = enrolment.approve_pending(conn, device_id, time.time())
+            else:
+                enrolment.reject_pending(conn, device_id, time.time())
+                replaced = ()
+        except enrolment.EnrolmentError as exc:
+            raise HTTPException(status_code=409, detail=t("device.not_pending")) from exc
+        enrolment.record_decision(conn, user.principal.actor, device, approve, replaced, audit_address(request))
+    return RedirectResponse(f"/devices/{device_id}", status_code=303)
 
 
 @router.get("/devices/{device_id}/revoke")

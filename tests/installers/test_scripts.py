@@ -70,10 +70,15 @@ def test_enrols_with_token_in_environment_and_deletes_file(machine: Dict[str, Pa
 
 def test_failed_enrolment_keeps_the_file_for_a_retry(machine: Dict[str, Path]) -> None:
     machine["env_file"].write_text("TELEPOSTURE_SERVER=https://posture.example.org\nTELEPOSTURE_TOKEN=t\n")
+    machine["env_file"].chmod(0o644)  # dropped world-readable by a careless deployment tool
     rc, err, calls = enrol(machine, agent_rc=2)
     assert rc == 1
     assert calls["argv"].startswith("enroll")
     assert machine["env_file"].exists()
+    kept = machine["env_file"].stat()
+    assert kept.st_mode & 0o777 == 0o600, "the kept token is readable by its owner only"
+    if os.geteuid() == 0:
+        assert kept.st_uid == 0 and kept.st_gid == 0
     assert "kept, the service retries at its next start" in err
 
 

@@ -115,9 +115,11 @@ def test_user_create_and_sign_in(collector: Collector, monkeypatch: pytest.Monke
     assert code == 0 and "password:" not in out, err
     code, _, err = collector.cli("user", "create", "--username", "amina")
     assert code == 2 and "already exists" in err
+    match = accounts.verify_user_password(collector.db, "amina", "a long enough passphrase")
+    assert accounts.verify_user_password(collector.db, "amina", "wrong passphrase!!") is None
+    assert accounts.verify_user_password(collector.db, "nobody", "a long enough passphrase") is None
+    assert match is not None
     with collector.db.write() as conn:
-        principal = accounts.authenticate_user(conn, "amina", "a long enough passphrase")
-        assert accounts.authenticate_user(conn, "amina", "wrong passphrase!!") is None
-        assert accounts.authenticate_user(conn, "nobody", "a long enough passphrase") is None
+        principal = accounts.complete_sign_in(conn, match)
         hr = accounts.org_unit_id(conn, "HR")
     assert principal is not None and principal.role == "viewer" and principal.scope.org_unit_ids == {hr}

@@ -45,7 +45,7 @@ def test_every_literal_key_used_in_templates_and_code_exists() -> None:
     for prefix, values in {"status.": ("compliant", "not_compliant", "error", "unknown", "pass", "warn", "fail",
                                        "not_applicable", "stale"),
                            "severity.": ("critical", "high", "medium", "low"), "role.": ("admin", "viewer"),
-                           "state.": ("active", "revoked", "replaced"), "audit.": ("ok", "denied", "failed"),
+                           "state.": ("active", "revoked", "replaced", "pending"), "audit.": ("ok", "denied", "failed"),
                            "time.": ("minutes", "hours", "days", "never")}.items():
         for value in values:
             assert prefix + value in english

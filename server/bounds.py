@@ -1,0 +1,99 @@
+"""Protocol bounds: what one report envelope may hold, checked before anything is stored.
+
+An envelope outside these bounds is answered ``rejected: <reason>`` on its own; the rest of its batch
+goes on. Without them, values the database cannot hold (a NUL character on PostgreSQL, a seq of 2^63,
+an agent version longer than its column) or that the encoders cannot re-encode (facts nested hundreds
+of levels deep) failed the whole batch with a 5xx, which the agent reads as "retry later" and so
+retried the same envelope for ever. The bounds are the same on SQLite and PostgreSQL (docs/collector.md).
+
+Reasons never quote the offending value: it may be huge, or not printable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from agent.protocol import Envelope, ProtocolError
+
+MAX_SEQ = 2 ** 63 - 1  # PostgreSQL BIGINT, SQLite INTEGER
+MIN_INT, MAX_INT = -(2 ** 63), 2 ** 63 - 1  # every integer in a payload: portable 64-bit signed
+MAX_DEPTH = 32  # objects and lists inside the payload (a real report uses 7)
+MAX_STRING = 16_384  # characters in any string value of the payload
+MAX_KEY = 200  # characters in any object key (rule ids are stored in 200-character columns)
+MAX_DEVICE_ID = 36  # a UUID
+MAX_SIGNATURE = 100  # base64 of 64 bytes is 88
+# Header fields stored in fixed-width columns.
+FIELD_LIMITS: Mapping[tuple[str, str], int] = {
+    ("agent", "version"): 50,
+    ("agent", "platform"): 16,
+    ("policy", "id"): 200,
+}
+MAX_REPORT_ID = 64
+
+_DEVICE_ID = re.compile(r"^[0-9A-Za-z-]{1,36}$")
+
+
+class BoundsError(ProtocolError):
+    """The envelope is outside the protocol's bounds: rejected alone, never retried."""
+
+
+def check_envelope(envelope: Envelope) -> None:
+    """The envelope's own fields, before its device's key is looked up."""
+    if not _DEVICE_ID.match(envelope.device_id):
+        raise BoundsError(f"device_id must be a device id from enrolment (at most {MAX_DEVICE_ID} letters, "
+                          "digits and '-')")
+    if len(envelope.signature) > MAX_SIGNATURE:
+        raise BoundsError(f"signature is longer than {MAX_SIGNATURE} characters")
+
+
+def check_payload(payload: Mapping[str, Any]) -> None:
+    """A verified payload whose header open_envelope checked: seq, field widths, then every value."""
+    seq = payload["seq"]
+    if seq > MAX_SEQ:
+        raise BoundsError(f"seq must be below 2^63 ({MAX_SEQ + 1})")
+    if len(payload["report_id"]) > MAX_REPORT_ID:
+        raise BoundsError(f"report_id is longer than {MAX_REPORT_ID} characters")
+    for (section, name), limit in FIELD_LIMITS.items():
+        value = payload[section].get(name)
+        if value is not None and not isinstance(value, str):
+            raise BoundsError(f"payload field {section}.{name} must be a string")
+        if value is not None and len(value) > limit:
+            raise BoundsError(f"payload field {section}.{name} is longer than {limit} characters")
+    _check_value(payload, 0, "payload")
+
+
+def _check_value(value: Any, depth: int, where: str) -> None:
+    # Recursion is bounded by MAX_DEPTH (far below Python's limit); strings are the common case.
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise BoundsError(f"{where}: a string is longer than {MAX_STRING} characters")
+        if "\x00" in value:
+            raise BoundsError(f"{where}: a string holds a NUL character (U+0000)")
+    elif isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            raise BoundsError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        for key, item in value.items():
+            if len(key) > MAX_KEY:
+                raise BoundsError(f"{where}: an object key is longer than {MAX_KEY} characters")
+            if "\x00" in key:
+                raise BoundsError(f"{where}: an object key holds a NUL character (U+0000)")
+            _check_value(item, depth + 1, _child(where, key, depth))
+    elif isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            raise BoundsError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+        for item in value:
+            _check_value(item, depth + 1, where)
+    elif isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT:
+        raise BoundsError(f"{where}: an integer is outside the 64-bit signed range")
+
+
+def _child(where: str, key: str, depth: int) -> str:
+    # Name the place down to the check (payload.facts.<check>), never deeper: keys are input too.
+    return f"{where}.{key}" if depth < 2 and key.isascii() and key.isidentifier() and len(key) <= 40 else where
+
+
+def echoable(value: Any) -> bool:
+    """True when ``value`` may be repeated in an answer as a device id (the shape enrolment gives)."""
+    return isinstance(value, str) and _DEVICE_ID.match(value) is not None
