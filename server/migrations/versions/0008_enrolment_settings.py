@@ -6,7 +6,7 @@ approval (the new device waits in state ``pending``) or this setting (same org u
 state ``pending`` need no schema change (``devices.state`` is free text of 16 characters).
 
 Revision ID: 0008
-Revises: 0006 (the coordinator relinks the chain at merge)
+Revises: 0007
 Create Date: 2026-12-05
 """
 
