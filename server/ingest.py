@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 
 from agent import protocol
 from agent.policy import Result, evaluate, summarize
+from server.actions import ladder
 from server.store import policies as policy_store
 from server.store.db import Database
 from server.store.schema import DEVICE_ACTIVE, check_state, devices, reports, transitions
@@ -56,6 +57,8 @@ class Answer:
     seq: Optional[int] = None
     reason: Optional[str] = None
     compliance: Optional[str] = None
+    # The device's running noncompliance ladders (server.actions.ladder.device_ladders), for the agent.
+    actions: Optional[list[dict[str, Any]]] = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status if self.reason is None or self.status != REJECTED
@@ -65,6 +68,8 @@ class Answer:
             out["reason"] = self.reason
         if self.compliance is not None:
             out["compliance"] = self.compliance
+        if self.actions is not None:
+            out["actions"] = self.actions
         return out
 
 
@@ -338,6 +343,11 @@ class Ingestor:
                         if claim is None:
                             claim = driver.rows(_CLAIM_SEQ, self._claim_params(candidate, now))
                         answers[candidate.index] = self._apply(conn, driver, candidate, claim, now, states, stats)
+                    accepted = sorted({str(a.device_id) for a in answers if a.status == ACCEPTED})
+                    for device_id, running in ladder.device_ladders(conn, accepted).items():
+                        for answer in answers:
+                            if answer.device_id == device_id and answer.status == ACCEPTED:
+                                answer.actions = running
                 finally:
                     driver.close()
         for answer in answers:
@@ -472,6 +482,15 @@ class Ingestor:
                 del state[rule]
             changed = True
         compliance = summarize(results)
+        if history or gone or compliance != device.compliance:
+            # The ladder, blocks and events of this change, in this transaction (server.actions).
+            ladder.on_evaluation(conn, device_id=device_id, org_unit_id=org_unit_id, policy=stored.policy,
+                                 changes=[ladder.RuleChange(h["rule_id"], state[h["rule_id"]].severity,
+                                                            h["old_status"], h["new_status"],
+                                                            state[h["rule_id"]].failing_since, h["reason"])
+                                          for h in history],
+                                 gone_rules=gone, old_compliance=str(device.compliance),
+                                 new_compliance=compliance, at=cand.created_at, now=now)
         summary = {"compliance": compliance, "fail_count": counts["fail"], "warn_count": counts["warn"],
                    "error_count": counts["error"], "disagreements": disagreements, "policy_ref": stored.ref,
                    "agent_policy_ref": agent_policy_ref, "agent_version": agent_version,

@@ -49,6 +49,10 @@ class EnvelopeAnswer(BaseModel):
     seq: Optional[int] = None
     reason: Optional[str] = None
     compliance: Optional[str] = None
+    actions: Optional[list[dict[str, Any]]] = Field(
+        default=None, description="running noncompliance ladders of the device: rule_id, severity, started_at, "
+                                  "step, steps, last_action, next_action, next_at, block_at, blocked_since "
+                                  "(docs/actions.md)")
 
 
 class ReportResponse(BaseModel):
