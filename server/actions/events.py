@@ -152,7 +152,7 @@ def emit_events(conn: Connection, batch: Sequence[Event], *, now: Optional[float
     targets = ([(only_sink, SinkFilter(frozenset(), frozenset(), None))] if only_sink is not None
                else _active_sinks(conn))
     fan_out = [{"event_id": event_id, "sink_id": sink_id, "device_key": event.device_id or "", "state": "pending",
-                "attempts": 0, "next_attempt_at": current}
+                "attempts": 0, "next_attempt_at": min(current, time.time())}
                for event_id, event in zip(ids, batch)
                for sink_id, flt in targets if only_sink is not None or flt.matches(event)]
     if fan_out:

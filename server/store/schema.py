@@ -386,5 +386,5 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("delivered_at", Time, nullable=True),
     sa.Index(None, "sink_id", "state", "device_key", "event_id"),
-    sa.Index(None, "state", "next_attempt_at"),
+    sa.Index(None, "sink_id", "state", "event_id"),
 )

@@ -62,7 +62,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('event_id', 'sink_id', name=op.f('pk_deliveries'))
     )
     op.create_index(op.f('ix_deliveries_sink_id_state_device_key_event_id'), 'deliveries', ['sink_id', 'state', 'device_key', 'event_id'], unique=False)
-    op.create_index(op.f('ix_deliveries_state_next_attempt_at'), 'deliveries', ['state', 'next_attempt_at'], unique=False)
+    op.create_index(op.f('ix_deliveries_sink_id_state_event_id'), 'deliveries', ['sink_id', 'state', 'event_id'], unique=False)
     op.create_table('org_unit_ladders',
     sa.Column('org_unit_id', sa.Integer(), nullable=False),
     sa.Column('actions', sa.Text(), nullable=True),
@@ -129,7 +129,7 @@ def downgrade() -> None:
     op.drop_index(op.f('ix_device_blocks_org_unit_id_since'), table_name='device_blocks')
     op.drop_table('device_blocks')
     op.drop_table('org_unit_ladders')
-    op.drop_index(op.f('ix_deliveries_state_next_attempt_at'), table_name='deliveries')
+    op.drop_index(op.f('ix_deliveries_sink_id_state_event_id'), table_name='deliveries')
     op.drop_index(op.f('ix_deliveries_sink_id_state_device_key_event_id'), table_name='deliveries')
     op.drop_table('deliveries')
     op.drop_table('sinks')
