@@ -272,6 +272,7 @@ class AgentService:
                 platform=self.host.platform, policy=policy.ref(), facts=facts, results=results,
                 extra={"dropped_reports": dropped})
             envelope = protocol.seal(self.key, self.identity.device_id, payload)
+            self._keep_last_report(payload)
             text = protocol.canonical_json(envelope.to_json())
             try:
                 put = self._spool_call("put", seq, payload["report_id"], text)
@@ -318,6 +319,9 @@ class AgentService:
                 answers = {q.seq: v.status for q, v in zip(batch, verdicts)}
                 reasons = {q.seq: v.reason for q, v in zip(batch, verdicts) if v.reason}
                 ack = self._spool_call("ack", answers, reasons)
+                ladders = [v.actions for v in verdicts if v.actions is not None]
+                if ladders:
+                    self._ladder(ladders[-1])
                 for seq, verdict in answers.items():
                     if verdict == REJECTED:
                         log.error("collector rejected report seq %d: %s (moved to the dead-letter table)", seq,
@@ -336,6 +340,22 @@ class AgentService:
         depth = self._spool_call("depth")
         self.state.update_status(outbox_depth=depth)
         return UploadOutcome(delivered, rejected, depth)
+
+    def _keep_last_report(self, payload: Dict[str, Any]) -> None:
+        from agent.cli_privacy import keep_last_report
+
+        try:
+            keep_last_report(self.state.root, payload)
+        except OSError as exc:  # the copy for `privacy` only: never a reason to lose the report
+            log.warning("cannot keep the last report for `privacy`: %s", exc)
+
+    def _ladder(self, items: List[Dict[str, Any]]) -> None:
+        from agent import ladder_view
+
+        try:
+            ladder_view.record(self.state, self.host, self.settings, self.policy, items)
+        except (OSError, sqlite3.Error) as exc:
+            self._error(f"noncompliance notice not recorded: {exc}", log_it=True)
 
     # -- policy ---------------------------------------------------------------------------------------------
     def refresh_policy(self) -> PolicyOutcome:

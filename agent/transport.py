@@ -124,6 +124,8 @@ class Backoff:
 class Verdict:
     status: str  # accepted | duplicate | rejected
     reason: str = ""
+    # The device's running noncompliance ladders, when the collector sends them (docs/actions.md).
+    actions: Optional[List[Dict[str, Any]]] = None
 
 
 @dataclass(frozen=True)
@@ -252,16 +254,18 @@ def parse_verdicts(answer: Any, count: int) -> List[Verdict]:
     for item in items:
         text: Any = item
         reason = ""
+        actions = None
         if isinstance(item, dict):
             text = item.get("status", item.get("result"))
             reason = str(item.get("reason") or "")
+            actions = item.get("actions") if isinstance(item.get("actions"), list) else None
         if not isinstance(text, str):
             raise RetryableError(f"upload: unreadable verdict {str(item)[:80]!r}")
         head, _, tail = text.partition(":")
         head = head.strip().lower()
         if head not in ("accepted", "duplicate", "rejected"):
             raise RetryableError(f"upload: unknown verdict {text[:80]!r}")
-        verdicts.append(Verdict(head, (reason or tail.strip()) if head == "rejected" else ""))
+        verdicts.append(Verdict(head, (reason or tail.strip()) if head == "rejected" else "", actions))
     return verdicts
 
 
