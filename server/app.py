@@ -156,7 +156,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         worker = threading.Thread(target=_maintenance_loop, args=(ctx, stop), name="maintenance", daemon=True)
         worker.start()
         actions_worker.start(db, key, actions_delivery.DeliveryPolicy(
-            backoff_max=settings.delivery_backoff_max, dead_after=settings.event_dead_after),
+            backoff_max=settings.delivery_backoff_max, dead_after=settings.event_dead_after,
+            lease=settings.delivery_lease),
             settings.actions_interval, stop)
         try:
             yield

@@ -79,11 +79,13 @@ class Settings(BaseModel):
     actions_interval: float = 2.0
     delivery_backoff_max: float = 300.0
     event_dead_after: float = 3 * 86400.0
+    delivery_lease: float = 60.0  # a claimed delivery of a killed process is retried after this
     log_level: str = "info"
     access_log: bool = True
 
     @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
-                     "actions_interval", "delivery_backoff_max", "event_dead_after", mode="before")
+                     "actions_interval", "delivery_backoff_max", "event_dead_after", "delivery_lease",
+                     mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float:
         return parse_duration(value, info.field_name)

@@ -148,7 +148,7 @@ def email_message(body: Mapping[str, Any], *, sender: str, recipients: list[str]
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Message-ID"] = make_msgid(idstring=str(body.get("metadata", {}).get("uid", ""))[:40])
-    message["Content-Language"] = language
+    message["X-Teleposture-Event-Id"] = str(body.get("metadata", {}).get("uid", ""))
     rows = texts.lines(body, language)
     plain = "\n".join(f"{label}: {value}" for label, value in rows) + "\n"
     direction = "rtl" if language == "ar" else "ltr"
@@ -156,6 +156,8 @@ def email_message(body: Mapping[str, Any], *, sender: str, recipients: list[str]
     message.set_content(plain)
     message.add_alternative(f'<html lang="{language}" dir="{direction}"><body><h1>{html.escape(message["Subject"])}'
                             f"</h1><table>{cells}</table></body></html>", subtype="html")
+    # After add_alternative, which moves Content-* headers into the first part.
+    message["Content-Language"] = language
     return message
 
 

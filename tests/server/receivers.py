@@ -138,7 +138,7 @@ class RsyslogReceiver:
     """A real rsyslogd started with its own config: imtcp on a plain port and a TLS port (gtls), every
     message written as received (raw) to a file the test reads."""
 
-    def __init__(self, directory: Any) -> None:
+    def __init__(self, directory: Any, ports: tuple[int, int] | None = None) -> None:
         import subprocess
         import time
         from pathlib import Path
@@ -146,9 +146,12 @@ class RsyslogReceiver:
         from benchmarks.loopback import free_port
 
         base = Path(directory)
-        self.cert, key = self_signed(base)
+        if (base / "cert.pem").exists():
+            self.cert, key = str(base / "cert.pem"), str(base / "key.pem")
+        else:
+            self.cert, key = self_signed(base)
         self.out = base / "received.log"
-        self.plain_port, self.tls_port = free_port(), free_port()
+        self.plain_port, self.tls_port = ports or (free_port(), free_port())
         self.pidfile = base / "rsyslogd.pid"
         config = base / "rsyslog.conf"
         config.write_text(f"""
