@@ -96,14 +96,10 @@ class Retried(BaseModel):
     retried: int
 
 
-class LadderStepModel(BaseModel):
-    after: str | int = Field(description="duration: 0s, 30m, 24h, 7d")
-    do: Literal["notify_employee", "notify_team", "notify_manager", "block"]
-
-
 class OrgUnitLadder(BaseModel):
-    actions: Optional[dict[str, list[LadderStepModel]]] = Field(
-        default=None, description="severity -> steps; null: the policy's ladder")
+    actions: Optional[dict[str, Any]] = Field(
+        default=None, description="severity -> [{after: 0s|30m|24h|7d, do: notify_employee|notify_team|"
+                                  "notify_manager|block}, ...] in order of `after`; null: the policy's ladder")
     contacts: list[str] = Field(default_factory=list, max_length=50, description="notify_manager recipients")
     language: Literal["en", "fr", "ar"] = "en"
 
@@ -171,7 +167,8 @@ def _sink_items(ctx: AppContext, sink_id: Optional[int] = None) -> list[dict[str
         counts = delivery.queue_counts(conn)
         return [{"id": r["id"], "name": r["name"], "kind": r["kind"], "config": json.loads(r["config"]),
                  "filters": json.loads(r["filters"]), "enabled": bool(r["enabled"]),
-                 "has_secret": r["secret"] is not None, **counts.get(int(r["id"]), {})}
+                 "has_secret": r["secret"] is not None,
+                 **counts.get(int(r["id"]), {delivery.PENDING: 0, delivery.DEAD: 0})}
                 for r in conn.execute(query).mappings()]
 
 
@@ -329,8 +326,7 @@ def put_ladder(request: Request, ctx: ContextDep, principal: AdminDep, name: Org
                body: OrgUnitLadder) -> dict[str, Any]:
     """Set the org unit's ladder (overrides the policy's `actions`; null goes back to it) and contacts.
     Running episodes keep the ladder they started with."""
-    actions = None if body.actions is None else {
-        severity: [step.model_dump() for step in steps] for severity, steps in body.actions.items()}
+    actions = body.actions
     with ctx.db.write() as conn:
         unit_id = _org_unit_or_404(conn, principal, name)
         try:
