@@ -139,6 +139,13 @@ def register_device(conn: Connection, grant: TokenGrant, public_key: str, key_id
         conn.execute(devices.update().where(devices.c.id == old_id)
                      .values(state=DEVICE_REPLACED, replaced_by=device_id, revoked_at=now))
         conn.execute(check_state.update().where(check_state.c.device_id == old_id).values(active=False))
+    # Events of this change, in its transaction (server.actions, docs/actions.md).
+    from server.actions.events import Event, emit_events
+
+    emit_events(conn, [Event("device.enrolled", device_id, grant.org_unit_id, None,
+                             {"hostname": hostname, "replaces": previous[0] if previous else None}, now)]
+                + [Event("device.replaced", old_id, grant.org_unit_id, None,
+                         {"hostname": hostname, "replaced_by": device_id}, now) for old_id in previous], now=now)
     return device_id, (previous[0] if previous else None)
 
 
