@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -16,6 +17,11 @@ from server.actions import delivery, ladder
 from server.store.db import Database
 
 log = logging.getLogger(__name__)
+
+
+# Sinks are independent: each gets its own thread per pass, so a slow or unreachable one (waiting for its
+# timeout) does not hold back the others.
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deliver")
 
 
 def run_once(db: Database, server_key: Ed25519PrivateKey, policy: delivery.DeliveryPolicy) -> int:
@@ -27,8 +33,7 @@ def run_once(db: Database, server_key: Ed25519PrivateKey, policy: delivery.Deliv
         work += ladder.expire_exceptions(conn, now)
     with db.read() as conn:
         targets = delivery.load_sinks(conn, server_key)
-    for sink in targets:
-        result = delivery.deliver_sink(db, sink, policy=policy)
+    for result in _POOL.map(lambda sink: delivery.deliver_sink(db, sink, policy=policy), targets):
         work += result.delivered
     return work
 
