@@ -203,12 +203,19 @@ def run_check(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optio
         return EXIT_USAGE
     for note in notes:
         print(f"note: {note}", file=err)
+    from agent import ladder_view
+
+    known = ladder_view.read_known(state_dir) if state_dir is not None and not args.replay else {}
     if args.json:
-        out.write(json.dumps(check_json(policy, cycle), indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+        document = check_json(policy, cycle)
+        if known:
+            document["deadlines"] = known
+        out.write(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     else:
         lang = args.lang or detect_language()
         use_color = out.isatty() and not os.environ.get("NO_COLOR")
         out.write(render_table(policy, cycle, catalog(lang), width=_terminal_width(), color=use_color))
+        out.write(ladder_view.render_known(known, lang))
     return EXIT_COMPLIANT if cycle.status == "compliant" else EXIT_NOT_COMPLIANT
 
 

@@ -283,6 +283,9 @@ def collect_status(settings: Settings) -> Dict[str, Any]:
     if condition.get("message"):
         # the current error: the service can write nothing else while the disk is full
         out["last_error"] = {"at": condition.get("since", ""), "message": condition["message"]}
+    from agent.ladder_view import known_deadlines
+
+    out["noncompliance"] = known_deadlines(saved)
     return out
 
 
@@ -322,6 +325,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("last error", "none" if not info["last_error"] else
          f"{info['last_error'].get('at', '')} {info['last_error'].get('message', '')}".strip()),
     ]
+    from agent.ladder_view import describe
+
+    for item in info.get("noncompliance") or []:
+        lines.append((f"failing {item.get('rule_id')}", describe(item)))
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         print(f"{name.ljust(width)} : {value}")

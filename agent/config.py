@@ -134,6 +134,10 @@ OPTIONS: Tuple[Option, ...] = (
     Option("upload_interval", _as_float, None, "override the policy's upload interval (seconds)"),
     Option("policy_refresh_interval", _as_float, None, "override the policy's refresh interval (seconds)"),
     Option("vpn_sample_interval", _as_float, None, "override the VPN sampling interval (seconds)"),
+    Option("language", _choice("en", "fr", "ar"), None,
+           "language of the employee's notifications and `privacy` (default: from the locale)"),
+    Option("notify", _as_bool, True, "show desktop notifications to the signed-in user (noncompliance steps)"),
+    Option("notify_reminder", _as_float, 14400.0, "seconds between reminders of a step already notified"),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -158,6 +162,9 @@ class Settings:
     upload_interval: Optional[float]
     policy_refresh_interval: Optional[float]
     vpn_sample_interval: Optional[float]
+    language: Optional[str]
+    notify: bool
+    notify_reminder: float
     # where each value came from ("flag", "env TELEPOSTURE_X", "config FILE", "default"), for `status`
     sources: Mapping[str, str]
 

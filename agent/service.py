@@ -403,6 +403,7 @@ class AgentService:
                 platform=self.host.platform, policy=policy.ref(), facts=facts, results=results,
                 created_at=self.corrected_time(), extra=extra)
             envelope = protocol.seal(self.key, self.identity.device_id, payload)
+            self._keep_last_report(payload)
             text = protocol.canonical_json(envelope.to_json())
             try:
                 put = self._spool_call("put", seq, payload["report_id"], text)
@@ -496,6 +497,9 @@ class AgentService:
                 for q in restamp:
                     answers.pop(q.seq)
                 ack = self._spool_call("ack", answers, reasons)
+                ladders = [v.actions for v in verdicts if v.actions is not None]
+                if ladders:
+                    self._ladder(ladders[-1])
                 for seq, verdict in answers.items():
                     if verdict == REJECTED:
                         log.error("collector rejected report seq %d: %s (moved to the dead-letter table)", seq,
@@ -602,6 +606,22 @@ class AgentService:
     def clock_skew(self) -> Optional[float]:
         """This machine's clock minus the collector's (seconds), None until measured."""
         return None if self.clock_offset is None else round(-self.clock_offset, 3)
+
+    def _keep_last_report(self, payload: Dict[str, Any]) -> None:
+        from agent.cli_privacy import keep_last_report
+
+        try:
+            keep_last_report(self.state.root, payload)
+        except OSError as exc:  # the copy for `privacy` only: never a reason to lose the report
+            log.warning("cannot keep the last report for `privacy`: %s", exc)
+
+    def _ladder(self, items: List[Dict[str, Any]]) -> None:
+        from agent import ladder_view
+
+        try:
+            ladder_view.record(self.state, self.host, self.settings, self.policy, items)
+        except (OSError, sqlite3.Error) as exc:
+            self._error(f"noncompliance notice not recorded: {exc}", log_it=True)
 
     # -- policy ---------------------------------------------------------------------------------------------
     def refresh_policy(self) -> PolicyOutcome:

@@ -126,6 +126,8 @@ class Verdict:
     reason: str = ""
     last_seq: Optional[int] = None  # the device's last accepted seq, as the collector answered
     last_report_id: Optional[str] = None  # that report's id (duplicates): tells a resend from a re-used seq
+    # The device's running noncompliance ladders, when the collector sends them (docs/actions.md).
+    actions: Optional[List[Dict[str, Any]]] = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,7 @@ def parse_verdicts(answer: Any, count: int) -> List[Verdict]:
         reason = ""
         last_seq: Optional[int] = None
         last_report_id: Optional[str] = None
+        actions = None
         if isinstance(item, dict):
             text = item.get("status", item.get("result"))
             reason = str(item.get("reason") or "")
@@ -311,6 +314,7 @@ def parse_verdicts(answer: Any, count: int) -> List[Verdict]:
                 last_seq = int(item["last_seq"])
             if isinstance(item.get("last_report_id"), str):
                 last_report_id = item["last_report_id"]
+            actions = item.get("actions") if isinstance(item.get("actions"), list) else None
         if not isinstance(text, str):
             raise RetryableError(f"upload: unreadable verdict {str(item)[:80]!r}")
         head, _, tail = text.partition(":")
@@ -318,7 +322,7 @@ def parse_verdicts(answer: Any, count: int) -> List[Verdict]:
         if head not in ("accepted", "duplicate", "rejected"):
             raise RetryableError(f"upload: unknown verdict {text[:80]!r}")
         verdicts.append(Verdict(head, (reason or tail.strip()) if head == "rejected" else "", last_seq,
-                                last_report_id))
+                                last_report_id, actions))
     return verdicts
 
 

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(openvpn chromium chromium-driver iproute2 nftables iptables msitools shellcheck
-              dpkg-dev fakeroot debhelper rpm systemd wixl lintian nginx
-              faketime util-linux)  # faketime, unshare, mount: the agent fault tests (tests/agent/service/test_faults.py)
+              dpkg-dev fakeroot debhelper rpm systemd wixl lintian nginx faketime util-linux
+              dbus dbus-x11 dunst xvfb xauth libnotify-bin rsyslog rsyslog-gnutls)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -27,6 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import protocol
 from server.api.validation import validation_error
+from server.actions import delivery as actions_delivery
+from server.actions import worker as actions_worker
 from server.ingest import Ingestor
 from server.ratelimit import RateLimiter
 from server.settings import Settings
@@ -155,6 +157,10 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         stop = threading.Event()
         worker = threading.Thread(target=_maintenance_loop, args=(ctx, stop), name="maintenance", daemon=True)
         worker.start()
+        actions_worker.start(db, key, actions_delivery.DeliveryPolicy(
+            backoff_max=settings.delivery_backoff_max, dead_after=settings.event_dead_after,
+            lease=settings.delivery_lease),
+            settings.actions_interval, stop)
         try:
             yield
         finally:
@@ -166,11 +172,13 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
                               "with the device's Ed25519 key; admin endpoints take `Authorization: Bearer`.")
     app.state.ctx = ctx
     # Imported here: the route modules import this one (AppContext).
+    import server.api.actions
     import server.api.admin
     import server.api.agent
 
     app.include_router(server.api.agent.router)
     app.include_router(server.api.admin.router)
+    app.include_router(server.api.actions.router)
     if importlib.util.find_spec("server.web") is not None:
         web: Any = importlib.import_module("server.web")
         if hasattr(web, "router"):

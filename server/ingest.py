@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection
 from agent import protocol
 from agent.policy import Result, evaluate, summarize
 from server import bounds, device_notices
+from server.actions import ladder
 from server.store import policies as policy_store
 from server.store.db import Database
 from server.store.enrolment import PENDING_REASON
@@ -60,6 +61,8 @@ class Answer:
     compliance: Optional[str] = None
     last_seq: Optional[int] = None
     last_report_id: Optional[str] = None
+    # The device's running noncompliance ladders (server.actions.ladder.device_ladders), for the agent.
+    actions: Optional[list[dict[str, Any]]] = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status if self.reason is None or self.status != REJECTED
@@ -73,6 +76,8 @@ class Answer:
             out["last_seq"] = self.last_seq
         if self.last_report_id is not None:
             out["last_report_id"] = self.last_report_id
+        if self.actions is not None:
+            out["actions"] = self.actions
         return out
 
 
@@ -350,6 +355,11 @@ class Ingestor:
                         if claim is None:
                             claim = driver.rows(_CLAIM_SEQ, self._claim_params(candidate, now))
                         answers[candidate.index] = self._apply(conn, driver, candidate, claim, now, states, stats)
+                    accepted = sorted({str(a.device_id) for a in answers if a.status == ACCEPTED})
+                    for device_id, running in ladder.device_ladders(conn, accepted).items():
+                        for answer in answers:
+                            if answer.device_id == device_id and answer.status == ACCEPTED:
+                                answer.actions = running
                 finally:
                     driver.close()
         for answer in answers:
@@ -492,6 +502,15 @@ class Ingestor:
                 del state[rule]
             changed = True
         compliance = summarize(results)
+        if history or gone or compliance != device.compliance:
+            # The ladder, blocks and events of this change, in this transaction (server.actions).
+            ladder.on_evaluation(conn, device_id=device_id, org_unit_id=org_unit_id, policy=stored.policy,
+                                 changes=[ladder.RuleChange(h["rule_id"], state[h["rule_id"]].severity,
+                                                            h["old_status"], h["new_status"],
+                                                            state[h["rule_id"]].failing_since, h["reason"])
+                                          for h in history],
+                                 gone_rules=gone, old_compliance=str(device.compliance),
+                                 new_compliance=compliance, at=cand.created_at, now=now)
         summary = {"compliance": compliance, "fail_count": counts["fail"], "warn_count": counts["warn"],
                    "error_count": counts["error"], "disagreements": disagreements, "policy_ref": stored.ref,
                    "agent_policy_ref": agent_policy_ref, "agent_version": agent_version,

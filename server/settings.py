@@ -74,10 +74,17 @@ class Settings(BaseModel):
     raw_report_interval: float = 3600.0
     policy_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_interval: float = 600.0
+    # server.actions: how often due ladder steps and the outbox are looked at, retry backoff ceiling, and
+    # how long an undelivered event is retried before it goes to the dead-letter list (docs/actions.md).
+    actions_interval: float = 2.0
+    delivery_backoff_max: float = 300.0
+    event_dead_after: float = 3 * 86400.0
+    delivery_lease: float = 60.0  # a claimed delivery of a killed process is retried after this
     log_level: str = "info"
     access_log: bool = True
 
     @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
+                     "actions_interval", "delivery_backoff_max", "event_dead_after", "delivery_lease",
                      mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float:

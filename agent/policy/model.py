@@ -12,6 +12,9 @@ POLICY_SCHEMA = "teleposture/policy/v1"
 SEVERITIES = ("critical", "high", "medium", "low")
 LANGUAGES = ("en", "fr", "ar")
 STATUSES = ("pass", "warn", "fail", "not_applicable", "error")
+# What a step of the noncompliance ladder does (docs/actions.md).
+LADDER_ACTIONS = ("notify_employee", "notify_team", "notify_manager", "block")
+MAX_LADDER_OFFSET_SECONDS = 365 * 86400
 
 # In a platform-keyed expectation ({darwin: {max: 21}, default: {max: 3}}), what the platforms
 # not named get; without it an expectation keyed by platform applies only to the platforms named.
@@ -98,16 +101,29 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class LadderStep:
+    """One step of the noncompliance ladder: ``action`` once the rule has failed for ``after`` seconds."""
+
+    after: int
+    action: str
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"after": self.after, "do": self.action}
+
+
+@dataclass(frozen=True)
 class Policy:
     id: str
     version: int
     title: Mapping[str, str]
     rules: Tuple[Rule, ...]
     intervals: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_INTERVALS))
+    # severity -> the ladder's steps in order of their offsets; a severity not named has no ladder.
+    actions: Mapping[str, Tuple[LadderStep, ...]] = field(default_factory=dict)
 
     def to_json(self) -> Dict[str, Any]:
         """The whole document as plain JSON (grace and intervals in seconds, defaults filled in)."""
-        return {
+        data: Dict[str, Any] = {
             "schema": POLICY_SCHEMA,
             "id": self.id,
             "version": self.version,
@@ -115,6 +131,10 @@ class Policy:
             "intervals": dict(self.intervals),
             "rules": [rule.to_json() for rule in self.rules],
         }
+        # Only when given, so that the canonical text (and digest) of a policy without it is unchanged.
+        if self.actions:
+            data["actions"] = ladder_to_json(self.actions)
+        return data
 
     def canonical_text(self) -> str:
         # A policy is immutable, so its canonical text (and digest) is computed once.
@@ -145,3 +165,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def ladder_to_json(actions: Mapping[str, Tuple[LadderStep, ...]]) -> Dict[str, Any]:
+    return {severity: [step.to_json() for step in steps] for severity, steps in actions.items()}

@@ -10,7 +10,14 @@ from typing import Any, Dict, List
 
 from agent.checks import REGISTRY
 from agent.checks.base import PLATFORMS, FactSpec
-from agent.policy.model import DEFAULT_INTERVALS, LANGUAGES, PLATFORM_DEFAULT, POLICY_SCHEMA, SEVERITIES
+from agent.policy.model import (
+    DEFAULT_INTERVALS,
+    LADDER_ACTIONS,
+    LANGUAGES,
+    PLATFORM_DEFAULT,
+    POLICY_SCHEMA,
+    SEVERITIES,
+)
 from agent.policy.validate import DURATION_PATTERN, ID_PATTERN, VERSION_PATTERN
 
 SCHEMA_ID = "https://teleposture.invalid/schemas/policy/v1.json"
@@ -156,6 +163,12 @@ def policy_schema() -> Dict[str, Any]:
             "intervals": {"type": "object", "additionalProperties": False,
                           "properties": {name: _DURATION for name in DEFAULT_INTERVALS}},
             "rules": {"type": "array", "minItems": 1, "items": rule},
+            "actions": {"type": "object", "additionalProperties": False,
+                        "description": "the noncompliance ladder per severity (docs/actions.md)",
+                        "properties": {severity: {"type": "array", "items": {
+                            "type": "object", "required": ["after", "do"], "additionalProperties": False,
+                            "properties": {"after": _DURATION, "do": {"enum": list(LADDER_ACTIONS)}}}}
+                            for severity in SEVERITIES}},
         },
         "$defs": _expectation_defs(),
     }

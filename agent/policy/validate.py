@@ -17,10 +17,13 @@ from agent.policy.loader import LineMap, Path_
 from agent.policy.model import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_INTERVALS,
+    LADDER_ACTIONS,
     LANGUAGES,
+    MAX_LADDER_OFFSET_SECONDS,
     PLATFORM_DEFAULT,
     POLICY_SCHEMA,
     SEVERITIES,
+    LadderStep,
     Policy,
     Rule,
     is_platform_keyed,
@@ -32,7 +35,7 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 VERSION_PATTERN = re.compile(r"^\d+(\.\d+)*$")
 
 # Every key is carried by Policy.to_json(): a key the model would drop is refused, not ignored.
-TOP_KEYS = ("schema", "id", "version", "title", "intervals", "rules")
+TOP_KEYS = ("schema", "id", "version", "title", "intervals", "rules", "actions")
 RULE_KEYS = ("id", "check", "severity", "grace", "when", "expect", "params", "title", "remediation", "references")
 NUMBER_KEYS = ("min", "max", "warn")
 VERSION_KEYS = ("min", "max", "min_build")
@@ -137,6 +140,54 @@ class _Validator:
                                    f"(seconds, or like 300s, 5m, 1h), found {raw!r}")
                 continue
             out[name] = seconds
+        return out
+
+    def actions(self, value: Any, path: Path_ = ("actions",)) -> Dict[str, Tuple[LadderStep, ...]]:
+        """The noncompliance ladder: {severity: [{after: 24h, do: notify_team}, ...]} (docs/actions.md)."""
+        out: Dict[str, Tuple[LadderStep, ...]] = {}
+        if value is None:
+            return out
+        if not isinstance(value, dict):
+            self.problem(path, f"`actions` must be a mapping of severity to a list of steps, found {_kind(value)}")
+            return out
+        for severity, steps in value.items():
+            here = path + (severity,)
+            if severity not in SEVERITIES:
+                self.problem(here, f"actions: unknown severity {severity!r}; one of {', '.join(SEVERITIES)}")
+                continue
+            if not isinstance(steps, list):
+                self.problem(here, f"actions.{severity} must be a list of steps like "
+                                   f"{{after: 24h, do: notify_team}}, found {_kind(steps)}")
+                continue
+            parsed: List[LadderStep] = []
+            for index, step in enumerate(steps):
+                at = here + (index,)
+                if not isinstance(step, dict) or set(step) != {"after", "do"}:
+                    self.problem(at, f"actions.{severity} step #{index + 1} must be {{after: DURATION, do: ACTION}}, "
+                                     f"found {step!r}")
+                    continue
+                after = parse_duration(step["after"])
+                if after is None or after > MAX_LADDER_OFFSET_SECONDS:
+                    self.problem(at + ("after",), f"actions.{severity} step #{index + 1}: `after` must be a "
+                                                  f"duration like 0s, 30m, 24h, 7d (at most a year), "
+                                                  f"found {step['after']!r}")
+                    continue
+                action = step["do"]
+                if action not in LADDER_ACTIONS:
+                    self.problem(at + ("do",), f"actions.{severity} step #{index + 1}: unknown action {action!r}; "
+                                               f"one of {', '.join(LADDER_ACTIONS)}")
+                    continue
+                if parsed and after < parsed[-1].after:
+                    self.problem(at + ("after",), f"actions.{severity} step #{index + 1}: steps must be in order "
+                                                  f"of `after`; {step['after']!r} comes before the previous step")
+                    continue
+                if any(earlier.action == action for earlier in parsed):
+                    self.problem(at + ("do",), f"actions.{severity} step #{index + 1}: {action} is already a "
+                                               "step of this ladder")
+                    continue
+                parsed.append(LadderStep(after, str(action)))
+            if parsed:
+                out[severity] = tuple(parsed)
         return out
 
     # -- expectations ------------------------------------------------------------------------
@@ -381,6 +432,7 @@ class _Validator:
                          f"`version` must be a whole number >= 1 (raise it with every change), found {version!r}")
         title = self.texts(doc, "title", (), "policy")
         intervals = self.intervals(doc.get("intervals"))
+        actions = self.actions(doc.get("actions"))
         raw_rules = doc.get("rules")
         rules: List[Rule] = []
         if not isinstance(raw_rules, list) or not raw_rules:
@@ -414,7 +466,7 @@ class _Validator:
         if self.problems or not isinstance(version, int):
             return None
         return Policy(id=str(policy_id), version=version, title=title, rules=tuple(rules),
-                      intervals=intervals)
+                      intervals=intervals, actions=actions)
 
 
 def validate_document(doc: Any, lines: LineMap) -> Tuple[List[str], Optional[Policy]]:
@@ -422,3 +474,10 @@ def validate_document(doc: Any, lines: LineMap) -> Tuple[List[str], Optional[Pol
     validator = _Validator(lines)
     policy = validator.document(doc)
     return validator.sorted_problems(), policy
+
+
+def validate_actions(value: Any, lines: LineMap) -> Tuple[List[str], Dict[str, Tuple[LadderStep, ...]]]:
+    """Problems of a ladder given alone (an org unit's override) and the parsed ladder."""
+    validator = _Validator(lines)
+    actions = validator.actions(value, ())
+    return validator.sorted_problems(), actions

@@ -70,6 +70,10 @@ class EnvelopeAnswer(BaseModel):
     last_seq: Optional[int] = Field(None, description="the device's last accepted seq after this envelope")
     last_report_id: Optional[str] = Field(None, description="report_id of that report (duplicates): an agent "
                                                             "whose report_id differs numbers its report again")
+    actions: Optional[list[dict[str, Any]]] = Field(
+        default=None, description="running noncompliance ladders of the device: rule_id, severity, started_at, "
+                                  "step, steps, last_action, next_action, next_at, block_at, blocked_since "
+                                  "(docs/actions.md)")
 
 
 class ReportResponse(BaseModel):

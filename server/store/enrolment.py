@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from agent import protocol
 from server import security
+from server.actions.events import Event, emit_events
 from server.store import audit
 from server.store.schema import (
     DEVICE_ACTIVE,
@@ -207,7 +208,15 @@ def register_device(conn: Connection, grant: TokenGrant, public_key: str, key_id
         platform=_text(identity, "platform", 16), os_name=_text(identity, "os_name", 200),
         os_version=_text(identity, "os_version", 100), enrolled_at=now, enroll_token_id=grant.token_id,
         replaces=previous_ids[0] if previous_ids else None, last_seq=0, compliance="unknown"))
+    emit_events(conn, [Event("device.enrolled", device_id, grant.org_unit_id, None,
+                             {"hostname": hostname, "state": state,
+                              "replaces": previous_ids[0] if previous_ids and state != DEVICE_PENDING else None},
+                             now)], now=now)
     if state == DEVICE_PENDING:
+        emit_events(conn, [Event("enrolment.conflict", device_id, grant.org_unit_id, None,
+                                 {"hostname": hostname, "machine_id": machine_id,
+                                  "active_devices": list(previous_ids), "waiting_for": "an admin's approval"},
+                                 now)], now=now)
         return EnrolmentOutcome(device_id, state, conflicts_with=previous_ids, proof_problem=proof_problem)
     _replace(conn, previous_ids, device_id, now)
     return EnrolmentOutcome(device_id, state, replaced=previous_ids, how=how, proof_problem=proof_problem)
@@ -215,9 +224,13 @@ def register_device(conn: Connection, grant: TokenGrant, public_key: str, key_id
 
 def _replace(conn: Connection, old_ids: tuple[str, ...], new_id: str, now: float) -> None:
     for old_id in old_ids:
-        conn.execute(devices.update().where(devices.c.id == old_id)
-                     .values(state=DEVICE_REPLACED, replaced_by=new_id, revoked_at=now))
+        row = conn.execute(devices.update().where(devices.c.id == old_id)
+                           .values(state=DEVICE_REPLACED, replaced_by=new_id, revoked_at=now)
+                           .returning(devices.c.org_unit_id, devices.c.hostname)).first()
         conn.execute(check_state.update().where(check_state.c.device_id == old_id).values(active=False))
+        # the events of this change, in its transaction (server.actions, docs/actions.md)
+        emit_events(conn, [Event("device.replaced", old_id, int(row.org_unit_id) if row else None, None,
+                                 {"hostname": row.hostname if row else "", "replaced_by": new_id}, now)], now=now)
 
 
 def record_enrolment(conn: Connection, outcome: EnrolmentOutcome, grant: TokenGrant, hostname: str,

@@ -312,3 +312,108 @@ device_notices = sa.Table(
     sa.Column("details", sa.Text, nullable=False),  # JSON object
     sa.Index(None, "device_id", "id"),
 )
+
+# --- Noncompliance actions, events and sinks (migration 0009; docs/actions.md) ---------------------
+
+# The ladder per (device, rule) during a failing episode: how many steps fired and when the next is due.
+# A row exists only while an episode runs; it is deleted when the rule passes or is exempted.
+ladder_state = sa.Table(
+    "ladder_state", metadata,
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("rule_id", sa.String(200), primary_key=True),
+    sa.Column("org_unit_id", sa.Integer, nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("started_at", Time, nullable=False),  # when the rule started failing (the episode's start)
+    sa.Column("steps_fired", sa.Integer, nullable=False),  # how many steps of the ladder fired
+    sa.Column("last_action", sa.String(32), nullable=True),  # the action of the last step fired
+    sa.Column("next_action", sa.String(32), nullable=True),
+    sa.Column("next_at", Time, nullable=True),  # the next step's deadline; NULL when the ladder is done
+    sa.Column("ladder", sa.Text, nullable=False),  # JSON [[after_seconds, action], ...] fixed for the episode
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Index(None, "next_at"),
+    sa.Index(None, "org_unit_id", "next_action", "next_at"),
+)
+
+# A device is blocked while it has a row here (one per rule whose ladder reached `block`).
+device_blocks = sa.Table(
+    "device_blocks", metadata,
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("rule_id", sa.String(200), primary_key=True),
+    sa.Column("org_unit_id", sa.Integer, nullable=False),
+    sa.Column("since", Time, nullable=False),
+    sa.Index(None, "org_unit_id", "since"),
+)
+
+# An org unit's own ladder (overrides the policy's `actions`) and the contacts notify_manager e-mails.
+org_unit_ladders = sa.Table(
+    "org_unit_ladders", metadata,
+    sa.Column("org_unit_id", sa.Integer, sa.ForeignKey("org_units.id"), primary_key=True),
+    sa.Column("actions", sa.Text, nullable=True),  # JSON {severity: [[after_seconds, action], ...]}; NULL: policy's
+    sa.Column("contacts", sa.Text, nullable=False, server_default="[]"),  # JSON list of e-mail addresses
+    sa.Column("language", sa.String(8), nullable=False, server_default="en"),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=True),
+)
+
+# Exemptions from a rule for one device or a whole org unit, with a mandatory reason and an expiry.
+rule_exceptions = sa.Table(
+    "rule_exceptions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule_id", sa.String(200), nullable=False),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), nullable=True),
+    sa.Column("org_unit_id", sa.Integer, sa.ForeignKey("org_units.id"), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("ended_at", Time, nullable=True),  # revoked or expired (the expiry job sets it)
+    sa.Index(None, "org_unit_id", "rule_id", "ended_at"),
+    sa.Index(None, "device_id", "ended_at"),
+    sa.Index(None, "ended_at", "expires_at"),
+)
+
+# The durable outbox: one row per event, written in the transaction of the change that caused it.
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("uid", sa.String(36), nullable=False, unique=True),  # idempotency id (webhook-id, syslog MSGID)
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(36), nullable=True),
+    sa.Column("org_unit_id", sa.Integer, nullable=True),
+    sa.Column("severity", sa.String(16), nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the OCSF-shaped JSON document
+    sa.Index(None, "created_at"),
+    sa.Index(None, "device_id", "id"),
+)
+
+sinks = sa.Table(
+    "sinks", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # webhook | email | syslog
+    sa.Column("config", sa.Text, nullable=False),  # JSON, without secrets
+    sa.Column("secret", sa.Text, nullable=True),  # encrypted with the server key (server.actions.secrets)
+    sa.Column("filters", sa.Text, nullable=False),  # JSON {event_types, org_unit_ids, min_severity}
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=True),
+)
+
+# Delivery state of each event to each sink. Per (sink, device) events go out in id order: only the
+# oldest pending one of a device is ever claimed.
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), sa.ForeignKey("events.id"),
+              primary_key=True),
+    sa.Column("sink_id", sa.Integer, sa.ForeignKey("sinks.id"), primary_key=True),
+    sa.Column("device_key", sa.String(36), nullable=False),  # device id, or "" for fleet-wide events
+    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | dead
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", Time, nullable=False),
+    sa.Column("claimed_until", Time, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered_at", Time, nullable=True),
+    sa.Index(None, "sink_id", "state", "device_key", "event_id"),
+    sa.Index(None, "sink_id", "state", "event_id"),
+)

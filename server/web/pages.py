@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Reques
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from server import device_notices, lowprio
+from server.actions import ladder
 from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
 from server.app import AppContext
@@ -223,6 +224,7 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
         rules = queries.rule_counts(conn, scope, now=now, max_age=2 * ctx.settings.maintenance_interval + 60)
         trend = maintenance.daily_trend(conn, scope, since_day=maintenance.utc_day(now - TREND_DAYS * 86400))
         changes = queries.recent_changes(conn, scope, limit=12)
+        ladder_counts = ladder.due_counts(conn, None if scope.unrestricted else sorted(scope.org_unit_ids or ()), now)
         stale = queries.stale_devices(conn, scope, cutoff=now - stale_after, limit=10)
         all_units = accounts.list_org_units(conn, user.principal.scope)
     trend_data = {"labels": [d["day"] for d in trend],
@@ -233,7 +235,7 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
         request, ctx, user, "overview", summary=counts, fresh=counts, units=counts.units, trend=trend,
         rules=sorted(rules.rules.items()), rules_counted_at=rules.computed_at,
         trend_data=trend_data, changes=changes, stale=stale, org_units=all_units,
-        org_unit_id=unit_id))
+        org_unit_id=unit_id, ladder_counts=ladder_counts))
 
 
 # -- devices -----------------------------------------------------------------------------------
@@ -401,11 +403,13 @@ def device_detail(request: Request, ctx: ContextDep, user: UserDep, device_id: D
         machine = [d for d in enrolment.machine_enrolments(conn, device["machine_id"])
                    if user.principal.scope.allows(int(d["org_unit_id"]))]
         events = enrolment.enrolment_events(conn, [d["id"] for d in machine])
+        ladders = {item["rule_id"]: item for item in ladder.device_ladders(conn, [device_id])[device_id]}
+        exceptions = ladder.active_exceptions(conn, device_id, int(device["org_unit_id"]))
     order = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "not_applicable": 4}
     checks.sort(key=lambda c: (order.get(c["status"], 5), c["rule_id"]))
     return render.page("device.html", context(request, ctx, user, "devices", device=device, checks=checks,
                                               history=history, reports=reports, notices=notices, machine=machine,
-                                              enrolment_events=events))
+                                              enrolment_events=events, ladders=ladders, exceptions=exceptions))
 
 
 @router.post("/devices/{device_id}/approve")
