@@ -164,11 +164,15 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
                               "with the device's Ed25519 key; admin endpoints take `Authorization: Bearer`.")
     app.state.ctx = ctx
     # Imported here: the route modules import this one (AppContext).
+    import server.api.access
     import server.api.admin
     import server.api.agent
 
     app.include_router(server.api.agent.router)
     app.include_router(server.api.admin.router)
+    for access_router in (server.api.access.gate_router, server.api.access.agent_router,
+                          server.api.access.admin_router):
+        app.include_router(access_router)
     if importlib.util.find_spec("server.web") is not None:
         web: Any = importlib.import_module("server.web")
         if hasattr(web, "router"):

@@ -56,6 +56,8 @@ class ReportResponse(BaseModel):
     accepted: int
     duplicate: int
     rejected: int
+    access: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per accepted device: its signed access decision (docs/access.md)")
 
 
 class Problem(BaseModel):
