@@ -62,21 +62,24 @@ class Pki:
         self.ca = directory / "ca.pem"
         self.ca.write_bytes(self.ca_cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, common_name: str, server: bool = False) -> Identity:
+    def issue(self, common_name: str, server: bool = False, dns: tuple[str, ...] = ()) -> Identity:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-                .issuer_name(self._ca_name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False),
-                               critical=True)
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-                .sign(self._ca_key, hashes.SHA256()))
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+                   .issuer_name(self._ca_name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False),
+                                  critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        if dns:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in dns]),
+                                            critical=False)
+        cert = builder.sign(self._ca_key, hashes.SHA256())
         cert_path, key_path = self.dir / f"{common_name}.crt", self.dir / f"{common_name}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -1,6 +1,7 @@
 """teleposture-gate: verify the collector's signed access decisions at a VPN server or reverse proxy.
 
   teleposture-gate openvpn --config gate.toml   serve OpenVPN's management interface (--management-client-auth)
+  teleposture-gate http --listen 127.0.0.1:9191 forward-auth endpoint for nginx / Traefik / Caddy (device mTLS)
   teleposture-gate decide FINGERPRINT           what the gate would decide now for a client certificate
   teleposture-gate verify [TOKEN]               check a decision token offline (signature, expiry, binding)
 
@@ -44,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     openvpn = commands.add_parser("openvpn", help="decide OpenVPN connections through its management interface")
     openvpn.add_argument("--management", help="management socket: unix socket path or host:port")
+
+    http = commands.add_parser("http", help="forward-auth endpoint for nginx auth_request, Traefik ForwardAuth, "
+                                            "Caddy forward_auth (mTLS with the collector's device CA)")
+    http.add_argument("--listen", default="127.0.0.1:9191", help="address:port (default 127.0.0.1:9191; keep it "
+                                                                 "private: whoever reaches it can claim a certificate)")
 
     decide = commands.add_parser("decide", help="ask as the gate would for a certificate fingerprint; prints the "
                                                 "verdict as JSON")
@@ -115,7 +121,20 @@ def cmd_openvpn(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED
 
 
-COMMANDS = {"openvpn": cmd_openvpn, "decide": cmd_decide, "verify": cmd_verify}
+def cmd_http(args: argparse.Namespace) -> int:
+    from gate.http import serve
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise GateSettingsError(f"--listen: expected address:port, found {args.listen!r}")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    serve(Gate(_settings(args)), host.strip("[]"), int(port), stop)
+    return EXIT_ALLOWED
+
+
+COMMANDS = {"openvpn": cmd_openvpn, "http": cmd_http, "decide": cmd_decide, "verify": cmd_verify}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

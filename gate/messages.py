@@ -5,6 +5,7 @@ Short single-line texts: OpenVPN shows them in the client's log after ``AUTH_FAI
 
 from __future__ import annotations
 
+import html
 from typing import Any, Mapping, Sequence
 
 TEXTS: Mapping[str, Mapping[str, str]] = {
@@ -24,7 +25,10 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "bad_signature": "the access decision is not authentic",
         "malformed": "the access decision is unreadable",
         "not_yet_valid": "the access decision is not valid yet (clock?)",
+        "no_certificate": "this browser did not present a Teleposture device certificate",
         "fix": "run `teleposture-agent check` for details",
+        "page_title": "Access refused",
+        "page_intro": "This application is open to compliant work laptops only. What to fix:",
     },
     "fr": {
         "prefix": "Teleposture : accès refusé",
@@ -42,7 +46,10 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "bad_signature": "la décision d'accès n'est pas authentique",
         "malformed": "la décision d'accès est illisible",
         "not_yet_valid": "la décision d'accès n'est pas encore valide (horloge ?)",
+        "no_certificate": "ce navigateur n'a pas présenté de certificat d'appareil Teleposture",
         "fix": "lancez `teleposture-agent check` pour le détail",
+        "page_title": "Accès refusé",
+        "page_intro": "Cette application n'est ouverte qu'aux postes de travail conformes. À corriger :",
     },
     "ar": {
         "prefix": "Teleposture: تم رفض الوصول",
@@ -60,13 +67,16 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
         "bad_signature": "قرار الوصول غير أصلي",
         "malformed": "قرار الوصول غير مقروء",
         "not_yet_valid": "قرار الوصول غير صالح بعد (الساعة؟)",
+        "no_certificate": "لم يقدم هذا المتصفح شهادة جهاز Teleposture",
         "fix": "شغّل teleposture-agent check للتفاصيل",
+        "page_title": "تم رفض الوصول",
+        "page_intro": "هذا التطبيق مفتوح فقط للحواسيب المهنية الممتثلة. ما يجب إصلاحه:",
     },
 }
 
 
-def refusal(lang: str, code: str, causes: Sequence[Mapping[str, Any]] = ()) -> str:
-    """One line: why the connection was refused and what to do, in ``lang`` (English if unknown)."""
+def reasons(lang: str, code: str, causes: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+    """Each reason for a refusal, in ``lang`` (English if unknown)."""
     texts = TEXTS.get(lang, TEXTS["en"])
     parts: list[str] = []
     for cause in causes or [{"code": code}]:
@@ -75,4 +85,22 @@ def refusal(lang: str, code: str, causes: Sequence[Mapping[str, Any]] = ()) -> s
         if isinstance(titles, dict):
             title = titles.get(lang) or titles.get("en") or title
         parts.append(template.format(title=title))
-    return f"{texts['prefix']}: {'; '.join(parts)} ({texts['fix']})"
+    return parts
+
+
+def refusal(lang: str, code: str, causes: Sequence[Mapping[str, Any]] = ()) -> str:
+    """One line: why the connection was refused and what to do, in ``lang`` (English if unknown)."""
+    texts = TEXTS.get(lang, TEXTS["en"])
+    return f"{texts['prefix']}: {'; '.join(reasons(lang, code, causes))} ({texts['fix']})"
+
+
+def refusal_page(lang: str, code: str, causes: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The 403 page a reverse proxy shows: what is wrong and what to do, in ``lang``; everything escaped."""
+    lang = lang if lang in TEXTS else "en"
+    texts = TEXTS[lang]
+    items = "".join(f"<li>{html.escape(reason)}</li>" for reason in reasons(lang, code, causes))
+    direction = "rtl" if lang == "ar" else "ltr"
+    return (f'<!DOCTYPE html>\n<html lang="{lang}" dir="{direction}"><head><meta charset="utf-8">'
+            f"<title>{html.escape(texts['page_title'])}</title></head><body>"
+            f"<h1>{html.escape(texts['page_title'])}</h1><p>{html.escape(texts['page_intro'])}</p>"
+            f"<ul>{items}</ul><p>{html.escape(texts['fix'])}</p></body></html>\n")

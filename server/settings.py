@@ -73,6 +73,7 @@ class Settings(BaseModel):
     # Access decisions (docs/access.md): a device silent for longer is denied; signed decisions live this long.
     access_stale_limit: float = 3 * 86400.0
     decision_lifetime: float = 900.0
+    device_cert_lifetime: float = 7 * 86400.0  # device TLS certificates (server/device_ca.py)
     report_retention: float = 30 * 86400.0
     raw_report_interval: float = 3600.0
     policy_cache_seconds: float = Field(default=5.0, ge=0)
@@ -80,8 +81,8 @@ class Settings(BaseModel):
     log_level: str = "info"
     access_log: bool = True
 
-    @field_validator("stale_after", "access_stale_limit", "decision_lifetime", "report_retention",
-                     "raw_report_interval", "maintenance_interval", mode="before")
+    @field_validator("stale_after", "access_stale_limit", "decision_lifetime", "device_cert_lifetime",
+                     "report_retention", "raw_report_interval", "maintenance_interval", mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float:
         return parse_duration(value, info.field_name)

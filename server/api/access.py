@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from agent import protocol
 from gate import decision as tokens
+from server import device_ca
 from server.access import decide, describe
 from server.api.admin import DeviceIdPath, csv_stream
 from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip
@@ -52,6 +55,18 @@ class SignedDecision(BaseModel):
     warnings: list[dict[str, Any]]
     exception: Optional[dict[str, Any]] = None
     token: str = Field(description="compact JWS (alg Ed25519) signed by the collector's server key")
+
+
+class CertificateRequest(BaseModel):
+    csr: str = Field(min_length=1, max_length=16384, description="PEM certificate signing request (the device's "
+                                                                    "TLS key; its subject is ignored)")
+
+
+class DeviceCertificate(BaseModel):
+    certificate: str = Field(description="PEM client certificate, CN = device id")
+    ca: str = Field(description="PEM device CA certificate")
+    fingerprint: str
+    not_after: float = Field(description="renew before this (epoch seconds)")
 
 
 class GateDecisionIn(BaseModel):
@@ -243,6 +258,69 @@ async def agent_access(request: Request, ctx: ContextDep) -> dict[str, Any]:
                                                     f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
     return await run_in_threadpool(_agent_decision, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature)
+
+
+def _device_ca(ctx: AppContext) -> device_ca.DeviceCA:
+    data_dir = ctx.settings.data_dir.resolve()
+    with _ca_lock:
+        found = _device_cas.get(data_dir)
+        if found is None:
+            found = _device_cas[data_dir] = device_ca.load_or_create(data_dir)
+    return found
+
+
+_device_cas: dict[FilePath, device_ca.DeviceCA] = {}
+_ca_lock = threading.Lock()
+
+
+def _issue_certificate(ctx: AppContext, device_id: str, method: str, path: str, timestamp: str, signature: str,
+                       csr: str) -> dict[str, Any]:
+    ca = _device_ca(ctx)
+    now = _now()
+    with ctx.db.write() as conn:
+        device = store.device_row(conn, device_id)
+        if device is None:
+            raise HTTPException(status_code=401, detail="unknown device: enrol it first")
+        try:
+            protocol.check_request_signature(protocol.load_public_key(store.device_public_key(conn, device_id)),
+                                             method, path, timestamp, signature)
+        except protocol.ProtocolError as exc:
+            raise HTTPException(status_code=401, detail=str(exc)) from exc
+        if device.state != "active":
+            raise HTTPException(status_code=403, detail=f"device is {device.state}: no certificate is issued")
+        try:
+            issued = ca.issue(csr, device_id, now, ctx.settings.device_cert_lifetime)
+        except device_ca.CertificateRequestError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        store.replace_device_certificate(conn, device_id, issued.fingerprint, issued.not_after, now)
+    return {"certificate": issued.pem, "ca": ca.pem, "fingerprint": issued.fingerprint,
+            "not_after": issued.not_after}
+
+
+@agent_router.post("/device-certificate", response_model=DeviceCertificate,
+                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
+                              429: {"model": Problem}})
+async def device_certificate(request: Request, ctx: ContextDep, body: CertificateRequest) -> dict[str, Any]:
+    """Issue (or renew) the device's short-lived client TLS certificate from the device CA. Signed by the
+    device like GET /policy; a revoked or replaced device gets none."""
+    limit_ip(request, ctx)
+    device_id = request.headers.get(protocol.HEADER_DEVICE)
+    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
+    signature = request.headers.get(protocol.HEADER_SIGNATURE)
+    if not device_id or not timestamp or not signature or len(device_id) > 64:
+        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
+                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
+    return await run_in_threadpool(_issue_certificate, ctx, device_id, request.method, request.url.path, timestamp,
+                                   signature, body.csr)
+
+
+@gate_router.get("/device-ca", response_class=PlainTextResponse,
+                 responses={200: {"content": {"application/x-pem-file": {}}, "description": "the device CA (PEM)"}})
+async def gate_device_ca(request: Request, ctx: ContextDep) -> PlainTextResponse:
+    """The device CA certificate a reverse proxy trusts for client certificates."""
+    await run_in_threadpool(_gate, ctx, request)
+    ca = await run_in_threadpool(_device_ca, ctx)
+    return PlainTextResponse(ca.pem, media_type="application/x-pem-file")
 
 
 # -- admins -----------------------------------------------------------------------------------

@@ -126,6 +126,17 @@ def link_credential(conn: Connection, device_id: str, fingerprint: str, kind: st
                                                      label=label[:300], created_at=now, created_by=actor[:200]))
 
 
+def replace_device_certificate(conn: Connection, device_id: str, fingerprint: str, not_after: float,
+                               now: float) -> None:
+    """Record a device TLS certificate just issued; forget this device's expired ones."""
+    conn.execute(network_credentials.delete().where(
+        network_credentials.c.device_id == device_id, network_credentials.c.kind == "device_tls",
+        network_credentials.c.not_after < now))
+    conn.execute(network_credentials.insert().values(
+        fingerprint=fingerprint, device_id=device_id, kind="device_tls", label="device TLS certificate",
+        created_at=now, created_by=f"device:{device_id}", not_after=not_after))
+
+
 def unlink_credential(conn: Connection, device_id: str, fingerprint: str) -> bool:
     return bool(conn.execute(network_credentials.delete().where(
         network_credentials.c.device_id == device_id, network_credentials.c.fingerprint == fingerprint)).rowcount)

@@ -286,7 +286,7 @@ audit_log = sa.Table(
 
 # -- Access decisions (issue 14, migration 0010) ------------------------------------------------
 ACCESS_DECISIONS = ("allow", "deny")
-CREDENTIAL_KINDS = ("vpn",)
+CREDENTIAL_KINDS = ("vpn", "device_tls")
 
 # The current decision per device and since when it holds (updated only when it changes).
 access_state = sa.Table(
@@ -323,6 +323,7 @@ network_credentials = sa.Table(
     sa.Column("label", sa.String(300), nullable=False),  # e.g. the certificate's subject
     sa.Column("created_at", Time, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("not_after", Time, nullable=True),  # device TLS certificates: when they expire
     sa.Index(None, "device_id"),
 )
 

@@ -152,3 +152,29 @@ def test_agent_asks_for_its_decision_on_demand(collector: Collector) -> None:
     assert tokens.verify(got.json()["token"], key, now=time.time()).device_id == device.device_id
     forged = dict(headers, **{protocol.HEADER_SIGNATURE: protocol.b64encode(b"x" * 64)})
     assert collector.client.get("/api/v1/access", headers=forged).status_code == 401
+
+
+def test_device_certificate_needs_a_valid_csr_and_an_active_device(collector: Collector) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    device = collector.enroll()
+    path = "/api/v1/device-certificate"
+    bad = collector.client.post(path, headers=device.signed_headers("POST", path), json={"csr": "not a csr"})
+    assert bad.status_code == 400 and "PEM certificate signing request" in bad.json()["detail"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                                                              "x")]))
+           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+    unsigned = collector.client.post(path, json={"csr": csr})
+    assert unsigned.status_code == 401
+    issued = collector.client.post(path, headers=device.signed_headers("POST", path), json={"csr": csr})
+    assert issued.status_code == 200, issued.text
+    body = issued.json()
+    access = collector.admin("GET", f"/devices/{device.device_id}/access").json()
+    assert [(c["fingerprint"], c["kind"]) for c in access["credentials"]] == [(body["fingerprint"], "device_tls")]
+    assert collector.admin("POST", f"/devices/{device.device_id}/revoke").status_code == 200
+    again = collector.client.post(path, headers=device.signed_headers("POST", path), json={"csr": csr})
+    assert again.status_code == 403

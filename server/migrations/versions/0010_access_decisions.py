@@ -1,5 +1,5 @@
-"""Access decisions (issue 14): current decision per device, admin exceptions, network credentials,
-gate tokens and the decisions gates report back.
+"""Access decisions (issue 14): current decision per device, admin exceptions, network credentials
+(VPN certificates and device TLS certificates), gate tokens and the decisions gates report back.
 
 Revision ID: 0010
 Revises: 0006
@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("label", sa.String(length=300), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("created_by", sa.String(length=200), nullable=False),
+        sa.Column("not_after", sa.Double(), nullable=True),
         sa.ForeignKeyConstraint(["device_id"], ["devices.id"],
                                 name=op.f("fk_network_credentials_device_id_devices")),
         sa.PrimaryKeyConstraint("fingerprint", name=op.f("pk_network_credentials")),
