@@ -15,7 +15,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent import cli_check, cli_service
+    from agent import cli_access, cli_check, cli_service
 
     parser = argparse.ArgumentParser(
         prog="teleposture-agent",
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     cli_check.register(sub)
     cli_service.register(sub)
+    cli_access.register(sub)
     return parser
 
 

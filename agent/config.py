@@ -134,6 +134,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option("upload_interval", _as_float, None, "override the policy's upload interval (seconds)"),
     Option("policy_refresh_interval", _as_float, None, "override the policy's refresh interval (seconds)"),
     Option("vpn_sample_interval", _as_float, None, "override the VPN sampling interval (seconds)"),
+    Option("vpn_profile", _as_str, None, "OpenVPN profile (.ovpn/.conf) whose client certificate identifies this "
+                                         "laptop at the VPN gate (`access register-vpn`)"),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -158,6 +160,7 @@ class Settings:
     upload_interval: Optional[float]
     policy_refresh_interval: Optional[float]
     vpn_sample_interval: Optional[float]
+    vpn_profile: Optional[str]
     # where each value came from ("flag", "env TELEPOSTURE_X", "config FILE", "default"), for `status`
     sources: Mapping[str, str]
 

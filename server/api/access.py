@@ -226,20 +226,37 @@ async def gate_report(request: Request, ctx: ContextDep, batch: GateDecisionBatc
     return await run_in_threadpool(_store_gate_decisions, ctx, request, batch)
 
 
-# -- agents -----------------------------------------------------------------------------------
+# -- agents ------------------------------------------------------------------------------------
+
+def _signed_headers(request: Request, ctx: AppContext) -> tuple[str, str, str]:
+    """Device id, timestamp and signature of a request signed by a device (as GET /policy is)."""
+    limit_ip(request, ctx)
+    device_id = request.headers.get(protocol.HEADER_DEVICE)
+    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
+    signature = request.headers.get(protocol.HEADER_SIGNATURE)
+    if not device_id or not timestamp or not signature or len(device_id) > 64:
+        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
+                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
+    return device_id, timestamp, signature
+
+
+def _verified_device(conn: Connection, device_id: str, method: str, path: str, timestamp: str,
+                     signature: str) -> store.DeviceRow:
+    device = store.device_row(conn, device_id)
+    if device is None:
+        raise HTTPException(status_code=401, detail="unknown device: enrol it first")
+    try:
+        protocol.check_request_signature(protocol.load_public_key(store.device_public_key(conn, device_id)),
+                                         method, path, timestamp, signature)
+    except protocol.ProtocolError as exc:
+        raise HTTPException(status_code=401, detail=str(exc)) from exc
+    return device
+
 
 def _agent_decision(ctx: AppContext, device_id: str, method: str, path: str, timestamp: str,
                     signature: str) -> dict[str, Any]:
     with ctx.db.write() as conn:
-        device = store.device_row(conn, device_id)
-        if device is None:
-            raise HTTPException(status_code=401, detail="unknown device: enrol it first")
-        public_key = store.device_public_key(conn, device_id)
-        try:
-            protocol.check_request_signature(protocol.load_public_key(public_key), method, path, timestamp,
-                                             signature)
-        except protocol.ProtocolError as exc:
-            raise HTTPException(status_code=401, detail=str(exc)) from exc
+        _verified_device(conn, device_id, method, path, timestamp, signature)
         signed = issue(ctx, conn, device_id, _now())
     assert signed is not None  # the device row exists in this transaction
     return signed
@@ -249,13 +266,7 @@ def _agent_decision(ctx: AppContext, device_id: str, method: str, path: str, tim
                                                                         429: {"model": Problem}})
 async def agent_access(request: Request, ctx: ContextDep) -> dict[str, Any]:
     """The device's own signed access decision, on demand. Requests are signed by the device."""
-    limit_ip(request, ctx)
-    device_id = request.headers.get(protocol.HEADER_DEVICE)
-    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
-    signature = request.headers.get(protocol.HEADER_SIGNATURE)
-    if not device_id or not timestamp or not signature or len(device_id) > 64:
-        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
-                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
+    device_id, timestamp, signature = _signed_headers(request, ctx)
     return await run_in_threadpool(_agent_decision, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature)
 
@@ -278,14 +289,7 @@ def _issue_certificate(ctx: AppContext, device_id: str, method: str, path: str, 
     ca = _device_ca(ctx)
     now = _now()
     with ctx.db.write() as conn:
-        device = store.device_row(conn, device_id)
-        if device is None:
-            raise HTTPException(status_code=401, detail="unknown device: enrol it first")
-        try:
-            protocol.check_request_signature(protocol.load_public_key(store.device_public_key(conn, device_id)),
-                                             method, path, timestamp, signature)
-        except protocol.ProtocolError as exc:
-            raise HTTPException(status_code=401, detail=str(exc)) from exc
+        device = _verified_device(conn, device_id, method, path, timestamp, signature)
         if device.state != "active":
             raise HTTPException(status_code=403, detail=f"device is {device.state}: no certificate is issued")
         try:
@@ -303,15 +307,49 @@ def _issue_certificate(ctx: AppContext, device_id: str, method: str, path: str, 
 async def device_certificate(request: Request, ctx: ContextDep, body: CertificateRequest) -> dict[str, Any]:
     """Issue (or renew) the device's short-lived client TLS certificate from the device CA. Signed by the
     device like GET /policy; a revoked or replaced device gets none."""
-    limit_ip(request, ctx)
-    device_id = request.headers.get(protocol.HEADER_DEVICE)
-    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
-    signature = request.headers.get(protocol.HEADER_SIGNATURE)
-    if not device_id or not timestamp or not signature or len(device_id) > 64:
-        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
-                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
+    device_id, timestamp, signature = _signed_headers(request, ctx)
     return await run_in_threadpool(_issue_certificate, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature, body.csr)
+
+
+class VpnCertificateIn(BaseModel):
+    fingerprint: str = Field(min_length=64, max_length=95, pattern=r"^[0-9A-Fa-f:]+$")
+    label: str = Field(default="", max_length=300, pattern=r"^[^\x00-\x1f\x7f]*$")
+
+
+class VpnCertificateOut(BaseModel):
+    fingerprint: str
+    device_id: str
+
+
+def _register_vpn(ctx: AppContext, device_id: str, method: str, path: str, timestamp: str, signature: str,
+                  body: VpnCertificateIn) -> dict[str, Any]:
+    try:
+        fingerprint = tokens.normalise_fingerprint(body.fingerprint)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from exc
+    with ctx.db.write() as conn:
+        device = _verified_device(conn, device_id, method, path, timestamp, signature)
+        if device.state != "active":
+            raise HTTPException(status_code=403, detail=f"device is {device.state}")
+        try:
+            store.link_credential(conn, device_id, fingerprint, "vpn", body.label, f"device:{device_id}", _now())
+        except store.AccessStoreError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from exc
+        audit.record(conn, actor=f"device:{device_id}", action="device.credential.register", target=device_id,
+                     org_unit_id=device.org_unit_id, details={"fingerprint": fingerprint, "label": body.label})
+    return {"fingerprint": fingerprint, "device_id": device_id}
+
+
+@agent_router.post("/vpn-certificate", response_model=VpnCertificateOut,
+                   responses={400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem},
+                              409: {"model": Problem}, 429: {"model": Problem}})
+async def register_vpn_certificate(request: Request, ctx: ContextDep, body: VpnCertificateIn) -> dict[str, Any]:
+    """The device registers the SHA-256 of its VPN client certificate (signed by the device). A certificate
+    already linked to another device is refused (409): an admin unlinks it there first."""
+    device_id, timestamp, signature = _signed_headers(request, ctx)
+    return await run_in_threadpool(_register_vpn, ctx, device_id, request.method, request.url.path, timestamp,
+                                   signature, body)
 
 
 @gate_router.get("/device-ca", response_class=PlainTextResponse,
