@@ -372,19 +372,28 @@ def _device_in_scope(ctx: AppContext, principal: Principal, device_id: str) -> d
     return device
 
 
-def _device_access(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
-    _device_in_scope(ctx, principal, device_id)
+def device_access(ctx: AppContext, device_id: str) -> Optional[dict[str, Any]]:
+    """Decision, since, why, certificates and last gate decision of a device (the caller checked scope)."""
     with ctx.db.write() as conn:
         signed = issue(ctx, conn, device_id, _now())
-        assert signed is not None
+        if signed is None:
+            return None
         credentials = store.fingerprints(conn, device_id)
         last = store.last_gate_decision(conn, device_id)
     return {**{k: signed[k] for k in ("device_id", "decision", "since", "causes", "warnings", "exception")},
             "credentials": credentials, "last_gate_decision": last}
 
 
+def _device_access(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
+    _device_in_scope(ctx, principal, device_id)
+    found = device_access(ctx, device_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"no device {device_id} in your scope")
+    return found
+
+
 @admin_router.get("/devices/{device_id}/access", response_model=DeviceAccess, responses={404: {"model": Problem}})
-def device_access(ctx: ContextDep, principal: PrincipalDep, device_id: DeviceIdPath) -> dict[str, Any]:
+def admin_device_access(ctx: ContextDep, principal: PrincipalDep, device_id: DeviceIdPath) -> dict[str, Any]:
     """The device's access decision, since when and why, its certificates and the last gate decision."""
     return _device_access(ctx, principal, device_id)
 

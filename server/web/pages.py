@@ -13,10 +13,12 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
+from server.api.access import device_access
 from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
 from server.app import AppContext
 from server.ratelimit import retry_after_header
+from server.store import access as access_store
 from server.store import accounts, audit, enrolment, fleet, maintenance, sessions
 from server.store.scope import Scope
 from server.web import auth, queries, render
@@ -208,6 +210,7 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
         trend = maintenance.daily_trend(conn, scope, since_day=maintenance.utc_day(now - TREND_DAYS * 86400))
         changes = queries.recent_changes(conn, scope, limit=12)
         stale = queries.stale_devices(conn, scope, cutoff=now - stale_after, limit=10)
+        denied = access_store.denied_now(conn, scope, per_page=5)
         all_units = accounts.list_org_units(conn, user.principal.scope)
     trend_data = {"labels": [d["day"] for d in trend],
                   "percent": [round(100.0 * d["compliant"] / r, 1) if (r := d["compliant"] + d["not_compliant"]
@@ -217,7 +220,7 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
         request, ctx, user, "overview", summary=counts, fresh=counts, units=counts.units, trend=trend,
         rules=sorted(rules.rules.items()), rules_counted_at=rules.computed_at,
         trend_data=trend_data, changes=changes, stale=stale, org_units=all_units,
-        org_unit_id=unit_id))
+        org_unit_id=unit_id, denied=denied))
 
 
 # -- devices -----------------------------------------------------------------------------------
@@ -383,8 +386,9 @@ def device_detail(request: Request, ctx: ContextDep, user: UserDep, device_id: D
         reports = fleet.device_reports(conn, device_id, limit=10)
     order = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "not_applicable": 4}
     checks.sort(key=lambda c: (order.get(c["status"], 5), c["rule_id"]))
+    access = device_access(ctx, device_id)
     return render.page("device.html", context(request, ctx, user, "devices", device=device, checks=checks,
-                                              history=history, reports=reports))
+                                              history=history, reports=reports, access=access))
 
 
 @router.get("/devices/{device_id}/revoke")
