@@ -15,7 +15,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent import cli_check, cli_privacy, cli_service
+    from agent import cli_access, cli_check, cli_privacy, cli_service
 
     parser = argparse.ArgumentParser(
         prog="teleposture-agent",
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_check.register(sub)
     cli_service.register(sub)
     cli_privacy.register(sub)
+    cli_access.register(sub)
     return parser
 
 

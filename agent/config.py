@@ -138,6 +138,8 @@ OPTIONS: Tuple[Option, ...] = (
            "language of the employee's notifications and `privacy` (default: from the locale)"),
     Option("notify", _as_bool, True, "show desktop notifications to the signed-in user (noncompliance steps)"),
     Option("notify_reminder", _as_float, 14400.0, "seconds between reminders of a step already notified"),
+    Option("vpn_profile", _as_str, None, "OpenVPN profile (.ovpn/.conf) whose client certificate identifies this "
+                                         "laptop at the VPN gate (`access register-vpn`)"),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -165,6 +167,7 @@ class Settings:
     language: Optional[str]
     notify: bool
     notify_reminder: float
+    vpn_profile: Optional[str]
     # where each value came from ("flag", "env TELEPOSTURE_X", "config FILE", "default"), for `status`
     sources: Mapping[str, str]
 

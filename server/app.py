@@ -173,12 +173,16 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     app.state.ctx = ctx
     # Imported here: the route modules import this one (AppContext).
     import server.api.actions
+    import server.api.access
     import server.api.admin
     import server.api.agent
 
     app.include_router(server.api.agent.router)
     app.include_router(server.api.admin.router)
     app.include_router(server.api.actions.router)
+    for access_router in (server.api.access.gate_router, server.api.access.agent_router,
+                          server.api.access.admin_router):
+        app.include_router(access_router)
     if importlib.util.find_spec("server.web") is not None:
         web: Any = importlib.import_module("server.web")
         if hasattr(web, "router"):

@@ -1,7 +1,7 @@
-"""teleposture-server: init | serve | token create | api-token create | user create/list/disable/enable/set-password | policy push/list/assign.
+"""teleposture-server: init | serve | token create | api-token create | gate-token create/revoke | user create/list/disable/enable/set-password | policy push/list/assign.
 
 Exit codes: 0 done, 2 usage or operational error (the message on stderr says what to do).
-`token create`, `api-token create` and `user set-password` print the secret alone on their last line, for scripts.
+`token create`, `api-token create`, `gate-token create` and `user set-password` print the secret alone on their last line, for scripts.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from agent import protocol
 from agent.policy import PolicyError, baseline, load_policy_file
 from server.settings import Settings, SettingsError, insecure_reasons, load_settings, parse_duration
+from server.store import access as access_store
 from server.store import accounts, audit, enrolment, migrate, sessions
 from server.store import policies as policy_store
 from server.store.db import Database, DatabaseURLError
@@ -92,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     api_create.add_argument("--org-unit", action="append", default=[],
                             help="limit the token to this org unit (repeatable; default: whole fleet)")
     api_create.add_argument("--expires", help="lifetime (default: never)")
+
+    gate_token = commands.add_parser("gate-token", help="tokens of access gates (VPN server, reverse proxy): "
+                                                        "fetch decisions and report back, nothing else")
+    gate_cmds = gate_token.add_subparsers(dest="gate_command", required=True, metavar="ACTION")
+    gate_cmds.add_parser("create", help="create a gate token (printed alone on the last line, after the "
+                                        "collector's public key the gate needs)").add_argument("name")
+    gate_cmds.add_parser("revoke", help="revoke a gate token").add_argument("name")
 
     user = commands.add_parser("user", help="dashboard users")
     user_cmds = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -487,8 +496,35 @@ def cmd_policy(args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def cmd_gate_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    db = _database(settings)
+    try:
+        with db.write() as conn:
+            if args.gate_command == "revoke":
+                if not access_store.revoke_gate_token(conn, args.name, time.time()):
+                    raise CliError(f"no active gate token named {args.name!r}")
+                audit.record(conn, actor=CLI_ACTOR, action="gate_token.revoke", target=args.name)
+                _out(f"gate token {args.name!r} revoked")
+                return EXIT_OK
+            try:
+                _token_id, token = access_store.create_gate_token(conn, args.name)
+            except access_store.AccessStoreError as exc:
+                raise CliError(str(exc)) from exc
+            audit.record(conn, actor=CLI_ACTOR, action="gate_token.create", target=args.name)
+        from server.app import load_server_key
+
+        public_key = protocol.public_key_b64(load_server_key(settings))
+        _out(f"collector public key (gate setting public_key): {public_key}")
+        _out(f"gate token {args.name!r} (shown once; stored hashed):")
+        _out(token)
+        return EXIT_OK
+    finally:
+        db.dispose()
+
+
 COMMANDS = {"init": cmd_init, "serve": cmd_serve, "token": cmd_token, "api-token": cmd_api_token,
-            "user": cmd_user, "policy": cmd_policy}
+            "gate-token": cmd_gate_token, "user": cmd_user, "policy": cmd_policy}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -70,6 +70,10 @@ class Settings(BaseModel):
     rate_limit_device_per_minute: int = Field(default=120, ge=0)
     rate_limit_ip_per_minute: int = Field(default=12000, ge=0)
     stale_after: float = 2 * 86400.0
+    # Access decisions (docs/access.md): a device silent for longer is denied; signed decisions live this long.
+    access_stale_limit: float = 3 * 86400.0
+    decision_lifetime: float = 900.0
+    device_cert_lifetime: float = 7 * 86400.0  # device TLS certificates (server/device_ca.py)
     report_retention: float = 30 * 86400.0
     raw_report_interval: float = 3600.0
     policy_cache_seconds: float = Field(default=5.0, ge=0)
@@ -85,7 +89,7 @@ class Settings(BaseModel):
 
     @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
                      "actions_interval", "delivery_backoff_max", "event_dead_after", "delivery_lease",
-                     mode="before")
+                     "access_stale_limit", "decision_lifetime", "device_cert_lifetime", mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float:
         return parse_duration(value, info.field_name)

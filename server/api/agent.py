@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
 from agent import protocol
+from server.api import access
 from server.api.deps import ContextDep, client_address, limit_ip
 from server.api.models import (
     EnrollRequest,
@@ -118,11 +119,18 @@ async def post_reports(request: Request, ctx: ContextDep) -> dict[str, Any]:
         raise HTTPException(status_code=503, headers={"Retry-After": "5"},
                             detail="the collector's database is unavailable; nothing was stored, retry later"
                             ) from exc
+    accepted_devices = [a.device_id for a in answers if a.status == ACCEPTED and a.device_id]
+    try:
+        decisions = await run_in_threadpool(access.decisions_for_upload, ctx, accepted_devices)
+    except DBAPIError as exc:  # the reports are stored; the agent asks for its decision later
+        log.warning("access decisions not issued, database error: %s", exc.orig)
+        decisions = {}
     return {"results": [a.to_json() for a in answers],
             "accepted": sum(1 for a in answers if a.status == ACCEPTED),
             "duplicate": sum(1 for a in answers if a.status == DUPLICATE),
             "rejected": sum(1 for a in answers if a.status not in (ACCEPTED, DUPLICATE)),
-            "server_time": time.time()}
+            "server_time": time.time(),
+            "access": decisions}
 
 
 def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, timestamp: str,

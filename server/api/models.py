@@ -83,6 +83,8 @@ class ReportResponse(BaseModel):
     rejected: int
     server_time: Optional[float] = Field(None, description="the collector's clock (epoch seconds): agents "
                                                            "measure their clock skew with it")
+    access: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per accepted device: its signed access decision (docs/access.md)")
 
 
 class Problem(BaseModel):

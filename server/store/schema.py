@@ -417,3 +417,77 @@ deliveries = sa.Table(
     sa.Index(None, "sink_id", "state", "device_key", "event_id"),
     sa.Index(None, "sink_id", "state", "event_id"),
 )
+
+# -- Access decisions (issue 14, migration 0010) ------------------------------------------------
+ACCESS_DECISIONS = ("allow", "deny")
+CREDENTIAL_KINDS = ("vpn", "device_tls")
+
+# The current decision per device and since when it holds (updated only when it changes).
+access_state = sa.Table(
+    "access_state", metadata,
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("decision", sa.String(8), nullable=False),  # ACCESS_DECISIONS
+    sa.Column("since", Time, nullable=False),
+    sa.Column("causes", sa.Text, nullable=False),  # JSON list, see server.access.Cause
+    sa.Column("warnings", sa.Text, nullable=False),  # JSON list
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("org_unit_id", sa.Integer, nullable=False),
+    sa.Index(None, "decision", "since"),
+)
+
+# Admin exceptions: allow a device despite failing rules, with a reason, until an expiry (audited).
+access_exceptions = sa.Table(
+    "access_exceptions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("revoked_at", Time, nullable=True),
+    sa.Index(None, "device_id", "expires_at"),
+)
+
+# Certificates a device connects with (SHA-256 of the DER certificate, lower-case hex).
+network_credentials = sa.Table(
+    "network_credentials", metadata,
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("device_id", sa.String(36), sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # CREDENTIAL_KINDS
+    sa.Column("label", sa.String(300), nullable=False),  # e.g. the certificate's subject
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("not_after", Time, nullable=True),  # device TLS certificates: when they expire
+    sa.Index(None, "device_id"),
+)
+
+# Bearer tokens of gates: they fetch decisions and report what they decided, nothing else (a table
+# of their own, so no gate token can ever authenticate to the admin API).
+gate_tokens = sa.Table(
+    "gate_tokens", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("revoked_at", Time, nullable=True),
+    sa.Column("last_used_at", Time, nullable=True),
+)
+
+# What the gates decided (reported back): who was let in, refused or disconnected, and why.
+gate_decisions = sa.Table(
+    "gate_decisions", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", Time, nullable=False),  # when the gate decided
+    sa.Column("received_at", Time, nullable=False),
+    sa.Column("gate", sa.String(200), nullable=False),  # the gate token's name
+    sa.Column("device_id", sa.String(36), nullable=True),  # NULL: a certificate linked to no device
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),  # connect | reauth | disconnect
+    sa.Column("outcome", sa.String(8), nullable=False),  # allow | deny
+    sa.Column("reason", sa.String(64), nullable=False),  # stable code
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("org_unit_id", sa.Integer, nullable=True),
+    sa.Index(None, "device_id", "at"),
+    sa.Index(None, "at"),
+)

@@ -15,10 +15,12 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 
 from server import device_notices, lowprio
 from server.actions import ladder
+from server.api.access import device_access
 from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
 from server.app import AppContext
 from server.ratelimit import retry_after_header
+from server.store import access as access_store
 from server.store import accounts, audit, enrolment, fleet, maintenance, sessions
 from server.store.scope import Scope
 from server.web import auth, queries, render
@@ -226,6 +228,7 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
         changes = queries.recent_changes(conn, scope, limit=12)
         ladder_counts = ladder.due_counts(conn, None if scope.unrestricted else sorted(scope.org_unit_ids or ()), now)
         stale = queries.stale_devices(conn, scope, cutoff=now - stale_after, limit=10)
+        denied = access_store.denied_now(conn, scope, per_page=5)
         all_units = accounts.list_org_units(conn, user.principal.scope)
     trend_data = {"labels": [d["day"] for d in trend],
                   "percent": [round(100.0 * d["compliant"] / r, 1) if (r := d["compliant"] + d["not_compliant"]
@@ -235,7 +238,7 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
         request, ctx, user, "overview", summary=counts, fresh=counts, units=counts.units, trend=trend,
         rules=sorted(rules.rules.items()), rules_counted_at=rules.computed_at,
         trend_data=trend_data, changes=changes, stale=stale, org_units=all_units,
-        org_unit_id=unit_id, ladder_counts=ladder_counts))
+        org_unit_id=unit_id, ladder_counts=ladder_counts, denied=denied))
 
 
 # -- devices -----------------------------------------------------------------------------------
@@ -407,9 +410,11 @@ def device_detail(request: Request, ctx: ContextDep, user: UserDep, device_id: D
         exceptions = ladder.active_exceptions(conn, device_id, int(device["org_unit_id"]))
     order = {"fail": 0, "error": 1, "warn": 2, "pass": 3, "not_applicable": 4}
     checks.sort(key=lambda c: (order.get(c["status"], 5), c["rule_id"]))
+    access = device_access(ctx, device_id)
     return render.page("device.html", context(request, ctx, user, "devices", device=device, checks=checks,
                                               history=history, reports=reports, notices=notices, machine=machine,
-                                              enrolment_events=events, ladders=ladders, exceptions=exceptions))
+                                              enrolment_events=events, ladders=ladders, exceptions=exceptions,
+                                              access=access))
 
 
 @router.post("/devices/{device_id}/approve")

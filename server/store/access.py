@@ -1,0 +1,287 @@
+"""Storage of access decisions: inputs of ``server.access.decide``, its current result per device,
+admin exceptions, network credentials, gate tokens and the decisions gates report back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from server import security
+from server.access import AccessDecision, AccessException, DeviceAccessInput, RuleState
+from server.store.fleet import Page
+from server.store.schema import (
+    CREDENTIAL_KINDS,
+    access_exceptions,
+    access_state,
+    check_state,
+    devices,
+    gate_decisions,
+    gate_tokens,
+    network_credentials,
+)
+from server.store.scope import Scope
+
+GATE_TOKEN_PREFIX = "tpg_"  # noqa: S105 (a label, not a secret)
+GATE_EVENTS = ("connect", "reauth", "disconnect", "request")
+
+
+class AccessStoreError(ValueError):
+    """Bad input for an access operation; the message says what was expected."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device_id: str
+    org_unit_id: int
+    key_id: str
+    hostname: str
+    state: str
+
+
+def device_row(conn: Connection, device_id: str) -> Optional[DeviceRow]:
+    row = conn.execute(sa.select(devices.c.id, devices.c.org_unit_id, devices.c.key_id, devices.c.hostname,
+                                 devices.c.state).where(devices.c.id == device_id)).first()
+    return None if row is None else DeviceRow(row.id, int(row.org_unit_id), row.key_id, row.hostname, row.state)
+
+
+def device_public_key(conn: Connection, device_id: str) -> str:
+    return str(conn.execute(sa.select(devices.c.public_key).where(devices.c.id == device_id)).scalar_one())
+
+
+def load_input(conn: Connection, device_id: str) -> Optional[DeviceAccessInput]:
+    row = conn.execute(sa.select(devices.c.state, devices.c.last_seen)
+                       .where(devices.c.id == device_id)).first()
+    if row is None:
+        return None
+    rules = [RuleState(r.rule_id, r.severity, r.status, float(r.since),
+                       within_grace=r.status == "warn" and '"within_grace"' in (r.message or ""))
+             for r in conn.execute(sa.select(check_state.c.rule_id, check_state.c.severity, check_state.c.status,
+                                             check_state.c.since, check_state.c.message)
+                                   .where(check_state.c.device_id == device_id, check_state.c.active.is_(True)))]
+    return DeviceAccessInput(device_id, row.state, row.last_seen, rules)
+
+
+def active_exception(conn: Connection, device_id: str, now: float) -> Optional[AccessException]:
+    row = conn.execute(sa.select(access_exceptions.c.reason, access_exceptions.c.expires_at,
+                                 access_exceptions.c.created_by)
+                       .where(access_exceptions.c.device_id == device_id, access_exceptions.c.expires_at > now,
+                              access_exceptions.c.revoked_at.is_(None))
+                       .order_by(access_exceptions.c.expires_at.desc()).limit(1)).first()
+    return None if row is None else AccessException(row.reason, float(row.expires_at), row.created_by)
+
+
+def add_exception(conn: Connection, device_id: str, reason: str, expires_at: float, actor: str,
+                  now: float) -> int:
+    if not reason.strip() or len(reason) > 2000:
+        raise AccessStoreError("an exception needs a reason of 1-2000 characters (why this device may connect)")
+    if expires_at <= now:
+        raise AccessStoreError("an exception's expires_at must be in the future")
+    if expires_at - now > 90 * 86400:
+        raise AccessStoreError("an exception may last at most 90 days; renew it when it ends")
+    return int(conn.execute(access_exceptions.insert().values(
+        device_id=device_id, reason=reason.strip(), expires_at=expires_at, created_at=now, created_by=actor[:200])
+        .returning(access_exceptions.c.id)).scalar_one())
+
+
+def revoke_exceptions(conn: Connection, device_id: str, now: float) -> int:
+    return int(conn.execute(access_exceptions.update()
+                            .where(access_exceptions.c.device_id == device_id,
+                                   access_exceptions.c.revoked_at.is_(None), access_exceptions.c.expires_at > now)
+                            .values(revoked_at=now)).rowcount or 0)
+
+
+def fingerprints(conn: Connection, device_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(network_credentials).where(network_credentials.c.device_id == device_id)
+                        .order_by(network_credentials.c.created_at)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def device_for_fingerprint(conn: Connection, fingerprint: str) -> Optional[str]:
+    return conn.execute(sa.select(network_credentials.c.device_id)
+                        .where(network_credentials.c.fingerprint == fingerprint)).scalar_one_or_none()
+
+
+def link_credential(conn: Connection, device_id: str, fingerprint: str, kind: str, label: str, actor: str,
+                    now: float) -> None:
+    """Link a certificate to a device. A certificate names one device: linking it elsewhere is refused."""
+    if kind not in CREDENTIAL_KINDS:
+        raise AccessStoreError(f"kind must be one of {', '.join(CREDENTIAL_KINDS)}, found {kind!r}")
+    owner = device_for_fingerprint(conn, fingerprint)
+    if owner == device_id:
+        return
+    if owner is not None:
+        raise AccessStoreError(f"this certificate is already linked to device {owner}; unlink it there first",
+                               status=409)
+    conn.execute(network_credentials.insert().values(fingerprint=fingerprint, device_id=device_id, kind=kind,
+                                                     label=label[:300], created_at=now, created_by=actor[:200]))
+
+
+def replace_device_certificate(conn: Connection, device_id: str, fingerprint: str, not_after: float,
+                               now: float) -> None:
+    """Record a device TLS certificate just issued; forget this device's expired ones."""
+    conn.execute(network_credentials.delete().where(
+        network_credentials.c.device_id == device_id, network_credentials.c.kind == "device_tls",
+        network_credentials.c.not_after < now))
+    conn.execute(network_credentials.insert().values(
+        fingerprint=fingerprint, device_id=device_id, kind="device_tls", label="device TLS certificate",
+        created_at=now, created_by=f"device:{device_id}", not_after=not_after))
+
+
+def unlink_credential(conn: Connection, device_id: str, fingerprint: str) -> bool:
+    return bool(conn.execute(network_credentials.delete().where(
+        network_credentials.c.device_id == device_id, network_credentials.c.fingerprint == fingerprint)).rowcount)
+
+
+def current_state(conn: Connection, device_id: str) -> Optional[dict[str, Any]]:
+    row = conn.execute(sa.select(access_state).where(access_state.c.device_id == device_id)).mappings().first()
+    if row is None:
+        return None
+    item = dict(row)
+    item["causes"], item["warnings"] = json.loads(item["causes"]), json.loads(item["warnings"])
+    return item
+
+
+def record_state(conn: Connection, device: DeviceRow, result: AccessDecision, now: float) -> float:
+    """Keep the device's current decision; answer since when it holds (unchanged outcome and causes keep
+    their ``since``)."""
+    previous = current_state(conn, device.device_id)
+    causes, warnings = json.dumps(list(result.causes), sort_keys=True), json.dumps(list(result.warnings),
+                                                                                   sort_keys=True)
+    if previous is not None:
+        same = (previous["decision"], tuple(sorted(f"{c['code']}:{c.get('rule_id', '')}"
+                                                   for c in previous["causes"]))) == result.key()
+        if same and previous["warnings"] == json.loads(warnings):
+            return float(previous["since"])
+        since = float(previous["since"]) if same else now
+        conn.execute(access_state.update().where(access_state.c.device_id == device.device_id).values(
+            decision=result.decision, since=since, causes=causes, warnings=warnings, updated_at=now))
+        return since
+    conn.execute(access_state.insert().values(device_id=device.device_id, decision=result.decision, since=now,
+                                              causes=causes, warnings=warnings, updated_at=now,
+                                              org_unit_id=device.org_unit_id))
+    return now
+
+
+def denied_now(conn: Connection, scope: Scope, *, page: int = 1, per_page: int = 50) -> Page:
+    where = sa.and_(access_state.c.decision == "deny", scope.clause(access_state.c.org_unit_id))
+    total = conn.execute(sa.select(sa.func.count()).select_from(access_state).where(where)).scalar_one()
+    rows = conn.execute(sa.select(access_state, devices.c.hostname, devices.c.state)
+                        .join(devices, devices.c.id == access_state.c.device_id).where(where)
+                        .order_by(access_state.c.since.desc(), access_state.c.device_id)
+                        .limit(per_page).offset((page - 1) * per_page)).mappings().all()
+    items = []
+    for row in rows:
+        item = dict(row)
+        item["causes"], item["warnings"] = json.loads(item["causes"]), json.loads(item["warnings"])
+        items.append(item)
+    return Page(items, int(total), page, per_page)
+
+
+# -- gate tokens ------------------------------------------------------------------------------
+
+def create_gate_token(conn: Connection, name: str, now: Optional[float] = None) -> tuple[int, str]:
+    if not name or len(name) > 200:
+        raise AccessStoreError("a gate token needs a name of 1-200 characters (which gate uses it)")
+    if conn.execute(sa.select(gate_tokens.c.id).where(gate_tokens.c.name == name)).first() is not None:
+        raise AccessStoreError(f"a gate token named {name!r} exists already", status=409)
+    token = security.new_token(GATE_TOKEN_PREFIX)
+    token_id = int(conn.execute(gate_tokens.insert().values(
+        name=name, token_hash=security.token_hash(token), prefix=security.token_display_prefix(token),
+        created_at=time.time() if now is None else now).returning(gate_tokens.c.id)).scalar_one())
+    return token_id, token
+
+
+def authenticate_gate(conn: Connection, token: str) -> Optional[str]:
+    """The gate's name for a valid, unrevoked gate token; None otherwise."""
+    if not token.startswith(GATE_TOKEN_PREFIX) or len(token) > 200:
+        return None
+    row = conn.execute(sa.select(gate_tokens.c.name, gate_tokens.c.revoked_at)
+                       .where(gate_tokens.c.token_hash == security.token_hash(token))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return str(row.name)
+
+
+def revoke_gate_token(conn: Connection, name: str, now: float) -> bool:
+    return bool(conn.execute(gate_tokens.update().where(gate_tokens.c.name == name,
+                                                        gate_tokens.c.revoked_at.is_(None))
+                             .values(revoked_at=now)).rowcount)
+
+
+# -- what gates decided -----------------------------------------------------------------------
+
+def record_gate_decisions(conn: Connection, gate: str, events: Sequence[dict[str, Any]], now: float) -> int:
+    rows = []
+    for event in events:
+        fingerprint = event["fingerprint"]
+        device_id = device_for_fingerprint(conn, fingerprint)
+        unit = None
+        if device_id is not None:
+            unit = conn.execute(sa.select(devices.c.org_unit_id).where(devices.c.id == device_id)).scalar_one()
+        rows.append({"at": event["at"], "received_at": now, "gate": gate, "device_id": device_id,
+                     "fingerprint": fingerprint, "event": event["event"], "outcome": event["outcome"],
+                     "reason": event["reason"], "detail": event.get("detail", ""), "org_unit_id": unit})
+    if rows:
+        conn.execute(gate_decisions.insert(), rows)
+    return len(rows)
+
+
+def last_gate_decision(conn: Connection, device_id: str) -> Optional[dict[str, Any]]:
+    row = conn.execute(sa.select(gate_decisions).where(gate_decisions.c.device_id == device_id)
+                       .order_by(gate_decisions.c.at.desc(), gate_decisions.c.id.desc()).limit(1)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def _gate_where(scope: Scope, device_id: Optional[str], outcome: Optional[str],
+                since: Optional[float]) -> sa.ColumnElement[bool]:
+    conditions: list[sa.ColumnElement[bool]] = []
+    if not scope.unrestricted:
+        conditions.append(scope.clause(gate_decisions.c.org_unit_id))
+    if device_id:
+        conditions.append(gate_decisions.c.device_id == device_id)
+    if outcome:
+        conditions.append(gate_decisions.c.outcome == outcome)
+    if since is not None:
+        conditions.append(gate_decisions.c.at >= since)
+    return sa.and_(sa.true(), *conditions)
+
+
+def list_gate_decisions(conn: Connection, scope: Scope, *, device_id: Optional[str] = None,
+                        outcome: Optional[str] = None, since: Optional[float] = None, page: int = 1,
+                        per_page: int = 50) -> Page:
+    where = _gate_where(scope, device_id, outcome, since)
+    total = conn.execute(sa.select(sa.func.count()).select_from(gate_decisions).where(where)).scalar_one()
+    rows = conn.execute(sa.select(gate_decisions).where(where)
+                        .order_by(gate_decisions.c.at.desc(), gate_decisions.c.id.desc())
+                        .limit(per_page).offset((page - 1) * per_page)).mappings().all()
+    return Page([dict(r) for r in rows], int(total), page, per_page)
+
+
+def iter_gate_decisions(conn: Connection, scope: Scope, *, device_id: Optional[str] = None,
+                        outcome: Optional[str] = None, since: Optional[float] = None,
+                        batch: int = 1000) -> Iterator[dict[str, Any]]:
+    """Every matching gate decision, newest first, read in keyset batches (exports)."""
+    where = _gate_where(scope, device_id, outcome, since)
+    last: Optional[tuple[float, int]] = None
+    while True:
+        query = sa.select(gate_decisions).where(where)
+        if last is not None:
+            query = query.where(sa.or_(gate_decisions.c.at < last[0],
+                                       sa.and_(gate_decisions.c.at == last[0], gate_decisions.c.id < last[1])))
+        rows = conn.execute(query.order_by(gate_decisions.c.at.desc(), gate_decisions.c.id.desc())
+                            .limit(batch)).mappings().all()
+        if not rows:
+            return
+        for row in rows:
+            yield dict(row)
+        last = (float(rows[-1]["at"]), int(rows[-1]["id"]))
