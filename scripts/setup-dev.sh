@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(openvpn chromium chromium-driver iproute2 nftables iptables msitools shellcheck
-              dpkg-dev fakeroot debhelper rpm systemd wixl lintian)
+              dpkg-dev fakeroot debhelper rpm systemd wixl lintian postgresql haproxy)
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
