@@ -11,7 +11,6 @@ import importlib
 import importlib.util
 import json
 import logging
-import random
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,10 +24,11 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import protocol
+from server import jobs
+from server.cluster import POLICY_CHANNEL, Cluster
 from server.ingest import Ingestor
-from server.ratelimit import RateLimiter
+from server.ratelimit import Limiter, make_limiter
 from server.settings import Settings
-from server.store import maintenance
 from server.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,9 @@ class AppContext:
     server_key: Ed25519PrivateKey
     server_public_key: str
     ingestor: Ingestor
-    device_limiter: RateLimiter
-    ip_limiter: RateLimiter
+    device_limiter: Limiter
+    ip_limiter: Limiter
+    cluster: Cluster  # change notices and once-per-cluster jobs shared with the other nodes
     bundles: dict[int, dict[str, str]] = field(default_factory=dict)  # policy pk -> signed bundle
     bundle_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,22 +120,6 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _maintenance_loop(ctx: AppContext, stop: threading.Event) -> None:
-    """Daily trend snapshot and report retention, in every process (both jobs are idempotent)."""
-    interval = ctx.settings.maintenance_interval
-    # Jitter so several processes started together do not run the jobs in lockstep.
-    while not stop.wait(interval * random.uniform(0.5, 1.0)):  # noqa: S311 (timing jitter, not security)
-        try:
-            with ctx.db.write() as conn:
-                maintenance.snapshot_daily_stats(conn, stale_after=ctx.settings.stale_after)
-            deleted = 1
-            while deleted and not stop.is_set():
-                with ctx.db.write() as conn:
-                    deleted = maintenance.prune_reports(conn, retention=ctx.settings.report_retention)
-        except Exception:  # noqa: BLE001 (a failed run is logged and retried next interval, never fatal)
-            log.exception("maintenance run failed; retrying in %.0f s", interval)
-
-
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     db = db or Database(settings.resolved_database_url)
     key = load_server_key(settings)
@@ -142,21 +127,23 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         settings=settings, db=db, server_key=key, server_public_key=protocol.public_key_b64(key),
         ingestor=Ingestor(db, raw_report_interval=settings.raw_report_interval,
                           policy_cache_ttl=settings.policy_cache_seconds),
-        device_limiter=RateLimiter(settings.rate_limit_device_per_minute),
-        ip_limiter=RateLimiter(settings.rate_limit_ip_per_minute))
+        device_limiter=make_limiter(db, "device", settings.rate_limit_device_per_minute),
+        ip_limiter=make_limiter(db, "ip", settings.rate_limit_ip_per_minute),
+        cluster=Cluster(db))
+    # Another node changed a policy assignment: forget cached resolutions (within the listener's poll).
+    ctx.cluster.on(POLICY_CHANNEL, lambda _payload: ctx.ingestor.policies.clear())
+    jobs.register(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Everything built at start (routes, models, SQL metadata) lives for the whole process: keep it out
         # of the cyclic GC's scans, which otherwise grow with every report batch's parse.
         gc.freeze()
-        stop = threading.Event()
-        worker = threading.Thread(target=_maintenance_loop, args=(ctx, stop), name="maintenance", daemon=True)
-        worker.start()
+        ctx.cluster.start()
         try:
             yield
         finally:
-            stop.set()
+            ctx.cluster.stop()
             db.dispose()
 
     app = FastAPI(title="Teleposture collector", version=API_VERSION, lifespan=lifespan,

@@ -283,3 +283,16 @@ audit_log = sa.Table(
     sa.Index(None, "org_unit_id", "at"),
     sa.Index(None, "action", "at"),
 )
+
+# Token buckets shared by the collector nodes on PostgreSQL (server/ratelimit.SharedRateLimiter): request
+# limits per client address and device, failed sign-ins per address and user name. UNLOGGED on
+# PostgreSQL (migration 0011): a crash may refill the buckets, nothing else is lost.
+rate_buckets = sa.Table(
+    "rate_buckets", metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),  # ip | device | login-ip | login-user
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("tokens", sa.Double, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("granted", sa.Boolean, nullable=False),  # whether the last take succeeded (RETURNING reads it)
+    sa.Index(None, "updated_at"),
+)
