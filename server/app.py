@@ -24,9 +24,10 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import protocol
-from server import jobs
+from server import jobs, metrics
 from server.cluster import POLICY_CHANNEL, Cluster
 from server.ingest import Ingestor
+from server.metrics import Metrics
 from server.ratelimit import Limiter, make_limiter
 from server.settings import Settings
 from server.store.db import Database
@@ -50,6 +51,7 @@ class AppContext:
     device_limiter: Limiter
     ip_limiter: Limiter
     cluster: Cluster  # change notices and once-per-cluster jobs shared with the other nodes
+    metrics: Metrics = field(default_factory=Metrics)
     bundles: dict[int, dict[str, str]] = field(default_factory=dict)  # policy pk -> signed bundle
     bundle_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -133,6 +135,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     # Another node changed a policy assignment: forget cached resolutions (within the listener's poll).
     ctx.cluster.on(POLICY_CHANNEL, lambda _payload: ctx.ingestor.policies.clear())
     jobs.register(ctx)
+    metrics.install(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -140,9 +143,12 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         # of the cyclic GC's scans, which otherwise grow with every report batch's parse.
         gc.freeze()
         ctx.cluster.start()
+        stop_metrics = metrics.serve_separately(ctx)
         try:
             yield
         finally:
+            if stop_metrics is not None:
+                stop_metrics()
             ctx.cluster.stop()
             db.dispose()
 
@@ -156,6 +162,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
 
     app.include_router(server.api.agent.router)
     app.include_router(server.api.admin.router)
+    app.include_router(metrics.router)
     if importlib.util.find_spec("server.web") is not None:
         web: Any = importlib.import_module("server.web")
         if hasattr(web, "router"):

@@ -106,19 +106,27 @@ async def post_reports(request: Request, ctx: ContextDep) -> dict[str, Any]:
         raise HTTPException(status_code=413, detail=f"{len(items)} envelopes in one batch; at most "
                                                     f"{ctx.settings.max_batch} allowed: split the batch")
     stats = IngestStats()
+    started = time.perf_counter()
     try:
         answers = await run_in_threadpool(ctx.ingestor.ingest, items, stats, partial(_limit_devices, ctx))
     except NoPolicyError as exc:
+        ctx.metrics.batch_failed(503)
         raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": "60"}) from exc
     except DBAPIError as exc:
+        ctx.metrics.batch_failed(503)
         log.warning("report batch not stored, database error: %s", exc.orig)
         raise HTTPException(status_code=503, headers={"Retry-After": "5"},
                             detail="the collector's database is unavailable; nothing was stored, retry later"
                             ) from exc
-    return {"results": [a.to_json() for a in answers],
-            "accepted": sum(1 for a in answers if a.status == ACCEPTED),
-            "duplicate": sum(1 for a in answers if a.status == DUPLICATE),
-            "rejected": sum(1 for a in answers if a.status not in (ACCEPTED, DUPLICATE))}
+    except HTTPException as exc:  # 429 from the per-device limit
+        ctx.metrics.batch_failed(exc.status_code)
+        raise
+    accepted = sum(1 for a in answers if a.status == ACCEPTED)
+    duplicate = sum(1 for a in answers if a.status == DUPLICATE)
+    rejected = len(answers) - accepted - duplicate
+    ctx.metrics.batch_done(accepted, duplicate, rejected, time.perf_counter() - started)
+    return {"results": [a.to_json() for a in answers], "accepted": accepted, "duplicate": duplicate,
+            "rejected": rejected}
 
 
 def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, timestamp: str,
