@@ -7,6 +7,7 @@ statement per take, so N nodes behind a load balancer enforce the configured lim
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -15,8 +16,10 @@ from typing import Protocol
 
 import sqlalchemy as sa
 
-from server.store.db import Database
+from server.store.db import Database, postgres_engine
 from server.store.schema import rate_buckets
+
+log = logging.getLogger(__name__)
 
 
 class Limiter(Protocol):
@@ -117,8 +120,7 @@ class SharedRateLimiter:
         self.rate = per_minute / 60.0
         # Its own small autocommit pool: one round trip per take, no BEGIN/COMMIT, and no wait for
         # a connection behind ingest transactions.
-        self._engine = sa.create_engine(db.url, pool_size=pool_size, max_overflow=pool_size,
-                                        isolation_level="AUTOCOMMIT", pool_pre_ping=True)
+        self._engine = postgres_engine(db.url, pool_size=pool_size, isolation_level="AUTOCOMMIT")
 
     @property
     def enabled(self) -> bool:
@@ -132,16 +134,26 @@ class SharedRateLimiter:
         """0 when allowed (and the cost is taken); otherwise seconds until it would be allowed."""
         if not self.enabled:
             return 0.0
-        with self._engine.connect() as conn:
-            granted, tokens = conn.exec_driver_sql(_TAKE, self._params(key, cost)).one()
+        try:
+            with self._engine.connect() as conn:
+                granted, tokens = conn.exec_driver_sql(_TAKE, self._params(key, cost)).one()
+        except sa.exc.DBAPIError as exc:
+            # Fail open: with the database away the request fails anyway (503), and a limit must not
+            # turn a database hiccup into refusals that outlast it.
+            log.warning("rate limit %s not counted, database error: %s", self.scope, exc.orig)
+            return 0.0
         return 0.0 if granted else (cost - float(tokens)) / self.rate
 
     def wait(self, key: str, cost: float = 1.0) -> float:
         """Seconds until ``cost`` could be taken (0: now), taking nothing."""
         if not self.enabled:
             return 0.0
-        with self._engine.connect() as conn:
-            tokens = conn.exec_driver_sql(_PEEK, self._params(key, cost)).scalar()
+        try:
+            with self._engine.connect() as conn:
+                tokens = conn.exec_driver_sql(_PEEK, self._params(key, cost)).scalar()
+        except sa.exc.DBAPIError as exc:
+            log.warning("rate limit %s not read, database error: %s", self.scope, exc.orig)
+            return 0.0
         if tokens is None or float(tokens) >= cost:
             return 0.0
         return (cost - float(tokens)) / self.rate

@@ -13,7 +13,8 @@ from server.store import accounts, audit
 from server.store.accounts import Principal
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    # async: FastAPI runs a plain-def dependency in its thread pool, a thread hop per request for one read.
     ctx: AppContext = request.app.state.ctx
     return ctx
 
