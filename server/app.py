@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request
@@ -28,7 +28,7 @@ from server import jobs, metrics
 from server.cluster import POLICY_CHANNEL, Cluster
 from server.ingest import Ingestor
 from server.metrics import Metrics
-from server.ratelimit import Limiter, make_limiter
+from server.ratelimit import Limiter, RateLimiter, SharedBuckets, make_limiter
 from server.settings import Settings
 from server.store.db import Database
 
@@ -50,6 +50,10 @@ class AppContext:
     ingestor: Ingestor
     device_limiter: Limiter
     ip_limiter: Limiter
+    # This node's own copy of the address limit, checked before a report batch is read (PostgreSQL:
+    # the shared count is taken later, together with the devices', in one statement).
+    ip_flood_limiter: RateLimiter
+    shared_buckets: Optional[SharedBuckets]  # PostgreSQL: the rate_buckets table; None on SQLite
     cluster: Cluster  # change notices and once-per-cluster jobs shared with the other nodes
     metrics: Metrics = field(default_factory=Metrics)
     bundles: dict[int, dict[str, str]] = field(default_factory=dict)  # policy pk -> signed bundle
@@ -125,12 +129,14 @@ class BodyLimitMiddleware:
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     db = db or Database(settings.resolved_database_url)
     key = load_server_key(settings)
+    buckets = SharedBuckets(db) if db.is_postgres else None
     ctx = AppContext(
         settings=settings, db=db, server_key=key, server_public_key=protocol.public_key_b64(key),
         ingestor=Ingestor(db, raw_report_interval=settings.raw_report_interval,
                           policy_cache_ttl=settings.policy_cache_seconds),
-        device_limiter=make_limiter(db, "device", settings.rate_limit_device_per_minute),
-        ip_limiter=make_limiter(db, "ip", settings.rate_limit_ip_per_minute),
+        device_limiter=make_limiter(buckets, "device", settings.rate_limit_device_per_minute),
+        ip_limiter=make_limiter(buckets, "ip", settings.rate_limit_ip_per_minute),
+        ip_flood_limiter=RateLimiter(settings.rate_limit_ip_per_minute), shared_buckets=buckets,
         cluster=Cluster(db))
     # Another node changed a policy assignment: forget cached resolutions (within the listener's poll).
     ctx.cluster.on(POLICY_CHANNEL, lambda _payload: ctx.ingestor.policies.clear())
@@ -150,6 +156,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
             if stop_metrics is not None:
                 stop_metrics()
             ctx.cluster.stop()
+            if buckets is not None:
+                buckets.dispose()
             db.dispose()
 
     app = FastAPI(title="Teleposture collector", version=API_VERSION, lifespan=lifespan,

@@ -291,6 +291,9 @@ rate_buckets = sa.Table(
     "rate_buckets", metadata,
     sa.Column("scope", sa.String(16), primary_key=True),  # ip | device | login-ip | login-user
     sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("capacity", sa.Double, nullable=False),  # the limit's burst, its refill per second and
+    sa.Column("rate", sa.Double, nullable=False),  # the last take's cost, as the taking node set them
+    sa.Column("cost", sa.Double, nullable=False),
     sa.Column("tokens", sa.Double, nullable=False),
     sa.Column("updated_at", Time, nullable=False),
     sa.Column("granted", sa.Boolean, nullable=False),  # whether the last take succeeded (RETURNING reads it)

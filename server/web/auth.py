@@ -177,10 +177,11 @@ LoginLimiter = Union[FailureLimiter, SharedFailureLimiter]
 def login_limiters(request: Request) -> tuple[LoginLimiter, LoginLimiter]:
     state = request.app.state
     if not hasattr(state, "web_login_limiters"):
-        db = state.ctx.db
-        if db.is_postgres:  # counted in the database, so every collector node sees every failure
-            state.web_login_limiters = (SharedFailureLimiter(db, "login-ip", LOGIN_FAILURES_PER_IP_PER_MINUTE),
-                                        SharedFailureLimiter(db, "login-user", LOGIN_FAILURES_PER_USER_PER_MINUTE))
+        buckets = state.ctx.shared_buckets
+        if buckets is not None:  # PostgreSQL: counted in the database, every node sees every failure
+            state.web_login_limiters = (
+                SharedFailureLimiter(buckets, "login-ip", LOGIN_FAILURES_PER_IP_PER_MINUTE),
+                SharedFailureLimiter(buckets, "login-user", LOGIN_FAILURES_PER_USER_PER_MINUTE))
         else:
             state.web_login_limiters = (FailureLimiter(LOGIN_FAILURES_PER_IP_PER_MINUTE),
                                         FailureLimiter(LOGIN_FAILURES_PER_USER_PER_MINUTE))

@@ -22,7 +22,7 @@ import pytest
 
 from benchmarks.collector_sim import SimDevice
 from benchmarks.loopback import REPO, ServerProcess, serve
-from server.ratelimit import SharedRateLimiter
+from server.ratelimit import SharedBuckets, SharedRateLimiter, take_together
 from server.store.db import Database
 from tests.server.conftest import init_collector, postgres_database, run_cli
 
@@ -57,7 +57,8 @@ def enroll(node: ServerProcess, data_dir: str, url: str, number: int = 1) -> Sim
 def test_shared_buckets_grant_exactly_the_limit_across_nodes(tmp_path: Path) -> None:
     with cluster_database(tmp_path) as (_, url, _token):
         db = Database(url)
-        nodes = [SharedRateLimiter(db, "device", 10), SharedRateLimiter(db, "device", 10)]
+        buckets = [SharedBuckets(db), SharedBuckets(db)]  # two nodes' pools
+        nodes = [SharedRateLimiter(buckets[0], "device", 10), SharedRateLimiter(buckets[1], "device", 10)]
         with ThreadPoolExecutor(8) as pool:
             waits = list(pool.map(lambda i: nodes[i % 2].take("lap-1"), range(40)))
         assert sum(1 for w in waits if w == 0) == 10, waits
@@ -65,8 +66,13 @@ def test_shared_buckets_grant_exactly_the_limit_across_nodes(tmp_path: Path) -> 
         assert all(0 < w <= 6.0 for w in refused), refused  # one token per 6 s at 10/min
         assert nodes[1].wait("lap-1") > 0 and nodes[0].wait("another-device") == 0
         assert nodes[0].take("another-device") == 0, "keys do not share a bucket"
-        for node in nodes:
-            node.dispose()
+        # Several buckets in one statement: the address is refused, the fresh device granted.
+        address = SharedRateLimiter(buckets[0], "ip", 2)
+        assert take_together([(address, "192.0.2.7"), (address, "192.0.2.7")]) == 0
+        assert take_together([(address, "192.0.2.7"), (nodes[0], "third-device")]) == pytest.approx(30, abs=1)
+        assert nodes[1].wait("third-device") == 0, "the third device's token was taken, 9 are left"
+        for pool in buckets:
+            pool.dispose()
         db.dispose()
 
 
@@ -79,9 +85,19 @@ def test_a_device_limit_holds_across_nodes_not_per_node(tmp_path: Path) -> None:
             codes.append(answer.status_code)
             if answer.status_code == 429:
                 assert int(answer.headers["Retry-After"]) >= 1
-                assert "sends too often" in answer.json()["detail"]
+                assert "too many requests from this address or device" in answer.json()["detail"]
         # In-process buckets would have let 6 through on each node (12 in all).
         assert codes == [200] * 6 + [429] * 6, codes
+
+
+def test_an_address_limit_holds_across_nodes(tmp_path: Path) -> None:
+    with two_nodes(tmp_path, {"TELEPOSTURE_RATE_LIMIT_IP_PER_MINUTE": "8"}) as (data_dir, url, _, nodes):
+        devices = [enroll(nodes[0], data_dir, url, number) for number in range(2)]  # 2 of the 8
+        codes = [httpx.post(nodes[attempt % 2].url + "/api/v1/reports",
+                            json={"envelopes": [devices[attempt % 2].report()]}).status_code
+                 for attempt in range(10)]
+        # Each node alone would have allowed 8 requests from 127.0.0.1; together they allow 8.
+        assert codes == [200] * 6 + [429] * 4, codes
 
 
 def _login(node: ServerProcess, username: str, password: str) -> httpx.Response:
