@@ -99,3 +99,89 @@ def scratch_database(admin_url: str, prefix: str = "tp_") -> Iterator[str]:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
+
+
+DEFAULT_PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+class ClusterError(RuntimeError):
+    """A throwaway PostgreSQL cluster could not be created or started."""
+
+
+def _pg_bindir() -> Optional[Path]:
+    """The directory of initdb/pg_ctl: on PATH, else Debian's /usr/lib/postgresql/<newest>/bin."""
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return versions[-1].parent if versions else None
+
+
+def pg_reachable(admin_url: str) -> bool:
+    import sqlalchemy as sa  # here, not at the top: see serve()
+
+    engine = sa.create_engine(admin_url, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def throwaway_cluster(base_dir: Optional[Path] = None, start_timeout: float = 60.0) -> Iterator[str]:
+    """A new PostgreSQL cluster (initdb) listening on a free loopback port with its own socket
+    directory, trust authentication for the ``postgres`` role: its admin URL until the block ends, when
+    the server is stopped and its directory removed. As root, the server runs as the ``postgres``
+    user (PostgreSQL refuses to run as root), so ``base_dir`` (default: the system's temporary
+    directory) must be reachable by that user."""
+    import pwd
+    import shutil
+    import tempfile
+
+    bindir = _pg_bindir()
+    if bindir is None:
+        raise ClusterError("initdb not found: install PostgreSQL (scripts/setup-dev.sh installs the "
+                           "Debian package postgresql)")
+    root = Path(tempfile.mkdtemp(prefix=f"tp-pg-{os.getpid()}-", dir=base_dir))
+    data, sockets, log_file = root / "data", root / "sockets", root / "server.log"
+    sockets.mkdir()
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError as exc:
+            shutil.rmtree(root, ignore_errors=True)
+            raise ClusterError("running as root needs a 'postgres' user to own the cluster") from exc
+        root.chmod(0o755)
+        for path in (root, sockets):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*argv: str, timeout: float) -> None:
+        done = subprocess.run([*prefix, *argv], capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise ClusterError(f"{Path(argv[0]).name} failed ({done.returncode}): {done.stderr.strip()}")
+
+    started = False
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+            "--no-sync", "--no-instructions", timeout=120)
+        options = (f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log_file), "-o", options, "-w",
+            "-t", str(int(start_timeout)), "start", timeout=start_timeout + 10)
+        started = True
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if started:
+            with contextlib.suppress(ClusterError, subprocess.TimeoutExpired):
+                run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop", timeout=60)
+        shutil.rmtree(root, ignore_errors=True)

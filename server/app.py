@@ -11,12 +11,11 @@ import importlib
 import importlib.util
 import json
 import logging
-import random
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request
@@ -29,10 +28,12 @@ from agent import protocol
 from server.api.validation import validation_error
 from server.actions import delivery as actions_delivery
 from server.actions import worker as actions_worker
+from server import jobs, metrics
+from server.cluster import POLICY_CHANNEL, Cluster
 from server.ingest import Ingestor
-from server.ratelimit import RateLimiter
+from server.metrics import Metrics
+from server.ratelimit import Limiter, RateLimiter, SharedBuckets, make_limiter
 from server.settings import Settings
-from server.store import maintenance
 from server.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,14 @@ class AppContext:
     server_key: Ed25519PrivateKey
     server_public_key: str
     ingestor: Ingestor
-    device_limiter: RateLimiter
-    ip_limiter: RateLimiter
+    device_limiter: Limiter
+    ip_limiter: Limiter
+    # This node's own copy of the address limit, checked before a report batch is read (PostgreSQL:
+    # the shared count is taken later, together with the devices', in one statement).
+    ip_flood_limiter: RateLimiter
+    shared_buckets: Optional[SharedBuckets]  # PostgreSQL: the rate_buckets table; None on SQLite
+    cluster: Cluster  # change notices and once-per-cluster jobs shared with the other nodes
+    metrics: Metrics = field(default_factory=Metrics)
     bundles: dict[int, dict[str, str]] = field(default_factory=dict)  # policy pk -> signed bundle
     bundle_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -123,40 +130,32 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _maintenance_loop(ctx: AppContext, stop: threading.Event) -> None:
-    """Daily trend snapshot and report retention, in every process (both jobs are idempotent)."""
-    interval = ctx.settings.maintenance_interval
-    # Jitter so several processes started together do not run the jobs in lockstep.
-    while not stop.wait(interval * random.uniform(0.5, 1.0)):  # noqa: S311 (timing jitter, not security)
-        try:
-            with ctx.db.write() as conn:
-                maintenance.snapshot_daily_stats(conn, stale_after=ctx.settings.stale_after)
-            deleted = 1
-            while deleted and not stop.is_set():
-                with ctx.db.write() as conn:
-                    deleted = maintenance.prune_reports(conn, retention=ctx.settings.report_retention)
-        except Exception:  # noqa: BLE001 (a failed run is logged and retried next interval, never fatal)
-            log.exception("maintenance run failed; retrying in %.0f s", interval)
-
-
 def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     db = db or Database(settings.resolved_database_url)
     key = load_server_key(settings)
+    buckets = SharedBuckets(db) if db.is_postgres else None
     ctx = AppContext(
         settings=settings, db=db, server_key=key, server_public_key=protocol.public_key_b64(key),
         ingestor=Ingestor(db, raw_report_interval=settings.raw_report_interval,
                           policy_cache_ttl=settings.policy_cache_seconds),
-        device_limiter=RateLimiter(settings.rate_limit_device_per_minute),
-        ip_limiter=RateLimiter(settings.rate_limit_ip_per_minute))
+        device_limiter=make_limiter(buckets, "device", settings.rate_limit_device_per_minute),
+        ip_limiter=make_limiter(buckets, "ip", settings.rate_limit_ip_per_minute),
+        ip_flood_limiter=RateLimiter(settings.rate_limit_ip_per_minute), shared_buckets=buckets,
+        cluster=Cluster(db))
+    # Another node changed a policy assignment: forget cached resolutions (within the listener's poll).
+    ctx.cluster.on(POLICY_CHANNEL, lambda _payload: ctx.ingestor.policies.clear())
+    jobs.register(ctx)
+    metrics.install(ctx)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Everything built at start (routes, models, SQL metadata) lives for the whole process: keep it out
         # of the cyclic GC's scans, which otherwise grow with every report batch's parse.
         gc.freeze()
+        ctx.cluster.start()
+        stop_metrics = metrics.serve_separately(ctx)
+        # the ladder's due steps and event delivery (claims are safe across processes: server.actions.delivery)
         stop = threading.Event()
-        worker = threading.Thread(target=_maintenance_loop, args=(ctx, stop), name="maintenance", daemon=True)
-        worker.start()
         actions_worker.start(db, key, actions_delivery.DeliveryPolicy(
             backoff_max=settings.delivery_backoff_max, dead_after=settings.event_dead_after,
             lease=settings.delivery_lease),
@@ -165,6 +164,11 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
             yield
         finally:
             stop.set()
+            if stop_metrics is not None:
+                stop_metrics()
+            ctx.cluster.stop()
+            if buckets is not None:
+                buckets.dispose()
             db.dispose()
 
     app = FastAPI(title="Teleposture collector", version=API_VERSION, lifespan=lifespan,
@@ -183,6 +187,7 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     for access_router in (server.api.access.gate_router, server.api.access.agent_router,
                           server.api.access.admin_router):
         app.include_router(access_router)
+    app.include_router(metrics.router)
     if importlib.util.find_spec("server.web") is not None:
         web: Any = importlib.import_module("server.web")
         if hasattr(web, "router"):

@@ -221,6 +221,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        + "\n(for a local trial only: --development)")
     for reason in reasons:
         logging.getLogger("teleposture.server").warning("development mode, insecure: %s", reason)
+    if settings.metrics_address and settings.workers > 1:
+        raise CliError(f"metrics_address {settings.metrics_address} is one listener, and --workers "
+                       f"{settings.workers} would start one per worker: use metrics_token (GET /metrics) "
+                       "with several workers, or --workers 1")
     db = _database(settings)
     db.dispose()
     from server import workers

@@ -86,6 +86,10 @@ class Settings(BaseModel):
     delivery_lease: float = 60.0  # a claimed delivery of a killed process is retried after this
     log_level: str = "info"
     access_log: bool = True
+    # Prometheus metrics: GET /metrics with "Authorization: Bearer <metrics_token>", and/or a separate
+    # plain listener on metrics_address ("127.0.0.1:9464") that only the monitoring network reaches.
+    metrics_token: Optional[str] = Field(default=None, min_length=16)
+    metrics_address: Optional[str] = None
 
     @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
                      "actions_interval", "delivery_backoff_max", "event_dead_after", "delivery_lease",
@@ -104,6 +108,16 @@ class Settings(BaseModel):
         for item in value:
             ipaddress.ip_network(str(item), strict=False)
         return [str(item) for item in value]
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or value == "":
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"metrics_address: expected HOST:PORT such as 127.0.0.1:9464, found {value!r}")
+        return value
 
     @field_validator("log_level")
     @classmethod

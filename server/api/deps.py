@@ -8,12 +8,13 @@ from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from server.app import AppContext
-from server.ratelimit import retry_after_header
+from server.ratelimit import Limiter, retry_after_header
 from server.store import accounts, audit
 from server.store.accounts import Principal
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
+    # async: FastAPI runs a plain-def dependency in its thread pool, a thread hop per request for one read.
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -25,8 +26,8 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def limit_ip(request: Request, ctx: AppContext) -> None:
-    wait = ctx.ip_limiter.take(client_address(request))
+def limit_ip(request: Request, ctx: AppContext, limiter: Optional[Limiter] = None) -> None:
+    wait = (limiter or ctx.ip_limiter).take(client_address(request))
     if wait:
         raise HTTPException(status_code=429, detail=f"too many requests from this address: retry in {wait:.0f} s",
                             headers={"Retry-After": retry_after_header(wait)})

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from agent.policy import Policy, policy_from_json
+from server.cluster import POLICY_CHANNEL, notify
 from server.store.schema import org_units, policies, server_settings
 from server.store.scope import Scope
 
@@ -75,6 +76,7 @@ def push_policy(conn: Connection, policy: Policy, created_by: Optional[str] = No
         policy_id=policy.id, version=policy.version, digest=digest, title=str(title),
         document=policy.canonical_text(), created_at=time.time() if now is None else now,
         created_by=created_by).returning(policies.c.id)).scalar_one())
+    notify(conn, POLICY_CHANNEL)  # a newer version of an assigned id applies at once, on every node
     return pk, True
 
 
@@ -137,6 +139,7 @@ def set_default_policy(conn: Connection, policy_id: str) -> None:
                            .values(value=policy_id)).rowcount
     if not updated:
         conn.execute(server_settings.insert().values(name=DEFAULT_POLICY_SETTING, value=policy_id))
+    notify(conn, POLICY_CHANNEL)
 
 
 def assign_policy(conn: Connection, org_unit_id: int, policy_id: Optional[str]) -> None:
@@ -144,6 +147,7 @@ def assign_policy(conn: Connection, org_unit_id: int, policy_id: Optional[str]) 
     if policy_id is not None and latest_pk(conn, policy_id) is None:
         raise PolicyStoreError(f"no policy with id {policy_id!r} has been pushed; push it first")
     conn.execute(org_units.update().where(org_units.c.id == org_unit_id).values(policy_id=policy_id))
+    notify(conn, POLICY_CHANNEL)
 
 
 def policy_pk_for_org_unit(conn: Connection, org_unit_id: int) -> Optional[int]:

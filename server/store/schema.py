@@ -491,3 +491,19 @@ gate_decisions = sa.Table(
     sa.Index(None, "device_id", "at"),
     sa.Index(None, "at"),
 )
+
+# Token buckets shared by the collector nodes on PostgreSQL (server/ratelimit.SharedRateLimiter): request
+# limits per client address and device, failed sign-ins per address and user name. UNLOGGED on
+# PostgreSQL (migration 0011): a crash may refill the buckets, nothing else is lost.
+rate_buckets = sa.Table(
+    "rate_buckets", metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),  # ip | device | login-ip | login-user
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("capacity", sa.Double, nullable=False),  # the limit's burst, its refill per second and
+    sa.Column("rate", sa.Double, nullable=False),  # the last take's cost, as the taking node set them
+    sa.Column("cost", sa.Double, nullable=False),
+    sa.Column("tokens", sa.Double, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+    sa.Column("granted", sa.Boolean, nullable=False),  # whether the last take succeeded (RETURNING reads it)
+    sa.Index(None, "updated_at"),
+)

@@ -20,12 +20,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from fastapi import HTTPException, Request
 from starlette.responses import Response
 
 from server.app import AppContext
+from server.ratelimit import SharedFailureLimiter
 from server.store.accounts import Principal
 
 SESSION_COOKIE = "tp_session"
@@ -176,12 +177,21 @@ class FailureLimiter:
                 times.popleft()
 
 
-def login_limiters(request: Request) -> tuple[FailureLimiter, FailureLimiter]:
+LoginLimiter = Union[FailureLimiter, SharedFailureLimiter]
+
+
+def login_limiters(request: Request) -> tuple[LoginLimiter, LoginLimiter]:
     state = request.app.state
     if not hasattr(state, "web_login_limiters"):
-        state.web_login_limiters = (FailureLimiter(LOGIN_FAILURES_PER_IP_PER_MINUTE),
-                                    FailureLimiter(LOGIN_FAILURES_PER_USER_PER_MINUTE))
-    limiters: tuple[FailureLimiter, FailureLimiter] = state.web_login_limiters
+        buckets = state.ctx.shared_buckets
+        if buckets is not None:  # PostgreSQL: counted in the database, every node sees every failure
+            state.web_login_limiters = (
+                SharedFailureLimiter(buckets, "login-ip", LOGIN_FAILURES_PER_IP_PER_MINUTE),
+                SharedFailureLimiter(buckets, "login-user", LOGIN_FAILURES_PER_USER_PER_MINUTE))
+        else:
+            state.web_login_limiters = (FailureLimiter(LOGIN_FAILURES_PER_IP_PER_MINUTE),
+                                        FailureLimiter(LOGIN_FAILURES_PER_USER_PER_MINUTE))
+    limiters: tuple[LoginLimiter, LoginLimiter] = state.web_login_limiters
     return limiters
 
 

@@ -1,0 +1,43 @@
+"""The collector's background jobs, each run once cluster-wide (server.cluster singleton jobs).
+
+Registered by the app at start. Other branches' jobs (event delivery, ladder deadlines) register the
+same way: ``cluster.singleton(name, interval, callable)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from server import ratelimit
+from server.store import maintenance
+
+if TYPE_CHECKING:
+    from server.app import AppContext
+
+log = logging.getLogger(__name__)
+
+
+def daily_snapshot(ctx: AppContext) -> None:
+    with ctx.db.write() as conn:
+        maintenance.snapshot_daily_stats(conn, stale_after=ctx.settings.stale_after)
+
+
+def prune_reports(ctx: AppContext) -> None:
+    deleted = 1
+    while deleted:
+        with ctx.db.write() as conn:
+            deleted = maintenance.prune_reports(conn, retention=ctx.settings.report_retention)
+
+
+def prune_rate_buckets(ctx: AppContext) -> None:
+    if ctx.db.is_postgres:
+        ratelimit.prune_buckets(ctx.db)
+
+
+def register(ctx: AppContext) -> None:
+    interval = ctx.settings.maintenance_interval
+    cluster = ctx.cluster
+    cluster.singleton("daily-snapshot", interval, lambda: daily_snapshot(ctx))
+    cluster.singleton("prune-reports", interval, lambda: prune_reports(ctx))
+    cluster.singleton("prune-rate-buckets", interval, lambda: prune_rate_buckets(ctx))
