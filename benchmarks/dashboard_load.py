@@ -173,7 +173,7 @@ def seed(url: str, count: int, rng: random.Random) -> dict[str, Any]:
                 conn.execute(daily_stats.insert().values(
                     day=day, org_unit_id=unit, devices=per_unit, compliant=compliant,
                     not_compliant=int(per_unit * 0.2), error=int(per_unit * 0.05), unknown=int(per_unit * 0.05),
-                    stale=int(per_unit * 0.05), rules="{}", computed_at=now - day_offset * DAY))
+                    stale=int(per_unit * 0.05), computed_at=now - day_offset * DAY))
     with engine.begin() as conn:
         # Today's snapshot by the maintenance job's own code (per-rule counts the overview shows).
         maintenance.snapshot_daily_stats(conn, now=now, stale_after=2 * DAY)

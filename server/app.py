@@ -28,7 +28,7 @@ from agent import protocol
 from server.ingest import Ingestor
 from server.ratelimit import RateLimiter
 from server.settings import Settings
-from server.store import maintenance
+from server.store import maintenance, retention
 from server.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -120,17 +120,14 @@ class BodyLimitMiddleware:
 
 
 def _maintenance_loop(ctx: AppContext, stop: threading.Event) -> None:
-    """Daily trend snapshot and report retention, in every process (both jobs are idempotent)."""
+    """Daily trend snapshot and rollups, then retention, in every process (both jobs are idempotent)."""
     interval = ctx.settings.maintenance_interval
     # Jitter so several processes started together do not run the jobs in lockstep.
     while not stop.wait(interval * random.uniform(0.5, 1.0)):  # noqa: S311 (timing jitter, not security)
         try:
             with ctx.db.write() as conn:
                 maintenance.snapshot_daily_stats(conn, stale_after=ctx.settings.stale_after)
-            deleted = 1
-            while deleted and not stop.is_set():
-                with ctx.db.write() as conn:
-                    deleted = maintenance.prune_reports(conn, retention=ctx.settings.report_retention)
+            retention.enforce(ctx.db, ctx.settings, should_stop=stop.is_set)
         except Exception:  # noqa: BLE001 (a failed run is logged and retried next interval, never fatal)
             log.exception("maintenance run failed; retrying in %.0f s", interval)
 

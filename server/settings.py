@@ -71,6 +71,10 @@ class Settings(BaseModel):
     rate_limit_ip_per_minute: int = Field(default=12000, ge=0)
     stale_after: float = 2 * 86400.0
     report_retention: float = 30 * 86400.0
+    # Status-change history (transitions) and daily trend rollups; see server/store/retention.py.
+    history_retention: float = 365 * 86400.0
+    rollup_retention: float = 400 * 86400.0
+    retention_batch: int = Field(default=5000, ge=1, le=1_000_000)
     raw_report_interval: float = 3600.0
     policy_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_interval: float = 600.0
@@ -78,7 +82,7 @@ class Settings(BaseModel):
     access_log: bool = True
 
     @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
-                     mode="before")
+                     "history_retention", "rollup_retention", mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float:
         return parse_duration(value, info.field_name)
