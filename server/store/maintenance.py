@@ -182,11 +182,11 @@ def rule_trend(conn: Connection, scope: Scope, *, since_day: str, until_day: str
     for key, entry in out.items():
         judged = entry["passing"] + entry["warning"] + entry["failing"] + entry["errors"]
         entry["compliant_share"] = entry["passing"] / judged if judged else None
-        entry["fix_seconds_median"] = _weighted_median(medians.get(key, []))
+        entry["fix_seconds_median"] = weighted_median(medians.get(key, []))
     return list(out.values())
 
 
-def _weighted_median(values: list[tuple[float, int]]) -> Optional[float]:
+def weighted_median(values: list[tuple[float, int]]) -> Optional[float]:
     if not values:
         return None
     values = sorted(values)

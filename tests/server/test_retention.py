@@ -20,7 +20,8 @@ from tests.server.conftest import Collector
 DAY = 86400.0
 
 
-def _history(collector: Collector, device_id: str) -> list[dict[str, object]]:
+def _history(collector: Collector, device_id: str | None) -> list[dict[str, object]]:
+    assert device_id is not None
     response = collector.admin("GET", f"/devices/{device_id}/history", params={"per_page": 200})
     assert response.status_code == 200, response.text
     return list(response.json()["items"])
@@ -115,8 +116,8 @@ def test_migration_partitions_an_existing_history(database_url: str) -> None:
                 assert retention.month_start(now - 90 * DAY) in months and retention.month_start(now) in months
             new_id = conn.execute(transitions.insert().values(
                 device_id="d1", rule_id="r", check_id="c", old_status="fail", new_status="pass", at=now,
-                recorded_at=now, seq=3, reason="z", org_unit_id=1)).inserted_primary_key[0]
-            assert new_id > before
+                recorded_at=now, seq=3, reason="z", org_unit_id=1)).inserted_primary_key
+            assert new_id is not None and new_id[0] > before
             rollup = conn.execute(sa.select(daily_rule_stats)).mappings().one()
             assert (rollup["day"], rollup["rule_id"], rollup["passing"]) == ("2026-11-01", "r", 1)
             # The unique key still refuses a second row for the same change.
