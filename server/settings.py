@@ -75,7 +75,10 @@ class Settings(BaseModel):
     history_retention: float = 365 * 86400.0
     rollup_retention: float = 400 * 86400.0
     retention_batch: int = Field(default=5000, ge=1, le=1_000_000)
-    raw_report_interval: float = 3600.0
+    # An unchanged report's raw copy at most this often (first reports and changes are always kept):
+    # hourly copies cost ~140 KB/device/day, weekly ones keep storage under 2 KB/device/day
+    # (benchmarks/storage_growth.py, docs/collector.md "Storage").
+    raw_report_interval: float = 7 * 86400.0
     policy_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_interval: float = 600.0
     log_level: str = "info"
