@@ -146,57 +146,66 @@ def daily_trend(conn: Connection, scope: Scope, *, since_day: str,
     where = [daily_stats.c.day >= since_day, scope.clause(daily_stats.c.org_unit_id)]
     if until_day is not None:
         where.append(daily_stats.c.day <= until_day)
-    rows = conn.execute(sa.select(daily_stats).where(*where).order_by(daily_stats.c.day)).mappings().all()
-    days: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = days.setdefault(row["day"], {"day": row["day"], "devices": 0, "compliant": 0, "not_compliant": 0,
-                                             "error": 0, "unknown": 0, "stale": 0})
-        for name in ("devices", "compliant", "not_compliant", "error", "unknown", "stale"):
-            entry[name] += int(row[name])
-    return list(days.values())
+    names = ("devices", "compliant", "not_compliant", "error", "unknown", "stale")
+    rows = conn.execute(sa.select(daily_stats.c.day, *(sa.func.sum(daily_stats.c[n]).label(n) for n in names))
+                        .where(*where).group_by(daily_stats.c.day).order_by(daily_stats.c.day)).mappings()
+    return [{"day": row["day"], **{n: int(row[n] or 0) for n in names}} for row in rows]
+
+
+_ROLLUP_SUMS = (*STATUS_COLUMNS.values(), "new_failures", "fixed")
+
+
+def _rollup_columns() -> list[Any]:
+    """Sums of the rollup counts, and the time to fix over the rows summed: the median itself for one
+    org unit, the mean of the units' medians weighted by their fixes for several (medians of different
+    units cannot be merged exactly without every fix, which the history keeps only for its retention)."""
+    weighted = sa.func.sum(daily_rule_stats.c.fix_seconds_median * daily_rule_stats.c.fixed)
+    fixes_timed = sa.func.sum(sa.case((daily_rule_stats.c.fix_seconds_median.is_not(None), daily_rule_stats.c.fixed),
+                                      else_=0))
+    return [*(sa.func.sum(daily_rule_stats.c[n]).label(n) for n in _ROLLUP_SUMS),
+            (weighted / sa.func.nullif(fixes_timed, 0)).label("fix_seconds_median")]
+
+
+def _rollup_entry(row: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {n: int(row[n] or 0) for n in _ROLLUP_SUMS}
+    judged = entry["passing"] + entry["warning"] + entry["failing"] + entry["errors"]
+    entry["compliant_share"] = entry["passing"] / judged if judged else None
+    median = row["fix_seconds_median"]
+    entry["fix_seconds_median"] = None if median is None else float(median)
+    return entry
 
 
 def rule_trend(conn: Connection, scope: Scope, *, since_day: str, until_day: str,
                rule_id: Optional[str] = None) -> list[dict[str, Any]]:
-    """Per day (and per rule unless ``rule_id`` is given): rollups summed over the org units in scope.
+    """Per day and rule: the rollups summed over the org units in scope (see _rollup_columns).
 
-    ``compliant_share`` is passing / (devices the rule applies to: all but not_applicable), None when
-    no device was judged. The median time to fix over several org units is the median of their
-    medians weighted by their fix counts (the per-unit medians are what is kept)."""
+    ``compliant_share`` is passing / the devices judged on the rule (not_applicable left out), None
+    when none was."""
     where = [daily_rule_stats.c.day >= since_day, daily_rule_stats.c.day <= until_day,
              scope.clause(daily_rule_stats.c.org_unit_id)]
     if rule_id is not None:
         where.append(daily_rule_stats.c.rule_id == rule_id)
-    query = sa.select(daily_rule_stats).where(*where).order_by(daily_rule_stats.c.day, daily_rule_stats.c.rule_id)
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    medians: dict[tuple[str, str], list[tuple[float, int]]] = {}
-    for row in conn.execute(query).mappings():
-        key = (row["day"], row["rule_id"])
-        entry = out.setdefault(key, {"day": row["day"], "rule_id": row["rule_id"],
-                                     **{column: 0 for column in STATUS_COLUMNS.values()},
-                                     "new_failures": 0, "fixed": 0})
-        for column in (*STATUS_COLUMNS.values(), "new_failures", "fixed"):
-            entry[column] += int(row[column])
-        if row["fix_seconds_median"] is not None and row["fixed"]:
-            medians.setdefault(key, []).append((float(row["fix_seconds_median"]), int(row["fixed"])))
-    for key, entry in out.items():
-        judged = entry["passing"] + entry["warning"] + entry["failing"] + entry["errors"]
-        entry["compliant_share"] = entry["passing"] / judged if judged else None
-        entry["fix_seconds_median"] = weighted_median(medians.get(key, []))
-    return list(out.values())
+    query = (sa.select(daily_rule_stats.c.day, daily_rule_stats.c.rule_id, *_rollup_columns()).where(*where)
+             .group_by(daily_rule_stats.c.day, daily_rule_stats.c.rule_id)
+             .order_by(daily_rule_stats.c.day, daily_rule_stats.c.rule_id))
+    return [{"day": row["day"], "rule_id": row["rule_id"], **_rollup_entry(row)}
+            for row in conn.execute(query).mappings()]
 
 
-def weighted_median(values: list[tuple[float, int]]) -> Optional[float]:
-    if not values:
-        return None
-    values = sorted(values)
-    half = sum(weight for _value, weight in values) / 2
-    running = 0
-    for value, weight in values:
-        running += weight
-        if running >= half:
-            return value
-    return values[-1][0]
+def rule_period(conn: Connection, scope: Scope, *, since_day: str, until_day: str) -> list[dict[str, Any]]:
+    """Per rule over a period: changes summed over its days, counts and share of its last day."""
+    where = [daily_rule_stats.c.day >= since_day, daily_rule_stats.c.day <= until_day,
+             scope.clause(daily_rule_stats.c.org_unit_id)]
+    totals = {row["rule_id"]: _rollup_entry(row) for row in conn.execute(
+        sa.select(daily_rule_stats.c.rule_id, *_rollup_columns()).where(*where)
+        .group_by(daily_rule_stats.c.rule_id)).mappings()}
+    last_day = conn.execute(sa.select(sa.func.max(daily_rule_stats.c.day)).where(*where)).scalar()
+    out = []
+    for row in rule_trend(conn, scope, since_day=last_day, until_day=last_day) if last_day else []:
+        period = totals.get(row["rule_id"], {})
+        out.append({**row, "new_failures": period.get("new_failures", 0), "fixed": period.get("fixed", 0),
+                    "fix_seconds_median": period.get("fix_seconds_median")})
+    return out
 
 
 def prune_rollups(conn: Connection, *, retention: float, now: Optional[float] = None) -> int:

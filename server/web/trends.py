@@ -43,28 +43,18 @@ def _range(since: Optional[str], until: Optional[str], now: float) -> tuple[str,
     return maintenance.utc_day(start), maintenance.utc_day(end)
 
 
-def _rule_ids(conn: sa.Connection, since_day: str, until_day: str) -> list[str]:
-    """Rules with rollups in the period (an index-only scan of (rule_id, day))."""
+def _rule_ids(conn: sa.Connection, scope: Any, day: str) -> list[str]:
+    """Rules with rollups on one day (the period's last): the rule selector, by the primary key's prefix."""
     return sorted(str(r) for r in conn.execute(
-        sa.select(daily_rule_stats.c.rule_id).where(daily_rule_stats.c.day >= since_day,
-                                                    daily_rule_stats.c.day <= until_day)
+        sa.select(daily_rule_stats.c.rule_id).where(daily_rule_stats.c.day == day,
+                                                    scope.clause(daily_rule_stats.c.org_unit_id))
         .group_by(daily_rule_stats.c.rule_id)).scalars())
 
 
 def _rule_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per rule over the period: the last day's share and failing devices, changes summed."""
-    out: dict[str, dict[str, Any]] = {}
-    medians: dict[str, list[tuple[float, int]]] = {}
-    for row in rows:  # ordered by day: the last row of a rule is its newest day
-        entry = out.setdefault(row["rule_id"], {"rule_id": row["rule_id"], "new_failures": 0, "fixed": 0})
-        entry["new_failures"] += row["new_failures"]
-        entry["fixed"] += row["fixed"]
-        entry.update(day=row["day"], percent=_percent(row["compliant_share"]), failing=row["failing"])
-        if row["fix_seconds_median"] is not None:
-            medians.setdefault(row["rule_id"], []).append((row["fix_seconds_median"], row["fixed"]))
-    for rule_id, entry in out.items():
-        entry["fix_seconds_median"] = maintenance.weighted_median(medians.get(rule_id, []))
-    return sorted(out.values(), key=lambda e: (e["percent"] is None, e["percent"] or 0.0, e["rule_id"]))
+    """Per rule over the period (maintenance.rule_period), the least compliant first."""
+    out = [{**row, "percent": _percent(row["compliant_share"])} for row in rows]
+    return sorted(out, key=lambda e: (e["percent"] is None, e["percent"] or 0.0, e["rule_id"]))
 
 
 @router.get("/trends")
@@ -79,9 +69,14 @@ def trends(request: Request, ctx: ContextDep, user: UserDep,
     scope = queries.narrow(user.principal.scope, unit_id)
     rule_id = rule or None
     with ctx.db.read() as conn:
-        rules = _rule_ids(conn, since_day, until_day)
         devices = maintenance.daily_trend(conn, scope, since_day=since_day, until_day=until_day)
-        per_rule = maintenance.rule_trend(conn, scope, since_day=since_day, until_day=until_day, rule_id=rule_id)
+        if rule_id is not None:
+            per_rule = maintenance.rule_trend(conn, scope, since_day=since_day, until_day=until_day,
+                                              rule_id=rule_id)
+            rules = _rule_ids(conn, scope, per_rule[-1]["day"] if per_rule else until_day)
+        else:
+            per_rule = maintenance.rule_period(conn, scope, since_day=since_day, until_day=until_day)
+            rules = sorted(row["rule_id"] for row in per_rule)
         per_unit = _unit_shares(conn, user.principal.scope, rule_id, until_day) if unit_id is None else []
         all_units = accounts.list_org_units(conn, user.principal.scope)
     if rule_id is not None:

@@ -1,11 +1,12 @@
 """Trend pages and the dated compliance report, over HTTP against the shared live collector.
 
-Rollups for March 2025 are written into the collector's database (the maintenance job writes today's;
+Rollups for three days a hundred days ago are written into the collector's database (the maintenance job writes today's;
 a test cannot wait a year), then read back through the pages a user opens."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import sqlalchemy as sa
@@ -13,10 +14,12 @@ import sqlalchemy as sa
 from server.store.schema import daily_rule_stats, daily_stats, org_units
 from tests.web.live import LiveCollector
 
-DAYS = ("2025-03-01", "2025-03-02", "2025-03-03")
+# Three days 100 days ago: inside the rollup retention (400 days) that the collector's job enforces.
+_FIRST = (time.time() // 86400 - 100) * 86400
+DAYS = tuple(time.strftime("%Y-%m-%d", time.gmtime(_FIRST + n * 86400)) for n in range(3))
 
 
-def _seed_march(live: LiveCollector) -> dict[str, int]:
+def _seed_rollups(live: LiveCollector) -> dict[str, int]:
     engine = sa.create_engine(live.database_url)
     try:
         with engine.begin() as conn:
@@ -33,11 +36,11 @@ def _seed_march(live: LiveCollector) -> dict[str, int]:
                     conn.execute(daily_rule_stats.insert().values(
                         day=day, org_unit_id=units[unit], rule_id="disk-encryption", passing=devices - failing,
                         warning=0, failing=failing, errors=0, not_applicable=0, new_failures=new, fixed=fixed,
-                        fix_seconds_median=median, computed_at=1740787200.0 + number * 86400 + 80000))
+                        fix_seconds_median=median, computed_at=_FIRST + number * 86400 + 80000))
                     conn.execute(daily_stats.insert().values(
                         day=day, org_unit_id=units[unit], devices=devices, compliant=devices - failing,
                         not_compliant=failing, error=0, unknown=0, stale=0,
-                        computed_at=1740787200.0 + number * 86400 + 80000))
+                        computed_at=_FIRST + number * 86400 + 80000))
     finally:
         engine.dispose()
     return units
@@ -51,56 +54,57 @@ def _cells(html: str, table_id: str) -> list[list[str]]:
 
 
 def test_rule_trend_by_day_and_by_org_unit(live: LiveCollector, admin: httpx.Client) -> None:
-    units = _seed_march(live)
+    units = _seed_rollups(live)
     page = admin.get("/trends", params={"rule": "disk-encryption", "since": DAYS[0], "until": DAYS[-1]})
     assert page.status_code == 200
     html = page.text
     assert "Compliance trends: <span dir=\"ltr\">disk-encryption</span>" in html
     # Newest day first; shares over both units: 30 devices, 6, 5 and 3 failing.
     assert _cells(html, "trend-days")[1:] == [
-        ["2025-03-03", "90.0 %", "27", "3", "0", "2", "10.0 h"],
-        ["2025-03-02", "83.3 %", "25", "5", "0", "1", "2.0 h"],
-        ["2025-03-01", "80.0 %", "24", "6", "4", "0", "—"]]
+        [DAYS[2], "90.0 %", "27", "3", "0", "2", "10.0 h"],
+        [DAYS[1], "83.3 %", "25", "5", "0", "1", "2.0 h"],
+        [DAYS[0], "80.0 %", "24", "6", "4", "0", "—"]]
     chart = html.split('id="trend-data">')[1].split("</script>")[0]
-    assert '"labels": ["2025-03-01", "2025-03-02", "2025-03-03"]' in chart and '"percent": [80.0, 83.3, 90.0]' in chart
+    assert f'"labels": ["{DAYS[0]}", "{DAYS[1]}", "{DAYS[2]}"]' in chart and '"percent": [80.0, 83.3, 90.0]' in chart
     # The last day per org unit, worst first.
     assert _cells(html, "trend-units")[1:] == [["Finance", "90.0 %", "1", "0", "2"], ["Health", "90.0 %", "2", "0", "0"]]
     # One org unit: its own numbers only.
     finance = admin.get("/trends", params={"rule": "disk-encryption", "org_unit": units["Finance"],
                                            "since": DAYS[0], "until": DAYS[-1]}).text
     assert [row[:4] for row in _cells(finance, "trend-days")[1:]] == [
-        ["2025-03-03", "90.0 %", "9", "1"], ["2025-03-02", "70.0 %", "7", "3"], ["2025-03-01", "60.0 %", "6", "4"]]
+        [DAYS[2], "90.0 %", "9", "1"], [DAYS[1], "70.0 %", "7", "3"], [DAYS[0], "60.0 %", "6", "4"]]
     # All rules: the period's summary per rule links to the rule's trend.
     summary = admin.get("/trends", params={"since": DAYS[0], "until": DAYS[-1]}).text
-    assert ["disk-encryption", "90.0 %", "3", "4", "3", "10.0 h"] in _cells(summary, "trend-rules")
-    assert "/trends?rule=disk-encryption&amp;since=2025-03-01&amp;until=2025-03-03" in summary
+    # Time to fix over the period: Finance's daily medians 2 h (1 fix) and 10 h (2 fixes), weighted.
+    assert ["disk-encryption", "90.0 %", "3", "4", "3", "7.3 h"] in _cells(summary, "trend-rules")
+    assert f"/trends?rule=disk-encryption&amp;since={DAYS[0]}&amp;until={DAYS[2]}" in summary
 
 
 def test_trend_scope_and_bad_ranges(live: LiveCollector, viewer: httpx.Client, admin: httpx.Client) -> None:
-    _seed_march(live)
+    _seed_rollups(live)
     # The Finance viewer sees Finance's rollups only, even when asking for everything.
     html = viewer.get("/trends", params={"rule": "disk-encryption", "since": DAYS[0], "until": DAYS[-1]}).text
-    assert _cells(html, "trend-days")[1][:4] == ["2025-03-03", "90.0 %", "9", "1"]
+    assert _cells(html, "trend-days")[1][:4] == [DAYS[2], "90.0 %", "9", "1"]
     assert _cells(html, "trend-units")[1:] == [["Finance", "90.0 %", "1", "0", "2"]]
-    for params in ({"since": "2025-03-03", "until": "2025-03-01"}, {"since": "2024-01-01", "until": "2025-03-01"},
+    for params in ({"since": DAYS[2], "until": DAYS[0]}, {"since": "2024-01-01", "until": DAYS[0]},
                    {"since": "March"}, {"rule": "<script>"}):
         answer = admin.get("/trends", params=params)
         assert answer.status_code in (400, 422), params
 
 
 def test_dated_compliance_report_is_printable(live: LiveCollector, admin: httpx.Client) -> None:
-    units = _seed_march(live)
-    page = admin.get("/report/on", params={"day": "2025-03-02"})
+    units = _seed_rollups(live)
+    page = admin.get("/report/on", params={"day": DAYS[1]})
     assert page.status_code == 200
     html = page.text
-    assert re.search(r'<h1 id="dated-heading">Compliance on 2025-03-02: [^<]+</h1>', html)
+    assert re.search(f'<h1 id="dated-heading">Compliance on {DAYS[1]}: [^<]+</h1>', html)
     assert 'media="print"' in html and 'class="print-button"' in html
     totals = dict((row[0], row[1]) for row in _cells(html, "dated-totals"))
     assert totals["Devices"] == "30" and totals["Compliance"].startswith("83.3 %")
     assert ["disk-encryption", "83.3 %", "25", "0", "5", "0", "0", "1"] in _cells(html, "dated-rules")
     assert [row[:3] for row in _cells(html, "dated-units")[1:]] == [["Finance", "70.0 %", "3"],
                                                                    ["Health", "90.0 %", "2"]]
-    one_unit = admin.get("/report/on", params={"day": "2025-03-02", "org_unit": units["Health"]}).text
+    one_unit = admin.get("/report/on", params={"day": DAYS[1], "org_unit": units["Health"]}).text
     assert dict((row[0], row[1]) for row in _cells(one_unit, "dated-totals"))["Devices"] == "20"
     missing = admin.get("/report/on", params={"day": "2024-02-29"}).text
     assert "No daily snapshot exists for 2024-02-29" in missing
