@@ -172,3 +172,28 @@ def test_daily_rollups_count_failures_fixes_and_time_to_fix(collector: Collector
     assert (finance_disk[middle["day"]]["failing"], finance_disk[middle["day"]]["fixed"]) == (1, 0)
     assert finance_disk[last["day"]]["fix_seconds_median"] == DAY + 3600
     assert {row["rule_id"] for row in finance_only} == {rule.id for rule in hr.policy.rules}
+
+
+def test_rule_trend_api(collector: Collector) -> None:
+    day = time.time() // DAY * DAY - 5 * DAY + 12 * 3600
+    device = collector.enroll(org_unit="Finance")
+    collector.send(device.report(created_at=day, posture=replace(device.posture, disk_encrypted=False)))
+    with collector.db.write() as conn:
+        maintenance.snapshot_daily_stats(conn, now=day + 60, stale_after=30 * DAY)
+    the_day = maintenance.utc_day(day)
+    params = {"since": the_day, "until": the_day, "rule": "disk-encryption"}
+    answer = collector.admin("GET", "/trend/rules", params=params)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == [{"day": the_day, "rule_id": "disk-encryption", "passing": 0, "warning": 0, "failing": 1,
+                              "errors": 0, "not_applicable": 0, "new_failures": 1, "fixed": 0,
+                              "fix_seconds_median": None, "compliant_share": 0.0}]
+    # Another org unit (or one outside the caller's scope) has nothing; every rule without `rule`.
+    collector.enroll(org_unit="HR")
+    assert collector.admin("GET", "/trend/rules", params={**params, "org_unit": "HR"}).json() == []
+    assert len(collector.admin("GET", "/trend/rules", params={"since": the_day, "until": the_day}).json()) \
+        == len(device.policy.rules)
+    hr_viewer = collector.api_token(org_units=("HR",), name="hr")
+    assert collector.admin("GET", "/trend/rules", token=hr_viewer, params=params).json() == []
+    for bad in ({"since": the_day, "until": "2020-01-01"}, {"since": "2024-02-30", "until": the_day},
+                {"since": "2020-01-01", "until": the_day}, {"since": "yesterday", "until": the_day}):
+        assert collector.admin("GET", "/trend/rules", params=bad).status_code in (400, 422), bad
