@@ -161,8 +161,8 @@ def create_partitioned_copy(conn: Connection, spec: Partitioned, *, now: Optiona
         conn.execute(sa.text(f"ALTER TABLE {table} ADD CONSTRAINT {q(new_name)} "
                              f"{'PRIMARY KEY' if kind == 'p' else 'UNIQUE'} ({columns}, {q(spec.time_column)})"))
     for _name, definition in indexes:
-        conn.execute(sa.text(definition.replace(f" ON public.{spec.table} ", f" ON {table} ")
-                             .replace(f" ON {spec.table} ", f" ON {table} ")))
+        # Read before the rename, so each definition names the new (partitioned) table.
+        conn.execute(sa.text(definition))
     # Foreign keys are not copied by LIKE.
     for name, definition in conn.execute(sa.text(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
@@ -255,8 +255,10 @@ def run_retention(db: Database, retention: dict[str, float], *, now: Optional[fl
             partitioned = is_partitioned(conn, spec.table)
         if partitioned:
             with db.write() as conn:
+                _lock_partitions(conn, spec)
                 run.created_partitions += ensure_partitions(conn, spec, first=month_start(cutoff), now=current)
             with db.write() as conn:
+                _lock_partitions(conn, spec)
                 run.dropped_partitions += drop_expired_partitions(conn, spec, cutoff=cutoff)
         # Without partitions (SQLite), or the rows a DEFAULT partition holds for old times.
         target = default_partition_name(spec.table) if partitioned else spec.table
@@ -265,6 +267,13 @@ def run_retention(db: Database, retention: dict[str, float], *, now: Optional[fl
         cutoff = current - retention[spec.retention_setting]
         run.deleted[spec.table] = _delete_all(db, spec.table, spec, cutoff=cutoff, batch=batch, stop=stop)
     return run
+
+
+def _lock_partitions(conn: Connection, spec: Partitioned) -> None:
+    """Serialise partition changes of one table across processes and nodes (every one runs the job):
+    held until the transaction ends, and the partitions are read again after it is granted."""
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                 {"name": f"teleposture.partitions.{spec.table}"})
 
 
 def _delete_all(db: Database, target: str, spec: Partitioned, *, cutoff: float, batch: int,

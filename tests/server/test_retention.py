@@ -4,8 +4,10 @@ rollups per org unit x rule with their new failures, fixes and median time to fi
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,7 +17,7 @@ from server.store import accounts, maintenance, migrate, retention
 from server.store.db import Database
 from server.store.schema import daily_rule_stats, reports, transitions
 from server.store.scope import Scope
-from tests.server.conftest import Collector
+from tests.server.conftest import Collector, collector_settings, run_cli
 
 DAY = 86400.0
 
@@ -197,3 +199,42 @@ def test_rule_trend_api(collector: Collector) -> None:
     for bad in ({"since": the_day, "until": "2020-01-01"}, {"since": "2024-02-30", "until": the_day},
                 {"since": "2020-01-01", "until": the_day}, {"since": "yesterday", "until": the_day}):
         assert collector.admin("GET", "/trend/rules", params=bad).status_code in (400, 422), bad
+
+
+def test_partition_changes_are_serialised_across_processes(database_url: str, tmp_path: Path) -> None:
+    """Two retention runs at once (two collector processes): one waits for the other's partition
+    changes instead of failing on a month the other just created (PostgreSQL; SQLite has no partitions
+    and its batched deletes simply race to delete the same rows)."""
+    code, _out, err = run_cli("--data-dir", str(tmp_path / "data"), "--database-url", database_url, "init")
+    assert code == 0, err
+    settings = collector_settings(tmp_path / "data", database_url, history_retention="800d")
+    first, second = Database(database_url), Database(database_url)
+    now = time.time()
+    try:
+        results: list[retention.RetentionRun] = []
+        errors: list[BaseException] = []
+
+        def enforce(db: Database) -> None:
+            try:
+                results.append(retention.enforce(db, settings, now=now))
+            except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=enforce, args=(db,)) for db in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        created = [name for run in results for name in run.created_partitions]
+        with first.read() as conn:
+            months = retention.month_partitions(conn, "transitions") if first.is_postgres else {}
+        if first.is_postgres:
+            # 800 days back to two months ahead, each created once by one of the two runs.
+            assert sorted(created) == sorted(set(created)) and set(months.values()) >= set(created)
+            assert retention.month_start(now - 790 * DAY) in months
+        else:
+            assert created == []
+    finally:
+        first.dispose()
+        second.dispose()
