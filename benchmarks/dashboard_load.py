@@ -1,8 +1,9 @@
 """Dashboard latency at fleet scale: p95 of the overview and of filtered device pages over HTTP.
 
 Seeds 100,000 devices (20 org units, mixed platforms and compliance, 5 % stale, 5 % never reported),
-their current check states (11 rules each, 1.1 M rows), 30 days of status changes and 30 days of
-daily trend snapshots. The seeding is BULK INSERTS STRAIGHT INTO THE STORE'S TABLES (SQLAlchemy Core
+their current check states (11 rules each, 1.1 M rows), 30 days of status changes and --days (400)
+days of daily trend snapshots and rollups per org unit x rule (88,000 rows at 400 days). The seeding is
+BULK INSERTS STRAIGHT INTO THE STORE'S TABLES (SQLAlchemy Core
 executemany through server.store.schema), not through the signed-report API: 100k enrolments and
 reports through the API would take far longer than the measurement and measure ingest, which
 benchmarks/collector_sim.py covers. The measurement itself is real: a `teleposture-server serve`
@@ -47,6 +48,7 @@ from server import cli  # noqa: E402
 from server.store import maintenance  # noqa: E402
 from server.store.schema import (  # noqa: E402
     check_state,
+    daily_rule_stats,
     daily_stats,
     devices,
     org_units,
@@ -76,7 +78,7 @@ def run_cli(*args: str) -> str:
     return out.getvalue()
 
 
-def seed(url: str, count: int, rng: random.Random) -> dict[str, Any]:
+def seed(url: str, count: int, rng: random.Random, days: int = 30) -> dict[str, Any]:
     """Bulk-insert the fleet (see the module docstring). Returns a few ids the queries use."""
     engine = sa.create_engine(url)
     now = time.time()
@@ -165,15 +167,26 @@ def seed(url: str, count: int, rng: random.Random) -> dict[str, Any]:
                                 "policy_ref": policy_ref, "payload": '{"facts":' + facts_cache[key] + "}",
                                 "signature": "bench"})
         conn.execute(reports.insert(), report_rows)
-        for day_offset in range(30):
+        per_unit = count // ORG_UNITS
+        for day_offset in range(1, days):  # today's rows come from the maintenance job's snapshot below
             day = time.strftime("%Y-%m-%d", time.gmtime(now - day_offset * DAY))
+            computed_at = now - day_offset * DAY
+            rollups = []
             for unit in unit_ids:
-                per_unit = count // ORG_UNITS
                 compliant = int(per_unit * rng.uniform(0.6, 0.75))
                 conn.execute(daily_stats.insert().values(
                     day=day, org_unit_id=unit, devices=per_unit, compliant=compliant,
                     not_compliant=int(per_unit * 0.2), error=int(per_unit * 0.05), unknown=int(per_unit * 0.05),
-                    stale=int(per_unit * 0.05), rules="{}", computed_at=now - day_offset * DAY))
+                    stale=int(per_unit * 0.05), computed_at=computed_at))
+                for rule_id, _check, _severity in rules:
+                    failing = int(per_unit * rng.uniform(0.01, 0.08))
+                    fixed = rng.randrange(0, max(1, per_unit // 50))
+                    rollups.append({"day": day, "org_unit_id": unit, "rule_id": rule_id,
+                                    "passing": per_unit - failing, "warning": 0, "failing": failing, "errors": 0,
+                                    "not_applicable": 0, "new_failures": rng.randrange(0, max(1, per_unit // 50)),
+                                    "fixed": fixed, "fix_seconds_median": rng.uniform(3600, 5 * DAY) if fixed else None,
+                                    "computed_at": computed_at})
+            conn.execute(daily_rule_stats.insert(), rollups)
     with engine.begin() as conn:
         # Today's snapshot by the maintenance job's own code (per-rule counts the overview shows).
         maintenance.snapshot_daily_stats(conn, now=now, stale_after=2 * DAY)
@@ -181,7 +194,7 @@ def seed(url: str, count: int, rng: random.Random) -> dict[str, Any]:
         totals = {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
                   for name, table in (("devices", devices), ("check_state", check_state),
                                       ("transitions", transitions), ("reports", reports),
-                                      ("daily_stats", daily_stats))}
+                                      ("daily_stats", daily_stats), ("daily_rule_stats", daily_rule_stats))}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # Planner statistics (and on PostgreSQL the visibility map for index-only scans), as autovacuum
         # keeps them on a running PostgreSQL; on SQLite see docs/dashboard.md.
@@ -232,7 +245,7 @@ def measure(client: httpx.Client, name: str, path: str, requests: int) -> Timing
     return Timing(name, samples)
 
 
-def run_backend(backend: str, count: int, requests: int, keep: Path | None = None) -> list[Timing]:
+def run_backend(backend: str, count: int, requests: int, keep: Path | None = None, days: int = 30) -> list[Timing]:
     rng = random.Random(20261129)  # noqa: S311 (reproducible synthetic data)
     with contextlib.ExitStack() as stack:
         base_dir = keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tp-bench-")))
@@ -270,7 +283,7 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
             password = re.search(r"^admin password: (\S+)$", output, re.MULTILINE)
             assert password
             password_text = password.group(1)
-            ids = seed(url, count, rng)
+            ids = seed(url, count, rng, days)
             if keep is not None:
                 saved.write_text(password_text)
         # The trend snapshot would rescan the fleet during the measurement; the seeded history is enough.
@@ -289,6 +302,16 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
                 ("devices: search host name prefix", f"/devices?q={ids['search']}"),
                 ("devices: search user prefix", f"/devices?q={ids['user']}"),
                 ("devices: OS filter, page 50 (htmx partial)", "/devices?os=macOS&page=50"),
+            ]
+            today = time.time()
+            first = time.strftime("%Y-%m-%d", time.gmtime(today - (min(days, 400) - 1) * DAY))
+            middle = time.strftime("%Y-%m-%d", time.gmtime(today - days // 2 * DAY))
+            pages += [
+                (f"trends: all rules, {min(days, 400)} days", f"/trends?since={first}"),
+                (f"trends: one rule, {min(days, 400)} days", f"/trends?rule=disk-encryption&since={first}"),
+                (f"trends: one rule + org unit, {min(days, 400)} d", f"/trends?rule=disk-encryption&org_unit={unit}"
+                                                                     f"&since={first}"),
+                ("compliance on a past day (print view)", f"/report/on?day={middle}"),
             ]
             timings = []
             for label, path in pages:
@@ -311,11 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--days", type=int, default=400, help="days of daily rollups seeded (trend pages)")
     parser.add_argument("--keep", type=Path, help="seed into (or reuse the fleet in) this directory; on PostgreSQL "
                                                   "the database is kept too (its name is in DIR/pg-database)")
     args = parser.parse_args(argv)
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    results = {backend: run_backend(backend, args.devices, args.requests, args.keep) for backend in backends}
+    results = {backend: run_backend(backend, args.devices, args.requests, args.keep, args.days)
+               for backend in backends}
     worst = max(t.p(0.95) for timings in results.values() for t in timings)
     log(f"worst p95: {worst:.1f} ms (target {TARGET_P95_MS:.0f} ms)")
     return 0 if worst < TARGET_P95_MS else 1

@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from server import ratelimit
-from server.store import maintenance
+from server.store import maintenance, retention
 
 if TYPE_CHECKING:
     from server.app import AppContext
@@ -23,11 +23,9 @@ def daily_snapshot(ctx: AppContext) -> None:
         maintenance.snapshot_daily_stats(conn, stale_after=ctx.settings.stale_after)
 
 
-def prune_reports(ctx: AppContext) -> None:
-    deleted = 1
-    while deleted:
-        with ctx.db.write() as conn:
-            deleted = maintenance.prune_reports(conn, retention=ctx.settings.report_retention)
+def enforce_retention(ctx: AppContext) -> None:
+    """Raw reports, history and rollups past their retention (server.store.retention)."""
+    retention.enforce(ctx.db, ctx.settings)
 
 
 def prune_rate_buckets(ctx: AppContext) -> None:
@@ -39,5 +37,5 @@ def register(ctx: AppContext) -> None:
     interval = ctx.settings.maintenance_interval
     cluster = ctx.cluster
     cluster.singleton("daily-snapshot", interval, lambda: daily_snapshot(ctx))
-    cluster.singleton("prune-reports", interval, lambda: prune_reports(ctx))
+    cluster.singleton("retention", interval, lambda: enforce_retention(ctx))
     cluster.singleton("prune-rate-buckets", interval, lambda: prune_rate_buckets(ctx))

@@ -75,7 +75,14 @@ class Settings(BaseModel):
     decision_lifetime: float = 900.0
     device_cert_lifetime: float = 7 * 86400.0  # device TLS certificates (server/device_ca.py)
     report_retention: float = 30 * 86400.0
-    raw_report_interval: float = 3600.0
+    # Status-change history (transitions) and daily trend rollups; see server/store/retention.py.
+    history_retention: float = 365 * 86400.0
+    rollup_retention: float = 400 * 86400.0
+    retention_batch: int = Field(default=5000, ge=1, le=1_000_000)
+    # An unchanged report's raw copy at most this often (first reports and changes are always kept):
+    # hourly copies cost ~140 KB/device/day, weekly ones keep storage under 2 KB/device/day
+    # (benchmarks/storage_growth.py, docs/collector.md "Storage").
+    raw_report_interval: float = 7 * 86400.0
     policy_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_interval: float = 600.0
     # server.actions: how often due ladder steps and the outbox are looked at, retry backoff ceiling, and
@@ -93,7 +100,8 @@ class Settings(BaseModel):
 
     @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
                      "actions_interval", "delivery_backoff_max", "event_dead_after", "delivery_lease",
-                     "access_stale_limit", "decision_lifetime", "device_cert_lifetime", mode="before")
+                     "access_stale_limit", "decision_lifetime", "device_cert_lifetime",
+                     "history_retention", "rollup_retention", mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float:
         return parse_duration(value, info.field_name)

@@ -12,6 +12,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -37,6 +38,7 @@ from server.api.models import (
     PolicyPushed,
     PolicyVersionModel,
     Problem,
+    RuleTrendDay,
     TransitionPage,
     TrendDay,
 )
@@ -45,6 +47,7 @@ from server.settings import SettingsError, parse_duration
 from server.store import accounts, audit, enrolment, fleet, maintenance
 from server.store import policies as policy_store
 from server.store.accounts import Principal
+from server.store.scope import Scope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"],
                    responses={401: {"model": Problem}, 403: {"model": Problem}, 429: {"model": Problem}})
@@ -449,6 +452,27 @@ def audit_log(ctx: ContextDep, principal: AdminDep,
     with ctx.db.read() as conn:
         result = audit.list_entries(conn, principal.scope, page=page, per_page=per_page, action=action, actor=actor)
     return {"items": result.items, "total": result.total, "page": result.page, "per_page": result.per_page}
+
+
+@router.get("/trend/rules", response_model=list[RuleTrendDay], responses={400: {"model": Problem}})
+def rule_trend(ctx: ContextDep, principal: PrincipalDep,
+               since: Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")],
+               until: Annotated[str, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")],
+               rule: Annotated[Optional[str], Query(max_length=200, pattern=TEXT)] = None,
+               org_unit: Annotated[Optional[str], Query(max_length=200, pattern=TEXT)] = None
+               ) -> list[dict[str, Any]]:
+    """Daily rollups per rule (status counts, new failures, fixes, time to fix) from ``since`` to ``until``
+    (UTC days, both included, at most 400 days), over the caller's org units or one of them."""
+    try:
+        first, last = (datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc) for day in (since, until))
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=f"since and until must be dates as YYYY-MM-DD: {exc}") from exc
+    if not timedelta(0) <= last - first < timedelta(days=400):
+        raise HTTPException(status_code=400, detail="until must be on or after since, at most 399 days later")
+    unit = _org_unit_filter(ctx, principal, org_unit)
+    scope = principal.scope if unit is None else Scope(frozenset({unit}) if unit > 0 else frozenset())
+    with ctx.db.read() as conn:
+        return maintenance.rule_trend(conn, scope, since_day=since, until_day=until, rule_id=rule)
 
 
 @router.get("/trend", response_model=list[TrendDay])

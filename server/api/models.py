@@ -308,3 +308,19 @@ class TrendDay(BaseModel):
     error: int
     unknown: int
     stale: int
+
+
+class RuleTrendDay(BaseModel):
+    """One day of one rule's rollups, summed over the org units asked for (docs/collector.md)."""
+
+    day: str
+    rule_id: str
+    passing: int
+    warning: int
+    failing: int
+    errors: int
+    not_applicable: int
+    new_failures: int
+    fixed: int
+    fix_seconds_median: Optional[float]
+    compliant_share: Optional[float]

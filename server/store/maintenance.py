@@ -1,9 +1,9 @@
-"""Periodic jobs: the daily trend snapshot, pruning of raw reports past their retention and of expired
-dashboard sessions."""
+"""Periodic jobs: the daily trend snapshot and rollups, pruning of raw reports past their retention, of
+old rollups and of expired dashboard sessions (history retention: server/store/retention.py)."""
 
 from __future__ import annotations
 
-import json
+import statistics
 import time
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -11,16 +11,97 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from server.store.schema import DEVICE_ACTIVE, check_state, daily_stats, devices, reports, web_sessions
+from server.store.retention import delete_expired_batch
+from server.store.schema import (
+    DEVICE_ACTIVE,
+    check_state,
+    daily_rule_stats,
+    daily_stats,
+    devices,
+    reports,
+    transitions,
+    web_sessions,
+)
 from server.store.scope import Scope
+
+# check_state status -> daily_rule_stats column.
+STATUS_COLUMNS = {"pass": "passing", "warn": "warning", "fail": "failing", "error": "errors",
+                  "not_applicable": "not_applicable"}
 
 
 def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
+def _day_bounds(day: str) -> tuple[float, float]:
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+    return start, start + 86400
+
+
+def _changes_of_day(conn: Connection, day: str) -> dict[tuple[int, str], dict[str, Any]]:
+    """New failures, fixes and the median time to fix per (org unit, rule) during one UTC day."""
+    start, end = _day_bounds(day)
+    changes: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def entry(org_unit_id: int, rule_id: str) -> dict[str, Any]:
+        return changes.setdefault((org_unit_id, rule_id), {"new_failures": 0, "fixed": 0, "fix_seconds": []})
+
+    in_day = (transitions.c.at >= start, transitions.c.at < end)
+    for org_unit_id, rule_id, count in conn.execute(
+            sa.select(transitions.c.org_unit_id, transitions.c.rule_id, sa.func.count())
+            .where(*in_day, transitions.c.new_status == "fail",
+                   sa.or_(transitions.c.old_status.is_(None), transitions.c.old_status != "fail"))
+            .group_by(transitions.c.org_unit_id, transitions.c.rule_id)):
+        entry(int(org_unit_id), str(rule_id))["new_failures"] = int(count)
+    # A fix's failing time runs from the newest change to fail of the same device and rule before it.
+    earlier = transitions.alias("earlier")
+    failed_at = (sa.select(sa.func.max(earlier.c.at))
+                 .where(earlier.c.device_id == transitions.c.device_id, earlier.c.rule_id == transitions.c.rule_id,
+                        earlier.c.new_status == "fail", earlier.c.at <= transitions.c.at)
+                 .scalar_subquery())
+    for org_unit_id, rule_id, fixed_at, since in conn.execute(
+            sa.select(transitions.c.org_unit_id, transitions.c.rule_id, transitions.c.at, failed_at)
+            .where(*in_day, transitions.c.old_status == "fail", transitions.c.new_status != "fail")):
+        item = entry(int(org_unit_id), str(rule_id))
+        item["fixed"] += 1
+        if since is not None:
+            item["fix_seconds"].append(max(0.0, float(fixed_at) - float(since)))
+    return changes
+
+
+def _write_rule_rollups(conn: Connection, day: str, counts: dict[tuple[int, str], dict[str, int]],
+                        *, now: float) -> None:
+    changes = _changes_of_day(conn, day)
+    rows = []
+    for key in sorted(set(counts) | set(changes)):
+        status = counts.get(key, {})
+        change = changes.get(key, {"new_failures": 0, "fixed": 0, "fix_seconds": []})
+        rows.append({"day": day, "org_unit_id": key[0], "rule_id": key[1],
+                     **{column: int(status.get(name, 0)) for name, column in STATUS_COLUMNS.items()},
+                     "new_failures": change["new_failures"], "fixed": change["fixed"],
+                     "fix_seconds_median": statistics.median(change["fix_seconds"]) if change["fix_seconds"]
+                     else None, "computed_at": now})
+    conn.execute(daily_rule_stats.delete().where(daily_rule_stats.c.day == day))
+    if rows:
+        conn.execute(daily_rule_stats.insert(), rows)
+
+
+def _finish_previous_day(conn: Connection, day: str, *, now: float) -> None:
+    """Complete the changes of the day before (those after its last snapshot), keeping its counts."""
+    start, end = _day_bounds(day)
+    last = conn.execute(sa.select(sa.func.min(daily_rule_stats.c.computed_at))
+                        .where(daily_rule_stats.c.day == day)).scalar()
+    if last is None or float(last) >= end:
+        return
+    counts = {(int(r.org_unit_id), str(r.rule_id)): {name: int(r._mapping[column])
+                                                     for name, column in STATUS_COLUMNS.items()}
+              for r in conn.execute(sa.select(daily_rule_stats).where(daily_rule_stats.c.day == day))}
+    _write_rule_rollups(conn, day, counts, now=now)
+
+
 def snapshot_daily_stats(conn: Connection, *, now: Optional[float] = None, stale_after: float) -> str:
-    """(Re)compute today's row per org unit from current state; idempotent, so any process may run it."""
+    """(Re)compute today's rows per org unit (daily_stats) and per org unit x rule (daily_rule_stats)
+    from current state and today's history; idempotent, so any process may run it."""
     current = time.time() if now is None else now
     day = utc_day(current)
     cutoff = current - stale_after
@@ -28,7 +109,7 @@ def snapshot_daily_stats(conn: Connection, *, now: Optional[float] = None, stale
 
     def unit(org_unit_id: int) -> dict[str, Any]:
         return per_unit.setdefault(org_unit_id, {"devices": 0, "compliant": 0, "not_compliant": 0, "error": 0,
-                                                 "unknown": 0, "stale": 0, "rules": {}})
+                                                 "unknown": 0, "stale": 0})
 
     for org_unit_id, compliance, count in conn.execute(
             sa.select(devices.c.org_unit_id, devices.c.compliance, sa.func.count())
@@ -42,40 +123,104 @@ def snapshot_daily_stats(conn: Connection, *, now: Optional[float] = None, stale
                    sa.func.coalesce(devices.c.last_seen, devices.c.enrolled_at) < cutoff)
             .group_by(devices.c.org_unit_id)):
         unit(int(org_unit_id))["stale"] = int(count)
+    rule_counts: dict[tuple[int, str], dict[str, int]] = {}
     for org_unit_id, rule_id, status, count in conn.execute(
             sa.select(check_state.c.org_unit_id, check_state.c.rule_id, check_state.c.status, sa.func.count())
             .where(check_state.c.active.is_(True))
             .group_by(check_state.c.org_unit_id, check_state.c.rule_id, check_state.c.status)):
-        unit(int(org_unit_id))["rules"].setdefault(str(rule_id), {})[str(status)] = int(count)
+        rule_counts.setdefault((int(org_unit_id), str(rule_id)), {})[str(status)] = int(count)
     conn.execute(daily_stats.delete().where(daily_stats.c.day == day))
     for org_unit_id, entry in per_unit.items():
         conn.execute(daily_stats.insert().values(
             day=day, org_unit_id=org_unit_id, devices=entry["devices"], compliant=entry["compliant"],
             not_compliant=entry["not_compliant"], error=entry["error"], unknown=entry["unknown"],
-            stale=entry["stale"], rules=json.dumps(entry["rules"], sort_keys=True), computed_at=current))
+            stale=entry["stale"], computed_at=current))
+    _finish_previous_day(conn, utc_day(current - 86400), now=current)
+    _write_rule_rollups(conn, day, rule_counts, now=current)
     return day
 
 
-def daily_trend(conn: Connection, scope: Scope, *, since_day: str) -> list[dict[str, Any]]:
-    """Per day: totals over the org units in scope (the dashboard's trend chart)."""
-    rows = conn.execute(sa.select(daily_stats).where(daily_stats.c.day >= since_day,
-                                                     scope.clause(daily_stats.c.org_unit_id))
-                        .order_by(daily_stats.c.day)).mappings().all()
-    days: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = days.setdefault(row["day"], {"day": row["day"], "devices": 0, "compliant": 0, "not_compliant": 0,
-                                             "error": 0, "unknown": 0, "stale": 0})
-        for name in ("devices", "compliant", "not_compliant", "error", "unknown", "stale"):
-            entry[name] += int(row[name])
-    return list(days.values())
+def daily_trend(conn: Connection, scope: Scope, *, since_day: str,
+                until_day: Optional[str] = None) -> list[dict[str, Any]]:
+    """Per day: totals over the org units in scope (the dashboard's trend chart), ``until_day`` included."""
+    where = [daily_stats.c.day >= since_day, scope.clause(daily_stats.c.org_unit_id)]
+    if until_day is not None:
+        where.append(daily_stats.c.day <= until_day)
+    names = ("devices", "compliant", "not_compliant", "error", "unknown", "stale")
+    rows = conn.execute(sa.select(daily_stats.c.day, *(sa.func.sum(daily_stats.c[n]).label(n) for n in names))
+                        .where(*where).group_by(daily_stats.c.day).order_by(daily_stats.c.day)).mappings()
+    return [{"day": row["day"], **{n: int(row[n] or 0) for n in names}} for row in rows]
+
+
+_ROLLUP_SUMS = (*STATUS_COLUMNS.values(), "new_failures", "fixed")
+
+
+def _rollup_columns() -> list[Any]:
+    """Sums of the rollup counts, and the time to fix over the rows summed: the median itself for one
+    org unit, the mean of the units' medians weighted by their fixes for several (medians of different
+    units cannot be merged exactly without every fix, which the history keeps only for its retention)."""
+    weighted = sa.func.sum(daily_rule_stats.c.fix_seconds_median * daily_rule_stats.c.fixed)
+    fixes_timed = sa.func.sum(sa.case((daily_rule_stats.c.fix_seconds_median.is_not(None), daily_rule_stats.c.fixed),
+                                      else_=0))
+    return [*(sa.func.sum(daily_rule_stats.c[n]).label(n) for n in _ROLLUP_SUMS),
+            (weighted / sa.func.nullif(fixes_timed, 0)).label("fix_seconds_median")]
+
+
+def _rollup_entry(row: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {n: int(row[n] or 0) for n in _ROLLUP_SUMS}
+    judged = entry["passing"] + entry["warning"] + entry["failing"] + entry["errors"]
+    entry["compliant_share"] = entry["passing"] / judged if judged else None
+    median = row["fix_seconds_median"]
+    entry["fix_seconds_median"] = None if median is None else float(median)
+    return entry
+
+
+def rule_trend(conn: Connection, scope: Scope, *, since_day: str, until_day: str,
+               rule_id: Optional[str] = None) -> list[dict[str, Any]]:
+    """Per day and rule: the rollups summed over the org units in scope (see _rollup_columns).
+
+    ``compliant_share`` is passing / the devices judged on the rule (not_applicable left out), None
+    when none was."""
+    where = [daily_rule_stats.c.day >= since_day, daily_rule_stats.c.day <= until_day,
+             scope.clause(daily_rule_stats.c.org_unit_id)]
+    if rule_id is not None:
+        where.append(daily_rule_stats.c.rule_id == rule_id)
+    query = (sa.select(daily_rule_stats.c.day, daily_rule_stats.c.rule_id, *_rollup_columns()).where(*where)
+             .group_by(daily_rule_stats.c.day, daily_rule_stats.c.rule_id)
+             .order_by(daily_rule_stats.c.day, daily_rule_stats.c.rule_id))
+    return [{"day": row["day"], "rule_id": row["rule_id"], **_rollup_entry(row)}
+            for row in conn.execute(query).mappings()]
+
+
+def rule_period(conn: Connection, scope: Scope, *, since_day: str, until_day: str) -> list[dict[str, Any]]:
+    """Per rule over a period: changes summed over its days, counts and share of its last day."""
+    where = [daily_rule_stats.c.day >= since_day, daily_rule_stats.c.day <= until_day,
+             scope.clause(daily_rule_stats.c.org_unit_id)]
+    totals = {row["rule_id"]: _rollup_entry(row) for row in conn.execute(
+        sa.select(daily_rule_stats.c.rule_id, *_rollup_columns()).where(*where)
+        .group_by(daily_rule_stats.c.rule_id)).mappings()}
+    last_day = conn.execute(sa.select(sa.func.max(daily_rule_stats.c.day)).where(*where)).scalar()
+    out = []
+    for row in rule_trend(conn, scope, since_day=last_day, until_day=last_day) if last_day else []:
+        period = totals.get(row["rule_id"], {})
+        out.append({**row, "new_failures": period.get("new_failures", 0), "fixed": period.get("fixed", 0),
+                    "fix_seconds_median": period.get("fix_seconds_median")})
+    return out
+
+
+def prune_rollups(conn: Connection, *, retention: float, now: Optional[float] = None) -> int:
+    """Delete daily rollups (both tables) of days older than ``retention``; a few thousand rows a day."""
+    oldest_kept = utc_day((time.time() if now is None else now) - retention)
+    deleted = conn.execute(daily_rule_stats.delete().where(daily_rule_stats.c.day < oldest_kept)).rowcount or 0
+    deleted += conn.execute(daily_stats.delete().where(daily_stats.c.day < oldest_kept)).rowcount or 0
+    return int(deleted)
 
 
 def prune_reports(conn: Connection, *, retention: float, now: Optional[float] = None,
                   batch: int = 5000) -> int:
     """Delete raw reports received more than ``retention`` seconds ago, at most ``batch`` rows per call."""
     cutoff = (time.time() if now is None else now) - retention
-    ids = sa.select(reports.c.id).where(reports.c.received_at < cutoff).order_by(reports.c.received_at).limit(batch)
-    return int(conn.execute(reports.delete().where(reports.c.id.in_(ids))).rowcount or 0)
+    return delete_expired_batch(conn, reports.name, "received_at", "id", cutoff=cutoff, batch=batch)
 
 
 def prune_web_sessions(conn: Connection, *, now: Optional[float] = None, batch: int = 1000) -> int:

@@ -176,7 +176,9 @@ transitions = sa.Table(
     sa.Column("org_unit_id", sa.Integer, nullable=False),
     # JSON {"key", "params"} to render the reason in en/fr/ar; NULL for rows before migration 0006
     sa.Column("message", sa.Text, nullable=True),
-    sa.UniqueConstraint("device_id", "rule_id", "seq"),
+    # With `at` since migration 0012: PostgreSQL partitions this table by month on `at`, and a unique
+    # constraint of a partitioned table must hold the partition key (a seq has one created_at anyway).
+    sa.UniqueConstraint("device_id", "rule_id", "seq", "at"),
     sa.Index(None, "device_id", "at"),
     sa.Index(None, "at"),
     sa.Index(None, "org_unit_id", "at"),
@@ -207,8 +209,7 @@ daily_stats = sa.Table(
     sa.Column("not_compliant", sa.Integer, nullable=False),
     sa.Column("error", sa.Integer, nullable=False),
     sa.Column("unknown", sa.Integer, nullable=False),
-    sa.Column("stale", sa.Integer, nullable=False),
-    sa.Column("rules", sa.Text, nullable=False),  # JSON {rule_id: {status: count}}
+    sa.Column("stale", sa.Integer, nullable=False),  # per-rule counts: daily_rule_stats (migration 0012)
     sa.Column("computed_at", Time, nullable=False),
 )
 
@@ -506,4 +507,23 @@ rate_buckets = sa.Table(
     sa.Column("updated_at", Time, nullable=False),
     sa.Column("granted", sa.Boolean, nullable=False),  # whether the last take succeeded (RETURNING reads it)
     sa.Index(None, "updated_at"),
+)
+
+# Trend rollups (migration 0012): per day x org unit x rule, the current-state counts at the day's last
+# snapshot and what changed during the day. Kept `rollup_retention` (400 days by default).
+daily_rule_stats = sa.Table(
+    "daily_rule_stats", metadata,
+    sa.Column("day", sa.String(10), primary_key=True),  # YYYY-MM-DD (UTC)
+    sa.Column("org_unit_id", sa.Integer, primary_key=True),
+    sa.Column("rule_id", sa.String(200), primary_key=True),
+    sa.Column("passing", sa.Integer, nullable=False),
+    sa.Column("warning", sa.Integer, nullable=False),
+    sa.Column("failing", sa.Integer, nullable=False),
+    sa.Column("errors", sa.Integer, nullable=False),
+    sa.Column("not_applicable", sa.Integer, nullable=False),
+    sa.Column("new_failures", sa.Integer, nullable=False),  # changes to fail during the day
+    sa.Column("fixed", sa.Integer, nullable=False),  # changes from fail to anything else during the day
+    sa.Column("fix_seconds_median", sa.Double, nullable=True),  # median failing time of those fixes
+    sa.Column("computed_at", Time, nullable=False),
+    sa.Index(None, "rule_id", "day"),
 )

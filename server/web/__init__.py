@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from server.web import action_pages, admin_pages, pages
+from server.web import action_pages, admin_pages, pages, trends
 
 router = APIRouter(include_in_schema=False)
 router.include_router(pages.router)
 router.include_router(admin_pages.router)
 router.include_router(action_pages.router)
+router.include_router(trends.router)
 
 __all__ = ["router"]

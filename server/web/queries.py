@@ -24,7 +24,7 @@ from server.store.schema import (
     DEVICE_ACTIVE,
     RESULT_STATUSES,
     check_state,
-    daily_stats,
+    daily_rule_stats,
     devices,
     org_units,
     reports,
@@ -147,19 +147,14 @@ def rule_counts(conn: Connection, scope: Scope, *, now: float, max_age: float) -
     time. Without a recent snapshot (a new collector) the count is made live.
     """
     day = maintenance.utc_day(now)
-    rows = conn.execute(sa.select(daily_stats.c.rules, daily_stats.c.computed_at)
-                        .where(daily_stats.c.day == day, scope.clause(daily_stats.c.org_unit_id))).all()
+    rows = conn.execute(sa.select(daily_rule_stats).where(daily_rule_stats.c.day == day,
+                                                         scope.clause(daily_rule_stats.c.org_unit_id))).all()
     if rows and min(float(r.computed_at) for r in rows) >= now - max_age:
         rules: dict[str, dict[str, int]] = {}
         for row in rows:
-            try:
-                per_rule = json.loads(row.rules)
-            except ValueError:
-                per_rule = {}
-            for rule_id, statuses in per_rule.items() if isinstance(per_rule, dict) else ():
-                target = rules.setdefault(str(rule_id), {s: 0 for s in RESULT_STATUSES})
-                for status, count in statuses.items():
-                    target[str(status)] = target.get(str(status), 0) + int(count)
+            target = rules.setdefault(str(row.rule_id), {s: 0 for s in RESULT_STATUSES})
+            for status, column in maintenance.STATUS_COLUMNS.items():
+                target[status] += int(row._mapping[column])
         return RuleCounts(rules, min(float(r.computed_at) for r in rows))
     live = fleet.fleet_summary(conn, scope, now=now, stale_after=1.0)
     return RuleCounts(live.rules, None)

@@ -208,7 +208,7 @@ def test_raw_reports_are_sampled(collector: Collector) -> None:
         collector.send(device.report())
     with collector.db.read() as conn:
         kept = conn.execute(sa.select(reports.c.seq).where(reports.c.device_id == device.device_id)).scalars().all()
-    # The first report is kept; unchanged ones within raw_report_interval (1 h) are not.
+    # The first report is kept; unchanged ones within raw_report_interval (7 days) are not.
     assert kept == [1]
     collector.send(device.report(posture=replace(device.posture, screen_lock=False)))
     with collector.db.read() as conn:

@@ -46,7 +46,9 @@
         datasets: [
           { label: labels.percent || "%", data: data.percent, borderColor: accent, backgroundColor: accent,
             yAxisID: "y", tension: 0.25, spanGaps: true, pointRadius: 2 },
-          { label: labels.stale || "stale", data: data.stale, borderColor: muted, backgroundColor: muted,
+          // The second series: stale devices on the overview, failing devices on the trends page.
+          { label: labels.second || labels.stale || "stale", data: data.second || data.stale, borderColor: muted,
+            backgroundColor: muted,
             yAxisID: "y2", borderDash: [4, 4], tension: 0.25, pointRadius: 0 }
         ]
       },
