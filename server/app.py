@@ -25,10 +25,10 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import protocol
-from server.api.validation import validation_error
+from server import jobs, metrics
 from server.actions import delivery as actions_delivery
 from server.actions import worker as actions_worker
-from server import jobs, metrics
+from server.api.validation import validation_error
 from server.cluster import POLICY_CHANNEL, Cluster
 from server.ingest import Ingestor
 from server.metrics import Metrics
@@ -176,8 +176,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
                               "with the device's Ed25519 key; admin endpoints take `Authorization: Bearer`.")
     app.state.ctx = ctx
     # Imported here: the route modules import this one (AppContext).
-    import server.api.actions
     import server.api.access
+    import server.api.actions
     import server.api.admin
     import server.api.agent
 

@@ -29,7 +29,7 @@ from server.app import AppContext
 from server.bodies import read_json
 from server.ingest import ACCEPTED, DUPLICATE, IngestStats, NoPolicyError
 from server.ratelimit import Limiter, retry_after_header, take_together
-from server.store import audit, enrolment
+from server.store import enrolment
 from server.store import policies as policy_store
 from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING, devices
 
