@@ -19,10 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from benchmarks.collector_sim import SimDevice
 from benchmarks.loopback import REPO, ServerProcess, serve
-from server.ratelimit import SharedBuckets, SharedRateLimiter, take_together
+from server.ratelimit import SharedBuckets, SharedRateLimiter, prune_buckets, take_together
 from server.store.db import Database
 from tests.server.conftest import init_collector, postgres_database, run_cli
 
@@ -73,6 +74,23 @@ def test_shared_buckets_grant_exactly_the_limit_across_nodes(tmp_path: Path) -> 
         assert nodes[1].wait("third-device") == 0, "the third device's token was taken, 9 are left"
         for pool in buckets:
             pool.dispose()
+        db.dispose()
+
+
+def test_idle_buckets_are_pruned_and_busy_ones_kept(tmp_path: Path) -> None:
+    with cluster_database(tmp_path) as (_, url, _token):
+        db = Database(url)
+        buckets = SharedBuckets(db)
+        limiter = SharedRateLimiter(buckets, "device", 10)
+        for key in ("idle-1", "idle-2", "busy"):
+            assert limiter.take(key) == 0
+        with db.write() as conn:  # two buckets last touched 3 minutes ago: full again, nothing to keep
+            conn.execute(sa.text("UPDATE rate_buckets SET updated_at = updated_at - 180 WHERE key LIKE 'idle-%'"))
+        assert prune_buckets(db) == 2
+        with db.read() as conn:
+            assert conn.execute(sa.text("SELECT key FROM rate_buckets")).scalars().all() == ["busy"]
+        assert limiter.wait("busy") == 0 and limiter.take("idle-1") == 0
+        buckets.dispose()
         db.dispose()
 
 
