@@ -12,7 +12,7 @@ devices changing one check per round) in gzip batches from several client thread
     (ingest reports/s divided by what the server sustains for requests that do nothing).
 
     .venv/bin/python benchmarks/collector_load.py [--devices 1000] [--rounds 6] [--batch 50]
-        [--clients 4] [--workers 2] [--backend sqlite|postgres|both] [--json]
+        [--clients 4] [--workers 2] [--backend sqlite|postgres|both] [--batch1-reports 600] [--json]
 """
 
 from __future__ import annotations
