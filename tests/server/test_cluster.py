@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.collector_sim import SimDevice
 from benchmarks.loopback import REPO, ServerProcess, serve
@@ -226,3 +227,33 @@ def test_a_singleton_job_runs_on_one_node_and_moves_when_that_node_dies(tmp_path
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+
+
+def _leaders(node: ServerProcess, token: str) -> dict[str, float]:
+    answer = httpx.get(node.url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {sample.labels["job"]: sample.value for family in text_string_to_metric_families(answer.text)
+            for sample in family.samples if sample.name == "teleposture_job_leader"}
+
+
+def test_real_nodes_run_each_job_once_and_a_survivor_takes_over(tmp_path: Path) -> None:
+    token = "cluster-test-metrics-token"
+    env = {"TELEPOSTURE_METRICS_TOKEN": token, "TELEPOSTURE_MAINTENANCE_INTERVAL": "1"}
+    with two_nodes(tmp_path, env) as (_, _, _, nodes):
+        jobs = {"daily-snapshot", "prune-reports", "prune-rate-buckets"}
+
+        def settled() -> bool:
+            views = [_leaders(node, token) for node in nodes]
+            return all(set(view) == jobs for view in views) and all(
+                sum(view[job] for view in views) == 1 for job in jobs)
+
+        _wait_for(settled, 20, "each job held by exactly one node")
+        time.sleep(2)  # several intervals later: still exactly one holder per job
+        assert settled()
+        victim = next(node for node in nodes if _leaders(node, token)["daily-snapshot"] == 1)
+        survivor = nodes[1 - nodes.index(victim)]
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
+        took = _wait_for(lambda: all(v == 1 for v in _leaders(survivor, token).values()), 20,
+                         "the surviving node takes every job over")
+        assert took < 10.0
