@@ -12,7 +12,7 @@ devices changing one check per round) in gzip batches from several client thread
     (ingest reports/s divided by what the server sustains for requests that do nothing).
 
     .venv/bin/python benchmarks/collector_load.py [--devices 1000] [--rounds 6] [--batch 50]
-        [--clients 4] [--workers 2] [--backend sqlite|postgres|both] [--json]
+        [--clients 4] [--workers 2] [--backend sqlite|postgres|both] [--batch1-reports 600] [--json]
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ def measure(port: int, token: str, url: str, backend: str, args: argparse.Namesp
     paced = send_all(port, "/api/v1/reports", paced_bodies, args.clients, f"{backend} ingest at half rate",
                      interval=args.batch / half_rate if half_rate else 0.0)
     single = [(gzip.compress(json.dumps({"envelopes": [e]}).encode(), 5), 1)
-              for e in fleet.round()[: min(args.devices, 600)]]
+              for e in fleet.round()[: min(args.devices, args.batch1_reports)]]
     one_by_one = send_all(port, "/api/v1/reports", single, args.clients, f"{backend} ingest (batch 1)")
     runs = [first, steady, reference, paced, one_by_one]
     return {"backend": backend, "devices": args.devices, "batch": args.batch, "clients": args.clients,
@@ -318,6 +318,8 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=6, help="measured reports per device")
     parser.add_argument("--batch", type=int, default=50, help="envelopes per request")
+    parser.add_argument("--batch1-reports", type=int, default=600,
+                        help="reports sent one per request in the batch-1 run (at most --devices)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client connections")
     parser.add_argument("--workers", type=int, default=2, help="collector worker processes")
     parser.add_argument("--change-fraction", type=float, default=0.05,

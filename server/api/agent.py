@@ -124,14 +124,8 @@ async def post_reports(request: Request, ctx: ContextDep) -> Response:
     stats = IngestStats()
     started = time.perf_counter()
     try:
-        ingest = partial(ctx.ingestor.ingest, items, stats, partial(_limit_devices, ctx, client))
-        if len(items) == 1 and not ctx.db.is_postgres:
-            # One envelope on SQLite (how a laptop uploads): ~0.3 ms of CPU and no network wait, less
-            # than the hop to a pool thread and back costs (~0.3 ms CPU). On PostgreSQL the work waits on
-            # round trips to the database, which must not hold up the event loop.
-            answers = ingest()
-        else:
-            answers = await run_in_threadpool(ingest)
+        answers = await run_in_threadpool(ctx.ingestor.ingest, items, stats,
+                                          partial(_limit_devices, ctx, client))
     except NoPolicyError as exc:
         ctx.metrics.batch_failed(503)
         raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": "60"}) from exc

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.collector_sim import SimDevice
 from benchmarks.loopback import REPO, ServerProcess, serve
-from server.ratelimit import SharedBuckets, SharedRateLimiter, take_together
+from server.ratelimit import SharedBuckets, SharedRateLimiter, prune_buckets, take_together
 from server.store.db import Database
 from tests.server.conftest import init_collector, postgres_database, run_cli
 
@@ -73,6 +75,23 @@ def test_shared_buckets_grant_exactly_the_limit_across_nodes(tmp_path: Path) -> 
         assert nodes[1].wait("third-device") == 0, "the third device's token was taken, 9 are left"
         for pool in buckets:
             pool.dispose()
+        db.dispose()
+
+
+def test_idle_buckets_are_pruned_and_busy_ones_kept(tmp_path: Path) -> None:
+    with cluster_database(tmp_path) as (_, url, _token):
+        db = Database(url)
+        buckets = SharedBuckets(db)
+        limiter = SharedRateLimiter(buckets, "device", 10)
+        for key in ("idle-1", "idle-2", "busy"):
+            assert limiter.take(key) == 0
+        with db.write() as conn:  # two buckets last touched 3 minutes ago: full again, nothing to keep
+            conn.execute(sa.text("UPDATE rate_buckets SET updated_at = updated_at - 180 WHERE key LIKE 'idle-%'"))
+        assert prune_buckets(db) == 2
+        with db.read() as conn:
+            assert conn.execute(sa.text("SELECT key FROM rate_buckets")).scalars().all() == ["busy"]
+        assert limiter.wait("busy") == 0 and limiter.take("idle-1") == 0
+        buckets.dispose()
         db.dispose()
 
 
@@ -208,3 +227,33 @@ def test_a_singleton_job_runs_on_one_node_and_moves_when_that_node_dies(tmp_path
                 if process.poll() is None:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
+
+
+def _leaders(node: ServerProcess, token: str) -> dict[str, float]:
+    answer = httpx.get(node.url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {sample.labels["job"]: sample.value for family in text_string_to_metric_families(answer.text)
+            for sample in family.samples if sample.name == "teleposture_job_leader"}
+
+
+def test_real_nodes_run_each_job_once_and_a_survivor_takes_over(tmp_path: Path) -> None:
+    token = "cluster-test-metrics-token"
+    env = {"TELEPOSTURE_METRICS_TOKEN": token, "TELEPOSTURE_MAINTENANCE_INTERVAL": "1"}
+    with two_nodes(tmp_path, env) as (_, _, _, nodes):
+        jobs = {"daily-snapshot", "prune-reports", "prune-rate-buckets"}
+
+        def settled() -> bool:
+            views = [_leaders(node, token) for node in nodes]
+            return all(set(view) == jobs for view in views) and all(
+                sum(view[job] for view in views) == 1 for job in jobs)
+
+        _wait_for(settled, 20, "each job held by exactly one node")
+        time.sleep(2)  # several intervals later: still exactly one holder per job
+        assert settled()
+        victim = next(node for node in nodes if _leaders(node, token)["daily-snapshot"] == 1)
+        survivor = nodes[1 - nodes.index(victim)]
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
+        took = _wait_for(lambda: all(v == 1 for v in _leaders(survivor, token).values()), 20,
+                         "the surviving node takes every job over")
+        assert took < 10.0
