@@ -42,6 +42,9 @@ class FactSpec:
     description: str
     # "none" means the fact may be null (unknown) without the whole check being an error.
     nullable: bool = True
+    # What a report of an agent that predates this fact means by leaving it out (evaluation only;
+    # None: unknown, the rule says so). Lets a collector judge older agents' reports with a newer policy.
+    absent: Any = None
 
     def __post_init__(self) -> None:
         if self.type not in FACT_TYPES:

@@ -180,7 +180,7 @@ def _judge_fact(family: Optional[CheckFamily], name: str, exp: Any, facts: Mappi
     """Verdicts of one expectation on one fact: unknown (null) and ill-typed values are errors, never guesses."""
     spec = family.spec.fact(name) if family is not None else None
     fact_type = spec.type if spec is not None else "string"
-    value = facts.get(name)
+    value = facts[name] if name in facts else (spec.absent if spec is not None else None)
     if value is None:
         return [("error", message("fact_unknown", fact=name, reason=_unknown_reason(outcome)))]
     if not _type_ok(fact_type, value) or (isinstance(value, float) and not math.isfinite(value)):

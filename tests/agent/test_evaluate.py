@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.policy import STATUSES, Policy, Result, evaluate, load_policy_text, summarize
+from agent.policy import STATUSES, Policy, Result, baseline, evaluate, load_policy_text, summarize
 from agent.policy.evaluate import version_tuple
 from agent.policy.messages import render_en
 from agent.protocol import parse_rfc3339
@@ -430,3 +430,16 @@ def test_baseline_signature_rule_does_not_apply_without_a_running_product(platfo
     assert by_rule["antimalware-running"].status == "fail"
     assert (by_rule["antimalware-signatures"].status, by_rule["antimalware-signatures"].reason) == \
         ("not_applicable", "applies only when anti-malware running is yes")
+
+
+def test_a_report_of_an_older_agent_is_judged_with_the_declared_absent_value() -> None:
+    """Agents before issue 15 report no `signature_source`: the baseline's signature rules judge their
+    signature age as before (the fact's declared `absent` value), instead of reading "unknown"."""
+    policy = baseline()
+    old = ok({"running": True, "products": [], "realtime_protection": True, "signature_age_days": 0.5})
+    results = {r.rule_id: r.status for r in evaluate(policy, {"antivirus": old}, "windows", 0.0)}
+    assert (results["antimalware-signatures"], results["antimalware-signatures-state"]) == ("pass", "not_applicable")
+    # a fact that is present but null stays unknown
+    unknown = ok({**old["facts"], "signature_source": None})
+    results = {r.rule_id: r.status for r in evaluate(policy, {"antivirus": unknown}, "windows", 0.0)}
+    assert results["antimalware-signatures"] == "error"

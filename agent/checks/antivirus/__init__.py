@@ -19,7 +19,9 @@ SPEC = CheckSpec(
         FactSpec("signature_age_days", "number", "age of the freshest signature set among running products (null: none)"),
         FactSpec("signature_source", "string",
                  "how the running products report their signatures: age (a signature age is published), "
-                 "product_state (only the product's own up-to-date verdict: Windows Security Center), none"),
+                 "product_state (only the product's own up-to-date verdict: Windows Security Center), none",
+                 # agents before issue 15 reported ages only
+                 absent="age"),
         FactSpec("signatures_up_to_date", "bool",
                  "the product's own verdict on its signatures where no age is published (Security Center "
                  "productState); null otherwise"),
