@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.checks import REGISTRY
 from agent.checks.base import PLATFORMS, CheckSpec, FactSpec
+from agent.checks.os_identity import lifecycle
 from agent.policy.loader import LineMap, Path_
 from agent.policy.model import (
     DEFAULT_GRACE_SECONDS,
@@ -261,6 +262,13 @@ class _Validator:
                         self.problem(here + (index,), f"{spec.id}.{name}: {item!r} is not a network in CIDR "
                                                       "notation (like 10.20.0.0/16)")
                 out[name] = networks
+            elif param.type == "os_lifecycle":
+                try:
+                    lifecycle.parse_table(raw, f"{spec.id}.{name}")
+                except ValueError as exc:
+                    self.problem(here, str(exc))
+                    continue
+                out[name] = raw
             else:
                 out[name] = raw
         return out
