@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.policy import baseline
 from tests.web.conftest import sign_in as http_sign_in
 from tests.web.live import VIEWER_PASSWORD, XSS_HOSTNAME, LiveCollector
 
@@ -143,7 +144,7 @@ def test_sign_in_and_read_the_overview(browser: Any, live: LiveCollector, output
     assert driver.execute_script("return typeof window.Chart") == "function"
     assert driver.execute_script("return typeof window.htmx") == "object"
     rules = driver.find_elements(By.CSS_SELECTOR, "table.rules tbody tr")
-    assert len(rules) == 11
+    assert len(rules) == len(baseline().rules)
     assert severe_console_errors(driver) == []  # no CSP violation, no script error
     shot(driver, output_dir, "02-overview")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec
-from agent.checks.local_admin import linux
+from agent.checks.local_admin import darwin, linux, windows
 
 SPEC = CheckSpec(
     id="local_admin",
@@ -20,9 +20,9 @@ SPEC = CheckSpec(
         FactSpec("is_admin", "bool", "that account can act as administrator (null: cannot be told)"),
         FactSpec("admin_via", "list", "how it gets the rights: 'group sudo', 'sudoers: alice ALL=(ALL) ALL', "
                                       "'Administrators via CORP\\\\IT-Admins'"),
-        FactSpec("groups", "list", "the account's groups"),
+        FactSpec("groups", "list", "the account's groups (Windows: the groups that are members of Administrators)"),
         FactSpec("limited_rules", "list", "sudo rules that grant some commands only (not full administrator)"),
     ),
 )
 
-FAMILY = CheckFamily(SPEC, {"linux": linux.collect})
+FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})

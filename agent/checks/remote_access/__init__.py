@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec
-from agent.checks.remote_access import linux
+from agent.checks.remote_access import darwin, linux, windows
 
 SPEC = CheckSpec(
     id="remote_access",
@@ -24,4 +24,4 @@ SPEC = CheckSpec(
     ),
 )
 
-FAMILY = CheckFamily(SPEC, {"linux": linux.collect})
+FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec
-from agent.checks.secure_boot import linux
+from agent.checks.secure_boot import darwin, linux, windows
 
 SPEC = CheckSpec(
     id="secure_boot",
@@ -25,4 +25,4 @@ SPEC = CheckSpec(
     ),
 )
 
-FAMILY = CheckFamily(SPEC, {"linux": linux.collect})
+FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})

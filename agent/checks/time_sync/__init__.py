@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec
-from agent.checks.time_sync import linux
+from agent.checks.time_sync import darwin, linux, windows
 
 SPEC = CheckSpec(
     id="time_sync",
@@ -24,4 +24,4 @@ SPEC = CheckSpec(
     ),
 )
 
-FAMILY = CheckFamily(SPEC, {"linux": linux.collect})
+FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})

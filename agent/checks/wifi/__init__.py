@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec
-from agent.checks.wifi import linux
+from agent.checks.wifi import darwin, linux, windows
 
 SPEC = CheckSpec(
     id="wifi",
@@ -26,4 +26,4 @@ SPEC = CheckSpec(
     ),
 )
 
-FAMILY = CheckFamily(SPEC, {"linux": linux.collect})
+FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})
