@@ -160,7 +160,12 @@ def _console_user(host: Host, evidence: List[str]) -> Tuple[Optional[str], Optio
     if procs.error is not None:
         return None, CheckOutcome.error(CHECK, message("failure_and", first=listing.failure_message(),
                                                        second=procs.failure_message()))
-    rows = json.loads(procs.stdout)
+    try:
+        rows = json.loads(procs.stdout)
+    except ValueError as exc:
+        raise ParseError(f"process list: expected JSON, found unparsable text ({exc})") from exc
+    if not isinstance(rows, list):
+        raise ParseError("process list: expected a JSON list of processes")
     owners = sorted({str(r.get("username")) for r in rows if isinstance(r, dict)
                      and r.get("name") in DISPLAY_SERVERS and r.get("username") not in _SYSTEM_USERS
                      and r.get("username")})

@@ -31,7 +31,8 @@ def parse_ibridge(text: str) -> Tuple[str, Optional[str]]:
     firmware = "apple_t2" if "T2" in model.group(1) else "apple_silicon"
     policy = boot.group(1).lower()
     if policy not in POLICIES:
-        raise ParseError(f"system_profiler SPiBridgeDataType: unknown Secure Boot level {boot.group(1)!r}")
+        raise ParseError(f"system_profiler SPiBridgeDataType: expected Secure Boot Full, Medium, Reduced, Permissive or No "
+                         f"Security, found {boot.group(1)!r}")
     return firmware, policy
 
 

@@ -8,10 +8,10 @@ clock is synchronised when the offset is within a second. Offline, sntp cannot a
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Dict, List, Mapping, Optional
 
+from agent.checks._host_json import parse_processes
 from agent.checks.base import CheckOutcome, ParseError
 from agent.probes import Host
 
@@ -45,7 +45,7 @@ def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
     procs = host.processes()
     if procs.error is not None:
         return CheckOutcome.probe_failed(CHECK, procs)
-    running = any(isinstance(r, dict) and r.get("name") == "timed" for r in json.loads(procs.stdout))
+    running = any(row["name"] == "timed" for row in parse_processes(procs.stdout))
     using = host.run(USING_NETWORK_TIME, timeout=10)
     if not using.ok:
         return CheckOutcome.probe_failed(CHECK, using)

@@ -10,10 +10,10 @@ the clock is not synchronised by one, whatever it shows now.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from agent.checks._host_json import parse_processes
 from agent.checks.base import CheckOutcome, ParseError
 from agent.probes import NOT_FOUND, Host
 
@@ -29,10 +29,7 @@ TIMESYNCD_STAMP = "/run/systemd/timesync/synchronized"
 
 
 def running_services(processes_json: str) -> List[str]:
-    rows = json.loads(processes_json)
-    if not isinstance(rows, list):
-        raise ParseError("process list: expected a JSON list")
-    names = {str(r.get("name")) for r in rows if isinstance(r, dict)}
+    names = {row["name"] for row in parse_processes(processes_json)}
     found: List[str] = []
     for process, service in SERVICES:
         if process in names and service not in found:

@@ -37,7 +37,8 @@ def security_mode(mode: str) -> Tuple[str, bool]:
         return "wpa2", enterprise
     if "wpa" in text:
         return "wpa", enterprise
-    raise ParseError(f"system_profiler SPAirPortDataType: unknown spairport_security_mode {mode!r}")
+    raise ParseError(f"system_profiler SPAirPortDataType: expected a spairport_security_mode_* value (none, wep, wpa*, "
+                     f"owe), found {mode!r}")
 
 
 def parse_airport(text: str) -> Tuple[List[str], Optional[Dict[str, Any]]]:

@@ -100,7 +100,7 @@ def parse_wpa_cli_status(text: str) -> Optional[Dict[str, Any]]:
     elif key_mgmt.startswith("WPA"):
         security = "wpa2" if cipher == "CCMP" else "wpa"
     else:
-        raise ParseError(f"wpa_cli status: unknown key_mgmt {key_mgmt!r}")
+        raise ParseError(f"wpa_cli status: expected key_mgmt NONE, OWE, SAE, WPA-PSK, WPA2-PSK or EAP, found {key_mgmt!r}")
     return {"ssid": values.get("ssid") or None, "security": security,
             "enterprise": "EAP" in key_mgmt or "802.1X" in key_mgmt}
 

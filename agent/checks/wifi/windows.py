@@ -73,7 +73,8 @@ def parse_interfaces(text: str) -> List[Dict[str, Any]]:
         connected = "ssid" in block
         security, enterprise = classify(auth, cipher) if connected and auth is not None else (None, False)
         if connected and security is None:
-            raise ParseError(f"netsh wlan show interfaces: unrecognised authentication {auth!r} / cipher {cipher!r}")
+            raise ParseError(f"netsh wlan show interfaces: expected an authentication (WPA2-Personal, Open ...) and a "
+                             f"cipher (CCMP, WEP ...), found {auth!r} / {cipher!r}")
         interfaces.append({"name": block["_name"], "connected": connected, "ssid": block.get("ssid") or None,
                            "security": security, "enterprise": enterprise})
     return interfaces
