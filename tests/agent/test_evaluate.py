@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.policy import STATUSES, Policy, Result, evaluate, load_policy_text, summarize
+from agent.policy import STATUSES, Policy, Result, baseline, evaluate, load_policy_text, summarize
 from agent.policy.evaluate import version_tuple
 from agent.policy.messages import render_en
+from agent.policy.model import PolicyError
 from agent.protocol import parse_rfc3339
 
 NOW = 1_790_000_000.0
@@ -423,3 +424,35 @@ def test_baseline_signature_rule_does_not_apply_without_a_running_product(platfo
     assert by_rule["antimalware-running"].status == "fail"
     assert (by_rule["antimalware-signatures"].status, by_rule["antimalware-signatures"].reason) == \
         ("not_applicable", "applies only when anti-malware running is yes")
+
+
+# -- `when` on another check's fact (wifi-security: judged only while the VPN is down) ----------------
+
+def _wifi_vpn_facts(vpn: Any, security: str = "open") -> Dict[str, Any]:
+    return {"wifi": {"state": "ok", "facts": {"connected": True, "security": security,
+                                                "encrypted": security not in ("open", "wep")}, "evidence": ["nmcli"]},
+            "vpn": vpn}
+
+
+@pytest.mark.parametrize(("vpn", "status"), [
+    ({"state": "ok", "facts": {"tunnel_up": False}, "evidence": []}, "fail"),
+    ({"state": "ok", "facts": {"tunnel_up": True}, "evidence": []}, "not_applicable"),
+    ({"state": "error", "reason": "ip: command not found", "facts": {}, "evidence": []}, "error"),
+    (None, "error"),
+], ids=["vpn-down", "vpn-up", "vpn-error", "vpn-missing"])
+def test_when_on_another_checks_fact(vpn: Any, status: str) -> None:
+    results = {r.rule_id: r for r in evaluate(baseline(), _wifi_vpn_facts(vpn), "linux", 1.7e9)}
+    assert results["wifi-security"].status == status, results["wifi-security"].reason
+    if status == "error":
+        assert "vpn.tunnel_up" in results["wifi-security"].reason
+
+
+def test_when_on_an_unknown_check_or_fact_is_refused() -> None:
+    doc = ('{"schema": "teleposture/policy/v1", "id": "x", "version": 1, "title": {"en": "t", "fr": "t", "ar": "t"}, '
+           '"rules": [{"id": "w", "check": "wifi", "severity": "high", "when": {"%s": false}, '
+           '"expect": {"encrypted": true}, "title": {"en": "t", "fr": "t", "ar": "t"}, '
+           '"remediation": {"en": "r", "fr": "r", "ar": "r"}}]}')
+    with pytest.raises(PolicyError, match="unknown check 'vnp'"):
+        load_policy_text(doc % "vnp.tunnel_up", "x.json")
+    with pytest.raises(PolicyError, match="check vpn has no fact 'tunnel'"):
+        load_policy_text(doc % "vpn.tunnel", "x.json")
