@@ -2,8 +2,9 @@
 
 The group is named by its well-known SID S-1-5-32-544 (its name is localised: Administrateurs,
 Administradores ...). A direct member is an administrator. A user who is one through a domain group
-nested in Administrators shows only in the user's token: the script asks Windows for it (S4U, works for
-domain accounts while a domain controller answers) and looks for S-1-5-32-544 among the token's groups.
+nested in Administrators shows only in the user's token: the script looks the user's UPN up in the
+directory and asks Windows for that user's token (S4U logon, which takes a UPN; it works for domain
+accounts while a domain controller answers), then looks for S-1-5-32-544 among the token's groups.
 When neither tells, the answer is unknown, not "no".
 """
 
@@ -24,7 +25,9 @@ ADMIN_PS = (
     "Select-Object Name,@{n='SID';e={[string]$_.SID}},@{n='ObjectClass';e={[string]$_.ObjectClass}},"
     "@{n='PrincipalSource';e={[string]$_.PrincipalSource}}); "
     "$tokenGroups = $null; $tokenError = $null; "
-    "if ($user) { try { $id = New-Object System.Security.Principal.WindowsIdentity(($user -split '\\\\')[-1]); "
+    "if ($user) { try { $sam = ($user -split '\\\\')[-1]; "
+    "$upn = ([adsisearcher]\"(sAMAccountName=$sam)\").FindOne().Properties['userprincipalname'] | Select-Object -First 1; "
+    "$id = New-Object System.Security.Principal.WindowsIdentity($(if ($upn) { $upn } else { $sam })); "
     "$tokenGroups = @($id.Groups | ForEach-Object { $_.Value }) } catch { $tokenError = $_.Exception.Message } }; "
     "[pscustomobject]@{User = $user; Members = $members; TokenGroups = $tokenGroups; TokenError = $tokenError}"
 )
