@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import os
@@ -18,6 +19,9 @@ from agent.checks.remote_access.linux import parse_ss
 from agent.checks.secure_boot.linux import parse_efivar_flag, parse_mokutil
 from agent.checks.time_sync.linux import parse_chronyc_tracking, parse_ntpq_peers
 from agent.checks.wifi.linux import nm_security, parse_wpa_cli_status, split_terse
+from agent.cli import build_parser
+from agent.cli_check import run_check
+from agent.policy import baseline, evaluate
 from agent.probes import LiveHost, Recording
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
@@ -72,6 +76,48 @@ def test_recorded_machines(check: str, fixture: str, expected: Dict[str, Any]) -
     for name, value in expected.items():
         assert outcome.facts[name] == value, name
     assert outcome.evidence
+
+
+VERDICTS = {
+    "debian-12/local_admin-wheel-without-rule.json": ("no-local-admin", "pass"),
+    "ubuntu-24.04/local_admin-sudo-group.json": ("no-local-admin", "fail"),
+    "fedora-41/local_admin-not-root-wheel.json": ("no-local-admin", "fail"),
+    "ubuntu-22.04/local_admin-greeter.json": ("no-local-admin", "not_applicable"),
+    "ubuntu-24.04/secure_boot-enabled.json": ("secure-boot", "pass"),
+    "fedora-41/secure_boot-setup-mode.json": ("secure-boot", "fail"),
+    "ubuntu-22.04/secure_boot-mokutil-disabled.json": ("secure-boot", "fail"),
+    "ubuntu-24.04/remote_access-ssh-socket-activated.json": ("no-remote-access", "fail"),
+    "ubuntu-22.04/remote_access-xrdp-and-local-ssh.json": ("no-remote-access", "fail"),
+    "ubuntu-24.04/time_sync-timesyncd.json": ("time-sync", "pass"),
+    "fedora-41/time_sync-chrony-unsynchronised.json": ("time-sync", "fail"),
+    "fedora-41/time_sync-chrony-synchronised.json": ("time-sync", "pass"),
+    "ubuntu-22.04/time_sync-ntpd.json": ("time-sync", "pass"),
+}
+
+
+@pytest.mark.parametrize(("fixture", "rule", "status"), [(f, r, s) for f, (r, s) in VERDICTS.items()],
+                         ids=[f.replace(".json", "") for f in VERDICTS])
+def test_check_replay_gives_the_rules_verdict(fixture: str, rule: str, status: str, tmp_path: Path) -> None:
+    """`teleposture-agent check --json --replay FILE --only CHECK` with the bundled baseline."""
+    check = fixture.split("/")[1].split("-")[0]
+    out, err = io.StringIO(), io.StringIO()
+    code = run_check(build_parser().parse_args(["check", "--json", "--replay", str(FIXTURES / fixture), "--only", check,
+                                                "--state-dir", str(tmp_path / "state")]), out=out, err=err)
+    document = json.loads(out.getvalue())
+    assert {r["rule_id"]: r["status"] for r in document["results"]}[rule] == status, err.getvalue()
+    assert code == (1 if status == "fail" else 0)
+
+
+@pytest.mark.parametrize(("fixture", "vpn_up", "status"), [
+    ("ubuntu-24.04/wifi-wpa2-enterprise.json", False, "pass"), ("fedora-41/wifi-open.json", False, "fail"),
+    ("fedora-41/wifi-open.json", True, "not_applicable"), ("ubuntu-22.04/wifi-wep-wpa_cli.json", False, "fail"),
+    ("ubuntu-24.04/wifi-not-connected.json", False, "not_applicable"),
+], ids=["wpa2-enterprise", "open-no-vpn", "open-on-vpn", "wep-no-vpn", "not-connected"])
+def test_wifi_verdicts_with_and_without_the_vpn(fixture: str, vpn_up: bool, status: str) -> None:
+    outcome = replay_fixture(wifi.FAMILY, fixture)
+    facts = {"wifi": outcome.to_json(), "vpn": {"state": "ok", "facts": {"tunnel_up": vpn_up}, "evidence": []}}
+    results = {r.rule_id: r.status for r in evaluate(baseline(), facts, "linux", 1.7e9)}
+    assert results["wifi-security"] == status
 
 
 def test_greeter_only_means_no_console_user() -> None:
