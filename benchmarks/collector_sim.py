@@ -55,7 +55,10 @@ def linux_facts(hostname: str, machine_id: str, serial: str, posture: Posture) -
         "os_identity": _outcome({"platform": "linux", "os_name": "Debian GNU/Linux", "os_id": "debian",
                                  "os_version": "12", "kernel": "6.1.0-28-amd64", "architecture": "x86_64",
                                  "hostname": hostname, "machine_id": machine_id, "serial": serial,
-                                 "hardware_model": "Latitude 7440", "virtual": False},
+                                 "hardware_model": "Latitude 7440", "virtual": False,
+                                 "os_support_phase": "extended", "os_support_release": "Debian 12 (bookworm)",
+                                 "os_support_ends": "2028-06-30", "os_regular_support_ends": "2026-06-10",
+                                 "os_support_days_left": 573, "os_support_estimated": False},
                                 ["/etc/os-release: Debian GNU/Linux 12 (bookworm)"]),
         "disk_encryption": _outcome({
             "system_volume_encrypted": posture.disk_encrypted,
@@ -99,6 +102,17 @@ def linux_facts(hostname: str, machine_id: str, serial: str, posture: Posture) -
                                "realtime_protection": posture.antivirus_running,
                                "signature_age_days": posture.signature_age_days},
                               ["clamd: " + ("running" if posture.antivirus_running else "stopped")]),
+        "local_admin": _outcome({"console_user": "amina", "is_admin": False, "admin_via": [],
+                                 "groups": ["amina", "audio", "video"], "limited_rules": []},
+                                ["id -Gn amina: amina audio video"]),
+        "secure_boot": _outcome({"firmware": "uefi", "secure_boot_enabled": True, "setup_mode": False, "policy": None,
+                                 "source": "efivars"}, ["efivars SecureBoot=1 SetupMode=0"]),
+        "remote_access": _outcome({"exposed": False, "exposed_services": [], "listeners": []},
+                                  ["ss -Hltnp: 3 listening TCP socket(s)"]),
+        "time_sync": _outcome({"service": "systemd-timesyncd", "service_running": True, "synchronized": True,
+                               "source": None, "offset_seconds": None}, ["timedatectl: NTPSynchronized=yes"]),
+        "wifi": _outcome({"interfaces": ["wlp2s0"], "connected": True, "ssid": "home", "security": "wpa2",
+                          "enterprise": False, "encrypted": True}, ["nmcli: connected to 'home' (wpa2)"]),
     }
 
 

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
-from agent.checks import antivirus, disk_encryption, firewall, os_identity, patches, screen_lock, vpn
+from agent.checks import (
+    antivirus,
+    disk_encryption,
+    firewall,
+    local_admin,
+    os_identity,
+    patches,
+    remote_access,
+    screen_lock,
+    secure_boot,
+    time_sync,
+    vpn,
+    wifi,
+)
 from agent.checks._windows_batch import batched_host
 from agent.checks.base import CheckFamily, CheckOutcome, CheckSpec, run_collector
 from agent.probes import Host
@@ -19,6 +32,11 @@ REGISTRY: Dict[str, CheckFamily] = {
         firewall.FAMILY,
         screen_lock.FAMILY,
         antivirus.FAMILY,
+        local_admin.FAMILY,
+        secure_boot.FAMILY,
+        remote_access.FAMILY,
+        time_sync.FAMILY,
+        wifi.FAMILY,
     )
 }
 

@@ -1,6 +1,6 @@
 """All the PowerShell probes of a Windows check cycle in one ``powershell.exe``.
 
-Starting Windows PowerShell costs 0.3-1 CPU-second; a cycle asks some fifteen questions. The cycle
+Starting Windows PowerShell costs 0.3-1 CPU-second; a cycle asks some twenty questions. The cycle
 plans them (`plan`), and `PowerShellBatch.prefetch` runs them in one process: one script in which each
 probe is a script block run on its own (its objects, its error records and its exit status kept apart,
 so one failure does not fail the others), answering one JSON line per probe. The collectors do not
@@ -29,9 +29,12 @@ from agent.checks.antivirus import windows as antivirus
 from agent.checks.base import network_list
 from agent.checks.disk_encryption import windows as disk_encryption
 from agent.checks.firewall import windows as firewall
+from agent.checks.local_admin import windows as local_admin
 from agent.checks.os_identity import windows as os_identity
 from agent.checks.patches import windows as patches
+from agent.checks.remote_access import windows as remote_access
 from agent.checks.screen_lock import windows as screen_lock
+from agent.checks.secure_boot import windows as secure_boot
 from agent.checks.vpn import windows as vpn
 from agent.probes import DEFAULT_TIMEOUT, NOT_RECORDED, OS_ERROR, Host, ProbeResult, Recording
 
@@ -92,6 +95,13 @@ def plan(checks: Iterable[str], params: Mapping[str, Mapping[str, Any]]) -> List
         probes.append(PsProbe(screen_lock.SETTINGS_PS))
     if "antivirus" in wanted:
         probes += [PsProbe(antivirus.DEFENDER_PS), PsProbe(antivirus.SECURITY_CENTER_PS)]
+    if "secure_boot" in wanted:
+        probes.append(PsProbe(secure_boot.SECURE_BOOT_PS))
+    if "remote_access" in wanted:
+        probes.append(PsProbe(remote_access.LISTEN_PS))
+    if "local_admin" in wanted:
+        # after the quick ones: off the domain network its directory lookup waits for the domain controller
+        probes.append(PsProbe(local_admin.ADMIN_PS))
     if "patches" in wanted:
         probes += [PsProbe(patches.HISTORY_PS), PsProbe(patches.HOTFIX_PS), PsProbe(patches.STATE_PS),
                    PsProbe(patches.PENDING_PS, timeout=patches.SEARCH_TIMEOUT, cache_on=(patches.DATASTORE,))]

@@ -65,6 +65,9 @@ TEMPLATES_EN: Mapping[str, str] = {
     "patches_no_apt_index": "no package index in {directory} (no *_InRelease or *_Release file): apt has never "
                             "downloaded its package lists, so pending updates cannot be known. Run '{command}'.",
     "patches_makecache_hint": "run '{command}' as root if the cache is missing",
+    # local_admin, wifi
+    "local_admin_no_console_user": "nobody is signed in at the console: there is no employee account to judge",
+    "wifi_no_interface": "this computer has no Wi-Fi interface",
     # vpn (its probe failures are the probe_* and ps_* messages above)
     "vpn_networks_parameter_invalid": "policy parameter {parameter}: {problem}; found {found}. Give a list such as "
                                       "{example}.",

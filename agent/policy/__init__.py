@@ -97,8 +97,10 @@ def checks_used(policy: Policy) -> List[str]:
     """Check ids the policy's rules need, in first-use order."""
     seen: List[str] = []
     for rule in policy.rules:
-        if rule.check not in seen:
-            seen.append(rule.check)
+        # a `when` on another check's fact ("vpn.tunnel_up") needs that check collected too
+        for check in [rule.check] + [name.split(".", 1)[0] for name in rule.when if "." in name]:
+            if check not in seen:
+                seen.append(check)
     return seen
 
 

@@ -202,13 +202,27 @@ def _conditions(fact: str, exp: Any) -> List[Message]:
     return words
 
 
+def _other_check_fact(name: str, exp: Any, others: Mapping[str, Any], used: List[Tuple[str, Any]]
+                      ) -> List[Verdict]:
+    """A `when` on another check's fact ("vpn.tunnel_up"): judged on that check's outcome in the same report."""
+    check_id, fact = name.split(".", 1)
+    other = others.get(check_id)
+    if not isinstance(other, Mapping) or other.get("state") != "ok" or not isinstance(other.get("facts"), Mapping):
+        used.append((name, None))
+        reason = _unknown_reason(other) if isinstance(other, Mapping) else message("not_reported")
+        return [("error", message("fact_unknown", fact=name, reason=reason))]
+    used.append((name, other["facts"].get(fact)))
+    return _judge_fact(REGISTRY.get(check_id), fact, exp, other["facts"], other)
+
+
 def _precondition(rule: Rule, family: Optional[CheckFamily], facts: Mapping[str, Any],
                   outcome: Mapping[str, Any], platform: str,
-                  used: List[Tuple[str, Any]]) -> Optional[Verdict]:
+                  used: List[Tuple[str, Any]], others: Optional[Mapping[str, Any]] = None) -> Optional[Verdict]:
     """None when the rule's `when` is met (or absent); else not_applicable, or error when it cannot be told.
 
     A condition that is known not to hold is enough to set the rule aside, even if another one is
-    unknown; a warning band (which validation refuses in `when`) counts as met.
+    unknown; a warning band (which validation refuses in `when`) counts as met. A condition named
+    ``check.fact`` is about another check of the same report (docs/policy.md).
     """
     unmet: List[Message] = []
     unknown: List[Verdict] = []
@@ -216,8 +230,11 @@ def _precondition(rule: Rule, family: Optional[CheckFamily], facts: Mapping[str,
         exp = expectation_for(raw, platform)
         if exp is None:
             continue  # no condition on this platform
-        used.append((name, facts.get(name)))
-        verdicts = _judge_fact(family, name, exp, facts, outcome)
+        if "." in name:
+            verdicts = _other_check_fact(name, exp, others or {}, used)
+        else:
+            used.append((name, facts.get(name)))
+            verdicts = _judge_fact(family, name, exp, facts, outcome)
         if any(status == "fail" for status, _ in verdicts):
             unmet.extend(_conditions(name, exp))
         else:
@@ -293,8 +310,10 @@ def _evidence(outcome: Mapping[str, Any], used: List[Tuple[str, Any]]) -> List[s
     return lines[:_MAX_EVIDENCE]
 
 
-def evaluate_rule(rule: Rule, outcome: Any, platform: str) -> Tuple[str, Message, List[str]]:
-    """(status, message, evidence) of one rule against one check's outcome, before grace."""
+def evaluate_rule(rule: Rule, outcome: Any, platform: str, others: Optional[Mapping[str, Any]] = None,
+                  ) -> Tuple[str, Message, List[str]]:
+    """(status, message, evidence) of one rule against one check's outcome (``others``: the report's
+    other outcomes, for `when` conditions on them), before grace."""
     if outcome is None:
         return "error", message("check_missing", check=rule.check), []
     if not isinstance(outcome, Mapping):
@@ -313,7 +332,7 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str) -> Tuple[str, Message
                                 problem=f"state {_show(state)} with facts of type {type(facts).__name__}"), []
     family = REGISTRY.get(rule.check)
     used: List[Tuple[str, Any]] = []
-    precondition = _precondition(rule, family, facts, outcome, platform, used)
+    precondition = _precondition(rule, family, facts, outcome, platform, used, others)
     if precondition is not None:
         return precondition[0], precondition[1], _evidence(outcome, used)
     verdicts: List[Verdict] = []
@@ -346,7 +365,7 @@ def evaluate(policy: Policy, facts: Mapping[str, Mapping[str, Any]], platform: s
     source = facts if isinstance(facts, Mapping) else {}
     for rule in policy.rules:
         try:
-            status, msg, evidence = evaluate_rule(rule, source.get(rule.check), platform)
+            status, msg, evidence = evaluate_rule(rule, source.get(rule.check), platform, source)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             # Facts of a shape nobody foresaw (a number where a list belongs ...): an error result.
             status, msg, evidence = "error", message("facts_malformed", check=rule.check,

@@ -79,6 +79,14 @@ FACT_LABELS_EN: Mapping[str, str] = {
     "running": "anti-malware running",
     "realtime_protection": "real-time protection",
     "signature_age_days": "signature age (days)",
+    "os_support_days_left": "days of security updates left",
+    "is_admin": "administrator rights",
+    "secure_boot_enabled": "Secure Boot on",
+    "exposed": "remote-login service open to the network",
+    "service_running": "time service running",
+    "synchronized": "clock synchronised",
+    "encrypted": "Wi-Fi encrypted",
+    "connected": "connected to Wi-Fi",
 }
 
 WORDS_EN: Mapping[str, str] = {"true": "yes", "false": "no", "unknown": "unknown", "list_separator": ", ",

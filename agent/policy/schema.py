@@ -118,6 +118,8 @@ def _rule_schema(check_id: str) -> Dict[str, Any]:
             "expect": {"type": "object", "additionalProperties": False,
                        "properties": {f.name: fact_expectation(f) for f in spec.facts if expectable(f)}},
             "when": {"type": "object", "minProperties": 1, "additionalProperties": False,
+                     # "check.fact": a condition on another check of the same report
+                     "patternProperties": {r"^[a-z_]+\.[a-z_]+$": {}},
                      "properties": {f.name: fact_expectation(f, condition=True)
                                     for f in spec.facts if expectable(f)}},
             "params": {"type": "object", "additionalProperties": False, "properties": params},

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.checks import REGISTRY
 from agent.checks.base import PLATFORMS, CheckSpec, FactSpec
+from agent.checks.os_identity import lifecycle
 from agent.policy.loader import LineMap, Path_
 from agent.policy.model import (
     DEFAULT_GRACE_SECONDS,
@@ -312,6 +313,13 @@ class _Validator:
                         self.problem(here + (index,), f"{spec.id}.{name}: {item!r} is not a network in CIDR "
                                                       "notation (like 10.20.0.0/16)")
                 out[name] = networks
+            elif param.type == "os_lifecycle":
+                try:
+                    lifecycle.parse_table(raw, f"{spec.id}.{name}")
+                except ValueError as exc:
+                    self.problem(here, str(exc))
+                    continue
+                out[name] = raw
             else:
                 out[name] = raw
         return out
@@ -400,6 +408,9 @@ class _Validator:
         """`expect` or `when`: each key a declared fact of the rule's check, each value a form its type takes."""
         for name, expectation in expectations.items():
             here = path + (name,)
+            if condition and isinstance(name, str) and "." in name:
+                self.other_check_condition(what, name, expectation, here)
+                continue
             fact = spec.fact(name)
             if fact is None:
                 if spec.param(name) is not None:
@@ -410,6 +421,21 @@ class _Validator:
                                        f"{', '.join(f.name for f in spec.facts)}")
                 continue
             self.expectation(spec, fact, expectation, here, condition=condition)
+
+    def other_check_condition(self, what: str, name: str, expectation: Any, here: Path_) -> None:
+        """`when: {vpn.tunnel_up: false}`: a condition on another check's fact in the same report."""
+        check_id, _, fact_name = name.partition(".")
+        other = REGISTRY.get(check_id)
+        if other is None:
+            self.problem(here, f"{what}: condition {name!r} names unknown check {check_id!r}; known checks: "
+                               f"{', '.join(sorted(REGISTRY))}")
+            return
+        fact = other.spec.fact(fact_name)
+        if fact is None:
+            self.problem(here, f"{what}: check {check_id} has no fact {fact_name!r}; its facts: "
+                               f"{', '.join(f.name for f in other.spec.facts)}")
+            return
+        self.expectation(other.spec, fact, expectation, here, condition=True)
 
     # -- document --------------------------------------------------------------------------------
     def document(self, doc: Any) -> Optional[Policy]:

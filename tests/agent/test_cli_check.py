@@ -107,7 +107,9 @@ def test_results_tell_what_the_facts_say(recorded: Dict[str, Any]) -> None:
 
 
 def test_replay_of_this_machine_gives_identical_results(recorded: Dict[str, Any]) -> None:
-    code, out, err = run(["check", "--json", "--replay", str(recorded["recording"])])
+    # --state-dir: the default one is shared by every agent on this machine (a policy stored there wins)
+    code, out, err = run(["check", "--json", "--replay", str(recorded["recording"]),
+                          "--state-dir", str(recorded["state"])])
     assert code == recorded["code"], err
     assert json.loads(out) == recorded["json"]
     saved = json.loads(recorded["recording"].read_text(encoding="utf-8"))
@@ -116,7 +118,8 @@ def test_replay_of_this_machine_gives_identical_results(recorded: Dict[str, Any]
 
 
 def test_table_in_english(recorded: Dict[str, Any]) -> None:
-    code, out, _ = run(["check", "--replay", str(recorded["recording"]), "--lang", "en"])
+    code, out, _ = run(["check", "--replay", str(recorded["recording"]), "--lang", "en",
+                        "--state-dir", str(recorded["state"])])
     assert code == recorded["code"]
     assert "Rule" in out and "What to do" in out and "System disk encrypted (critical)" in out
     assert out.rstrip().splitlines()[-2].startswith("Result: ")

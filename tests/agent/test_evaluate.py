@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from agent.policy import STATUSES, Policy, Result, baseline, evaluate, load_policy_text, summarize
 from agent.policy.evaluate import version_tuple
 from agent.policy.messages import render_en
+from agent.policy.model import PolicyError
 from agent.protocol import parse_rfc3339
 
 NOW = 1_790_000_000.0
@@ -443,3 +444,35 @@ def test_a_report_of_an_older_agent_is_judged_with_the_declared_absent_value() -
     unknown = ok({**old["facts"], "signature_source": None})
     results = {r.rule_id: r.status for r in evaluate(policy, {"antivirus": unknown}, "windows", 0.0)}
     assert results["antimalware-signatures"] == "error"
+
+
+# -- `when` on another check's fact (wifi-security: judged only while the VPN is down) ----------------
+
+def _wifi_vpn_facts(vpn: Any, security: str = "open") -> Dict[str, Any]:
+    return {"wifi": {"state": "ok", "facts": {"connected": True, "security": security,
+                                                "encrypted": security not in ("open", "wep")}, "evidence": ["nmcli"]},
+            "vpn": vpn}
+
+
+@pytest.mark.parametrize(("vpn", "status"), [
+    ({"state": "ok", "facts": {"tunnel_up": False}, "evidence": []}, "fail"),
+    ({"state": "ok", "facts": {"tunnel_up": True}, "evidence": []}, "not_applicable"),
+    ({"state": "error", "reason": "ip: command not found", "facts": {}, "evidence": []}, "error"),
+    (None, "error"),
+], ids=["vpn-down", "vpn-up", "vpn-error", "vpn-missing"])
+def test_when_on_another_checks_fact(vpn: Any, status: str) -> None:
+    results = {r.rule_id: r for r in evaluate(baseline(), _wifi_vpn_facts(vpn), "linux", 1.7e9)}
+    assert results["wifi-security"].status == status, results["wifi-security"].reason
+    if status == "error":
+        assert "vpn.tunnel_up" in results["wifi-security"].reason
+
+
+def test_when_on_an_unknown_check_or_fact_is_refused() -> None:
+    doc = ('{"schema": "teleposture/policy/v1", "id": "x", "version": 1, "title": {"en": "t", "fr": "t", "ar": "t"}, '
+           '"rules": [{"id": "w", "check": "wifi", "severity": "high", "when": {"%s": false}, '
+           '"expect": {"encrypted": true}, "title": {"en": "t", "fr": "t", "ar": "t"}, '
+           '"remediation": {"en": "r", "fr": "r", "ar": "r"}}]}')
+    with pytest.raises(PolicyError, match="unknown check 'vnp'"):
+        load_policy_text(doc % "vnp.tunnel_up", "x.json")
+    with pytest.raises(PolicyError, match="check vpn has no fact 'tunnel'"):
+        load_policy_text(doc % "vpn.tunnel", "x.json")

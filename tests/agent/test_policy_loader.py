@@ -116,7 +116,7 @@ def test_schema_lists_every_declared_check_and_expectable_fact() -> None:
 
 def test_baseline_encodes_the_telework_requirements() -> None:
     policy = baseline()
-    assert policy.id == "ma-telework-baseline" and policy.version == 2
+    assert policy.id == "ma-telework-baseline" and policy.version == 3
     assert policy.intervals == {"check": 3600, "upload": 300, "policy_refresh": 3600, "vpn_sample": 60}
     rules = {rule.id: rule for rule in policy.rules}
     assert rules["disk-encryption"].severity == "critical"
@@ -141,14 +141,24 @@ def test_baseline_encodes_the_telework_requirements() -> None:
     assert dict(rules["antimalware-signatures-state"].when) == {"running": True, "signature_source": "product_state"}
     assert dict(rules["antimalware-signatures-state"].expect) == {"signatures_up_to_date": True}
     assert [rule.id for rule in policy.rules if rule.when] == ["antimalware-signatures",
-                                                               "antimalware-signatures-state"]
+                                                               "antimalware-signatures-state", "wifi-security"]
     # real-time protection off is not protecting (Windows Defender, macOS); Linux's on-access is optional
     assert dict(rules["antimalware-running"].expect) == {"running": True,
                                                          "realtime_protection": {"windows": True, "darwin": True}}
+    # version 3: end of life, and the five checks of issue 15
+    assert dict(rules["os-end-of-life"].expect) == {"os_support_days_left": {"min": 0, "warn": 90}}
+    assert dict(rules["no-local-admin"].expect) == {"is_admin": False}
+    assert dict(rules["secure-boot"].expect) == {"secure_boot_enabled": True}
+    assert dict(rules["no-remote-access"].expect) == {"exposed": False}
+    assert dict(rules["time-sync"].expect) == {"service_running": True, "synchronized": True}
+    assert dict(rules["wifi-security"].expect) == {"encrypted": True}
+    # an open or WEP network fails only while the VPN is down
+    assert dict(rules["wifi-security"].when) == {"connected": True, "vpn.tunnel_up": False}
     assert rules["supported-os-version"].expect["os_version"] == {"darwin": {"min": "14.0"},
                                                                   "windows": {"min_build": 19045}}
     assert set(checks_used(policy)) == {"disk_encryption", "vpn", "patches", "os_identity", "firewall",
-                                        "screen_lock", "antivirus"}
+                                        "screen_lock", "antivirus", "local_admin", "secure_boot", "remote_access",
+                                        "time_sync", "wifi"}
     for rule in policy.rules:
         assert set(rule.title) >= {"en", "fr", "ar"} and set(rule.remediation) >= {"en", "fr", "ar"}
         assert any("800-46" in ref for ref in rule.references), rule.id

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec, ParamSpec  # noqa: F401
-from agent.checks.os_identity import darwin, linux, windows
+from typing import Any, Mapping
+
+from agent.checks.base import (
+    OK,
+    PLATFORMS,
+    CheckFamily,
+    CheckOutcome,
+    CheckSpec,
+    Collector,
+    FactSpec,
+    ParamSpec,
+)
+from agent.checks.os_identity import darwin, lifecycle, linux, windows
+from agent.probes import Host
 
 SPEC = CheckSpec(
     id="os_identity",
@@ -28,7 +40,36 @@ SPEC = CheckSpec(
         FactSpec("virtual", "bool", "the OS runs in a virtual machine or container"),
         FactSpec("clock_skew_seconds", "number", "this machine's clock minus the collector's, in seconds, as the "
                                                  "agent service last measured it (from the agent service)"),
+        # From the lifecycle table (agent/checks/os_identity/lifecycle.py, extended by the policy) and the date.
+        FactSpec("os_support_phase", "string", "supported, extended (LTS, ESM, LTSS, ESU), end_of_life, or unknown "
+                                               "when the lifecycle table does not know this release",
+                 nullable=False),
+        FactSpec("os_support_release", "string", "the lifecycle table entry this OS matched (Debian 12 (bookworm))"),
+        FactSpec("os_support_ends", "string", "last day (YYYY-MM-DD) of security updates, extended phase included"),
+        FactSpec("os_regular_support_ends", "string", "last day (YYYY-MM-DD) of regular security support"),
+        FactSpec("os_support_days_left", "int", "days from today to os_support_ends (negative once past)"),
+        FactSpec("os_support_estimated", "bool", "the vendor publishes no date (Apple): the dates are estimated"),
+    ),
+    params=(
+        ParamSpec("lifecycle", "os_lifecycle", "lifecycle table entries that replace or add to the agent's table "
+                                               "({os, release, edition?, name, supported_until, extended_until?, "
+                                               "estimated?, source?})"),
     ),
 )
 
-FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})
+
+def with_lifecycle(collector: Collector) -> Collector:
+    """The platform collector, plus the support phase of the OS it identified (pure: table, facts, date)."""
+    def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:
+        outcome = collector(host, params)
+        if outcome.state == OK:
+            support = lifecycle.support_facts(outcome.facts, lifecycle.effective_table(params.get("lifecycle")),
+                                              host.now())
+            outcome.facts.update(support)
+            outcome.evidence.append(lifecycle.describe(support))
+        return outcome
+    return collect
+
+
+FAMILY = CheckFamily(SPEC, {"linux": with_lifecycle(linux.collect), "darwin": with_lifecycle(darwin.collect),
+                            "windows": with_lifecycle(windows.collect)})

@@ -51,7 +51,22 @@ EXPECTED: List[Tuple[str, Dict[str, Any]]] = [
 def test_recorded_machines(fixture: str, expected: Dict[str, Any]) -> None:
     outcome = replay(fixture)
     assert outcome.state == OK, outcome.reason
-    assert outcome.facts == expected
+    assert {k: v for k, v in outcome.facts.items() if not k.startswith("os_support") and
+            k != "os_regular_support_ends"} == expected
+
+
+@pytest.mark.parametrize(("fixture", "phase", "ends", "days_left"), [
+    ("ubuntu-22.04/os_identity-thinkpad.json", "supported", "2032-04-30", 2881),
+    ("fedora-40/os_identity-workstation-kvm.json", "supported", "2025-05-13", 372),
+    # Recorded on 2026-11-29: Debian 12's regular support ended on 2026-06-10, LTS runs to 2028-06-30.
+    ("debian-12/os_identity-vm.json", "extended", "2028-06-30", 579),
+], ids=["ubuntu-22.04", "fedora-40", "debian-12-lts"])
+def test_recorded_machines_support_phase_on_their_recording_day(fixture: str, phase: str, ends: str,
+                                                                days_left: int) -> None:
+    outcome = replay(fixture)
+    assert (outcome.facts["os_support_phase"], outcome.facts["os_support_ends"],
+            outcome.facts["os_support_days_left"]) == (phase, ends, days_left)
+    assert any(line.startswith("support lifecycle: ") for line in outcome.evidence)
 
 
 def test_unreadable_serial_is_null_with_evidence_not_an_error() -> None:
@@ -132,3 +147,20 @@ def test_this_machine_matches_os_release_and_platform() -> None:
 
 def test_recording_of_this_machine_replays_identically(tmp_path: Path) -> None:
     assert_live_recording_replays(FAMILY, tmp_path / "rec.json")
+
+
+def test_this_machine_support_phase_is_the_truth_for_today() -> None:
+    """Dates written out here, not read from the table: Debian 12's regular security support ended on
+    2026-06-10 and its LTS runs to 2028-06-30 (wiki.debian.org/LTS)."""
+    from datetime import date, datetime, timezone
+    outcome = run_collector(FAMILY, LiveHost())
+    release = platform.freedesktop_os_release()
+    facts = outcome.facts
+    assert facts["os_support_phase"] in ("supported", "extended", "end_of_life", "unknown")
+    if release["ID"] == "debian" and release.get("VERSION_ID") == "12":
+        today = datetime.now(timezone.utc).date()
+        want = "supported" if today <= date(2026, 6, 10) else "extended" if today <= date(2028, 6, 30) \
+            else "end_of_life"
+        assert facts["os_support_phase"] == want
+        assert facts["os_support_ends"] == "2028-06-30" and facts["os_regular_support_ends"] == "2026-06-10"
+        assert facts["os_support_days_left"] == (date(2028, 6, 30) - today).days

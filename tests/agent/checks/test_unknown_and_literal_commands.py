@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -13,6 +14,9 @@ from agent.checks._windows_batch import expand_batches
 from agent.checks.base import ERROR, OK, run_collector
 from agent.checks.firewall import darwin as firewall_darwin
 from agent.checks.firewall import windows as firewall_windows
+from agent.checks.local_admin import windows as local_admin_windows
+from agent.checks.remote_access import windows as remote_access_windows
+from agent.checks.secure_boot import windows as secure_boot_windows
 from agent.probes import PERMISSION_DENIED, ProbeResult, Recording, ReplayHost
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -66,11 +70,20 @@ def test_windows_antimalware_unknown_when_nothing_runs_and_processes_cannot_be_l
     assert "process" in (outcome.reason or "").lower()
 
 
-def test_a_changed_windows_pipeline_fails_its_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("check", "module", "constant", "old", "new"), [
+    ("firewall", firewall_windows, "PROFILES_PS", "ActiveStore", "PersistentStore"),
+    ("local_admin", local_admin_windows, "ADMIN_PS", "-SID S-1-5-32-544", "-Name Administrators"),
+    ("secure_boot", secure_boot_windows, "SECURE_BOOT_PS", "-ErrorAction Stop", "-ErrorAction Continue"),
+    ("remote_access", remote_access_windows, "LISTEN_PS", "-State Listen", "-State Established"),
+], ids=["firewall", "local_admin", "secure_boot", "remote_access"])
+def test_a_changed_windows_pipeline_fails_its_replay(monkeypatch: pytest.MonkeyPatch, check: str, module: ModuleType,
+                                                     constant: str, old: str, new: str) -> None:
     recording = Recording.load(FIXTURES / "windows" / "10-22h2" / "baseline.json")
-    assert collect(ReplayHost(recording), ["firewall"], {})["firewall"].state == OK
-    monkeypatch.setattr(firewall_windows, "PROFILES_PS", firewall_windows.PROFILES_PS.replace("ActiveStore", "PersistentStore"))
-    outcome = collect(ReplayHost(recording), ["firewall"], {})["firewall"]
+    assert collect(ReplayHost(recording), [check], {})[check].state == OK
+    pipeline = getattr(module, constant)
+    assert old in pipeline
+    monkeypatch.setattr(module, constant, pipeline.replace(old, new))
+    outcome = collect(ReplayHost(recording), [check], {})[check]
     assert outcome.state == ERROR and "not present in the recording" in (outcome.reason or "")
 
 
@@ -84,5 +97,6 @@ def test_a_changed_macos_command_fails_its_replay(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("generator", ["darwin", "windows"])
 def test_fixture_generators_spell_commands_instead_of_importing_them(generator: str) -> None:
     source = (FIXTURES / generator / "_make.py").read_text(encoding="utf-8")
-    for family in ("antivirus", "disk_encryption", "firewall", "os_identity", "patches", "screen_lock", "vpn"):
+    for family in ("antivirus", "disk_encryption", "firewall", "os_identity", "patches", "screen_lock", "vpn",
+                   "local_admin", "secure_boot", "remote_access", "time_sync", "wifi"):
         assert f"from agent.checks.{family} import" not in source, family

@@ -208,19 +208,20 @@ def _tampered(fake: FakeCollector) -> dict:
 @pytest.mark.parametrize("make_bundle, reason", [
     (lambda fake: _bundle(protocol.generate_private_key(), 9), "pinned server key"),
     (_tampered, "does not verify"),
-    (lambda fake: _bundle(fake.server_key, 2), "never goes back"),
-    (lambda fake: _bundle(fake.server_key, 3, rules="not a list"), "policy bundle refused"),
+    (lambda fake: _bundle(fake.server_key, 3), "never goes back"),
+    (lambda fake: _bundle(fake.server_key, 5, rules="not a list"), "policy bundle refused"),
 ], ids=["other-key", "modified", "older-version", "invalid-document"])
 def test_bad_policy_bundles_are_refused_and_running_policy_stays(tmp_path, fake, replay_host,
                                                                   make_bundle, reason) -> None:
     service = _enrolled(tmp_path, fake, replay_host)
-    fake.set_policy(_bundle(fake.server_key, 3), '"3"')
+    # 4: newer than the bundled baseline (version 3) the service starts with
+    fake.set_policy(_bundle(fake.server_key, 4), '"4"')
     assert service.refresh_policy().changed
     stored = (tmp_path / "state" / "policy.json").read_text()
     fake.set_policy(make_bundle(fake), '"bad"')
     outcome = service.refresh_policy()
     assert outcome.error and not outcome.changed and reason in outcome.message
-    assert service.policy.version == 3
+    assert service.policy.version == 4
     assert (tmp_path / "state" / "policy.json").read_text() == stored
     assert reason in service.state.status()["last_error"]["message"]
     service.close()
