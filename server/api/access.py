@@ -354,7 +354,7 @@ async def register_vpn_certificate(request: Request, ctx: ContextDep, body: VpnC
                                    signature, body)
 
 
-@gate_router.get("/device-ca", response_class=PlainTextResponse,
+@gate_router.get("/device-ca", response_model=None,
                  responses={200: {"content": {"application/x-pem-file": {}}, "description": "the device CA (PEM)"}})
 async def gate_device_ca(request: Request, ctx: ContextDep) -> PlainTextResponse:
     """The device CA certificate a reverse proxy trusts for client certificates."""
