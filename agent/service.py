@@ -35,6 +35,7 @@ from agent.storage import (
     free_bytes,
     is_corruption,
     is_storage_error,
+    needs_reopen,
     prepare_condition_file,
     storage_unavailable,
     write_condition,
@@ -253,7 +254,8 @@ class AgentService:
             except sqlite3.DatabaseError as exc:
                 if not is_corruption(exc):
                     if is_storage_error(exc):
-                        self._drop_spool()  # reopened next time: it may have been opened read-only
+                        if needs_reopen(exc):
+                            self._drop_spool()  # reopened next time: it may have been opened read-only
                         raise storage_unavailable(exc, self.state.outbox_path) from exc
                     raise
                 log.error("outbox failed (%s): reopening it", exc)
