@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from agent import __version__, protocol
 from agent.config import Settings
@@ -209,7 +209,7 @@ class AgentService:
         self.storage_condition: Optional[Dict[str, Any]] = None
         self.machine_id: Optional[str] = None  # this machine's id, read at the first cycle
         self.renumbered: Dict[str, int] = {}  # report_id -> its new seq, for `report --now` to say
-        self._restamped: set = set()  # report_ids stamped again once after a "future" refusal
+        self._restamped: Set[str] = set()  # report_ids stamped again once after a "future" refusal
         self.clock_offset: Optional[float] = None
         try:
             saved_offset = self.state.status().get("clock_offset")
