@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from agent import __version__, protocol
 from agent.config import Settings
@@ -35,6 +35,7 @@ from agent.storage import (
     free_bytes,
     is_corruption,
     is_storage_error,
+    needs_reopen,
     prepare_condition_file,
     storage_unavailable,
     write_condition,
@@ -229,7 +230,7 @@ class AgentService:
         self.storage_condition: Optional[Dict[str, Any]] = None
         self.machine_id: Optional[str] = None  # this machine's id, read at the first cycle
         self.renumbered: Dict[str, int] = {}  # report_id -> its new seq, for `report --now` to say
-        self._restamped: set = set()  # report_ids stamped again once after a "future" refusal
+        self._restamped: Set[str] = set()  # report_ids stamped again once after a "future" refusal
         self.clock_offset: Optional[float] = None
         try:
             saved_offset = self.state.status().get("clock_offset")
@@ -274,7 +275,8 @@ class AgentService:
             except sqlite3.DatabaseError as exc:
                 if not is_corruption(exc):
                     if is_storage_error(exc):
-                        self._drop_spool()  # reopened next time: it may have been opened read-only
+                        if needs_reopen(exc):
+                            self._drop_spool()  # reopened next time: it may have been opened read-only
                         raise storage_unavailable(exc, self.state.outbox_path) from exc
                     raise
                 log.error("outbox failed (%s): reopening it", exc)
