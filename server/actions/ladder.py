@@ -371,6 +371,20 @@ def device_blocked(conn: Connection, device_id: str) -> bool:
                         .limit(1)).first() is not None
 
 
+def blocked_devices(conn: Connection, device_ids: Sequence[str]) -> set[str]:
+    """Which of these devices a ladder step `block` holds (one query, for the access decisions)."""
+    if not device_ids:
+        return set()
+    return {str(row.device_id) for row in conn.execute(
+        sa.select(device_blocks.c.device_id).distinct().where(device_blocks.c.device_id.in_(list(device_ids))))}
+
+
+def block_severities(ladder: Ladder) -> frozenset[str]:
+    """The severities whose ladder ends in a `block` step: their failures are the ladder's to judge."""
+    return frozenset(severity for severity, steps in ladder.items()
+                     if any(step.action == "block" for step in steps))
+
+
 def blocked_since(conn: Connection, device_id: str) -> Optional[float]:
     value = conn.execute(sa.select(sa.func.min(device_blocks.c.since))
                          .where(device_blocks.c.device_id == device_id)).scalar()

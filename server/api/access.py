@@ -26,6 +26,7 @@ from agent import protocol
 from gate import decision as tokens
 from server import device_ca
 from server.access import decide, describe
+from server.actions import ladder
 from server.api.admin import DeviceIdPath, csv_stream
 from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip
 from server.api.models import Problem
@@ -130,18 +131,23 @@ def _titles(ctx: AppContext, conn: Connection, org_unit_id: int) -> dict[str, di
 
 
 def issue_many(ctx: AppContext, conn: Connection, device_ids: Sequence[str], now: float) -> dict[str, dict[str, Any]]:
-    """Decide for each known device, keep the result (and since when it holds) and sign it.
-
-    ``blocked`` (the noncompliance ladder's block step, issue 13) is False until that ladder is wired in:
-    this is where it would be read per device."""
+    """Decide for each known device, keep the result (and since when it holds) and sign it; the
+    noncompliance ladder (its blocks, and which severities it blocks) goes into each decision."""
     answers: dict[str, dict[str, Any]] = {}
     titles: dict[int, dict[str, dict[str, str]]] = {}
+    governed: dict[int, frozenset[str]] = {}
     lifetime = ctx.settings.decision_lifetime
-    for device_id, inputs in store.load_inputs(conn, device_ids, now).items():
-        result = decide(inputs.facts, now=now, stale_limit=ctx.settings.access_stale_limit, blocked=False,
-                        exception=inputs.exception)
-        since = store.record_state(conn, inputs.device, result, inputs.previous, now)
+    loaded = store.load_inputs(conn, device_ids, now)
+    blocked = ladder.blocked_devices(conn, list(loaded))
+    for device_id, inputs in loaded.items():
         unit = inputs.device.org_unit_id
+        if unit not in governed:
+            stored = ctx.ingestor.policies.get(conn, unit)
+            governed[unit] = frozenset() if stored is None else ladder.block_severities(
+                ladder.effective_ladder(conn, stored.policy, unit))
+        result = decide(inputs.facts, now=now, stale_limit=ctx.settings.access_stale_limit,
+                        blocked=device_id in blocked, exception=inputs.exception, ladder_blocks=governed[unit])
+        since = store.record_state(conn, inputs.device, result, inputs.previous, now)
         if unit not in titles:
             titles[unit] = _titles(ctx, conn, unit)
         causes = [describe(c, titles[unit]) for c in result.causes]
