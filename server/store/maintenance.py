@@ -175,14 +175,17 @@ def _rollup_entry(row: Any) -> dict[str, Any]:
     return entry
 
 
+def _rollup_days(since_day: str, until_day: str) -> Any:
+    return daily_rule_stats.c.day.between(since_day, until_day)
+
+
 def rule_trend(conn: Connection, scope: Scope, *, since_day: str, until_day: str,
                rule_id: Optional[str] = None) -> list[dict[str, Any]]:
     """Per day and rule: the rollups summed over the org units in scope (see _rollup_columns).
 
     ``compliant_share`` is passing / the devices judged on the rule (not_applicable left out), None
     when none was."""
-    where = [daily_rule_stats.c.day >= since_day, daily_rule_stats.c.day <= until_day,
-             scope.clause(daily_rule_stats.c.org_unit_id)]
+    where = [_rollup_days(since_day, until_day), scope.clause(daily_rule_stats.c.org_unit_id)]
     if rule_id is not None:
         where.append(daily_rule_stats.c.rule_id == rule_id)
     query = (sa.select(daily_rule_stats.c.day, daily_rule_stats.c.rule_id, *_rollup_columns()).where(*where)
@@ -194,8 +197,7 @@ def rule_trend(conn: Connection, scope: Scope, *, since_day: str, until_day: str
 
 def rule_period(conn: Connection, scope: Scope, *, since_day: str, until_day: str) -> list[dict[str, Any]]:
     """Per rule over a period: changes summed over its days, counts and share of its last day."""
-    where = [daily_rule_stats.c.day >= since_day, daily_rule_stats.c.day <= until_day,
-             scope.clause(daily_rule_stats.c.org_unit_id)]
+    where = [_rollup_days(since_day, until_day), scope.clause(daily_rule_stats.c.org_unit_id)]
     totals = {row["rule_id"]: _rollup_entry(row) for row in conn.execute(
         sa.select(daily_rule_stats.c.rule_id, *_rollup_columns()).where(*where)
         .group_by(daily_rule_stats.c.rule_id)).mappings()}
