@@ -666,6 +666,7 @@ class AgentService:
                                              f"{self.identity.server_key_id}")
             doc, _ = protocol.open_policy_bundle(bundle, self.server_key)
             candidate = policy_from_json(doc)
+            counter = protocol.open_assignment(bundle, self.server_key, self.identity.device_id)
         except (protocol.ProtocolError, PolicyError) as exc:
             return self._refuse(f"policy bundle refused: {_policy_error_text(exc)}")
         current = self.policy
@@ -682,6 +683,9 @@ class AgentService:
         elif self.policy_from_bundle and candidate.id != current.id:
             log.warning("collector assigned policy %s v%d (was %s v%d)", candidate.id, candidate.version,
                         current.id, current.version)
+        problem = self._assignment_problem(counter, bundle)
+        if problem:
+            return self._refuse(f"policy {candidate.id} version {candidate.version} refused: {problem}")
         self.state.save_policy_bundle(bundle)
         self.policy, self.policy_from_bundle = candidate, True
         self.state.update_status(policy_etag=etag, policy_applied_at=now_rfc3339())
@@ -690,6 +694,28 @@ class AgentService:
         for callback in self.on_policy_change:
             callback(candidate)
         return PolicyOutcome(True, f"policy {candidate.id} version {candidate.version} applied")
+
+    def _assignment_problem(self, counter: Optional[int], bundle: Dict[str, Any]) -> Optional[str]:
+        """Why a bundle with assignment ``counter`` must not replace the running one (None: it may).
+
+        The running bundle's counter is the floor: lower is a replayed older assignment, whatever policy id
+        it carries; equal with another policy cannot come from the collector (one counter, one policy)."""
+        if not self.policy_from_bundle:
+            return None
+        try:
+            stored = self.state.load_policy_bundle()
+            running = protocol.open_assignment(stored, self.server_key, self.identity.device_id) if stored else None
+        except (StateError, protocol.ProtocolError):
+            return None  # the running bundle's own assignment is unreadable: nothing to compare with
+        if running is None:
+            return None
+        if counter is None:
+            return f"it carries no assignment counter, and this agent runs assignment {running}"
+        if counter < running:
+            return f"its assignment counter {counter} is lower than the running {running} (an older bundle replayed)"
+        if counter == running and stored is not None and bundle.get("payload") != stored.get("payload"):
+            return f"same assignment counter {counter} as the running bundle but another policy"
+        return None
 
     def _refuse(self, message: str) -> PolicyOutcome:
         self._error(message + f"; still running {self.policy.id} version {self.policy.version}",

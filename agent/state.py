@@ -238,7 +238,9 @@ class StateDir:
         return data
 
     def save_policy_bundle(self, bundle: Mapping[str, Any]) -> None:
-        keep = {name: bundle[name] for name in ("payload", "signature", "key_id") if name in bundle}
+        # assignment*: the server-signed assignment counter the next bundle is compared with (no rollback)
+        keep = {name: bundle[name] for name in ("payload", "signature", "key_id", "assignment", "assignment_signature")
+                if name in bundle}
         atomic_write(self.policy_path, (json.dumps(keep, sort_keys=True) + "\n").encode(), mode=0o644)
 
     # -- state.db: counters and status ----------------------------------------------------------------
