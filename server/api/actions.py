@@ -110,7 +110,7 @@ class ExceptionCreate(BaseModel):
     org_unit: Optional[str] = Field(default=None, max_length=200, pattern=TEXT,
                                     description="exempt the whole org unit (when device_id is absent)")
     reason: str = Field(min_length=1, max_length=2000)
-    expires_at: float = Field(description="epoch seconds; at most a year ahead")
+    expires_at: float = Field(description="epoch seconds; at most a year ahead", allow_inf_nan=False)
 
 
 class ExceptionModel(BaseModel):
