@@ -214,7 +214,7 @@ def init_collector(data_dir: Path, database_url: str) -> str:
 
 def collector_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": data_dir, "database_url": database_url, "access_log": False,
-                              "maintenance_interval": 3600}
+                              "maintenance_interval": 3600, "actions_interval": 3600}
     values.update(overrides)
     return load_settings(values, environ={})
 
