@@ -22,6 +22,7 @@ from benchmarks.loopback import scratch_database
 from server import cli, security
 from server.app import create_app
 from server.settings import Settings, load_settings
+from server.store import policies as policy_store
 from server.store.db import Database
 from server.store.schema import metadata
 
@@ -221,6 +222,10 @@ def collector_settings(data_dir: Path, database_url: str, **overrides: Any) -> S
 
 @contextlib.contextmanager
 def in_process(template: Template, **overrides: Any) -> Iterator[Collector]:
+    # server.store.policies caches parsed versions by primary key for the whole process, and every test
+    # database reuses the same keys: start each collector with an empty cache.
+    with policy_store._parsed_lock:
+        policy_store._parsed.clear()
     settings = collector_settings(template.data_dir, template.database_url, **overrides)
     db = Database(template.database_url)
     with TestClient(create_app(settings, db=db)) as client:
