@@ -135,9 +135,12 @@ def active_exceptions(conn: Connection, device_id: str, org_unit_id: int,
 
 
 def list_exceptions(conn: Connection, org_unit_ids: Optional[Iterable[int]] = None, *,
-                    include_ended: bool = False, limit: int = 500) -> list[dict[str, Any]]:
+                    include_ended: bool = False, limit: int = 500,
+                    exception_id: Optional[int] = None) -> list[dict[str, Any]]:
     query = sa.select(rule_exceptions, org_units.c.name.label("org_unit")).join(
         org_units, org_units.c.id == rule_exceptions.c.org_unit_id)
+    if exception_id is not None:
+        query = query.where(rule_exceptions.c.id == exception_id)
     if org_unit_ids is not None:
         query = query.where(rule_exceptions.c.org_unit_id.in_(list(org_unit_ids)))
     if not include_ended:
