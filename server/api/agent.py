@@ -156,7 +156,9 @@ async def post_reports(request: Request, ctx: ContextDep) -> Response:
     # more CPU than the ingest of an unchanged report; the OpenAPI schema still declares ReportResponse.
     # Every EnvelopeAnswer field present, as the model's serialisation gave them (null when not set).
     results = [{"reason": None, "compliance": None, **a.to_json()} for a in answers]
-    accepted_devices = [a.device_id for a in answers if a.status == ACCEPTED and a.device_id]
+    # A report that changed nothing (the ingest shortcut) cannot have changed the decision the device holds;
+    # the agent asks GET /api/v1/access when its decision nears expiry (docs/access.md).
+    accepted_devices = [a.device_id for a in answers if a.status == ACCEPTED and a.evaluated and a.device_id]
     try:
         decisions = await run_in_threadpool(access.decisions_for_upload, ctx, accepted_devices)
     except DBAPIError as exc:  # the reports are stored; the agent asks for its decision later
