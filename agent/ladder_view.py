@@ -72,22 +72,29 @@ HEADINGS = {"en": "Deadlines known from the collector (as of {when}):",
 
 
 def read_known(state_dir: Any) -> Dict[str, Any]:
-    """``{"received_at", "items"}`` from a state directory's status, without creating anything; {} if none."""
+    """``{"received_at", "items"}`` from a state directory's status; {} if none or unreadable.
+
+    Strictly read-only and never raising: `check` runs as any user, and inside the service's sandbox where the
+    state directory cannot be written (StateDir would create and chmod it)."""
+    import json
     import sqlite3
     from pathlib import Path
 
-    state = StateDir(Path(state_dir))
-    if not state.db_path.exists():
+    path = Path(state_dir) / "state.db"
+    if not path.exists():
         return {}
     try:
-        status = state.status()
-    except sqlite3.Error:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
+        try:
+            row = conn.execute("SELECT value FROM status WHERE name = 'ladder'").fetchone()
+        finally:
+            conn.close()
+        ladder = json.loads(row[0]) if row else None
+    except (sqlite3.Error, OSError, ValueError):
         return {}
-    finally:
-        state.close()
-    ladder = status.get("ladder")
-    return {"received_at": ladder.get("received_at"), "items": known_deadlines(status)} \
-        if isinstance(ladder, Mapping) else {}
+    if not isinstance(ladder, Mapping):
+        return {}
+    return {"received_at": ladder.get("received_at"), "items": known_deadlines({"ladder": ladder})}
 
 
 def render_known(known: Mapping[str, Any], lang: str) -> str:

@@ -132,7 +132,13 @@ def linux_sessions(host: Host, runtime_root: str = RUNTIME_ROOT) -> List[Session
         if not name.isdigit():
             continue
         bus = f"{runtime_root.rstrip('/')}/{name}/bus"
-        if host.exists(bus) and int(name) in users:
+        if not host.exists(bus):
+            continue
+        if int(name) not in users:
+            # Directory users (SSSD, LDAP, AD) are not in /etc/passwd: ask NSS.
+            entry = host.run(["getent", "passwd", name], timeout=5)
+            users.update(parse_passwd(entry.stdout) if entry.ok else {})
+        if int(name) in users:
             out.append(Session(int(name), users[int(name)], bus))
     return out
 

@@ -301,6 +301,44 @@ def sign_policy_bundle(server_key: Ed25519PrivateKey, policy_json: Mapping[str, 
     return {"payload": text, "signature": sign(server_key, text), "key_id": key_id(public_key_b64(server_key))}
 
 
+ASSIGNMENT_SCHEMA = "teleposture/assignment/v1"
+
+
+def sign_assignment(server_key: Ed25519PrivateKey, device_id: str, payload_text: str, counter: int
+                    ) -> Dict[str, str]:
+    """The fields a bundle gains for one device: which device, which policy (digest of the payload text)
+    and the server's assignment counter, signed together (server/store/assignment.py)."""
+    text = canonical_json({"schema": ASSIGNMENT_SCHEMA, "device_id": device_id, "digest": digest(payload_text),
+                           "counter": counter})
+    return {"assignment": text, "assignment_signature": sign(server_key, text)}
+
+
+def open_assignment(bundle: Mapping[str, Any], server_public_key: Ed25519PublicKey, device_id: str
+                    ) -> Optional[int]:
+    """The assignment counter of a bundle for ``device_id``, None when the bundle has none (a collector
+    older than the counter). Raises ProtocolError when it is present but forged, for another device or
+    for another policy than the bundle's payload."""
+    text, signature = bundle.get("assignment"), bundle.get("assignment_signature")
+    if text is None and signature is None:
+        return None
+    if not isinstance(text, str) or not isinstance(signature, str) or not verify(server_public_key, text, signature):
+        raise ProtocolError("policy bundle assignment does not verify with the pinned server key")
+    try:
+        fields = json.loads(text)
+    except ValueError as exc:
+        raise ProtocolError("policy bundle assignment is not JSON") from exc
+    if not isinstance(fields, dict) or fields.get("schema") != ASSIGNMENT_SCHEMA:
+        raise ProtocolError(f"policy bundle assignment schema must be {ASSIGNMENT_SCHEMA}")
+    if fields.get("device_id") != device_id:
+        raise ProtocolError("policy bundle was assigned to another device")
+    if fields.get("digest") != digest(str(bundle.get("payload", ""))):
+        raise ProtocolError("policy bundle assignment names another policy than the bundle holds")
+    counter = fields.get("counter")
+    if not isinstance(counter, int) or isinstance(counter, bool) or counter < 0:
+        raise ProtocolError("policy bundle assignment counter must be a non-negative integer")
+    return counter
+
+
 def open_policy_bundle(bundle: Any, server_public_key: Ed25519PublicKey) -> Tuple[Dict[str, Any], str]:
     """Verify a policy bundle with the pinned server key; returns (policy JSON, payload text)."""
     if not isinstance(bundle, dict) or not isinstance(bundle.get("payload"), str) \

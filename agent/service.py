@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from agent import __version__, protocol
 from agent.config import Settings
@@ -35,6 +35,7 @@ from agent.storage import (
     free_bytes,
     is_corruption,
     is_storage_error,
+    needs_reopen,
     prepare_condition_file,
     storage_unavailable,
     write_condition,
@@ -229,7 +230,7 @@ class AgentService:
         self.storage_condition: Optional[Dict[str, Any]] = None
         self.machine_id: Optional[str] = None  # this machine's id, read at the first cycle
         self.renumbered: Dict[str, int] = {}  # report_id -> its new seq, for `report --now` to say
-        self._restamped: set = set()  # report_ids stamped again once after a "future" refusal
+        self._restamped: Set[str] = set()  # report_ids stamped again once after a "future" refusal
         self.clock_offset: Optional[float] = None
         try:
             saved_offset = self.state.status().get("clock_offset")
@@ -274,7 +275,8 @@ class AgentService:
             except sqlite3.DatabaseError as exc:
                 if not is_corruption(exc):
                     if is_storage_error(exc):
-                        self._drop_spool()  # reopened next time: it may have been opened read-only
+                        if needs_reopen(exc):
+                            self._drop_spool()  # reopened next time: it may have been opened read-only
                         raise storage_unavailable(exc, self.state.outbox_path) from exc
                     raise
                 log.error("outbox failed (%s): reopening it", exc)
@@ -664,6 +666,7 @@ class AgentService:
                                              f"{self.identity.server_key_id}")
             doc, _ = protocol.open_policy_bundle(bundle, self.server_key)
             candidate = policy_from_json(doc)
+            counter = protocol.open_assignment(bundle, self.server_key, self.identity.device_id)
         except (protocol.ProtocolError, PolicyError) as exc:
             return self._refuse(f"policy bundle refused: {_policy_error_text(exc)}")
         current = self.policy
@@ -680,6 +683,9 @@ class AgentService:
         elif self.policy_from_bundle and candidate.id != current.id:
             log.warning("collector assigned policy %s v%d (was %s v%d)", candidate.id, candidate.version,
                         current.id, current.version)
+        problem = self._assignment_problem(counter, bundle)
+        if problem:
+            return self._refuse(f"policy {candidate.id} version {candidate.version} refused: {problem}")
         self.state.save_policy_bundle(bundle)
         self.policy, self.policy_from_bundle = candidate, True
         self.state.update_status(policy_etag=etag, policy_applied_at=now_rfc3339())
@@ -688,6 +694,28 @@ class AgentService:
         for callback in self.on_policy_change:
             callback(candidate)
         return PolicyOutcome(True, f"policy {candidate.id} version {candidate.version} applied")
+
+    def _assignment_problem(self, counter: Optional[int], bundle: Dict[str, Any]) -> Optional[str]:
+        """Why a bundle with assignment ``counter`` must not replace the running one (None: it may).
+
+        The running bundle's counter is the floor: lower is a replayed older assignment, whatever policy id
+        it carries; equal with another policy cannot come from the collector (one counter, one policy)."""
+        if not self.policy_from_bundle:
+            return None
+        try:
+            stored = self.state.load_policy_bundle()
+            running = protocol.open_assignment(stored, self.server_key, self.identity.device_id) if stored else None
+        except (StateError, protocol.ProtocolError):
+            return None  # the running bundle's own assignment is unreadable: nothing to compare with
+        if running is None:
+            return None
+        if counter is None:
+            return f"it carries no assignment counter, and this agent runs assignment {running}"
+        if counter < running:
+            return f"its assignment counter {counter} is lower than the running {running} (an older bundle replayed)"
+        if counter == running and stored is not None and bundle.get("payload") != stored.get("payload"):
+            return f"same assignment counter {counter} as the running bundle but another policy"
+        return None
 
     def _refuse(self, message: str) -> PolicyOutcome:
         self._error(message + f"; still running {self.policy.id} version {self.policy.version}",

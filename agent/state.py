@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import protocol
-from agent.storage import is_corruption, is_storage_error, storage_unavailable
+from agent.storage import is_corruption, is_storage_error, needs_reopen, storage_unavailable
 from agent.storage import rollback as _rollback
 
 IDENTITY_SCHEMA = "teleposture/identity/v1"
@@ -238,7 +238,9 @@ class StateDir:
         return data
 
     def save_policy_bundle(self, bundle: Mapping[str, Any]) -> None:
-        keep = {name: bundle[name] for name in ("payload", "signature", "key_id") if name in bundle}
+        # assignment*: the server-signed assignment counter the next bundle is compared with (no rollback)
+        keep = {name: bundle[name] for name in ("payload", "signature", "key_id", "assignment", "assignment_signature")
+                if name in bundle}
         atomic_write(self.policy_path, (json.dumps(keep, sort_keys=True) + "\n").encode(), mode=0o644)
 
     # -- state.db: counters and status ----------------------------------------------------------------
@@ -312,7 +314,8 @@ class StateDir:
             except sqlite3.Error as exc:
                 _rollback(conn)
                 if is_storage_error(exc):
-                    self._drop_connection()
+                    if needs_reopen(exc):
+                        self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
 
@@ -334,7 +337,8 @@ class StateDir:
             except sqlite3.Error as exc:
                 _rollback(conn)
                 if is_storage_error(exc):
-                    self._drop_connection()
+                    if needs_reopen(exc):
+                        self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
             return int(seq)
@@ -356,7 +360,8 @@ class StateDir:
             except sqlite3.Error as exc:
                 _rollback(conn)
                 if is_storage_error(exc):
-                    self._drop_connection()
+                    if needs_reopen(exc):
+                        self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
             return current
@@ -367,7 +372,8 @@ class StateDir:
                 row = self._conn().execute("SELECT value FROM counters WHERE name='seq'").fetchone()
             except sqlite3.OperationalError as exc:
                 if is_storage_error(exc):
-                    self._drop_connection()
+                    if needs_reopen(exc):
+                        self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
         return int(row[0]) if row else 0
@@ -378,7 +384,8 @@ class StateDir:
                 rows = self._conn().execute("SELECT name, value FROM status").fetchall()
             except sqlite3.OperationalError as exc:
                 if is_storage_error(exc):
-                    self._drop_connection()
+                    if needs_reopen(exc):
+                        self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
         out: Dict[str, Any] = {}

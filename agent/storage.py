@@ -91,6 +91,19 @@ def is_storage_error(exc: BaseException) -> bool:
     return False
 
 
+def needs_reopen(exc: BaseException) -> bool:
+    """A read-only or unopenable file: SQLite may have opened the connection read-only for good, so it must
+    be reopened once the disk is writable. Not for a full disk: closing the last connection to a WAL
+    database checkpoints and deletes its -wal/-shm, and reopening would create them again on a full disk."""
+    if isinstance(exc, sqlite3.Error):
+        code = _sqlite_code(exc)
+        if code is not None:
+            return code in (SQLITE_READONLY, SQLITE_CANTOPEN)
+        text = str(exc).lower()
+        return "readonly" in text or "unable to open" in text or "read-only" in text
+    return isinstance(exc, OSError) and exc.errno == errno.EROFS
+
+
 def is_corruption(exc: BaseException) -> bool:
     """SQLite says the file is damaged or not a database: the only reason to move a file aside."""
     if not isinstance(exc, sqlite3.DatabaseError):

@@ -143,8 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"OpenVPN connect, median of {args.connects}: without gate {without * 1000:.0f} ms, "
               f"with gate {with_gate * 1000:.0f} ms, added {(with_gate - without) * 1000:.0f} ms")
         print(f"  of which the gate's decision (fetch from the collector, verify, cache), median of 50: "
-              f"{decide * 1000:.1f} ms (the rest: OpenVPN waits for the deferred auth before answering the "
-              "client's PUSH_REQUEST, which the client repeats about once a second)")
+              f"{decide * 1000:.1f} ms (the rest is likely OpenVPN's deferred-auth round: the client's first "
+              "PUSH_REQUEST waits for the management answer and is repeated a second later)")
     return 0
 
 

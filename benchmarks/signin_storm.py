@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import gzip
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -51,7 +52,10 @@ USER, PASSWORD = "storm-user", "a long enough bench passphrase"
 
 
 class Storm:
-    """Sign-in attempts at a fixed rate from a thread pool, until stopped; counts answers by status."""
+    """Sign-in attempts at a fixed rate from a thread pool, until stopped; counts answers by status.
+
+    Runs in its own process (``storm_process``): in the measuring process its HTTP client threads would
+    compete for the GIL with the ingest client and inflate the very latencies being measured."""
 
     def __init__(self, url: str, per_second: float) -> None:
         self.url = url
@@ -82,17 +86,27 @@ class Storm:
 
     def run(self) -> None:
         start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            number = 0
-            while not self.stop.is_set():
-                delay = start + number / self.per_second - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                pool.submit(self.attempt, number)
-                number += 1
+        pool = ThreadPoolExecutor(max_workers=32)
+        number = 0
+        while not self.stop.is_set():
+            delay = start + number / self.per_second - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(self.attempt, number)
+            number += 1
+        pool.shutdown(wait=True, cancel_futures=True)  # attempts not started yet are not made
 
-    def rate(self, seconds: float) -> float:
-        return sum(self.statuses.values()) / seconds if seconds else 0.0
+
+def storm_process(url: str, per_second: float, stop: Any, results: Any) -> None:
+    """The storm in a child process until ``stop`` is set; puts (statuses, latencies, seconds) on ``results``."""
+    storm = Storm(url, per_second)
+    thread = threading.Thread(target=storm.run)
+    began = time.perf_counter()
+    thread.start()
+    stop.wait()
+    storm.stop.set()
+    thread.join()
+    results.put((storm.statuses, storm.latencies, time.perf_counter() - began))
 
 
 def single_reports(envelopes: list[dict[str, str]]) -> list[tuple[bytes, int]]:
@@ -116,21 +130,22 @@ def measure(port: int, url_base: str, token: str, database_url: str, args: argpa
     analyze(database_url)
     send_all(port, "/api/v1/reports", single_reports(fleet.round()), 4, "first reports")
     quiet = ingest_phase(port, fleet, args, "ingest, no sign-ins")
-    storm = Storm(url_base, args.signins)
-    stormer = threading.Thread(target=storm.run, name="storm")
-    began = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    stop, results = context.Event(), context.Queue()
+    stormer = context.Process(target=storm_process, args=(url_base, args.signins, stop, results), name="storm")
     stormer.start()
     try:
+        time.sleep(2.0)  # the storm is under way before the measurement starts
         stormy = ingest_phase(port, fleet, args, f"ingest, {args.signins:g} sign-ins/s")
     finally:
-        storm.stop.set()
-        stormer.join()
-    storm_seconds = time.perf_counter() - began
+        stop.set()
+    statuses, latencies, storm_seconds = results.get(timeout=300)
+    stormer.join()
     ratio = stormy.percentile(0.99) / quiet.percentile(0.99)
-    ordered = sorted(storm.latencies)
+    ordered = sorted(latencies)
     return {"backend": args.backend, "workers": args.workers, "report_rate": args.report_rate,
             "quiet": quiet.to_json(), "storm": stormy.to_json(), "p99_ratio": round(ratio, 2),
-            "signins_per_s": round(storm.rate(storm_seconds), 1), "signin_statuses": storm.statuses,
+            "signins_per_s": round(sum(statuses.values()) / storm_seconds, 1), "signin_statuses": statuses,
             "signin_p50_ms": round(ordered[len(ordered) // 2] * 1000, 1) if ordered else None,
             "lines": [quiet.line(), stormy.line()]}
 

@@ -17,6 +17,7 @@ refuses a token presented for any certificate not listed there.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -99,7 +100,13 @@ def sign(server_key: Ed25519PrivateKey, *, server_key_id: str, device_id: str, d
         claims["exception"] = dict(exception)
     payload = json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     header = {"alg": ALGORITHM, "typ": TOKEN_TYPE, "kid": server_key_id}
-    return jws.serialize_compact(header, payload, jwk.OKPKey.import_key(server_key), algorithms=[ALGORITHM])
+    return jws.serialize_compact(header, payload, _signing_key(server_key), algorithms=[ALGORITHM])
+
+
+@functools.lru_cache(maxsize=4)
+def _signing_key(server_key: Ed25519PrivateKey) -> jwk.OKPKey:
+    # Converting the key to a JWK costs more than the signature itself: once per key object.
+    return jwk.OKPKey.import_key(server_key)
 
 
 def public_jwk(public_key: Ed25519PublicKey) -> jwk.OKPKey:

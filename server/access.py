@@ -1,15 +1,18 @@
 """The access decision: pure, from a device's state to allow / allow with warnings / deny with causes.
 
 ``decide`` does no I/O. Its inputs are what the collector already keeps (the device row, its
-``check_state`` rows, an admin exception) plus ``blocked``: the noncompliance ladder's ``block`` step
-(issue 13). Until that ladder is wired in, callers pass ``blocked=False`` and a device is denied when a
-rule of severity ``critical`` has failed past its grace period (its status is ``fail``; inside the
-grace period the collector's status is ``warn``).
+``check_state`` rows, an admin exception) plus the noncompliance ladder (server.actions.ladder):
+``blocked`` (a ``block`` step holds for the device) and ``ladder_blocks`` (the severities whose ladder has a
+``block`` step). A failing rule of such a severity is the ladder's to judge: it is a warning until the
+ladder's deadline, then ``blocked`` denies. Where the ladder has no ``block`` step for a severity, a rule
+of severity ``critical`` that has failed past its grace period (status ``fail``; inside the grace period
+the collector's status is ``warn``) denies at once.
 
 Order of precedence:
 1. a device that is not active (revoked, replaced, pending, ...) is denied, and no exception lifts that;
 2. an unexpired admin exception allows (the causes it overrides are kept, for the record);
-3. never reported, stale beyond the limit, blocked by the ladder, or a critical rule failing: deny;
+3. never reported, stale beyond the limit, blocked by the ladder, or a critical rule failing that no
+   ladder ``block`` step governs: deny;
 4. otherwise allow, with a warning per rule that fails (inside its grace period or below critical)
    or could not be checked (``error``).
 """
@@ -69,7 +72,8 @@ def _rule_cause(code: str, rule: RuleState) -> dict[str, Any]:
 
 
 def decide(device: DeviceAccessInput, *, now: float, stale_limit: float, blocked: bool = False,
-           exception: Optional[AccessException] = None) -> AccessDecision:
+           exception: Optional[AccessException] = None,
+           ladder_blocks: frozenset[str] = frozenset()) -> AccessDecision:
     """The device's access decision at ``now`` (see the module docstring for the order of precedence)."""
     if device.state != "active":
         return AccessDecision(DENY, ({"code": f"device_{device.state}"},), ())
@@ -82,7 +86,7 @@ def decide(device: DeviceAccessInput, *, now: float, stale_limit: float, blocked
     if blocked:
         causes.append({"code": "blocked"})
     for rule in sorted(device.rules, key=lambda r: r.rule_id):
-        if rule.status == "fail" and rule.severity in DENYING_SEVERITIES:
+        if rule.status == "fail" and rule.severity in DENYING_SEVERITIES and rule.severity not in ladder_blocks:
             causes.append(_rule_cause("rule_failed", rule))
         elif rule.status == "fail":
             warnings.append(_rule_cause("rule_failed", rule))

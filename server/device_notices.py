@@ -11,7 +11,8 @@ Ingest calls `record_report_notices` once per accepted report, in its write tran
   one enrolled (the state directory was copied). That report is refused: two machines' posture must not
   merge into one device.
 
-One place for them, so the events outbox (issue 13) can emit an event per notice from here.
+Each notice is also an event in the outbox (server.actions.events), in the same transaction:
+``seq.reset``, ``reports.dropped`` and ``device.cloned``, so sinks hear of them as the device page does.
 """
 
 from __future__ import annotations
@@ -23,18 +24,26 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from server.store.schema import device_notices
+from server.actions.events import Event, emit_events
+from server.store.schema import device_notices, devices
 
 SEQ_RESET = "seq_reset"
 REPORTS_DROPPED = "reports_dropped"
 CLONED_IDENTITY = "cloned_identity"
 MAX_RESETS_PER_REPORT = 20
+EVENT_TYPES = {SEQ_RESET: "seq.reset", REPORTS_DROPPED: "reports.dropped", CLONED_IDENTITY: "device.cloned"}
 
 
 def _insert(conn: Connection, device_id: str, kind: str, seq: Optional[int], now: float,
             details: Mapping[str, Any]) -> None:
     conn.execute(device_notices.insert().values(device_id=device_id, kind=kind, at=now, seq=seq,
                                                 details=json.dumps(dict(details), sort_keys=True)[:4000]))
+    # notices are rare (a restored laptop, a full outbox, a copied state directory): one lookup each is fine
+    device = conn.execute(sa.select(devices.c.org_unit_id, devices.c.hostname)
+                          .where(devices.c.id == device_id)).first()
+    emit_events(conn, [Event(EVENT_TYPES[kind], device_id, int(device.org_unit_id) if device else None, None,
+                             {**details, "seq": seq, "hostname": device.hostname if device else ""}, now)],
+                now=now)
 
 
 def _int(value: Any) -> Optional[int]:

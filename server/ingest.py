@@ -63,6 +63,9 @@ class Answer:
     last_report_id: Optional[str] = None
     # The device's running noncompliance ladders (server.actions.ladder.device_ladders), for the agent.
     actions: Optional[list[dict[str, Any]]] = None
+    # Whether the report was evaluated (its inputs differ from the last evaluation's): only then can the
+    # device's access decision have changed, so only then does the upload answer carry a new one.
+    evaluated: bool = field(default=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status if self.reason is None or self.status != REJECTED
@@ -527,7 +530,7 @@ class Ingestor:
             stats.raw_kept += 1
         if updates:
             conn.execute(devices.update().where(devices.c.id == device_id).values(**updates))
-        return Answer(ACCEPTED, device_id, cand.seq, compliance=compliance, last_seq=cand.seq)
+        return Answer(ACCEPTED, device_id, cand.seq, compliance=compliance, last_seq=cand.seq, evaluated=True)
 
     @staticmethod
     def _keep_raw(conn: Connection, cand: _Candidate, now: float, compliance: str, policy_ref: str) -> None:

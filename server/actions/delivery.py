@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 _LOCK_BASE = 0x7E1E_0013_0000
+WEBHOOK_LANES = 4
 
 
 @dataclass
@@ -92,6 +94,49 @@ def _claim(conn: Connection, sink_id: int, now: float, policy: DeliveryPolicy) -
     return rows
 
 
+def _ours(sink_id: int, lease: float) -> list[Any]:
+    """Rows still claimed by this round: a lease that expired and was claimed again is the other round's."""
+    return [deliveries.c.sink_id == sink_id, deliveries.c.claimed_until == lease]
+
+
+def _send_lane(sink: Sink, claimed: list[tuple[int, str, int]], bodies: dict[int, tuple[str, str, float]],
+               sender_factory: Callable[[Sink], Sender]) -> tuple[list[int], dict[int, tuple[int, str]]]:
+    """Send ``claimed`` in order on one connection; (event ids delivered, event id -> (attempts, error))."""
+    sent: list[int] = []
+    failures: dict[int, tuple[int, str]] = {}
+    stopped: set[str] = set()
+    try:
+        sender = sender_factory(sink)
+    except SinkError as exc:
+        # Could not even connect: every device's first event counts one failed attempt.
+        for event_id, device_key, attempts in claimed:
+            if device_key not in stopped:
+                stopped.add(device_key)
+                failures[event_id] = (attempts, str(exc))
+        return sent, failures
+    try:
+        for event_id, device_key, attempts in claimed:
+            if device_key in stopped:
+                continue  # an earlier event of this device failed: keep the order
+            uid, text, _created = bodies[event_id]
+            try:
+                sender.send(uid, text, json.loads(text))
+                sent.append(event_id)
+            except SinkError as exc:
+                failures[event_id] = (attempts, str(exc))
+                stopped.add(device_key)
+        try:
+            sender.flush()
+        except SinkError as exc:
+            attempts_of = {c[0]: c[2] for c in claimed}
+            for event_id in sent:
+                failures[event_id] = (attempts_of[event_id], str(exc))
+            sent = []
+    finally:
+        sender.close()
+    return sent, failures
+
+
 def deliver_sink(db: Database, sink: Sink, *, policy: DeliveryPolicy, clock: Callable[[], float] = time.time,
                  sender_factory: Callable[[Sink], Sender] = open_sender) -> RoundResult:
     """One round for one sink."""
@@ -105,60 +150,42 @@ def deliver_sink(db: Database, sink: Sink, *, policy: DeliveryPolicy, clock: Cal
         bodies = {int(r.id): (str(r.uid), str(r.body), float(r.created_at)) for r in conn.execute(
             sa.select(events.c.id, events.c.uid, events.c.body, events.c.created_at)
             .where(events.c.id.in_([c[0] for c in claimed])))}
+    # Webhooks: devices spread over a few connections at once (each device's events stay in order on one);
+    # e-mail and syslog: one connection for the round.
+    lanes = WEBHOOK_LANES if sink.kind == "webhook" else 1
+    buckets: list[list[tuple[int, str, int]]] = [[] for _ in range(lanes)]
+    lane_of: dict[str, int] = {}
+    for item in claimed:
+        lane = lane_of.setdefault(item[1], len(lane_of) % lanes)
+        buckets[lane].append(item)
     sent: list[int] = []
     failures: dict[int, tuple[int, str]] = {}  # event id -> (attempts before, error)
-    stopped: set[str] = set()
-    error: Optional[str] = None
-    try:
-        sender = sender_factory(sink)
-    except SinkError as exc:
-        sender = None
-        error = str(exc)
-    if sender is not None:
-        try:
-            for event_id, device_key, attempts in claimed:
-                if device_key in stopped:
-                    continue  # an earlier event of this device failed: keep the order
-                uid, text, _created = bodies[event_id]
-                try:
-                    sender.send(uid, text, json.loads(text))
-                    sent.append(event_id)
-                except SinkError as exc:
-                    failures[event_id] = (attempts, str(exc))
-                    stopped.add(device_key)
-            try:
-                sender.flush()
-            except SinkError as exc:
-                for event_id in sent:
-                    failures[event_id] = (next(c[2] for c in claimed if c[0] == event_id), str(exc))
-                sent = []
-        finally:
-            sender.close()
+    if lanes == 1:
+        outcomes = [_send_lane(sink, buckets[0], bodies, sender_factory)]
     else:
-        # Could not even connect: every head event counts one failed attempt.
-        heads: set[str] = set()
-        for event_id, device_key, attempts in claimed:
-            if device_key not in heads:
-                heads.add(device_key)
-                failures[event_id] = (attempts, str(error))
+        with ThreadPoolExecutor(max_workers=lanes) as pool:
+            outcomes = list(pool.map(lambda bucket: _send_lane(sink, bucket, bodies, sender_factory),
+                                     [b for b in buckets if b]))
+    for lane_sent, lane_failures in outcomes:
+        sent += lane_sent
+        failures.update(lane_failures)
     done = clock()
+    lease = now + policy.lease
     with db.write() as conn:
         if sent:
-            conn.execute(deliveries.update().where(deliveries.c.sink_id == sink.id, deliveries.c.event_id.in_(sent))
+            conn.execute(deliveries.update().where(*_ours(sink.id, lease), deliveries.c.event_id.in_(sent))
                          .values(state=DELIVERED, delivered_at=done, claimed_until=None, last_error=None))
         for event_id, (attempts, message) in failures.items():
             created = bodies[event_id][2]
             dead = done - created >= policy.dead_after
             delay = min(policy.backoff_max, policy.backoff_base * 2 ** attempts) * random.uniform(0.8, 1.0)  # noqa: S311
-            conn.execute(deliveries.update().where(deliveries.c.sink_id == sink.id,
-                                                   deliveries.c.event_id == event_id)
+            conn.execute(deliveries.update().where(*_ours(sink.id, lease), deliveries.c.event_id == event_id)
                          .values(state=DEAD if dead else PENDING, attempts=attempts + 1, claimed_until=None,
                                  next_attempt_at=done + delay, last_error=message[:1000]))
             result.dead += int(dead)
         untouched = [c[0] for c in claimed if c[0] not in failures and c[0] not in sent]
         if untouched:
-            conn.execute(deliveries.update().where(deliveries.c.sink_id == sink.id,
-                                                   deliveries.c.event_id.in_(untouched))
+            conn.execute(deliveries.update().where(*_ours(sink.id, lease), deliveries.c.event_id.in_(untouched))
                          .values(claimed_until=None))
     result.delivered = len(sent)
     result.failed = len(failures)

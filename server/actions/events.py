@@ -40,6 +40,7 @@ EVENT_TYPES: Mapping[str, tuple[int, int, str]] = {
     "reports.dropped": (0, 0, "the agent's full outbox dropped reports"),
     "seq.reset": (0, 0, "the agent's report sequence went back (lost or restored state)"),
     "clock.skew": (0, 0, "the agent's clock is off by more than the tolerance"),
+    "device.cloned": (0, 0, "a report signed with the device's key came from another machine (copied state)"),
     "sink.test": (0, 0, "a test event sent from the dashboard or the API"),
 }
 SEVERITY_IDS = {"low": 2, "medium": 3, "high": 4, "critical": 5}

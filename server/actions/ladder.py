@@ -135,9 +135,12 @@ def active_exceptions(conn: Connection, device_id: str, org_unit_id: int,
 
 
 def list_exceptions(conn: Connection, org_unit_ids: Optional[Iterable[int]] = None, *,
-                    include_ended: bool = False, limit: int = 500) -> list[dict[str, Any]]:
+                    include_ended: bool = False, limit: int = 500,
+                    exception_id: Optional[int] = None) -> list[dict[str, Any]]:
     query = sa.select(rule_exceptions, org_units.c.name.label("org_unit")).join(
         org_units, org_units.c.id == rule_exceptions.c.org_unit_id)
+    if exception_id is not None:
+        query = query.where(rule_exceptions.c.id == exception_id)
     if org_unit_ids is not None:
         query = query.where(rule_exceptions.c.org_unit_id.in_(list(org_unit_ids)))
     if not include_ended:
@@ -369,6 +372,20 @@ def device_blocked(conn: Connection, device_id: str) -> bool:
     """True while a ladder step `block` holds for the device (the access decision denies it)."""
     return conn.execute(sa.select(device_blocks.c.rule_id).where(device_blocks.c.device_id == device_id)
                         .limit(1)).first() is not None
+
+
+def blocked_devices(conn: Connection, device_ids: Sequence[str]) -> set[str]:
+    """Which of these devices a ladder step `block` holds (one query, for the access decisions)."""
+    if not device_ids:
+        return set()
+    return {str(row.device_id) for row in conn.execute(
+        sa.select(device_blocks.c.device_id).distinct().where(device_blocks.c.device_id.in_(list(device_ids))))}
+
+
+def block_severities(ladder: Ladder) -> frozenset[str]:
+    """The severities whose ladder ends in a `block` step: their failures are the ladder's to judge."""
+    return frozenset(severity for severity, steps in ladder.items()
+                     if any(step.action == "block" for step in steps))
 
 
 def blocked_since(conn: Connection, device_id: str) -> Optional[float]:

@@ -274,11 +274,17 @@ class SyslogSender:
                 context = ssl.create_default_context(cafile=config.get("ca_file"))
                 sock = context.wrap_socket(sock, server_hostname=str(config["host"]))
             sock.sendall(b"".join(self.frames))
+            closed_by_peer = False
             if isinstance(sock, ssl.SSLSocket):
-                sock = sock.unwrap()  # close_notify, then the TCP half-close below
-            sock.shutdown(socket.SHUT_WR)
-            while sock.recv(4096):
-                pass
+                try:
+                    sock = sock.unwrap()  # our close_notify (after every frame), then the TCP half-close
+                except ssl.SSLEOFError:
+                    # The receiver read up to our close_notify and closed without its own (rsyslog does).
+                    closed_by_peer = True
+            if not closed_by_peer:
+                sock.shutdown(socket.SHUT_WR)
+                while sock.recv(4096):
+                    pass
         except (OSError, ssl.SSLError) as exc:
             raise SinkError(f"{where}: {exc}") from exc
         finally:

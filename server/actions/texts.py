@@ -24,6 +24,14 @@ TITLES: Mapping[str, Mapping[str, str]] = {
     "device.compliant": {"en": "{hostname} is compliant again", "fr": "{hostname} est de nouveau conforme",
                          "ar": "{hostname} مطابق من جديد"},
 }
+ACTIONS: Mapping[str, Mapping[str, str]] = {
+    "en": {"notify_employee": "Employee notice", "notify_team": "Team alert", "notify_manager": "Manager notice",
+           "block": "Block"},
+    "fr": {"notify_employee": "Avis à l'employé", "notify_team": "Alerte à l'équipe",
+           "notify_manager": "Avis au responsable", "block": "Blocage"},
+    "ar": {"notify_employee": "إشعار الموظف", "notify_team": "تنبيه الفريق", "notify_manager": "إخطار المسؤول",
+           "block": "حظر"},
+}
 FALLBACK = {"en": "Teleposture event {type}", "fr": "Événement Teleposture {type}", "ar": "حدث Teleposture {type}"}
 LABELS = {"en": ("Device", "Rule", "Event", "When", "Next"), "fr": ("Poste", "Règle", "Événement", "Quand", "Suite"),
           "ar": ("الجهاز", "القاعدة", "الحدث", "متى", "التالي")}
@@ -45,7 +53,10 @@ def subject(body: Mapping[str, Any], language: str) -> str:
     info = body.get("unmapped", {}).get("teleposture", {})
     lang = language if language in LABELS else "en"
     template = TITLES.get(str(info.get("type")), FALLBACK)[lang]
-    return template.format_map(_Blank({k: v for k, v in info.items() if v is not None})).replace("\n", " ")[:200]
+    values = {k: v for k, v in info.items() if v is not None}
+    if isinstance(values.get("action"), str):
+        values["action"] = ACTIONS[lang].get(values["action"], values["action"])
+    return template.format_map(_Blank(values)).replace("\n", " ")[:200]
 
 
 def lines(body: Mapping[str, Any], language: str) -> list[tuple[str, str]]:

@@ -26,6 +26,7 @@ from agent import protocol
 from gate import decision as tokens
 from server import device_ca
 from server.access import decide, describe
+from server.actions import ladder
 from server.api.admin import DeviceIdPath, csv_stream
 from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip
 from server.api.models import Problem
@@ -129,44 +130,51 @@ def _titles(ctx: AppContext, conn: Connection, org_unit_id: int) -> dict[str, di
     return {} if stored is None else {rule.id: dict(rule.title) for rule in stored.policy.rules}
 
 
-def issue(ctx: AppContext, conn: Connection, device_id: str, now: float, *,
-          blocked: bool = False) -> Optional[dict[str, Any]]:
-    """Decide for one device, keep the result (and since when it holds) and sign it; None if unknown.
-
-    ``blocked`` is the noncompliance ladder's block step (issue 13); nothing sets it yet."""
-    device = store.device_row(conn, device_id)
-    facts = store.load_input(conn, device_id)
-    if device is None or facts is None:
-        return None
-    exception = store.active_exception(conn, device_id, now)
-    result = decide(facts, now=now, stale_limit=ctx.settings.access_stale_limit, blocked=blocked,
-                    exception=exception)
-    since = store.record_state(conn, device, result, now)
-    titles = _titles(ctx, conn, device.org_unit_id)
-    causes = [describe(c, titles) for c in result.causes]
-    warnings = [describe(w, titles) for w in result.warnings]
-    credentials = [c["fingerprint"] for c in store.fingerprints(conn, device_id)]
+def issue_many(ctx: AppContext, conn: Connection, device_ids: Sequence[str], now: float) -> dict[str, dict[str, Any]]:
+    """Decide for each known device, keep the result (and since when it holds) and sign it; the
+    noncompliance ladder (its blocks, and which severities it blocks) goes into each decision."""
+    answers: dict[str, dict[str, Any]] = {}
+    titles: dict[int, dict[str, dict[str, str]]] = {}
+    governed: dict[int, frozenset[str]] = {}
     lifetime = ctx.settings.decision_lifetime
-    token = tokens.sign(ctx.server_key, server_key_id=protocol.key_id(ctx.server_public_key), device_id=device_id,
-                        device_key_id=device.key_id, decision=result.decision, since=since, now=now,
-                        lifetime=lifetime, fingerprints=credentials, causes=causes, warnings=warnings,
-                        hostname=device.hostname, exception=result.exception)
-    return {"device_id": device_id, "decision": result.decision, "since": since,
-            "expires_at": float(int(now + lifetime)), "causes": causes, "warnings": warnings,
-            "exception": result.exception, "token": token}
+    loaded = store.load_inputs(conn, device_ids, now)
+    blocked = ladder.blocked_devices(conn, list(loaded))
+    for device_id, inputs in loaded.items():
+        unit = inputs.device.org_unit_id
+        if unit not in governed:
+            stored = ctx.ingestor.policies.get(conn, unit)
+            governed[unit] = frozenset() if stored is None else ladder.block_severities(
+                ladder.effective_ladder(conn, stored.policy, unit))
+        result = decide(inputs.facts, now=now, stale_limit=ctx.settings.access_stale_limit,
+                        blocked=device_id in blocked, exception=inputs.exception, ladder_blocks=governed[unit])
+        since = store.record_state(conn, inputs.device, result, inputs.previous, now)
+        if unit not in titles:
+            titles[unit] = _titles(ctx, conn, unit)
+        causes = [describe(c, titles[unit]) for c in result.causes]
+        warnings = [describe(w, titles[unit]) for w in result.warnings]
+        token = tokens.sign(ctx.server_key, server_key_id=protocol.key_id(ctx.server_public_key),
+                            device_id=device_id, device_key_id=inputs.device.key_id, decision=result.decision,
+                            since=since, now=now, lifetime=lifetime, fingerprints=inputs.fingerprints,
+                            causes=causes, warnings=warnings, hostname=inputs.device.hostname,
+                            exception=result.exception)
+        answers[device_id] = {"device_id": device_id, "decision": result.decision, "since": since,
+                              "expires_at": float(int(now + lifetime)), "causes": causes, "warnings": warnings,
+                              "exception": result.exception, "token": token}
+    return answers
+
+
+def issue(ctx: AppContext, conn: Connection, device_id: str, now: float) -> Optional[dict[str, Any]]:
+    """One device's signed decision (see issue_many); None for an unknown device."""
+    return issue_many(ctx, conn, [device_id], now).get(device_id)
 
 
 def decisions_for_upload(ctx: AppContext, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The signed decision of each device whose reports were just accepted (the upload answer's
-    ``access`` key); a failure here never fails the upload, whose reports are already stored."""
-    now = _now()
-    answers: dict[str, dict[str, Any]] = {}
+    ``access`` key); the reports are already stored whatever happens here."""
+    if not device_ids:
+        return {}
     with ctx.db.write() as conn:
-        for device_id in dict.fromkeys(device_ids):
-            signed = issue(ctx, conn, device_id, now)
-            if signed is not None:
-                answers[device_id] = signed
-    return answers
+        return issue_many(ctx, conn, device_ids, _now())
 
 
 # -- gates ------------------------------------------------------------------------------------
@@ -352,7 +360,7 @@ async def register_vpn_certificate(request: Request, ctx: ContextDep, body: VpnC
                                    signature, body)
 
 
-@gate_router.get("/device-ca", response_class=PlainTextResponse,
+@gate_router.get("/device-ca", response_model=None,
                  responses={200: {"content": {"application/x-pem-file": {}}, "description": "the device CA (PEM)"}})
 async def gate_device_ca(request: Request, ctx: ContextDep) -> PlainTextResponse:
     """The device CA certificate a reverse proxy trusts for client certificates."""

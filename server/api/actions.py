@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from server.actions import delivery, ladder, secrets
-from server.actions.events import EVENT_TYPES, SEVERITY_ORDER, Event, ocsf_body
-from server.actions.sinks import KINDS, Sink, SinkError, check_config, new_webhook_secret, open_sender
+from server.actions.events import EVENT_TYPES, Event, ocsf_body
+from server.actions.sinks import Sink, SinkError, check_config, new_webhook_secret, open_sender
 from server.api.admin import TEXT, DeviceIdPath, _device_or_404
 from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address
 from server.api.models import Problem
@@ -110,7 +110,7 @@ class ExceptionCreate(BaseModel):
     org_unit: Optional[str] = Field(default=None, max_length=200, pattern=TEXT,
                                     description="exempt the whole org unit (when device_id is absent)")
     reason: str = Field(min_length=1, max_length=2000)
-    expires_at: float = Field(description="epoch seconds; at most a year ahead")
+    expires_at: float = Field(description="epoch seconds; at most a year ahead", allow_inf_nan=False)
 
 
 class ExceptionModel(BaseModel):
@@ -367,7 +367,7 @@ def create_exception(request: Request, ctx: ContextDep, principal: AdminDep, bod
         audit.record(conn, actor=principal.actor, action="exception.grant", target=body.device_id or body.org_unit,
                      org_unit_id=unit_id, remote_addr=client_address(request),
                      details={"rule_id": body.rule_id, "reason": body.reason, "expires_at": body.expires_at})
-        found = [e for e in ladder.list_exceptions(conn, [unit_id]) if e["id"] == exception_id]
+        found = ladder.list_exceptions(conn, exception_id=exception_id)
     return found[0]
 
 
@@ -375,15 +375,14 @@ def create_exception(request: Request, ctx: ContextDep, principal: AdminDep, bod
 def revoke_exception(request: Request, ctx: ContextDep, principal: AdminDep,
                      exception_id: Annotated[int, Path(ge=1, le=2 ** 31 - 1)]) -> dict[str, Any]:
     with ctx.db.write() as conn:
-        found = [e for e in ladder.list_exceptions(conn, None, include_ended=False) if e["id"] == exception_id]
+        found = ladder.list_exceptions(conn, exception_id=exception_id)
         if not found or not principal.scope.allows(found[0]["org_unit_id"]):
             raise HTTPException(status_code=404, detail=f"no active exception {exception_id} in your scope")
         ladder.end_exception(conn, exception_id, why=f"revoked by {principal.actor}")
         audit.record(conn, actor=principal.actor, action="exception.revoke", target=str(exception_id),
                      org_unit_id=found[0]["org_unit_id"], remote_addr=client_address(request),
                      details={"rule_id": found[0]["rule_id"]})
-        ended = [e for e in ladder.list_exceptions(conn, [found[0]["org_unit_id"]], include_ended=True)
-                 if e["id"] == exception_id]
+        ended = ladder.list_exceptions(conn, include_ended=True, exception_id=exception_id)
     return ended[0]
 
 
@@ -406,5 +405,3 @@ def actions_summary(ctx: ContextDep, principal: PrincipalDep) -> dict[str, int]:
         return ladder.due_counts(conn, None if principal.scope.unrestricted else
                                  sorted(principal.scope.org_unit_ids or ()), time.time())
 
-
-__all__ = ["router", "send_test_event", "KINDS", "SEVERITY_ORDER"]

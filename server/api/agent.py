@@ -29,7 +29,7 @@ from server.app import AppContext
 from server.bodies import read_json
 from server.ingest import ACCEPTED, DUPLICATE, IngestStats, NoPolicyError
 from server.ratelimit import Limiter, retry_after_header, take_together
-from server.store import enrolment
+from server.store import assignment, enrolment
 from server.store import policies as policy_store
 from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING, devices
 
@@ -55,6 +55,14 @@ def _bundle(ctx: AppContext, stored: policy_store.StoredPolicy) -> dict[str, str
     return bundle
 
 
+def _assigned_bundle(ctx: AppContext, stored: policy_store.StoredPolicy, device_id: str, counter: int
+                     ) -> dict[str, str]:
+    """The bundle for one device: the cached signed policy plus its signed assignment (device, policy
+    digest, assignment counter; server/store/assignment.py), so no older bundle can be replayed to it."""
+    bundle = _bundle(ctx, stored)
+    return {**bundle, **protocol.sign_assignment(ctx.server_key, device_id, bundle["payload"], counter)}
+
+
 def _enrol(ctx: AppContext, body: EnrollRequest, remote: str) -> dict[str, Any]:
     try:
         protocol.load_public_key(body.public_key)
@@ -66,7 +74,8 @@ def _enrol(ctx: AppContext, body: EnrollRequest, remote: str) -> dict[str, Any]:
             grant = enrolment.consume_enroll_token(conn, body.token, now)
         except enrolment.EnrolmentError as exc:
             raise HTTPException(status_code=exc.status, detail=exc.message) from exc
-        stored = policy_store.policy_for_org_unit(conn, grant.org_unit_id)
+        pk, counter = assignment.current(conn, grant.org_unit_id)
+        stored = None if pk is None else policy_store.get_policy(conn, pk)
         if stored is None:
             raise HTTPException(status_code=503, detail="the collector has no policy yet: the operator must run "
                                                         "`teleposture-server init` or `policy push`")
@@ -76,7 +85,8 @@ def _enrol(ctx: AppContext, body: EnrollRequest, remote: str) -> dict[str, Any]:
         enrolment.record_enrolment(conn, outcome, grant, body.device.hostname, body.device.machine_id,
                                          remote)
     replaced = outcome.replaced[0] if outcome.replaced else None
-    return {"device_id": outcome.device_id, "server_key": ctx.server_public_key, "policy": _bundle(ctx, stored),
+    return {"device_id": outcome.device_id, "server_key": ctx.server_public_key,
+            "policy": _assigned_bundle(ctx, stored, outcome.device_id, counter),
             "intervals": dict(stored.policy.intervals), "replaced": replaced, "state": outcome.state}
 
 
@@ -146,7 +156,9 @@ async def post_reports(request: Request, ctx: ContextDep) -> Response:
     # more CPU than the ingest of an unchanged report; the OpenAPI schema still declares ReportResponse.
     # Every EnvelopeAnswer field present, as the model's serialisation gave them (null when not set).
     results = [{"reason": None, "compliance": None, **a.to_json()} for a in answers]
-    accepted_devices = [a.device_id for a in answers if a.status == ACCEPTED and a.device_id]
+    # A report that changed nothing (the ingest shortcut) cannot have changed the decision the device holds;
+    # the agent asks GET /api/v1/access when its decision nears expiry (docs/access.md).
+    accepted_devices = [a.device_id for a in answers if a.status == ACCEPTED and a.evaluated and a.device_id]
     try:
         decisions = await run_in_threadpool(access.decisions_for_upload, ctx, accepted_devices)
     except DBAPIError as exc:  # the reports are stored; the agent asks for its decision later
@@ -158,7 +170,8 @@ async def post_reports(request: Request, ctx: ContextDep) -> Response:
 
 
 def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, timestamp: str,
-                       signature: str) -> tuple[policy_store.StoredPolicy, int]:
+                       signature: str) -> tuple[policy_store.StoredPolicy, int, int]:
+    """The device's policy, its last accepted seq and the policy assignment counter."""
     with ctx.db.read() as conn:
         row = conn.execute(sa.select(devices.c.public_key, devices.c.state, devices.c.org_unit_id,
                                      devices.c.last_seq).where(devices.c.id == device_id)).first()
@@ -177,10 +190,12 @@ def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, 
         if wait:
             raise HTTPException(status_code=429, headers={"Retry-After": retry_after_header(wait)},
                                 detail=f"this device asks too often: retry in {wait:.0f} s")
-        stored = ctx.ingestor.policies.get(conn, int(row.org_unit_id))
+        # Not the per-process cache: the policy and the assignment counter must come from one snapshot.
+        pk, counter = assignment.current(conn, int(row.org_unit_id))
+        stored = None if pk is None else policy_store.get_policy(conn, pk)
     if stored is None:
         raise HTTPException(status_code=404, detail="no policy applies to this device yet")
-    return stored, int(row.last_seq)
+    return stored, int(row.last_seq), counter
 
 
 @router.get("/policy", response_model=PolicyBundle,
@@ -196,8 +211,8 @@ async def get_policy(request: Request, ctx: ContextDep, response: Response) -> A
     if not device_id or not timestamp or not signature or len(device_id) > 64:
         raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
                                                     f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
-    stored, last_seq = await run_in_threadpool(_policy_for_device, ctx, device_id, request.method,
-                                               request.url.path, timestamp, signature)
+    stored, last_seq, counter = await run_in_threadpool(_policy_for_device, ctx, device_id, request.method,
+                                                        request.url.path, timestamp, signature)
     etag = f'"{stored.policy.digest()}"'
     # where the device's seq stands (an agent that lost its counter moves past it) and the collector's clock
     extra = {HEADER_LAST_SEQ: str(last_seq), HEADER_SERVER_TIME: f"{time.time():.3f}"}
@@ -206,7 +221,7 @@ async def get_policy(request: Request, ctx: ContextDep, response: Response) -> A
     response.headers.update(extra)
     response.headers["ETag"] = etag
     response.headers["Cache-Control"] = "no-cache"
-    return _bundle(ctx, stored)
+    return _assigned_bundle(ctx, stored, device_id, counter)
 
 
 def _etag_matches(header: Optional[str], etag: str) -> bool:

@@ -42,6 +42,9 @@ class PolicyBundle(BaseModel):
     payload: str = Field(description="canonical JSON policy document")
     signature: str
     key_id: str
+    assignment: Optional[str] = Field(default=None, description="canonical JSON {schema, device_id, digest, counter}: "
+                                                               "the policy assignment counter for this device")
+    assignment_signature: Optional[str] = None
 
 
 class EnrollResponse(BaseModel):

@@ -58,26 +58,54 @@ def device_public_key(conn: Connection, device_id: str) -> str:
     return str(conn.execute(sa.select(devices.c.public_key).where(devices.c.id == device_id)).scalar_one())
 
 
-def load_input(conn: Connection, device_id: str) -> Optional[DeviceAccessInput]:
-    row = conn.execute(sa.select(devices.c.state, devices.c.last_seen)
-                       .where(devices.c.id == device_id)).first()
-    if row is None:
-        return None
-    rules = [RuleState(r.rule_id, r.severity, r.status, float(r.since),
-                       within_grace=r.status == "warn" and '"within_grace"' in (r.message or ""))
-             for r in conn.execute(sa.select(check_state.c.rule_id, check_state.c.severity, check_state.c.status,
-                                             check_state.c.since, check_state.c.message)
-                                   .where(check_state.c.device_id == device_id, check_state.c.active.is_(True)))]
-    return DeviceAccessInput(device_id, row.state, row.last_seen, rules)
+@dataclass
+class DecisionInputs:
+    """Everything ``decide`` and the token need for one device, read in a few queries for a whole batch."""
+
+    device: DeviceRow
+    facts: DeviceAccessInput
+    exception: Optional[AccessException]
+    fingerprints: list[str]
+    previous: Optional[dict[str, Any]]
 
 
-def active_exception(conn: Connection, device_id: str, now: float) -> Optional[AccessException]:
-    row = conn.execute(sa.select(access_exceptions.c.reason, access_exceptions.c.expires_at,
-                                 access_exceptions.c.created_by)
-                       .where(access_exceptions.c.device_id == device_id, access_exceptions.c.expires_at > now,
-                              access_exceptions.c.revoked_at.is_(None))
-                       .order_by(access_exceptions.c.expires_at.desc()).limit(1)).first()
-    return None if row is None else AccessException(row.reason, float(row.expires_at), row.created_by)
+def load_inputs(conn: Connection, device_ids: Sequence[str], now: float) -> dict[str, DecisionInputs]:
+    """Decision inputs of each known device among ``device_ids`` (5 queries, whatever the count)."""
+    ids = sorted(set(device_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(sa.select(devices.c.id, devices.c.org_unit_id, devices.c.key_id, devices.c.hostname,
+                                  devices.c.state, devices.c.last_seen).where(devices.c.id.in_(ids))).all()
+    rules: dict[str, list[RuleState]] = {row.id: [] for row in rows}
+    for r in conn.execute(sa.select(check_state.c.device_id, check_state.c.rule_id, check_state.c.severity,
+                                    check_state.c.status, check_state.c.since, check_state.c.message)
+                          .where(check_state.c.device_id.in_(ids), check_state.c.active.is_(True))):
+        rules[r.device_id].append(RuleState(r.rule_id, r.severity, r.status, float(r.since),
+                                            within_grace=r.status == "warn" and '"within_grace"' in (r.message or "")))
+    exceptions: dict[str, AccessException] = {}
+    for grant in conn.execute(sa.select(access_exceptions.c.device_id, access_exceptions.c.reason,
+                                        access_exceptions.c.expires_at, access_exceptions.c.created_by)
+                              .where(access_exceptions.c.device_id.in_(ids), access_exceptions.c.expires_at > now,
+                                     access_exceptions.c.revoked_at.is_(None))
+                              .order_by(access_exceptions.c.expires_at)):
+        # ordered by expiry: the one lasting longest wins
+        exceptions[grant.device_id] = AccessException(grant.reason, float(grant.expires_at), grant.created_by)
+    prints: dict[str, list[str]] = {row.id: [] for row in rows}
+    for credential in conn.execute(sa.select(network_credentials.c.device_id, network_credentials.c.fingerprint)
+                                   .where(network_credentials.c.device_id.in_(ids))):
+        prints[credential.device_id].append(credential.fingerprint)
+    previous = {r["device_id"]: _state_item(r) for r in conn.execute(
+        sa.select(access_state).where(access_state.c.device_id.in_(ids))).mappings()}
+    return {row.id: DecisionInputs(
+        DeviceRow(row.id, int(row.org_unit_id), row.key_id, row.hostname, row.state),
+        DeviceAccessInput(row.id, row.state, row.last_seen, rules[row.id]), exceptions.get(row.id),
+        prints[row.id], previous.get(row.id)) for row in rows}
+
+
+def _state_item(row: Any) -> dict[str, Any]:
+    item = dict(row)
+    item["causes"], item["warnings"] = json.loads(item["causes"]), json.loads(item["warnings"])
+    return item
 
 
 def add_exception(conn: Connection, device_id: str, reason: str, expires_at: float, actor: str,
@@ -142,19 +170,10 @@ def unlink_credential(conn: Connection, device_id: str, fingerprint: str) -> boo
         network_credentials.c.device_id == device_id, network_credentials.c.fingerprint == fingerprint)).rowcount)
 
 
-def current_state(conn: Connection, device_id: str) -> Optional[dict[str, Any]]:
-    row = conn.execute(sa.select(access_state).where(access_state.c.device_id == device_id)).mappings().first()
-    if row is None:
-        return None
-    item = dict(row)
-    item["causes"], item["warnings"] = json.loads(item["causes"]), json.loads(item["warnings"])
-    return item
-
-
-def record_state(conn: Connection, device: DeviceRow, result: AccessDecision, now: float) -> float:
-    """Keep the device's current decision; answer since when it holds (unchanged outcome and causes keep
-    their ``since``)."""
-    previous = current_state(conn, device.device_id)
+def record_state(conn: Connection, device: DeviceRow, result: AccessDecision, previous: Optional[dict[str, Any]],
+                 now: float) -> float:
+    """Keep the device's current decision (``previous``: its stored one); answer since when it holds. An
+    unchanged outcome and set of causes keeps its ``since``; nothing is written when nothing changed."""
     causes, warnings = json.dumps(list(result.causes), sort_keys=True), json.dumps(list(result.warnings),
                                                                                    sort_keys=True)
     if previous is not None:
@@ -179,12 +198,7 @@ def denied_now(conn: Connection, scope: Scope, *, page: int = 1, per_page: int =
                         .join(devices, devices.c.id == access_state.c.device_id).where(where)
                         .order_by(access_state.c.since.desc(), access_state.c.device_id)
                         .limit(per_page).offset((page - 1) * per_page)).mappings().all()
-    items = []
-    for row in rows:
-        item = dict(row)
-        item["causes"], item["warnings"] = json.loads(item["causes"]), json.loads(item["warnings"])
-        items.append(item)
-    return Page(items, int(total), page, per_page)
+    return Page([_state_item(row) for row in rows], int(total), page, per_page)
 
 
 # -- gate tokens ------------------------------------------------------------------------------

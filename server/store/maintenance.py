@@ -155,15 +155,19 @@ def daily_trend(conn: Connection, scope: Scope, *, since_day: str,
 _ROLLUP_SUMS = (*STATUS_COLUMNS.values(), "new_failures", "fixed")
 
 
-def _rollup_columns() -> list[Any]:
-    """Sums of the rollup counts, and the time to fix over the rows summed: the median itself for one
-    org unit, the mean of the units' medians weighted by their fixes for several (medians of different
-    units cannot be merged exactly without every fix, which the history keeps only for its retention)."""
+def _fix_time_column() -> Any:
+    """The time to fix over the rows summed: the median itself for one org unit and day, else the mean
+    of the medians weighted by their fixes (medians of different units cannot be merged exactly without
+    every fix, which the history keeps only for its retention)."""
     weighted = sa.func.sum(daily_rule_stats.c.fix_seconds_median * daily_rule_stats.c.fixed)
     fixes_timed = sa.func.sum(sa.case((daily_rule_stats.c.fix_seconds_median.is_not(None), daily_rule_stats.c.fixed),
                                       else_=0))
-    return [*(sa.func.sum(daily_rule_stats.c[n]).label(n) for n in _ROLLUP_SUMS),
-            (weighted / sa.func.nullif(fixes_timed, 0)).label("fix_seconds_median")]
+    return (weighted / sa.func.nullif(fixes_timed, 0)).label("fix_seconds_median")
+
+
+def _rollup_columns() -> list[Any]:
+    """Sums of the rollup counts and the time to fix (_fix_time_column)."""
+    return [*(sa.func.sum(daily_rule_stats.c[n]).label(n) for n in _ROLLUP_SUMS), _fix_time_column()]
 
 
 def _rollup_entry(row: Any) -> dict[str, Any]:
@@ -175,14 +179,17 @@ def _rollup_entry(row: Any) -> dict[str, Any]:
     return entry
 
 
+def _rollup_days(since_day: str, until_day: str) -> Any:
+    return daily_rule_stats.c.day.between(since_day, until_day)
+
+
 def rule_trend(conn: Connection, scope: Scope, *, since_day: str, until_day: str,
                rule_id: Optional[str] = None) -> list[dict[str, Any]]:
     """Per day and rule: the rollups summed over the org units in scope (see _rollup_columns).
 
     ``compliant_share`` is passing / the devices judged on the rule (not_applicable left out), None
     when none was."""
-    where = [daily_rule_stats.c.day >= since_day, daily_rule_stats.c.day <= until_day,
-             scope.clause(daily_rule_stats.c.org_unit_id)]
+    where = [_rollup_days(since_day, until_day), scope.clause(daily_rule_stats.c.org_unit_id)]
     if rule_id is not None:
         where.append(daily_rule_stats.c.rule_id == rule_id)
     query = (sa.select(daily_rule_stats.c.day, daily_rule_stats.c.rule_id, *_rollup_columns()).where(*where)
@@ -193,19 +200,29 @@ def rule_trend(conn: Connection, scope: Scope, *, since_day: str, until_day: str
 
 
 def rule_period(conn: Connection, scope: Scope, *, since_day: str, until_day: str) -> list[dict[str, Any]]:
-    """Per rule over a period: changes summed over its days, counts and share of its last day."""
-    where = [daily_rule_stats.c.day >= since_day, daily_rule_stats.c.day <= until_day,
-             scope.clause(daily_rule_stats.c.org_unit_id)]
-    totals = {row["rule_id"]: _rollup_entry(row) for row in conn.execute(
-        sa.select(daily_rule_stats.c.rule_id, *_rollup_columns()).where(*where)
-        .group_by(daily_rule_stats.c.rule_id)).mappings()}
-    last_day = conn.execute(sa.select(sa.func.max(daily_rule_stats.c.day)).where(*where)).scalar()
-    out = []
-    for row in rule_trend(conn, scope, since_day=last_day, until_day=last_day) if last_day else []:
-        period = totals.get(row["rule_id"], {})
-        out.append({**row, "new_failures": period.get("new_failures", 0), "fixed": period.get("fixed", 0),
-                    "fix_seconds_median": period.get("fix_seconds_median")})
-    return out
+    """Per rule over a period: changes summed over its days, counts and share of its last day with rollups.
+
+    One pass over the period's rows (the counts of the last day are summed conditionally alongside)."""
+    last_day = conn.execute(sa.select(sa.func.max(daily_rule_stats.c.day))
+                            .where(_rollup_days(since_day, until_day), daily_rule_stats.c.day >= until_day,
+                                   scope.clause(daily_rule_stats.c.org_unit_id))).scalar()
+    if last_day is None:  # nothing on the last day itself (no snapshot yet): the newest day before it
+        last_day = conn.execute(sa.select(sa.func.max(daily_rule_stats.c.day))
+                                .where(_rollup_days(since_day, until_day),
+                                       scope.clause(daily_rule_stats.c.org_unit_id))).scalar()
+    if last_day is None:
+        return []
+    on_last = daily_rule_stats.c.day == last_day
+    query = (sa.select(daily_rule_stats.c.rule_id,
+                       *(sa.func.sum(sa.case((on_last, daily_rule_stats.c[column]), else_=0)).label(column)
+                         for column in STATUS_COLUMNS.values()),
+                       sa.func.sum(daily_rule_stats.c.new_failures).label("new_failures"),
+                       sa.func.sum(daily_rule_stats.c.fixed).label("fixed"), _fix_time_column(),
+                       sa.func.max(sa.case((on_last, 1), else_=0)).label("on_last_day"))
+             .where(_rollup_days(since_day, until_day), scope.clause(daily_rule_stats.c.org_unit_id))
+             .group_by(daily_rule_stats.c.rule_id).order_by(daily_rule_stats.c.rule_id))
+    return [{"day": last_day, "rule_id": row["rule_id"], **_rollup_entry(row)}
+            for row in conn.execute(query).mappings() if row["on_last_day"]]
 
 
 def prune_rollups(conn: Connection, *, retention: float, now: Optional[float] = None) -> int:

@@ -76,8 +76,16 @@ def push_policy(conn: Connection, policy: Policy, created_by: Optional[str] = No
         policy_id=policy.id, version=policy.version, digest=digest, title=str(title),
         document=policy.canonical_text(), created_at=time.time() if now is None else now,
         created_by=created_by).returning(policies.c.id)).scalar_one())
+    _count_assignment_change(conn)
     notify(conn, POLICY_CHANNEL)  # a newer version of an assigned id applies at once, on every node
     return pk, True
+
+
+def _count_assignment_change(conn: Connection) -> None:
+    # Imported here: server.store.assignment imports this module (DEFAULT_POLICY_SETTING).
+    from server.store import assignment
+
+    assignment.bump(conn)
 
 
 def list_policies(conn: Connection) -> list[dict[str, Any]]:
@@ -139,6 +147,7 @@ def set_default_policy(conn: Connection, policy_id: str) -> None:
                            .values(value=policy_id)).rowcount
     if not updated:
         conn.execute(server_settings.insert().values(name=DEFAULT_POLICY_SETTING, value=policy_id))
+    _count_assignment_change(conn)
     notify(conn, POLICY_CHANNEL)
 
 
@@ -147,6 +156,7 @@ def assign_policy(conn: Connection, org_unit_id: int, policy_id: Optional[str]) 
     if policy_id is not None and latest_pk(conn, policy_id) is None:
         raise PolicyStoreError(f"no policy with id {policy_id!r} has been pushed; push it first")
     conn.execute(org_units.update().where(org_units.c.id == org_unit_id).values(policy_id=policy_id))
+    _count_assignment_change(conn)
     notify(conn, POLICY_CHANNEL)
 
 

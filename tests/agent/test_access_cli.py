@@ -21,6 +21,7 @@ from tests.agent.service.realcollector import AGENT, RealCollector
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCollector]:
     running = RealCollector(tmp_path_factory.mktemp("collector"))
     running.start()
+    running.allow_replacement()  # each test enrols this same machine again, from a fresh state directory
     try:
         yield running
     finally:

@@ -145,3 +145,23 @@ def test_real_notification_on_the_session_bus(session_bus: tuple[Path, Path]) ->
                                            time.time())
     assert shown3 == 1 and notice3 is not None
     assert _wait_for(lambda: log.read_text(encoding="utf-8").count("member=Notify") == 2)
+
+
+def test_sessions_found_in_passwd_or_through_nss(tmp_path: Path) -> None:
+    from agent.notify import linux_sessions
+    from agent.probes import ProbeResult
+
+    class Host(LiveHost):
+        def run(self, argv: Any, timeout: float = 5.0, cache_on: Any = ()) -> ProbeResult:
+            assert list(argv) == ["getent", "passwd", "1500"]
+            return ProbeResult("run", tuple(argv), stdout="karim@ad.example:*:1500:1500:Karim:/home/karim:/bin/bash\n")
+
+        def read_text(self, path: str) -> ProbeResult:
+            return ProbeResult("read", (path,), stdout="root:x:0:0:root:/root:/bin/bash\namina:x:1000:1000::/home/a:/bin/sh\n")
+
+    for uid in ("1000", "1500", "2000"):
+        (tmp_path / uid).mkdir()
+        if uid != "2000":
+            (tmp_path / uid / "bus").touch()
+    found = linux_sessions(Host(), str(tmp_path))
+    assert [(s.uid, s.user) for s in found] == [(1000, "amina"), (1500, "karim@ad.example")]

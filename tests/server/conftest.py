@@ -21,6 +21,7 @@ from benchmarks.loopback import pg_reachable, scratch_database
 from server import cli, security
 from server.app import create_app
 from server.settings import Settings, load_settings
+from server.store import policies as policy_store
 from server.store.db import Database
 from server.store.schema import metadata
 from tests import postgres as test_postgres
@@ -208,13 +209,17 @@ def init_collector(data_dir: Path, database_url: str) -> str:
 
 def collector_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"data_dir": data_dir, "database_url": database_url, "access_log": False,
-                              "maintenance_interval": 3600}
+                              "maintenance_interval": 3600, "actions_interval": 3600}
     values.update(overrides)
     return load_settings(values, environ={})
 
 
 @contextlib.contextmanager
 def in_process(template: Template, **overrides: Any) -> Iterator[Collector]:
+    # server.store.policies caches parsed versions by primary key for the whole process, and every test
+    # database reuses the same keys: start each collector with an empty cache.
+    with policy_store._parsed_lock:
+        policy_store._parsed.clear()
     settings = collector_settings(template.data_dir, template.database_url, **overrides)
     db = Database(template.database_url)
     with TestClient(create_app(settings, db=db)) as client:

@@ -30,7 +30,7 @@ def gate_token(collector: Collector, name: str = "vpn1") -> str:
     return lines[-1]
 
 
-def test_every_upload_answer_carries_a_signed_decision(collector: Collector) -> None:
+def test_upload_answers_carry_a_signed_decision_when_the_report_changed_something(collector: Collector) -> None:
     key = server_key(collector)
     device = collector.enroll()
     answer = collector.send(device.report())
@@ -47,6 +47,9 @@ def test_every_upload_answer_carries_a_signed_decision(collector: Collector) -> 
     assert [(c["code"], c["rule_id"]) for c in access["causes"]] == [("rule_failed", "disk-encryption")]
     assert set(access["causes"][0]["title"]) == {"en", "fr", "ar"}
     assert tokens.verify(access["token"], key, now=time.time()).decision == "deny"
+    # the same posture again: ingest's shortcut, the decision cannot have changed, none is issued
+    answer = collector.send(device.report())
+    assert answer["accepted"] == 1 and answer["access"] == {}
 
 
 def test_gate_fetches_a_decision_bound_to_the_linked_certificate(collector: Collector) -> None:

@@ -61,3 +61,17 @@ def test_a_failing_critical_rule_names_the_rule() -> None:
                     stale_limit=DAY)
     assert result.causes == ({"code": "rule_failed", "rule_id": "disk-encryption", "severity": "critical",
                               "status": "fail", "since": NOW - 3600},)
+
+
+@pytest.mark.parametrize("blocked, decision, causes, warnings", [
+    (False, "allow", [], ["rule_failed"]),  # before the ladder's `block` deadline: allowed, warned
+    (True, "deny", ["blocked"], ["rule_failed"]),  # the ladder reached `block`
+], ids=["before-block-step", "block-step-reached"])
+def test_a_ladder_with_a_block_step_governs_its_severity(blocked: bool, decision: str, causes: list[str],
+                                                         warnings: list[str]) -> None:
+    failing = device(rule("disk", "critical", "fail"))
+    result = decide(failing, now=NOW, stale_limit=DAY, blocked=blocked, ladder_blocks=frozenset({"critical"}))
+    assert (result.decision, [c["code"] for c in result.causes], [w["code"] for w in result.warnings]) == (
+        decision, causes, warnings)
+    # a ladder that blocks only other severities leaves the critical fallback in force
+    assert decide(failing, now=NOW, stale_limit=DAY, ladder_blocks=frozenset({"high"})).decision == "deny"

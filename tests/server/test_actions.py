@@ -191,6 +191,13 @@ def test_exception_ends_episode_and_expires(collector: Collector) -> None:
         assert disk["started_at"] == pytest.approx(t0 + 3601) and disk["step"] == 1
         types = [r.type for r in conn.execute(sa.select(events.c.type).order_by(events.c.id))]
     assert "exception.granted" in types and "exception.ended" in types and "device.unblocked" in types
+    unit = collector.admin("POST", "/exceptions", json={"rule_id": "firewall-enabled", "org_unit": "Finance",
+                                                        "reason": "pilot of a new firewall", "expires_at": t0 + 86400})
+    assert unit.status_code == 201 and unit.json()["device_id"] is None and unit.json()["org_unit"] == "Finance"
+    ended = collector.admin("DELETE", f"/exceptions/{unit.json()['id']}")
+    assert ended.status_code == 200 and ended.json()["ended_at"] is not None
+    assert collector.admin("DELETE", f"/exceptions/{unit.json()['id']}").status_code == 404
+    assert [e["id"] for e in collector.admin("GET", "/exceptions").json()] == []
 
 
 def test_org_unit_ladder_override_and_validation(collector: Collector) -> None:

@@ -114,7 +114,7 @@ def test_malformed_device_id_is_rejected_without_echo(collector: Collector, devi
     assert second["status"] == "accepted"
 
 
-def test_lone_surrogate_and_nul_in_enrolment_are_400_without_echo(collector: Collector) -> None:
+def test_lone_surrogate_and_nul_in_enrolment_are_refused_without_echo(collector: Collector) -> None:
     token = collector.enroll_token()
     before = snapshot(collector.db)
     for field, value in [("hostname", "ab\udc80"), ("hostname", "a\x00b"), ("platform", "\ud800"),

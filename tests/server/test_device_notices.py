@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from agent import protocol
 from server.device_notices import list_notices
-from server.store.schema import devices
+from server.store.schema import devices, events
 from tests.server.conftest import Collector
 
 
@@ -56,6 +56,13 @@ def test_seq_reset_and_dropped_reports_become_device_notices(collector: Collecto
                                                          ("seq_reset", 8)]
     assert notices[0]["details"] == {"total": 5, "new": 2}
     assert notices[2]["details"]["from"] == 1 and notices[2]["details"]["to"] == 8
+    # each notice is an event in the outbox too, in its transaction, in order
+    with collector.db.read() as conn:
+        rows = conn.execute(sa.select(events.c.type, events.c.body).where(events.c.device_id == device.device_id,
+                                                                          events.c.type != "device.enrolled")
+                            .order_by(events.c.id)).all()
+    assert [row.type for row in rows] == ["seq.reset", "reports.dropped", "reports.dropped"]
+    assert json.loads(rows[0].body)["metadata"]["event_code"] == "seq.reset"
 
 
 def test_a_report_from_another_machine_is_refused_and_flagged_once(collector: Collector) -> None:
@@ -70,3 +77,7 @@ def test_a_report_from_another_machine_is_refused_and_flagged_once(collector: Co
     assert [n["kind"] for n in notices] == ["cloned_identity"]
     assert last_report is not None
     assert notices[0]["details"] == {"machine_id": "another-machine", "enrolled_machine_id": device.machine_id}
+    with collector.db.read() as conn:
+        cloned = conn.execute(sa.select(events.c.body).where(events.c.device_id == device.device_id,
+                                                             events.c.type == "device.cloned")).scalars().all()
+    assert len(cloned) == 1 and "another-machine" in cloned[0]

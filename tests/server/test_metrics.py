@@ -52,7 +52,7 @@ def test_metrics_count_reports_by_outcome_devices_by_status_and_the_pool(initial
         assert values[("teleposture_db_pool_connections", (("state", "size"),))] >= 1
         assert values[("teleposture_cluster_listening", ())] == 1
         assert {labels for name, labels in values if name == "teleposture_job_leader"} >= {
-            (("job", "daily-snapshot"),), (("job", "prune-reports"),)}
+            (("job", "daily-snapshot"),), (("job", "retention"),)}
 
 
 def test_metrics_need_the_token(initialised: Template) -> None:

@@ -51,7 +51,9 @@ def test_normal_requests_go_through_while_slow_clients_hold_connections(front: t
         time.sleep(0.5)
         direct = normal_requests(collector, seconds=5, rate=10)
     assert direct.share < 0.95, "without the front the slow clients should have hurt: the test proves nothing"
-    assert normal_requests(collector, seconds=1, rate=10).share == 1.0, "the collector recovers once they go"
+    deadline = time.monotonic() + 15
+    while normal_requests(collector, seconds=1, rate=10).share < 1.0:  # connections queued meanwhile drain
+        assert time.monotonic() < deadline, "the collector did not recover once the slow clients went"
 
 
 def test_headers_are_bounded_to_64_kib(front: tuple[int, int]) -> None:

@@ -64,6 +64,18 @@ def test_email_sink_starttls_auth_in_the_recipients_language(collector: Collecto
         tested = collector.admin("POST", f"/sinks/{bad['id']}/test").json()
         assert tested["ok"] is False and tested["detail"].startswith("SMTP")
         assert len(smtp.messages) == 2
+        # notify_manager: the org unit's contacts get the step, in the org unit's language.
+        assert collector.admin("PUT", "/org-units/Finance/ladder", json={
+            "actions": {"critical": [{"after": "0s", "do": "notify_manager"}]}, "contacts": ["chef@example.org"],
+            "language": "ar"}).status_code == 200
+        assert collector.admin("PATCH", f"/sinks/{made.json()['id']}",
+                               json={"filters": {"event_types": ["step.reached"]}}).status_code == 200
+        second = collector.enroll()
+        collector.send(second.report(posture=Posture(disk_encrypted=False)))
+        _deliver_all(collector, "mail-fr")
+        manager = smtp.messages[-1]
+        assert manager["to"] == ["chef@example.org"] and manager["message"]["Content-Language"] == "ar"
+        assert manager["message"]["Subject"] == f"{second.hostname}: إخطار المسؤول للقاعدة disk-encryption (المرحلة 1)"
     finally:
         smtp.stop()
 
@@ -85,7 +97,8 @@ def test_syslog_sink_tcp_json_and_tls_cef_into_rsyslog(collector: Collector, tmp
         plain = [line for line in rsyslog.lines() if line.startswith("plain ")]
         tls = [line for line in rsyslog.lines() if line.startswith("tls ")]
         assert plain and tls
-        header, _, rest = plain[0][len("plain "):].partition(" [teleposture@32473 eventId=")
+        failing = next(line for line in plain if " teleposture - rule.failing " in line)
+        header, _, rest = failing[len("plain "):].partition(" [teleposture@32473 eventId=")
         assert header.startswith("<") and ">1 " in header and " teleposture - rule.failing" in header
         document = json.loads(rest.split("] ", 1)[1].lstrip("\ufeff"))
         assert document["class_uid"] == 2003 and document["device"]["uid"] == device.device_id

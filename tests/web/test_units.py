@@ -46,7 +46,9 @@ def test_every_literal_key_used_in_templates_and_code_exists() -> None:
                                        "not_applicable", "stale"),
                            "severity.": ("critical", "high", "medium", "low"), "role.": ("admin", "viewer"),
                            "state.": ("active", "revoked", "replaced", "pending"), "audit.": ("ok", "denied", "failed"),
-                           "time.": ("minutes", "hours", "days", "never")}.items():
+                           "time.": ("minutes", "hours", "days", "never"), "access.": ("allow", "deny"),
+                           "cause.": ("device_revoked", "device_replaced", "device_pending", "no_report", "stale",
+                                      "blocked", "rule_failed", "within_grace", "rule_error")}.items():
         for value in values:
             assert prefix + value in english
 

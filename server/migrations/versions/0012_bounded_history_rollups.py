@@ -49,9 +49,9 @@ def upgrade() -> None:
                                            ["device_id", "rule_id", "seq", "at"])
     rollups = op.create_table(
         "daily_rule_stats",
-        sa.Column("day", sa.String(length=10), nullable=False),
-        sa.Column("org_unit_id", sa.Integer(), nullable=False),
         sa.Column("rule_id", sa.String(length=200), nullable=False),
+        sa.Column("org_unit_id", sa.Integer(), nullable=False),
+        sa.Column("day", sa.String(length=10), nullable=False),
         sa.Column("passing", sa.Integer(), nullable=False),
         sa.Column("warning", sa.Integer(), nullable=False),
         sa.Column("failing", sa.Integer(), nullable=False),
@@ -61,9 +61,9 @@ def upgrade() -> None:
         sa.Column("fixed", sa.Integer(), nullable=False),
         sa.Column("fix_seconds_median", sa.Double(), nullable=True),
         sa.Column("computed_at", sa.Double(), nullable=False),
-        sa.PrimaryKeyConstraint("day", "org_unit_id", "rule_id", name=op.f("pk_daily_rule_stats")),
+        sa.PrimaryKeyConstraint("rule_id", "org_unit_id", "day", name=op.f("pk_daily_rule_stats")),
+        sqlite_with_rowid=False,
     )
-    op.create_index(op.f("ix_daily_rule_stats_rule_id_day"), "daily_rule_stats", ["rule_id", "day"])
     rows = []
     for day, org_unit_id, rules, computed_at in conn.execute(
             sa.text("SELECT day, org_unit_id, rules, computed_at FROM daily_stats")):
@@ -85,5 +85,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("daily_stats") as batch:
         batch.add_column(sa.Column("rules", sa.Text(), nullable=False, server_default="{}"))
-    op.drop_index(op.f("ix_daily_rule_stats_rule_id_day"), table_name="daily_rule_stats")
     op.drop_table("daily_rule_stats")

@@ -30,6 +30,7 @@ class FakeCollector:
         self.requests: List[str] = []
         self.faults: List[Dict[str, Any]] = []  # consumed one per request to /api/v1/reports
         self.reject_seqs: set = set()
+        self.actions: Optional[List[Dict[str, Any]]] = None  # the ladders accepted answers carry, when set
         policy = baseline().to_json()
         self.bundle = protocol.sign_policy_bundle(self.server_key, policy)
         self.etag = '"1"'
@@ -119,7 +120,8 @@ class FakeCollector:
                             fake.highest[env.device_id] = seq
                             fake.accepted.append(seq)
                             fake.payloads.append(payload)
-                            results.append({"status": "accepted"})
+                            results.append({"status": "accepted"} if fake.actions is None
+                                           else {"status": "accepted", "actions": fake.actions})
                 self._send(200, {"results": results})
 
             def do_GET(self) -> None:  # noqa: N802

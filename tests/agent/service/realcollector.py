@@ -77,6 +77,15 @@ class RealCollector:
                 self.proc.wait()
         self.proc = None
 
+    def allow_replacement(self, org_unit: str = "default") -> None:
+        """Let re-enrolments within ``org_unit`` replace the old device without approval: tests that enrol
+        several state directories on this one machine stand for several reinstalls of one laptop."""
+        self.token()  # the org unit exists once a token names it
+        answer = requests.put(self.url + f"/api/v1/admin/org-units/{org_unit}/enrolment", timeout=10,
+                              json={"replace_within_org_unit": True},
+                              headers={"Authorization": f"Bearer {self.admin_token}"})
+        answer.raise_for_status()
+
     def api(self, path: str) -> dict:
         answer = requests.get(self.url + "/api/v1/admin" + path, timeout=10,
                               headers={"Authorization": f"Bearer {self.admin_token}"})

@@ -54,6 +54,7 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCollecto
     database = f"sqlite+pysqlite:///{(data / 'teleposture.db').resolve()}"
     with serve(data, database, env={k: v for k, v in real.env.items() if k.startswith("TELEPOSTURE_")}) as server:
         real.port = server.port
+        real.allow_replacement()  # each test enrols this same machine again, from a fresh state directory
         yield real
     for name, (created, delivered, lost) in FIGURES.items():
         print(f"fault {name}: created {created}, delivered {delivered}, counted lost {lost}")

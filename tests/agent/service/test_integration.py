@@ -36,6 +36,7 @@ pytestmark = pytest.mark.slow
 def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCollector]:
     real = RealCollector(tmp_path_factory.mktemp("collector"))
     real.start()
+    real.allow_replacement()  # every test enrols this same machine again, from a fresh state directory
     yield real
     real.stop()
 

@@ -83,3 +83,31 @@ def test_verdicts_in_every_documented_shape() -> None:
 def test_unreadable_verdicts_are_retryable(answer) -> None:
     with pytest.raises(RetryableError):
         parse_verdicts(answer, 2)
+
+
+def test_verdicts_carry_where_the_collector_stands() -> None:
+    verdicts = parse_verdicts({"results": [
+        {"status": "accepted", "seq": 7, "last_seq": 7},
+        {"status": "duplicate", "seq": 3, "last_seq": 7, "last_report_id": "r7"},
+        {"status": "duplicate", "last_seq": True, "last_report_id": 5},  # wrong types: ignored
+    ]}, 3)
+    assert (verdicts[0].last_seq, verdicts[0].last_report_id) == (7, None)
+    assert (verdicts[1].last_seq, verdicts[1].last_report_id) == (7, "r7")
+    assert (verdicts[2].last_seq, verdicts[2].last_report_id) == (None, None)
+
+
+@pytest.mark.parametrize("body, headers, expected", [
+    ({"server_time": 1700000000.25}, {"Date": "Tue, 14 Nov 2023 22:13:20 GMT"}, 1700000000.25),
+    (None, {"X-Teleposture-Server-Time": "1700000001.5"}, 1700000001.5),
+    (None, {"Date": "Tue, 14 Nov 2023 22:13:20 GMT"}, 1700000000.0),
+    (None, {"Date": "garbage"}, None),
+    (None, {}, None),
+], ids=["body", "header", "http-date", "bad-date", "none"])
+def test_server_clock_from_an_answer(body, headers, expected) -> None:
+    import requests
+
+    from agent.transport import server_clock
+
+    response = requests.Response()
+    response.headers.update(headers)
+    assert server_clock(response, body) == expected
