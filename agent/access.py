@@ -137,6 +137,15 @@ def needs_renewal(cert_path: Path, now: float) -> bool:
     return now >= start + (end - start) / 2
 
 
+def renew_if_held(transport: Transport, state: StateDir, now: float) -> Optional[Dict[str, Any]]:
+    """The service's renewal: a laptop that holds a device certificate gets a new one at half-life (before
+    the old one expires); a laptop without one is left alone (`access certificate` asks the first)."""
+    paths = Paths.of(state)
+    if not paths.cert.exists() or not needs_renewal(paths.cert, now):
+        return None
+    return renew_certificate(transport, state, force=True)
+
+
 def renew_certificate(transport: Transport, state: StateDir, force: bool = False) -> Optional[Dict[str, Any]]:
     """Get (or renew at half-life) the device TLS certificate; None when the current one is still fresh."""
     paths = Paths.of(state)

@@ -256,6 +256,25 @@ class Daemon:
         outcome = self.service.refresh_policy()
         if outcome.error:
             log.warning("policy refresh: %s", outcome.message, extra={"event": "policy_refresh_failed"})
+        self._renew_device_certificate()
+
+    def _renew_device_certificate(self) -> None:
+        """A device TLS certificate (docs/access.md), when this laptop holds one, is renewed at half-life."""
+        # agent.access (X.509) is imported only on laptops that use a device certificate: its directory exists
+        if not (self.service.state.root / "access").is_dir():
+            return
+        from agent import access
+        from agent.state import StateError
+        from agent.transport import TransportError
+
+        try:
+            renewed = access.renew_if_held(self.service.transport, self.service.state, time.time())
+        except (TransportError, StateError, OSError) as exc:
+            log.warning("device certificate not renewed: %s", exc, extra={"event": "certificate_renewal_failed"})
+            return
+        if renewed is not None:
+            log.info("device certificate renewed, valid until %s", renewed["not_after"],
+                     extra={"event": "certificate_renewed"})
 
     def _sample_job(self) -> None:
         if self.stop_event.is_set():

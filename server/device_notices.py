@@ -9,10 +9,12 @@ Ingest calls `record_report_notices` once per accepted report, in its write tran
   outbox, an unreadable one) grew since the last notice;
 * ``cloned_identity``: a report signed with the device's key says it comes from another machine than the
   one enrolled (the state directory was copied). That report is refused: two machines' posture must not
-  merge into one device.
+  merge into one device;
+* ``stale``: the device has sent nothing for ``stale_after`` (written by the ``stale-devices`` job, once per
+  silence: a report re-arms it).
 
 Each notice is also an event in the outbox (server.actions.events), in the same transaction:
-``seq.reset``, ``reports.dropped`` and ``device.cloned``, so sinks hear of them as the device page does.
+``seq.reset``, ``reports.dropped``, ``device.cloned`` and ``device.stale``, so sinks hear of them as the device page does.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.actions.events import Event, emit_events
-from server.store.schema import device_notices, devices
+from server.store.schema import DEVICE_ACTIVE, device_notices, devices
 
 SEQ_RESET = "seq_reset"
 REPORTS_DROPPED = "reports_dropped"
 CLONED_IDENTITY = "cloned_identity"
+STALE = "stale"
 MAX_RESETS_PER_REPORT = 20
-EVENT_TYPES = {SEQ_RESET: "seq.reset", REPORTS_DROPPED: "reports.dropped", CLONED_IDENTITY: "device.cloned"}
+EVENT_TYPES = {SEQ_RESET: "seq.reset", REPORTS_DROPPED: "reports.dropped", CLONED_IDENTITY: "device.cloned",
+               STALE: "device.stale"}
 
 
 def _insert(conn: Connection, device_id: str, kind: str, seq: Optional[int], now: float,
@@ -97,6 +101,21 @@ def record_report_notices(conn: Connection, device_id: str, seq: int, payload: M
             _insert(conn, device_id, REPORTS_DROPPED, seq, now, {"total": dropped, "new": dropped - before})
             written += 1
     return written
+
+
+def flag_stale_devices(conn: Connection, *, now: float, stale_after: float, limit: int = 500) -> int:
+    """A ``stale`` notice (and its ``device.stale`` event) for each active device silent for ``stale_after``
+    since its last report (or its enrolment), once per silence; returns how many (at most ``limit``)."""
+    seen = sa.func.coalesce(devices.c.last_seen, devices.c.enrolled_at)
+    flagged = sa.exists().where(device_notices.c.device_id == devices.c.id, device_notices.c.kind == STALE,
+                                device_notices.c.at >= seen)
+    rows = conn.execute(sa.select(devices.c.id, seen.label("seen"))
+                        .where(devices.c.state == DEVICE_ACTIVE, seen < now - stale_after, ~flagged)
+                        .order_by(seen).limit(limit)).all()
+    for row in rows:
+        _insert(conn, str(row.id), STALE, None, now, {"last_seen": float(row.seen), "stale_after": stale_after,
+                                                      "silent_seconds": round(now - float(row.seen))})
+    return len(rows)
 
 
 def list_notices(conn: Connection, device_id: str, limit: int = 50) -> list[dict[str, Any]]:

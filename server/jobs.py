@@ -7,9 +7,10 @@ same way: ``cluster.singleton(name, interval, callable)``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
-from server import ratelimit
+from server import device_notices, ratelimit
 from server.store import maintenance, retention
 
 if TYPE_CHECKING:
@@ -28,6 +29,16 @@ def enforce_retention(ctx: AppContext) -> None:
     retention.enforce(ctx.db, ctx.settings)
 
 
+def flag_stale_devices(ctx: AppContext, batch: int = 500) -> None:
+    """Devices silent for ``stale_after``: a notice on the device page and a ``device.stale`` event."""
+    while True:
+        with ctx.db.write() as conn:
+            flagged = device_notices.flag_stale_devices(conn, now=time.time(), stale_after=ctx.settings.stale_after,
+                                                        limit=batch)
+        if flagged < batch:
+            return
+
+
 def prune_rate_buckets(ctx: AppContext) -> None:
     if ctx.db.is_postgres:
         ratelimit.prune_buckets(ctx.db)
@@ -39,3 +50,4 @@ def register(ctx: AppContext) -> None:
     cluster.singleton("daily-snapshot", interval, lambda: daily_snapshot(ctx))
     cluster.singleton("retention", interval, lambda: enforce_retention(ctx))
     cluster.singleton("prune-rate-buckets", interval, lambda: prune_rate_buckets(ctx))
+    cluster.singleton("stale-devices", interval, lambda: flag_stale_devices(ctx))

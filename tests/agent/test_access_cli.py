@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -83,3 +84,22 @@ def test_device_certificate_issued_then_renewed_only_when_due(enrolled: Path) ->
     assert forced.returncode == 0
     assert x509.load_pem_x509_certificate((enrolled / "access" / "device.crt").read_bytes()).serial_number != \
         cert.serial_number
+
+
+def test_the_service_renews_a_held_certificate_at_half_life(enrolled: Path) -> None:
+    from agent import access as agent_access
+    from agent.state import StateDir
+    from agent.transport import Transport
+
+    state = StateDir(enrolled)
+    identity = state.load_identity()
+    transport = Transport(identity.server_url, ca_file=identity.ca_file, allow_http=identity.allow_http)
+    assert agent_access.renew_if_held(transport, state, time.time()) is None  # none held: nothing asked
+    assert agent(enrolled, "access", "certificate").returncode == 0
+    held = x509.load_pem_x509_certificate((enrolled / "access" / "device.crt").read_bytes())
+    assert agent_access.renew_if_held(transport, state, time.time()) is None  # fresh
+    half_life = (held.not_valid_before_utc.timestamp() + held.not_valid_after_utc.timestamp()) / 2
+    renewed = agent_access.renew_if_held(transport, state, half_life + 1)
+    assert renewed is not None
+    assert x509.load_pem_x509_certificate((enrolled / "access" / "device.crt").read_bytes()).serial_number != \
+        held.serial_number

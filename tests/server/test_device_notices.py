@@ -3,15 +3,18 @@ clock, and the notices an agent sends about itself (seq reset, dropped reports, 
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from agent import protocol
 from server.device_notices import list_notices
 from server.store.schema import devices, events
 from tests.server.conftest import Collector
+from tests.web.conftest import csrf_of
 
 
 def _seal(device, seq: int, **extra) -> dict:
@@ -81,3 +84,35 @@ def test_a_report_from_another_machine_is_refused_and_flagged_once(collector: Co
         cloned = conn.execute(sa.select(events.c.body).where(events.c.device_id == device.device_id,
                                                              events.c.type == "device.cloned")).scalars().all()
     assert len(cloned) == 1 and "another-machine" in cloned[0]
+
+
+def test_a_silent_device_is_flagged_stale_once_per_silence(collector: Collector,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from server.device_notices import flag_stale_devices
+
+    device = collector.enroll()
+    assert collector.send(_seal(device, 1))["accepted"] == 1
+    with collector.db.write() as conn:
+        assert flag_stale_devices(conn, now=time.time(), stale_after=60) == 0  # not silent long enough
+    time.sleep(1.1)
+    with collector.db.write() as conn:
+        assert flag_stale_devices(conn, now=time.time(), stale_after=1) == 1
+        assert flag_stale_devices(conn, now=time.time() + 5, stale_after=1) == 0  # the same silence
+    assert collector.send(_seal(device, 2))["accepted"] == 1  # it reports again: the next silence counts anew
+    time.sleep(1.1)
+    with collector.db.write() as conn:
+        assert flag_stale_devices(conn, now=time.time(), stale_after=1) == 1
+    with collector.db.read() as conn:
+        notices = list_notices(conn, device.device_id)
+        stale_events = conn.execute(sa.select(events.c.body).where(events.c.device_id == device.device_id,
+                                                                   events.c.type == "device.stale")).scalars().all()
+    assert [n["kind"] for n in notices] == ["stale", "stale"]
+    assert notices[0]["details"]["silent_seconds"] >= 1 and len(stale_events) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough passphrase\n"))
+    assert collector.cli("user", "create", "--username", "dana", "--role", "admin", "--password-stdin")[0] == 0
+    login = collector.client.get("/login")
+    assert collector.client.post("/login", data={"username": "dana", "password": "a long enough passphrase",
+                                                 "csrf_token": csrf_of(login.text)},
+                                 follow_redirects=False).status_code == 303
+    page = collector.client.get(f"/devices/{device.device_id}").text
+    assert 'class="notice-stale"' in page and "no report for 0.0 days" in page
