@@ -240,7 +240,7 @@ def test_real_nodes_run_each_job_once_and_a_survivor_takes_over(tmp_path: Path) 
     token = "cluster-test-metrics-token"
     env = {"TELEPOSTURE_METRICS_TOKEN": token, "TELEPOSTURE_MAINTENANCE_INTERVAL": "1"}
     with two_nodes(tmp_path, env) as (_, _, _, nodes):
-        jobs = {"daily-snapshot", "retention", "prune-rate-buckets"}
+        jobs = {"daily-snapshot", "retention", "prune-rate-buckets", "stale-devices"}
 
         def settled() -> bool:
             views = [_leaders(node, token) for node in nodes]
