@@ -15,6 +15,7 @@ aside never makes the agent reuse a sequence number the collector has already se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -302,14 +303,15 @@ class StateDir:
                 source.replace(Path(str(target) + suffix))
         return target
 
-    def _write(self, statements: List[Tuple[str, Tuple[Any, ...]]]) -> None:
-        """One write transaction; a full or read-only disk raises StorageUnavailable, changing nothing."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT) under the state lock; a full or read-only disk
+        raises StorageUnavailable, changing nothing."""
         with self._db_lock:
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for sql, params in statements:
-                    conn.execute(sql, params)
+                yield conn
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 _rollback(conn)
@@ -318,6 +320,11 @@ class StateDir:
                         self._drop_connection()
                     raise storage_unavailable(exc, self.db_path) from exc
                 raise
+
+    def _write(self, statements: List[Tuple[str, Tuple[Any, ...]]]) -> None:
+        with self._transaction() as conn:
+            for sql, params in statements:
+                conn.execute(sql, params)
 
     def next_seq(self, floor: int = 0) -> int:
         """Allocate the next report sequence number, durably, before anything is signed with it.
@@ -325,46 +332,28 @@ class StateDir:
         Never at or below ``floor`` (the highest seq in the outbox: a deleted or rolled-back state.db must
         not make the agent reuse one). A process killed after this returns leaves a gap, never a reused number.
         """
-        with self._db_lock:
-            conn = self._conn()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                row = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
-                seq = max(row[0] if row else 0, floor) + 1
-                conn.execute("INSERT INTO counters(name, value) VALUES('seq', ?) "
-                             "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (seq,))
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                _rollback(conn)
-                if is_storage_error(exc):
-                    if needs_reopen(exc):
-                        self._drop_connection()
-                    raise storage_unavailable(exc, self.db_path) from exc
-                raise
-            return int(seq)
+        with self._transaction() as conn:
+            seq = max(self._seq(conn), floor) + 1
+            self._set_seq(conn, seq)
+        return seq
 
     def raise_seq(self, at_least: int) -> Optional[int]:
         """Move the counter up to ``at_least`` (the collector's last accepted seq); the old value if it moved."""
-        with self._db_lock:
-            conn = self._conn()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                row = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
-                current = int(row[0]) if row else 0
-                if current >= at_least:
-                    conn.execute("COMMIT")
-                    return None
-                conn.execute("INSERT INTO counters(name, value) VALUES('seq', ?) "
-                             "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (at_least,))
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                _rollback(conn)
-                if is_storage_error(exc):
-                    if needs_reopen(exc):
-                        self._drop_connection()
-                    raise storage_unavailable(exc, self.db_path) from exc
-                raise
-            return current
+        with self._transaction() as conn:
+            current = self._seq(conn)
+            if current < at_least:
+                self._set_seq(conn, at_least)
+        return None if current >= at_least else current
+
+    @staticmethod
+    def _seq(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _set_seq(conn: sqlite3.Connection, seq: int) -> None:
+        conn.execute("INSERT INTO counters(name, value) VALUES('seq', ?) "
+                     "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (seq,))
 
     def last_seq(self) -> int:
         with self._db_lock:
