@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional
 
 from agent.checks import REGISTRY, collect
 from agent.checks.base import CheckOutcome
 from agent.policy import Policy, Result, check_params, checks_used, evaluate, summarize
-from agent.probes import DEFAULT_TIMEOUT, Host, ProbeResult
+from agent.probes import Host, ProbeResult, WrappedHost
 
 
-class CycleHost(Host):
+class CycleHost(WrappedHost):
     """One cycle's view of a host: the process list and the interfaces are read once per cycle.
 
     Several checks look at processes (VPN clients, display servers, anti-malware); listing them
@@ -20,23 +20,9 @@ class CycleHost(Host):
     """
 
     def __init__(self, inner: Host) -> None:
-        self.inner = inner
-        self.platform = inner.platform
+        super().__init__(inner)
         self._processes: Optional[ProbeResult] = None
         self._interfaces: Optional[ProbeResult] = None
-
-    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT,
-            cache_on: Sequence[str] = ()) -> ProbeResult:
-        return self.inner.run(argv, timeout, cache_on)
-
-    def read_text(self, path: str) -> ProbeResult:
-        return self.inner.read_text(path)
-
-    def listdir(self, path: str) -> ProbeResult:
-        return self.inner.listdir(path)
-
-    def stat(self, path: str) -> ProbeResult:
-        return self.inner.stat(path)
 
     def processes(self) -> ProbeResult:
         if self._processes is None:
@@ -47,24 +33,6 @@ class CycleHost(Host):
         if self._interfaces is None:
             self._interfaces = self.inner.interfaces()
         return self._interfaces
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def which(self, name: str) -> Optional[str]:
-        return self.inner.which(name)
-
-    def exists(self, path: str) -> bool:
-        return self.inner.exists(path)
-
-    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
-        return self.inner.cached(argv, cache_on)
-
-    def remember(self, argv: Sequence[str], cache_on: Sequence[str], result: ProbeResult) -> None:
-        self.inner.remember(argv, cache_on, result)
-
-    def recorded_runs(self) -> List[ProbeResult]:
-        return self.inner.recorded_runs()
 
 
 @dataclass

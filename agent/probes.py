@@ -181,6 +181,52 @@ class Host:
         return []
 
 
+class WrappedHost(Host):
+    """A host that passes every probe to ``inner``; subclasses override what they answer themselves
+    (agent.cycle.CycleHost: one process list per cycle; agent.checks._windows_batch: one PowerShell)."""
+
+    def __init__(self, inner: Host) -> None:
+        self.inner = inner
+        self.platform = inner.platform
+
+    def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT,
+            cache_on: Sequence[str] = ()) -> ProbeResult:
+        return self.inner.run(argv, timeout, cache_on)
+
+    def read_text(self, path: str) -> ProbeResult:
+        return self.inner.read_text(path)
+
+    def listdir(self, path: str) -> ProbeResult:
+        return self.inner.listdir(path)
+
+    def stat(self, path: str) -> ProbeResult:
+        return self.inner.stat(path)
+
+    def processes(self) -> ProbeResult:
+        return self.inner.processes()
+
+    def interfaces(self) -> ProbeResult:
+        return self.inner.interfaces()
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    def which(self, name: str) -> Optional[str]:
+        return self.inner.which(name)
+
+    def exists(self, path: str) -> bool:
+        return self.inner.exists(path)
+
+    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
+        return self.inner.cached(argv, cache_on)
+
+    def remember(self, argv: Sequence[str], cache_on: Sequence[str], result: ProbeResult) -> None:
+        self.inner.remember(argv, cache_on, result)
+
+    def recorded_runs(self) -> List[ProbeResult]:
+        return self.inner.recorded_runs()
+
+
 def _classify_os_error(exc: OSError) -> Tuple[str, str]:
     if isinstance(exc, FileNotFoundError):
         return NOT_FOUND, str(exc)

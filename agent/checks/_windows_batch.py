@@ -36,7 +36,7 @@ from agent.checks.remote_access import windows as remote_access
 from agent.checks.screen_lock import windows as screen_lock
 from agent.checks.secure_boot import windows as secure_boot
 from agent.checks.vpn import windows as vpn
-from agent.probes import DEFAULT_TIMEOUT, NOT_RECORDED, OS_ERROR, Host, ProbeResult, Recording
+from agent.probes import DEFAULT_TIMEOUT, NOT_RECORDED, OS_ERROR, Host, ProbeResult, Recording, WrappedHost
 
 # Marks this agent's answer lines in the batch's output (anything else a probe prints is ignored).
 MARKER = "@teleposture-probe "
@@ -186,12 +186,11 @@ def split_answers(result: ProbeResult, pipelines: Sequence[str]) -> Dict[str, Pr
     return answers
 
 
-class PowerShellBatch(Host):
+class PowerShellBatch(WrappedHost):
     """Wraps a cycle's host: planned PowerShell probes are answered from one batch, the rest passes on."""
 
     def __init__(self, inner: Host) -> None:
-        self.inner = inner
-        self.platform = inner.platform
+        super().__init__(inner)
         self._answers: Dict[Tuple[str, ...], ProbeResult] = {}
 
     def prefetch(self, probes: Sequence[PsProbe]) -> None:
@@ -227,39 +226,6 @@ class PowerShellBatch(Host):
         if answer is not None:
             return answer
         return self.inner.run(argv, timeout, cache_on)
-
-    def read_text(self, path: str) -> ProbeResult:
-        return self.inner.read_text(path)
-
-    def listdir(self, path: str) -> ProbeResult:
-        return self.inner.listdir(path)
-
-    def stat(self, path: str) -> ProbeResult:
-        return self.inner.stat(path)
-
-    def processes(self) -> ProbeResult:
-        return self.inner.processes()
-
-    def interfaces(self) -> ProbeResult:
-        return self.inner.interfaces()
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def which(self, name: str) -> Optional[str]:
-        return self.inner.which(name)
-
-    def exists(self, path: str) -> bool:
-        return self.inner.exists(path)
-
-    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
-        return self.inner.cached(argv, cache_on)
-
-    def remember(self, argv: Sequence[str], cache_on: Sequence[str], result: ProbeResult) -> None:
-        self.inner.remember(argv, cache_on, result)
-
-    def recorded_runs(self) -> List[ProbeResult]:
-        return self.inner.recorded_runs()
 
 
 def batched_host(host: Host, checks: Iterable[str], params: Mapping[str, Mapping[str, Any]]) -> Host:
