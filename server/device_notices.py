@@ -11,10 +11,15 @@ Ingest calls `record_report_notices` once per accepted report, in its write tran
   one enrolled (the state directory was copied). That report is refused: two machines' posture must not
   merge into one device;
 * ``stale``: the device has sent nothing for ``stale_after`` (written by the ``stale-devices`` job, once per
-  silence: a report re-arms it).
+  silence: a report re-arms it);
+* ``clock_skew``: the report's ``os_identity`` fact ``clock_skew_seconds`` (the laptop's clock minus the
+  collector's, measured by the agent from answers' ``server_time``) is beyond ``CLOCK_SKEW_TOLERANCE``. The
+  agent corrects its own stamps, so reports still arrive; the notice tells the team the machine's clock is wrong
+  (certificates, Kerberos and logs on that laptop suffer). Written at most once per ``CLOCK_SKEW_REPEAT`` per
+  device while the clock stays off, and again at once when the skew changes sign.
 
 Each notice is also an event in the outbox (server.actions.events), in the same transaction:
-``seq.reset``, ``reports.dropped``, ``device.cloned`` and ``device.stale``, so sinks hear of them as the device page does.
+``seq.reset``, ``reports.dropped``, ``device.cloned``, ``device.stale`` and ``clock.skew``, so sinks hear of them as the device page does.
 """
 
 from __future__ import annotations
@@ -33,9 +38,13 @@ SEQ_RESET = "seq_reset"
 REPORTS_DROPPED = "reports_dropped"
 CLONED_IDENTITY = "cloned_identity"
 STALE = "stale"
+CLOCK_SKEW = "clock_skew"
 MAX_RESETS_PER_REPORT = 20
+# the protocol accepts created_at up to 10 min ahead; beyond 5 min a clock is wrong enough to tell someone
+CLOCK_SKEW_TOLERANCE = 300.0
+CLOCK_SKEW_REPEAT = 86400.0
 EVENT_TYPES = {SEQ_RESET: "seq.reset", REPORTS_DROPPED: "reports.dropped", CLONED_IDENTITY: "device.cloned",
-               STALE: "device.stale"}
+               STALE: "device.stale", CLOCK_SKEW: "clock.skew"}
 
 
 def _insert(conn: Connection, device_id: str, kind: str, seq: Optional[int], now: float,
@@ -100,7 +109,28 @@ def record_report_notices(conn: Connection, device_id: str, seq: int, payload: M
         if dropped > before:
             _insert(conn, device_id, REPORTS_DROPPED, seq, now, {"total": dropped, "new": dropped - before})
             written += 1
+    skew = reported_clock_skew(payload)
+    if skew is not None and abs(skew) > CLOCK_SKEW_TOLERANCE:
+        last = conn.execute(sa.select(device_notices.c.at, device_notices.c.details).where(
+            device_notices.c.device_id == device_id, device_notices.c.kind == CLOCK_SKEW)
+            .order_by(device_notices.c.id.desc()).limit(1)).first()
+        same_side = last is not None and (json.loads(last.details).get("skew_seconds", 0) > 0) == (skew > 0)
+        if last is None or not same_side or now - float(last.at) >= CLOCK_SKEW_REPEAT:
+            _insert(conn, device_id, CLOCK_SKEW, seq, now,
+                    {"skew_seconds": round(skew, 1), "tolerance_seconds": CLOCK_SKEW_TOLERANCE})
+            written += 1
     return written
+
+
+def reported_clock_skew(payload: Mapping[str, Any]) -> Optional[float]:
+    """``clock_skew_seconds`` from the report's os_identity facts, if the agent measured it."""
+    facts = payload.get("facts")
+    identity = facts.get("os_identity") if isinstance(facts, dict) else None
+    inner = identity.get("facts") if isinstance(identity, dict) else None
+    skew = inner.get("clock_skew_seconds") if isinstance(inner, dict) else None
+    if isinstance(skew, (int, float)) and not isinstance(skew, bool) and abs(skew) < 1e12:
+        return float(skew)
+    return None
 
 
 def flag_stale_devices(conn: Connection, *, now: float, stale_after: float, limit: int = 500) -> int:

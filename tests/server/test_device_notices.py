@@ -86,6 +86,17 @@ def test_a_report_from_another_machine_is_refused_and_flagged_once(collector: Co
     assert len(cloned) == 1 and "another-machine" in cloned[0]
 
 
+def _device_page(collector: Collector, monkeypatch: pytest.MonkeyPatch, device_id: str) -> str:
+    """The device's dashboard page, as an admin who signs in first."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough passphrase\n"))
+    assert collector.cli("user", "create", "--username", "dana", "--role", "admin", "--password-stdin")[0] == 0
+    login = collector.client.get("/login")
+    assert collector.client.post("/login", data={"username": "dana", "password": "a long enough passphrase",
+                                                 "csrf_token": csrf_of(login.text)},
+                                 follow_redirects=False).status_code == 303
+    return str(collector.client.get(f"/devices/{device_id}").text)
+
+
 def test_a_silent_device_is_flagged_stale_once_per_silence(collector: Collector,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from server.device_notices import flag_stale_devices
@@ -108,11 +119,31 @@ def test_a_silent_device_is_flagged_stale_once_per_silence(collector: Collector,
                                                                    events.c.type == "device.stale")).scalars().all()
     assert [n["kind"] for n in notices] == ["stale", "stale"]
     assert notices[0]["details"]["silent_seconds"] >= 1 and len(stale_events) == 2
-    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough passphrase\n"))
-    assert collector.cli("user", "create", "--username", "dana", "--role", "admin", "--password-stdin")[0] == 0
-    login = collector.client.get("/login")
-    assert collector.client.post("/login", data={"username": "dana", "password": "a long enough passphrase",
-                                                 "csrf_token": csrf_of(login.text)},
-                                 follow_redirects=False).status_code == 303
-    page = collector.client.get(f"/devices/{device.device_id}").text
+    page = _device_page(collector, monkeypatch, device.device_id)
     assert 'class="notice-stale"' in page and "no report for 0.0 days" in page
+
+
+def _skewed(device, seq: int, skew: float) -> dict:
+    payload = protocol.build_report(device_id=device.device_id, seq=seq, agent_version="test", platform="linux",
+                                    policy=device.policy.ref(), results=[],
+                                    facts={"os_identity": {"status": "ok", "facts": {"clock_skew_seconds": skew}}})
+    return protocol.seal(device.key, device.device_id, payload).to_json()
+
+
+def test_a_clock_days_off_is_a_notice_and_an_event_once_a_day(collector: Collector,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    device = collector.enroll()
+    assert collector.send(_skewed(device, 1, 42.0))["accepted"] == 1  # within tolerance: nothing
+    assert collector.send(_skewed(device, 2, -172800.0))["accepted"] == 1
+    assert collector.send(_skewed(device, 3, -172790.0))["accepted"] == 1  # the same skew again: not repeated
+    assert collector.send(_skewed(device, 4, 7200.0))["accepted"] == 1  # now ahead: a new notice
+    with collector.db.read() as conn:
+        notices = list_notices(conn, device.device_id)
+        skew_events = conn.execute(sa.select(events.c.body).where(events.c.device_id == device.device_id,
+                                                                  events.c.type == "clock.skew")
+                                   .order_by(events.c.id)).scalars().all()
+    assert [(n["kind"], n["seq"], n["details"]["skew_seconds"]) for n in notices] == [
+        ("clock_skew", 4, 7200.0), ("clock_skew", 2, -172800.0)]
+    assert len(skew_events) == 2 and json.loads(skew_events[0])["metadata"]["event_code"] == "clock.skew"
+    page = _device_page(collector, monkeypatch, device.device_id)
+    assert 'class="notice-clock_skew"' in page and "by -48.0 hours" in page
