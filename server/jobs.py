@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from server import device_notices, ratelimit
+from server.actions import delivery
 from server.store import maintenance, retention
 
 if TYPE_CHECKING:
@@ -25,8 +26,12 @@ def daily_snapshot(ctx: AppContext) -> None:
 
 
 def enforce_retention(ctx: AppContext) -> None:
-    """Raw reports, history and rollups past their retention (server.store.retention)."""
-    retention.enforce(ctx.db, ctx.settings)
+    """Raw reports, history and rollups (server.store.retention), events and dead letters
+    (server.actions.delivery) past their retention."""
+    settings = ctx.settings
+    retention.enforce(ctx.db, settings)
+    delivery.prune_outbox(ctx.db, event_retention=settings.event_retention,
+                          dead_letter_retention=settings.dead_letter_retention, batch=settings.retention_batch)
 
 
 def flag_stale_devices(ctx: AppContext, batch: int = 500) -> None:

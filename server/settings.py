@@ -79,8 +79,8 @@ class Settings(BaseModel):
     history_retention: float = 365 * 86400.0
     rollup_retention: float = 400 * 86400.0
     # The events outbox: events older than this are deleted with their delivery rows, except an event
-    # still pending for an enabled sink (never) or dead for one (kept dead_letter_retention after it was
-    # written, so it can still be retried from the dead-letter list).
+    # still pending for an enabled sink (never) or a dead letter, kept dead_letter_retention after its
+    # last failed attempt so it can still be retried (server.actions.delivery.prune_outbox).
     event_retention: float = 90 * 86400.0
     dead_letter_retention: float = 30 * 86400.0
     retention_batch: int = Field(default=5000, ge=1, le=1_000_000)
