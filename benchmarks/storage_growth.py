@@ -6,7 +6,7 @@ simulated `created_at` times and the ingestor and the retention job are given th
 year runs in minutes instead of waiting. Every device runs the 11+ rules of the bundled baseline; each
 simulated day 5 % of the devices change one rule (a switch flipped at a random hour, so the next day's
 flips turn some back). Once a simulated day: the maintenance job's rollup snapshot and the retention
-job (server.store.retention.enforce) with the configured limits.
+job (server.jobs.run_retention: raw reports, history, rollups, events) with the configured limits.
 
 Printed: the database size (tables + indexes, free pages excluded) every --sample-days, the bytes each
 table adds per device per day at steady state (after the first day's enrolment and first reports, before
@@ -38,10 +38,10 @@ sys.path.insert(0, str(REPO))
 from agent import protocol  # noqa: E402
 from benchmarks.collector_sim import SimDevice  # noqa: E402
 from benchmarks.loopback import scratch_database  # noqa: E402
-from server import cli  # noqa: E402
+from server import cli, jobs  # noqa: E402
 from server.ingest import Ingestor  # noqa: E402
 from server.settings import load_settings  # noqa: E402
-from server.store import accounts, enrolment, maintenance, retention  # noqa: E402
+from server.store import accounts, enrolment, maintenance  # noqa: E402
 from server.store.db import Database  # noqa: E402
 from server.store.schema import metadata  # noqa: E402
 
@@ -92,8 +92,8 @@ def database(backend: str, base: Path) -> Iterator[str]:
             yield url
 
 
-def run(backend: str, count: int, days: int, *, history_days: float, report_days: float, sample_days: int,
-        report_interval: float, raw_interval: float, batch: int, seed: int) -> dict[str, Any]:
+def run(backend: str, count: int, days: int, *, history_days: float, report_days: float, event_days: float,
+        sample_days: int, report_interval: float, raw_interval: float, batch: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)  # noqa: S311 (reproducible simulation)
     with tempfile.TemporaryDirectory(prefix="tp-storage-") as tmp, database(backend, Path(tmp)) as url:
         data_dir = Path(tmp) / "data"
@@ -102,7 +102,8 @@ def run(backend: str, count: int, days: int, *, history_days: float, report_days
             if cli.main(["--data-dir", str(data_dir), "--database-url", url, "init"]) != 0:
                 raise RuntimeError(f"init failed: {err.getvalue()}")
         settings = load_settings({"data_dir": data_dir, "database_url": url, "history_retention": history_days * DAY,
-                                  "report_retention": report_days * DAY}, environ={})
+                                  "report_retention": report_days * DAY, "event_retention": event_days * DAY},
+                                 environ={})
         db = Database(url)
         start = (time.time() // DAY - days - 1) * DAY  # midnight UTC, far enough back to end before now
         clock = SimulatedClock(start)
@@ -117,8 +118,8 @@ def run(backend: str, count: int, days: int, *, history_days: float, report_days
                 device = SimDevice.numbered(number + 1)
                 grant = grants[number % len(grants)]
                 key = protocol.public_key_b64(device.key)
-                device.device_id, _ = enrolment.register_device(
-                    conn, grant, key, key[:16], device.enroll_body("")["device"], start)
+                device.device_id = enrolment.register_device(
+                    conn, grant, key, key[:16], device.enroll_body("")["device"], start).device_id
                 fleet.append(device)
         per_day = int(DAY // report_interval)
         samples: list[tuple[int, int, dict[str, int]]] = []
@@ -141,7 +142,7 @@ def run(backend: str, count: int, days: int, *, history_days: float, report_days
             clock.now = start + (day + 1) * DAY - 60
             with db.write() as conn:
                 maintenance.snapshot_daily_stats(conn, now=clock.now, stale_after=settings.stale_after)
-            retention.enforce(db, settings, now=clock.now)
+            jobs.run_retention(db, settings, now=clock.now)  # what the retention cluster job does
             if db.is_postgres:
                 # What autovacuum does within a minute of a real day's updates (a simulated day takes seconds):
                 # the devices row updated every hour leaves dead versions whose space is then reused.
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history-days", type=float, default=30.0, help="history_retention in days "
                         "(the collector's default is 365; shorter shows the plateau within the run)")
     parser.add_argument("--report-days", type=float, default=30.0, help="report_retention in days")
+    parser.add_argument("--event-days", type=float, default=30.0, help="event_retention in days (the events "
+                        "outbox: compliance changes; the collector's default is 90)")
     parser.add_argument("--raw-interval", type=float, default=7 * DAY, help="raw_report_interval in seconds "
                         "(the collector default: 7 days)")
     parser.add_argument("--report-interval", type=float, default=3600.0, help="seconds between a device's reports")
@@ -191,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     for backend in backends:
         log(f"{backend}: {args.devices} devices, {args.days} simulated days, a report every "
             f"{args.report_interval:g} s, raw copy at most every {args.raw_interval:g} s, history kept "
-            f"{args.history_days:g} d, raw reports {args.report_days:g} d")
+            f"{args.history_days:g} d, raw reports {args.report_days:g} d, events {args.event_days:g} d")
         result = run(backend, args.devices, args.days, history_days=args.history_days,
-                     report_days=args.report_days, sample_days=args.sample_days,
+                     report_days=args.report_days, event_days=args.event_days, sample_days=args.sample_days,
                      report_interval=args.report_interval, raw_interval=args.raw_interval, batch=args.batch, seed=16)
         samples = result["samples"]
-        horizon = min(args.history_days, args.report_days)
+        horizon = min(args.history_days, args.report_days, args.event_days)
         total, per_table = growth(samples, args.devices, horizon)
         worst = max(worst, total)
         log(f"  steady state, before retention (days 2-{min(horizon, args.days):g}): {total:,.0f} bytes/device/day "
@@ -204,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, value in sorted(per_table.items(), key=lambda item: -item[1]):
             if abs(value) >= 1:
                 log(f"    {name:<18} {value:9,.0f} bytes/device/day")
-        longest = max(args.history_days, args.report_days)
+        longest = max(args.history_days, args.report_days, args.event_days)
         flat = [s for s in samples if s[0] >= longest + 1]
         if len(flat) >= 2:
             # Rollups grow with org units x rules x days (kept 400 days), not with devices: shown apart.
             per_device = [sum(v for k, v in s[2].items() if k not in ROLLUP_TABLES) for s in flat]
             rollups = [sum(s[2].get(k, 0) for k in ROLLUP_TABLES) for s in flat]
             low, high = min(per_device), max(per_device)
-            log(f"  after day {longest:g} (history and raw-report horizons reached), rollups apart: between "
+            log(f"  after day {longest:g} (history, raw-report and event horizons reached), rollups apart: between "
                 f"{low / args.devices / 1024:,.1f} and {high / args.devices / 1024:,.1f} KiB/device "
                 f"({(high - low) / high * 100:.1f} % spread over {flat[-1][0] - flat[0][0]} days); rollups "
                 f"{rollups[0] / 1e6:.2f} -> {rollups[-1] / 1e6:.2f} MB ({ROLLUP_UNITS} org units x 11+ rules)")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from server import device_notices, ratelimit
+from server.actions import delivery
+from server.settings import Settings
 from server.store import maintenance, retention
+from server.store.db import Database
 
 if TYPE_CHECKING:
     from server.app import AppContext
@@ -24,9 +27,19 @@ def daily_snapshot(ctx: AppContext) -> None:
         maintenance.snapshot_daily_stats(conn, stale_after=ctx.settings.stale_after)
 
 
+def run_retention(db: Database, settings: Settings, *,
+                  now: Optional[float] = None) -> tuple[retention.RetentionRun, delivery.OutboxPruned]:
+    """Raw reports, history and rollups (server.store.retention), events and dead letters
+    (server.actions.delivery) past their retention; ``now`` for simulated clocks (benchmarks)."""
+    run = retention.enforce(db, settings, now=now)
+    pruned = delivery.prune_outbox(db, event_retention=settings.event_retention,
+                                   dead_letter_retention=settings.dead_letter_retention,
+                                   batch=settings.retention_batch, now=now)
+    return run, pruned
+
+
 def enforce_retention(ctx: AppContext) -> None:
-    """Raw reports, history and rollups past their retention (server.store.retention)."""
-    retention.enforce(ctx.db, ctx.settings)
+    run_retention(ctx.db, ctx.settings)
 
 
 def flag_stale_devices(ctx: AppContext, batch: int = 500) -> None:

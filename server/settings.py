@@ -78,6 +78,11 @@ class Settings(BaseModel):
     # Status-change history (transitions) and daily trend rollups; see server/store/retention.py.
     history_retention: float = 365 * 86400.0
     rollup_retention: float = 400 * 86400.0
+    # The events outbox: events older than this are deleted with their delivery rows, except an event
+    # still pending for an enabled sink (never) or a dead letter, kept dead_letter_retention after its
+    # last failed attempt so it can still be retried (server.actions.delivery.prune_outbox).
+    event_retention: float = 90 * 86400.0
+    dead_letter_retention: float = 30 * 86400.0
     retention_batch: int = Field(default=5000, ge=1, le=1_000_000)
     # An unchanged report's raw copy at most this often (first reports and changes are always kept):
     # hourly copies cost ~140 KB/device/day, weekly ones keep storage under 2 KB/device/day
@@ -85,6 +90,9 @@ class Settings(BaseModel):
     raw_report_interval: float = 7 * 86400.0
     policy_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_interval: float = 600.0
+    # Fleets larger than this (active + revoked devices in the viewer's scope) get the overview's counts
+    # from the snapshot job (at most ~maintenance_interval old, the page says when) instead of live.
+    overview_live_limit: int = Field(default=50_000, ge=0)
     # server.actions: how often due ladder steps and the outbox are looked at, retry backoff ceiling, and
     # how long an undelivered event is retried before it goes to the dead-letter list (docs/actions.md).
     actions_interval: float = 2.0
@@ -101,7 +109,8 @@ class Settings(BaseModel):
     @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
                      "actions_interval", "delivery_backoff_max", "event_dead_after", "delivery_lease",
                      "access_stale_limit", "decision_lifetime", "device_cert_lifetime",
-                     "history_retention", "rollup_retention", mode="before")
+                     "history_retention", "rollup_retention", "event_retention", "dead_letter_retention",
+                     mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float:
         return parse_duration(value, info.field_name)

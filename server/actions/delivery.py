@@ -223,3 +223,69 @@ def queue_counts(conn: Connection) -> dict[int, dict[str, int]]:
             .where(deliveries.c.state.in_([PENDING, DEAD])).group_by(deliveries.c.sink_id, deliveries.c.state)):
         out.setdefault(int(sink_id), {PENDING: 0, DEAD: 0})[str(state)] = int(count)
     return out
+
+
+@dataclass
+class OutboxPruned:
+    """What one outbox retention run deleted."""
+
+    events: int = 0
+    deliveries: int = 0  # delivery rows deleted with their events
+    dead_letters: int = 0  # dead deliveries past dead_letter_retention
+
+
+def prune_outbox(db: Database, *, event_retention: float, dead_letter_retention: float, batch: int,
+                 now: Optional[float] = None, should_stop: Optional[Callable[[], bool]] = None) -> OutboxPruned:
+    """Retention of the events outbox, in batches of ``batch`` rows, each its own short transaction.
+
+    Dead letters go first, ``dead_letter_retention`` after their last failed attempt. Then events older
+    than ``event_retention`` go with their delivery rows, except an event that still has a pending
+    delivery to an enabled sink (it is never deleted undelivered) or a dead letter still kept. A
+    disabled sink's pending deliveries do not keep an event: the sink was switched off for longer than
+    events are kept. On PostgreSQL too this is batched deletes, not monthly partitions: deliveries
+    reference events by id alone, and a month still holding one event kept for a sink could not be
+    dropped whole."""
+    current = time.time() if now is None else now
+    stop = should_stop or (lambda: False)
+    out = OutboxPruned()
+    with db.read() as conn:
+        sink_ids = [int(s) for s in conn.execute(sa.select(sinks.c.id)).scalars()]
+    dead_cutoff = current - dead_letter_retention
+    for sink_id in sink_ids:
+        while not stop():
+            with db.write() as conn:
+                # Along the (sink_id, state, event_id) index: dead letters are few, their times read apart.
+                expired = [int(e) for e in conn.execute(
+                    sa.select(deliveries.c.event_id)
+                    .where(deliveries.c.sink_id == sink_id, deliveries.c.state == DEAD,
+                           deliveries.c.next_attempt_at < dead_cutoff)
+                    .order_by(deliveries.c.event_id).limit(batch)).scalars()]
+                if expired:
+                    conn.execute(deliveries.delete().where(deliveries.c.sink_id == sink_id,
+                                                           deliveries.c.state == DEAD,
+                                                           deliveries.c.event_id.in_(expired)))
+            out.dead_letters += len(expired)
+            if len(expired) < batch:
+                break
+    kept = (sa.select(deliveries.c.event_id).join(sinks, sinks.c.id == deliveries.c.sink_id)
+            .where(deliveries.c.event_id == events.c.id,
+                   sa.or_(deliveries.c.state == DEAD, sa.and_(deliveries.c.state == PENDING,
+                                                               sinks.c.enabled.is_(True)))))
+    event_cutoff = current - event_retention
+    while not stop():
+        with db.write() as conn:
+            # Oldest first along the created_at index; the kept ones are skipped (pending ones are at
+            # most event_dead_after old while the deliverer runs, so there are few).
+            ids = [int(e) for e in conn.execute(
+                sa.select(events.c.id).where(events.c.created_at < event_cutoff, ~kept.exists())
+                .order_by(events.c.created_at).limit(batch)).scalars()]
+            if ids:
+                out.deliveries += int(conn.execute(deliveries.delete().where(
+                    deliveries.c.event_id.in_(ids))).rowcount or 0)
+                out.events += int(conn.execute(events.delete().where(events.c.id.in_(ids))).rowcount or 0)
+        if len(ids) < batch:
+            break
+    if out.events or out.dead_letters:
+        log.info("outbox retention: %d events (%d delivery rows), %d dead letters deleted", out.events,
+                 out.deliveries, out.dead_letters)
+    return out

@@ -11,13 +11,12 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from server.store import counts as fleet_counts
 from server.store.retention import delete_expired_batch
 from server.store.schema import (
-    DEVICE_ACTIVE,
     check_state,
     daily_rule_stats,
     daily_stats,
-    devices,
     reports,
     transitions,
     web_sessions,
@@ -104,25 +103,9 @@ def snapshot_daily_stats(conn: Connection, *, now: Optional[float] = None, stale
     from current state and today's history; idempotent, so any process may run it."""
     current = time.time() if now is None else now
     day = utc_day(current)
-    cutoff = current - stale_after
-    per_unit: dict[int, dict[str, Any]] = {}
-
-    def unit(org_unit_id: int) -> dict[str, Any]:
-        return per_unit.setdefault(org_unit_id, {"devices": 0, "compliant": 0, "not_compliant": 0, "error": 0,
-                                                 "unknown": 0, "stale": 0})
-
-    for org_unit_id, compliance, count in conn.execute(
-            sa.select(devices.c.org_unit_id, devices.c.compliance, sa.func.count())
-            .where(devices.c.state == DEVICE_ACTIVE).group_by(devices.c.org_unit_id, devices.c.compliance)):
-        entry = unit(int(org_unit_id))
-        entry["devices"] += int(count)
-        entry[str(compliance)] = entry.get(str(compliance), 0) + int(count)
-    for org_unit_id, count in conn.execute(
-            sa.select(devices.c.org_unit_id, sa.func.count())
-            .where(devices.c.state == DEVICE_ACTIVE,
-                   sa.func.coalesce(devices.c.last_seen, devices.c.enrolled_at) < cutoff)
-            .group_by(devices.c.org_unit_id)):
-        unit(int(org_unit_id))["stale"] = int(count)
+    # One count serves the overview (fleet_counts) and today's trend row per org unit.
+    per_unit = {unit_id: entry for unit_id, entry
+                in fleet_counts.refresh(conn, now=current, stale_after=stale_after).items() if entry["devices"]}
     rule_counts: dict[tuple[int, str], dict[str, int]] = {}
     for org_unit_id, rule_id, status, count in conn.execute(
             sa.select(check_state.c.org_unit_id, check_state.c.rule_id, check_state.c.status, sa.func.count())
@@ -134,7 +117,7 @@ def snapshot_daily_stats(conn: Connection, *, now: Optional[float] = None, stale
         conn.execute(daily_stats.insert().values(
             day=day, org_unit_id=org_unit_id, devices=entry["devices"], compliant=entry["compliant"],
             not_compliant=entry["not_compliant"], error=entry["error"], unknown=entry["unknown"],
-            stale=entry["stale"], computed_at=current))
+            stale=fleet_counts.stale(entry), computed_at=current))
     _finish_previous_day(conn, utc_day(current - 86400), now=current)
     _write_rule_rollups(conn, day, rule_counts, now=current)
     return day

@@ -1,4 +1,4 @@
-"""Bounded storage: retention of raw reports, history and (later) events.
+"""Bounded storage: retention of raw reports and history (the events outbox: server.actions.delivery).
 
 On PostgreSQL the time-ordered history tables are partitioned by month (native declarative range
 partitioning on their epoch-seconds time column, plus a DEFAULT partition so an insert never fails
@@ -7,9 +7,9 @@ and leaves no dead rows for VACUUM. On SQLite, and for the few rows a DEFAULT pa
 retention deletes in batches, each batch its own short transaction, so ingest is never blocked long.
 
 Partition management is generic: a table joins by adding one `Partitioned` entry to `PARTITIONED`
-(the events outbox of issue 13 joins as ``Partitioned("events", "created_at", "event_retention")``)
-and by being created ``PARTITION BY RANGE (<time column>)`` in its migration
-(see `create_partitioned_copy`).
+and by being created ``PARTITION BY RANGE (<time column>)`` in its migration (see
+`create_partitioned_copy`). The events outbox does not: deliveries reference events by id alone, and
+an event still owed to a sink must outlive its month (``delivery.prune_outbox`` deletes in batches).
 """
 
 from __future__ import annotations

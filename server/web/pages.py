@@ -222,8 +222,11 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
     now = time.time()
     stale_after = ctx.settings.stale_after
     with ctx.db.read() as conn:
-        counts = queries.overview(conn, scope, cutoff=now - stale_after)
-        rules = queries.rule_counts(conn, scope, now=now, max_age=2 * ctx.settings.maintenance_interval + 60)
+        # Counts the snapshot job keeps are used while at most two job intervals old (it may be late).
+        max_age = 2 * ctx.settings.maintenance_interval + 60
+        counts = queries.fleet_overview(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
+                                        live_limit=ctx.settings.overview_live_limit)
+        rules = queries.rule_counts(conn, scope, now=now, max_age=max_age)
         trend = maintenance.daily_trend(conn, scope, since_day=maintenance.utc_day(now - TREND_DAYS * 86400))
         changes = queries.recent_changes(conn, scope, limit=12)
         ladder_counts = ladder.due_counts(conn, None if scope.unrestricted else sorted(scope.org_unit_ids or ()), now)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from agent.policy import Policy, evaluate, summarize
-from server.store import fleet, maintenance, sessions
+from server.store import counts, fleet, maintenance, sessions
 from server.store import policies as policy_store
 from server.store.accounts import Principal
 from server.store.schema import (
@@ -59,8 +59,8 @@ def narrow(scope: Scope, org_unit_id: Optional[int]) -> Scope:
 
 @dataclass
 class Overview:
-    """The overview's counts from one pass over an index. Compliance counts only devices that reported
-    within the stale window; stale ones are counted apart, never silently in or out of the percentage."""
+    """The overview's counts. Compliance counts only devices that reported within the stale window;
+    stale ones are counted apart, never silently in or out of the percentage."""
 
     devices: int = 0
     by_compliance: dict[str, int] = field(default_factory=dict)  # every active device
@@ -71,41 +71,44 @@ class Overview:
     never_seen: int = 0
     revoked: int = 0
     units: list[dict[str, Any]] = field(default_factory=list)
+    counted_at: Optional[float] = None  # when the snapshot job counted; None: counted live just now
 
 
 def overview(conn: Connection, scope: Scope, *, cutoff: float) -> Overview:
+    """The counts made live (exact, one pass over the devices index)."""
+    return _overview(conn, counts.count_units(conn, scope, cutoff=cutoff), None)
+
+
+def fleet_overview(conn: Connection, scope: Scope, *, now: float, stale_after: float, max_age: float,
+                   live_limit: int) -> Overview:
+    """The overview's counts: those the snapshot job keeps when they are at most ``max_age`` old and
+    the fleet in scope has more than ``live_limit`` devices (active and revoked), else counted live."""
+    stored = counts.maintained(conn, scope, now=now, stale_after=stale_after, max_age=max_age)
+    if stored is not None and sum(e["devices"] + e["revoked"] for e in stored[0].values()) > live_limit:
+        return _overview(conn, *stored)
+    return overview(conn, scope, cutoff=now - stale_after)
+
+
+def _overview(conn: Connection, per_unit: dict[int, counts.UnitCounts], counted_at: Optional[float]) -> Overview:
     out = Overview(by_compliance={c: 0 for c in COMPLIANCE_STATES},
-                   fresh_by_compliance={c: 0 for c in COMPLIANCE_STATES})
-    recent = sa.func.sum(sa.case((devices.c.last_seen >= cutoff, 1), else_=0))
-    active = [devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id)]
-    # Grouped in the order of the (state, org_unit_id, compliance, last_seen, enrolled_at) index: one
-    # streaming pass over the index, no table reads, no sort (migration 0003).
-    rows = conn.execute(sa.select(devices.c.org_unit_id, devices.c.compliance, sa.func.count(), recent)
-                        .where(*active).group_by(devices.c.state, devices.c.org_unit_id, devices.c.compliance)).all()
-    # Never-seen devices are few and found through the (state, last_seen) index: the ones enrolled
-    # since the cutoff are new, not stale.
-    unseen_rows = conn.execute(sa.select(devices.c.org_unit_id, sa.func.count(),
-                                         sa.func.sum(sa.case((devices.c.enrolled_at >= cutoff, 1), else_=0)))
-                               .where(*active, devices.c.last_seen.is_(None)).group_by(devices.c.org_unit_id)).all()
-    unseen_new = {int(unit): int(new or 0) for unit, _count, new in unseen_rows}
-    out.never_seen = sum(int(count) for _unit, count, _new in unseen_rows)
+                   fresh_by_compliance={c: 0 for c in COMPLIANCE_STATES}, counted_at=counted_at)
     units: dict[int, dict[str, Any]] = {}
-    for unit_id, compliance, total, fresh in rows:
-        total, fresh = int(total), int(fresh or 0)
-        item = units.setdefault(int(unit_id), {"org_unit_id": int(unit_id), "devices": 0, "fresh": 0,
-                                               "compliant": 0, "not_compliant": 0, "error": 0, "stale": 0})
-        item["devices"] += total
-        out.by_compliance[str(compliance)] = out.by_compliance.get(str(compliance), 0) + total
-        if compliance == "unknown":
-            continue  # never reported: counted as stale below unless enrolled recently
-        out.fresh_by_compliance[str(compliance)] = out.fresh_by_compliance.get(str(compliance), 0) + fresh
-        item["fresh"] += fresh
-        item[str(compliance)] = item.get(str(compliance), 0) + fresh
-    for item in units.values():
-        item["stale"] = item["devices"] - item["fresh"] - unseen_new.get(item["org_unit_id"], 0)
+    for unit_id, entry in per_unit.items():
+        out.never_seen += entry["never_seen"]
+        out.revoked += entry["revoked"]
+        if not entry["devices"]:
+            continue  # revoked devices only
+        item: dict[str, Any] = {"org_unit_id": unit_id, "devices": entry["devices"], "fresh": 0,
+                                "stale": counts.stale(entry)}
+        for compliance in ("compliant", "not_compliant", "error"):
+            # A never-evaluated (unknown) device is in no one's compliance percentage.
+            item[compliance] = entry[f"fresh_{compliance}"]
+            item["fresh"] += entry[f"fresh_{compliance}"]
+            out.fresh_by_compliance[compliance] += entry[f"fresh_{compliance}"]
+        for compliance in COMPLIANCE_STATES:
+            out.by_compliance[compliance] += entry[compliance]
         out.stale += item["stale"]
-    out.revoked = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
-        devices.c.state == "revoked", scope.clause(devices.c.org_unit_id))).scalar_one())
+        units[unit_id] = item
     out.devices = sum(out.by_compliance.values())
     out.fresh_reporting = sum(v for k, v in out.fresh_by_compliance.items() if k != "unknown")
     if out.fresh_reporting:

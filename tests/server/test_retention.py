@@ -13,9 +13,12 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from server import jobs
+from server.actions import delivery
+from server.actions.events import emit_event
 from server.store import accounts, maintenance, migrate, retention
 from server.store.db import Database
-from server.store.schema import daily_rule_stats, reports, transitions
+from server.store.schema import daily_rule_stats, deliveries, events, reports, sinks, transitions
 from server.store.scope import Scope
 from tests.server.conftest import Collector, collector_settings, run_cli
 
@@ -81,6 +84,81 @@ def test_history_retention_drops_old_months_and_keeps_the_rest(collector: Collec
     collector.send(device.report(posture=replace(good, disk_encrypted=False)))
     assert len(_history(collector, device.device_id)) == 3
     assert retention.enforce(collector.db, year, now=now).deleted["transitions"] == 0
+
+
+def _delivery_states(db: Database) -> dict[tuple[str, str], str]:
+    """(event type, sink name) -> delivery state."""
+    with db.read() as conn:
+        return {(str(r.type), str(r.name)): str(r.state) for r in conn.execute(
+            sa.select(events.c.type, sinks.c.name, deliveries.c.state)
+            .join(deliveries, deliveries.c.event_id == events.c.id).join(sinks, sinks.c.id == deliveries.c.sink_id))}
+
+
+def _event_types(db: Database) -> set[str]:
+    with db.read() as conn:
+        return {str(t) for t in conn.execute(sa.select(events.c.type)).scalars()}
+
+
+def test_event_retention_never_drops_undelivered_events_and_keeps_dead_letters(collector: Collector) -> None:
+    now = time.time()
+    db = collector.db
+    settings = collector.client.app.state.ctx.settings
+    assert (settings.event_retention, settings.dead_letter_retention) == (90 * DAY, 30 * DAY)
+    with db.write() as conn:
+        for name in ("a", "b", "off"):
+            conn.execute(sinks.insert().values(name=name, kind="webhook", config="{}", filters="{}", enabled=True,
+                                               created_at=now - 200 * DAY))
+        ids = {name: int(i) for name, i in conn.execute(sa.select(sinks.c.name, sinks.c.id))}
+        # Each event type stands for one case; every event fans out to the three sinks, all delivered first.
+        old, recent = now - 100 * DAY, now - 10 * DAY
+        cases = {"rule.failing": old, "rule.passing": old, "step.reached": old, "device.noncompliant": old,
+                 "device.compliant": old, "device.stale": recent}
+        for kind, at in cases.items():
+            emit_event(conn, kind, device_id="d-1", now=at)
+        conn.execute(deliveries.update().values(state=delivery.DELIVERED, delivered_at=now - 99 * DAY))
+
+        def set_state(kind: str, sink: str, state: str, last_attempt: float = now) -> None:
+            event_id = sa.select(events.c.id).where(events.c.type == kind).scalar_subquery()
+            conn.execute(deliveries.update().where(deliveries.c.event_id == event_id,
+                                                   deliveries.c.sink_id == ids[sink])
+                         .values(state=state, next_attempt_at=last_attempt))
+
+        set_state("rule.passing", "b", delivery.PENDING)  # still owed to an enabled sink: kept
+        set_state("step.reached", "off", delivery.PENDING)  # owed only to a sink switched off: goes
+        set_state("device.noncompliant", "a", delivery.DEAD, now - 10 * DAY)  # a dead letter 10 days old: kept
+        set_state("device.compliant", "a", delivery.DEAD, now - 40 * DAY)  # a dead letter past 30 days: goes
+        conn.execute(sinks.update().where(sinks.c.name == "off").values(enabled=False))
+    assert len(_delivery_states(db)) == 18
+
+    # Batches of 2 with kept events among the oldest: every deletable one still goes.
+    pruned = delivery.prune_outbox(db, event_retention=settings.event_retention,
+                                   dead_letter_retention=settings.dead_letter_retention, batch=2, now=now)
+    assert (pruned.events, pruned.deliveries, pruned.dead_letters) == (3, 8, 1)
+    assert _event_types(db) == {"rule.passing", "device.noncompliant", "device.stale"}
+    states = _delivery_states(db)
+    assert states[("rule.passing", "b")] == delivery.PENDING and states[("rule.passing", "a")] == delivery.DELIVERED
+    assert states[("device.noncompliant", "a")] == delivery.DEAD
+    with db.read() as conn:
+        assert [d["type"] for d in delivery.dead_letters(conn)] == ["device.noncompliant"]
+    # Idempotent.
+    again = delivery.prune_outbox(db, event_retention=90 * DAY, dead_letter_retention=30 * DAY, batch=2, now=now)
+    assert (again.events, again.dead_letters) == (0, 0)
+
+    # Once delivered, the owed event goes; the dead letter goes 30 days after its last attempt, and its
+    # event with it. The retention cluster job does both with the settings' defaults.
+    with db.write() as conn:
+        conn.execute(deliveries.update().where(deliveries.c.state == delivery.PENDING)
+                     .values(state=delivery.DELIVERED, delivered_at=now))
+    jobs.enforce_retention(collector.client.app.state.ctx)
+    assert _event_types(db) == {"device.noncompliant", "device.stale"}
+    later = delivery.prune_outbox(db, event_retention=90 * DAY, dead_letter_retention=30 * DAY, batch=2,
+                                  now=now + 21 * DAY)
+    assert (later.events, later.dead_letters) == (1, 1)
+    assert _event_types(db) == {"device.stale"}
+    # Ingest and the outbox go on: new events and their deliveries are written as before.
+    with db.write() as conn:
+        emit_event(conn, "rule.failing", device_id="d-2", now=now)
+    assert _delivery_states(db)[("rule.failing", "a")] == delivery.PENDING
 
 
 def test_migration_partitions_an_existing_history(database_url: str) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
 
-from server.store import fleet
+from server.store import counts, fleet
 from server.store.db import Database
-from server.store.schema import check_state, devices, org_units
+from server.store.schema import check_state, devices, fleet_counts, org_units
 from server.store.scope import Scope
 from server.web import queries
 from tests.server.conftest import PG_ADMIN_URL, pg_available, postgres_database
@@ -102,6 +103,45 @@ def test_overview_agrees_with_the_store_summary(db: Database) -> None:
         assert sorted(d["id"] for d in stale) == sorted(d["id"] for d in store_stale.items)
         assert [d["last_seen"] for d in stale if d["last_seen"] is None] == [None] * sum(
             d["last_seen"] is None for d in store_stale.items)
+
+
+def test_overview_of_a_large_fleet_reads_the_counts_the_snapshot_job_keeps(db: Database) -> None:
+    stale_after = 2 * DAY
+    with db.read() as conn:
+        units = dict(conn.execute(sa.select(org_units.c.name, org_units.c.id)).all())
+    scopes = (Scope.everything(), Scope(frozenset({units["A"]})), Scope(frozenset({units["B"]})), Scope(frozenset()))
+    with db.write() as conn:
+        counts.refresh(conn, now=NOW - 300, stale_after=stale_after)
+    try:
+        with db.read() as conn:
+            for scope in scopes:
+                live = queries.overview(conn, scope, cutoff=NOW - stale_after)
+                kept = queries.fleet_overview(conn, scope, now=NOW, stale_after=stale_after, max_age=600,
+                                              live_limit=0)
+                # Nobody reported in the 5 minutes since the count: the same figures, with their time.
+                assert kept.counted_at == (None if scope.org_unit_ids == frozenset() else NOW - 300)
+                assert replace(kept, counted_at=None) == live
+                # A fleet up to the limit, a count older than max_age or made for another stale window:
+                # counted live.
+                for when, window, limit in ((NOW, stale_after, 10_000), (NOW + 3600, stale_after, 0),
+                                            (NOW, 3 * DAY, 0)):
+                    assert queries.fleet_overview(conn, scope, now=when, stale_after=window, max_age=600,
+                                                  live_limit=limit).counted_at is None
+        # It really is the stored count that is shown (the devices are not counted again).
+        with db.write() as conn:
+            conn.execute(fleet_counts.update().where(fleet_counts.c.org_unit_id == units["A"])
+                         .values(devices=fleet_counts.c.devices + 7, compliant=fleet_counts.c.compliant + 7,
+                                 fresh_compliant=fleet_counts.c.fresh_compliant + 7))
+        with db.read() as conn:
+            live = queries.overview(conn, Scope.everything(), cutoff=NOW - stale_after)
+            kept = queries.fleet_overview(conn, Scope.everything(), now=NOW, stale_after=stale_after, max_age=600,
+                                          live_limit=0)
+        assert (kept.devices, kept.fresh_reporting, kept.by_compliance["compliant"]) == \
+            (live.devices + 7, live.fresh_reporting + 7, live.by_compliance["compliant"] + 7)
+        assert kept.stale == live.stale
+    finally:
+        with db.write() as conn:
+            conn.execute(fleet_counts.delete())
 
 
 @pytest.mark.parametrize("prefix", ["lap", "LAP-0", "lap_", "lap%", "la", "zz-ü", "<script", "x" * 30, "s1", "user1",
