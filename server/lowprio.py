@@ -1,18 +1,32 @@
-"""Expensive checks (scrypt password verification) on low-priority threads, with a bounded queue.
+"""Expensive checks (scrypt password verification) on a low-priority thread, with a bounded queue, and
+stand-ins that take as long as a real check without using the CPU.
 
-A sign-in costs ~80 ms of CPU (scrypt N=2^15). Twenty attempts a second, run on the request threads,
-took both cores of a small collector and report ingest waited behind them (p99 x35). Here they run on
-a few threads whose Linux nice value is 19: the kernel gives them only the CPU that report ingest and
-the dashboard leave idle. Beyond ``max_waiting`` queued checks a process answers "busy" at once (429)
-instead of letting a storm queue up without bound.
+A sign-in costs ~80 ms of CPU and 32 MiB of memory traffic (scrypt N=2^15). Twenty attempts a second,
+run on the request threads, took both cores of a small collector and report ingest waited behind them
+(p99 x35). Here real checks run one at a time per process on a thread the kernel schedules only when
+nothing else wants the CPU (SCHED_IDLE on Linux, else nice 19): ingest always wins, sign-ins wait.
+
+Most attempts of a storm name no user at all. Hashing a dummy password for them only hides which names
+exist; a pause as long as a real check takes hides it as well and costs nothing. ``stand_in`` sleeps for
+the duration of one of the recent real checks of this process, drawn at random, measured from the
+moment the check was asked for to its answer (queue wait included), so a stand-in answers with the
+same distribution of delays that a real check has right now. When too few recent checks were measured
+(at start, or after a quiet spell), the stand-in runs a real check instead, which also refreshes the
+samples.
+
+Beyond ``max_waiting`` checks and stand-ins in a process, further ones are answered "busy" at once
+(429): each waits on a request thread, and the threads report ingest needs must stay free.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, TypeVar
@@ -21,8 +35,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 NICE = 19
-THREADS = 2
-MAX_WAITING = 64
+THREADS = 1
+# Request threads of a process: Starlette's thread pool has 40, shared with report ingest.
+MAX_WAITING = 16
+SAMPLES = 64  # recent real check durations a stand-in draws from
+MIN_SAMPLES = 4  # fewer recent ones than this: a stand-in runs a real check
+SAMPLE_MAX_AGE = 600.0  # seconds: older durations no longer tell how long a check takes now
 
 
 class Busy(RuntimeError):
@@ -32,42 +50,91 @@ class Busy(RuntimeError):
 def _lower_priority() -> None:
     if sys.platform != "linux":
         return  # elsewhere setpriority(PRIO_PROCESS, tid) would renice the whole process
+    thread = threading.get_native_id()
     try:
-        # On Linux each thread has its own nice value; raising it needs no privilege.
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+        # SCHED_IDLE: runs only on a CPU no normal thread wants, and is preempted by any that wakes up.
+        # On Linux the policy is per thread; entering SCHED_IDLE needs no privilege.
+        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError) as exc:
+        log.info("SCHED_IDLE refused for the password-check thread (%s); using nice %d", exc, NICE)
+    try:
+        # Also the lowest nice value: what a SCHED_IDLE thread reports, and the fallback without it.
+        os.setpriority(os.PRIO_PROCESS, thread, NICE)
     except OSError as exc:
         log.warning("cannot lower the priority of the password-check thread: %s", exc)
 
 
 class LowPriorityPool:
-    def __init__(self, threads: int = THREADS, max_waiting: int = MAX_WAITING) -> None:
+    def __init__(self, threads: int = THREADS, max_waiting: int = MAX_WAITING, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 rng: Optional[random.Random] = None) -> None:
         self._threads = threads
         self._executor: Optional[ThreadPoolExecutor] = None
         self._lock = threading.Lock()
         self._pending = 0
+        self._durations: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (finished at, seconds)
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.SystemRandom()
         self.max_waiting = max_waiting
 
     @property
     def pending(self) -> int:
-        """Checks queued or running in this process."""
+        """Checks and stand-ins queued or running in this process."""
         return self._pending
 
-    def run(self, function: Callable[..., T], *args: object) -> T:
-        """``function(*args)`` on a low-priority thread; the calling thread waits for its result."""
+    def _enter(self) -> None:
         with self._lock:
             if self._pending >= self.max_waiting:
                 raise Busy(f"{self._pending} password checks are already waiting")
             self._pending += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def _run(self, function: Callable[..., T], *args: object) -> T:
+        began = self._clock()
+        with self._lock:
             if self._executor is None:
                 # Made on first use: uvicorn worker processes are forked after the app module is imported.
                 self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="lowprio",
                                                     initializer=_lower_priority)
             executor = self._executor
+        result = executor.submit(function, *args).result()
+        finished = self._clock()
+        with self._lock:
+            self._durations.append((finished, finished - began))
+        return result
+
+    def run(self, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)`` on the low-priority thread; the calling thread waits for its result, and
+        how long that took (queue wait included) becomes a sample for ``stand_in``."""
+        self._enter()
         try:
-            return executor.submit(function, *args).result()
+            return self._run(function, *args)
         finally:
-            with self._lock:
-                self._pending -= 1
+            self._leave()
+
+    def recent_durations(self) -> list[float]:
+        """Durations of the real checks of the last ``SAMPLE_MAX_AGE`` seconds, oldest first."""
+        now = self._clock()
+        with self._lock:
+            return [seconds for finished, seconds in self._durations if now - finished < SAMPLE_MAX_AGE]
+
+    def stand_in(self, real_check: Callable[[], object]) -> None:
+        """Take as long as a real check would, without doing one: sleep for the duration of one of the
+        recent real checks, drawn at random. With fewer than ``MIN_SAMPLES`` recent ones, run
+        ``real_check`` on the low-priority thread instead (its duration becomes a sample)."""
+        self._enter()
+        try:
+            recent = self.recent_durations()
+            if len(recent) < MIN_SAMPLES:
+                self._run(real_check)
+                return
+            self._sleep(self._rng.choice(recent))
+        finally:
+            self._leave()
 
 
 PASSWORD_CHECKS = LowPriorityPool()
