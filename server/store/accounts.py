@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable
@@ -11,7 +12,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from server import security
+from server import lowprio, security
 from server.store.db import Database
 from server.store.schema import ROLES, api_token_org_units, api_tokens, org_units, user_org_units, users
 from server.store.scope import Scope
@@ -119,22 +120,37 @@ class PasswordMatch:
     password_hash: str
 
 
-def verify_user_password(db: Database, username: str, password: str) -> Optional[PasswordMatch]:
-    """Check a user name and password with scrypt OUTSIDE any transaction.
+def verify_user_password(db: Database, username: str, password: str,
+                         checks: Optional[lowprio.LowPriorityPool] = None) -> Optional[PasswordMatch]:
+    """Check a user name and password with scrypt OUTSIDE any transaction, on the low-priority thread
+    of ``checks`` (default ``lowprio.PASSWORD_CHECKS``; ``lowprio.Busy`` when too many wait).
 
     scrypt costs ~0.1-0.4 s of CPU; inside a write transaction (on SQLite a lock for every process) a
     burst of sign-ins stalled report ingest. The row is read in a short read transaction, the hash checked
-    with no connection held, and ``complete_sign_in`` re-checks the row in the write transaction."""
+    with no connection held, and ``complete_sign_in`` re-checks the row in the write transaction. A name
+    that matches no user, or a disabled user, gets ``pause_like_a_check`` instead of scrypt."""
+    checks = lowprio.PASSWORD_CHECKS if checks is None else checks
     with db.read() as conn:
         row = conn.execute(sa.select(users.c.id, users.c.password_hash, users.c.disabled_at)
                            .where(users.c.username == username)).first()
-    if row is None:
-        # Same work as a real check, so response time does not reveal which user names exist.
-        security.verify_password(password, _DUMMY_HASH)
+    if row is None or row.disabled_at is not None:
+        pause_like_a_check(password, checks)
         return None
-    if row.disabled_at is not None or not security.verify_password(password, row.password_hash):
+    if not checks.run(security.verify_password, password, row.password_hash):
         return None
     return PasswordMatch(int(row.id), str(row.password_hash))
+
+
+def pause_like_a_check(password: str, checks: Optional[lowprio.LowPriorityPool] = None) -> None:
+    """Take as long as checking ``password`` would, without spending the CPU on it when possible.
+
+    For a sign-in that is refused whatever the password (no such user, user disabled, too many
+    failures): the answer must come after the same delay as a wrong password's, or response times
+    would tell which names exist. ``LowPriorityPool.stand_in`` sleeps for the duration of a recent real
+    check (drawn from the last ones of this process, queue wait included: the same distribution an
+    attacker sees for real checks); only when too few recent ones were measured does it hash a dummy."""
+    checks = lowprio.PASSWORD_CHECKS if checks is None else checks
+    checks.stand_in(functools.partial(security.verify_password, password, _DUMMY_HASH))
 
 
 def complete_sign_in(conn: Connection, match: PasswordMatch, now: Optional[float] = None) -> Optional[Principal]:

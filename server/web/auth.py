@@ -195,10 +195,14 @@ def login_limiters(request: Request) -> tuple[LoginLimiter, LoginLimiter]:
     return limiters
 
 
-def login_wait(request: Request, client: str, username: str) -> float:
-    """Seconds to wait before another sign-in attempt from this address or for this user (0: go ahead)."""
+def login_limited(request: Request, client: str, username: str) -> Optional[str]:
+    """Which limit refuses another sign-in attempt now: "address", "user name", or None (go ahead)."""
     by_ip, by_user = login_limiters(request)
-    return max(by_ip.wait(client), by_user.wait(username.lower()[:200]))
+    if by_ip.wait(client):
+        return "address"
+    if by_user.wait(username.lower()[:200]):
+        return "user name"
+    return None
 
 
 def login_failed(request: Request, client: str, username: str) -> None:

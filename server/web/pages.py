@@ -19,7 +19,6 @@ from server.api.access import device_access
 from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
 from server.app import AppContext
-from server.ratelimit import retry_after_header
 from server.store import access as access_store
 from server.store import accounts, audit, enrolment, fleet, maintenance, sessions
 from server.store.scope import Scope
@@ -98,17 +97,22 @@ def login(request: Request, ctx: ContextDep,
     if not auth.csrf_valid(ctx, "login:" + nonce if nonce else None, csrf_token):
         raise HTTPException(status_code=403, detail=t("error.csrf_login"))
     address = audit_address(request)
-    wait = auth.login_wait(request, address, username)
-    if wait:
-        return _login_page(request, ctx, error=t("login.too_many", seconds=int(wait) + 1), username=username,
-                           status=429, headers={"Retry-After": retry_after_header(wait)})
     session: Optional[auth.Session] = None
     details: dict[str, Any] = {"via": "dashboard"}
+    limited = auth.login_limited(request, address, username)
     # scrypt runs outside the write transaction (on SQLite a lock every process's ingest needs), on a
-    # low-priority thread so that a storm of sign-ins only gets the CPU ingest leaves idle.
+    # low-priority thread so that a storm of sign-ins only gets the CPU ingest leaves idle. Attempts
+    # that fail whatever the password (over a failure limit, unknown or disabled user) cost no scrypt,
+    # but take as long as one and get the same answer: timing and page tell nothing about which.
     try:
-        match = lowprio.PASSWORD_CHECKS.run(accounts.verify_user_password, ctx.db, username, password) \
-            if username and password else None
+        if limited:
+            details["limited"] = limited
+            accounts.pause_like_a_check(password)
+            match = None
+        elif username and password:
+            match = accounts.verify_user_password(ctx.db, username, password)
+        else:
+            match = None
     except lowprio.Busy:
         return _login_page(request, ctx, error=t("login.too_many", seconds=5), username=username,
                            status=429, headers={"Retry-After": "5"})
@@ -134,7 +138,8 @@ def login(request: Request, ctx: ContextDep,
         audit.record(conn, actor=actor, action="user.login", remote_addr=address,
                      outcome="ok" if session else "failed", details=details)
     if session is None:
-        auth.login_failed(request, address, username)
+        if not limited:  # refusals by a limit do not extend it: the cooldown ends a minute after the failures
+            auth.login_failed(request, address, username)
         return _login_page(request, ctx, error=t("login.failed"), username=username, status=401)
     response = RedirectResponse(local_path(next), status_code=303)
     auth.set_cookie(response, request, ctx, auth.SESSION_COOKIE, auth.encode_session(ctx, session),
