@@ -184,11 +184,6 @@ def _policy_error_text(exc: Exception) -> str:
     return str(exc)
 
 
-def _raw_failing(result: Result) -> bool:
-    """The rule's facts fail, whether or not the failure is still inside its grace period."""
-    return result.status == "fail" or (result.status == "warn" and result.message.get("key") == "within_grace")
-
-
 def _add_fact(facts: Dict[str, Any], check: str, name: str, value: Any) -> bool:
     """Add a fact the service measured to a check's facts (when the check produced facts)."""
     outcome = facts.get(check)
@@ -385,7 +380,7 @@ class AgentService:
         status = summarize(evaluated)
         checked_at = self.host.now()
         self.state.update_status(failing_since={
-            r.rule_id: failing_since.get(r.rule_id, checked_at) for r in evaluated if _raw_failing(r)})
+            r.rule_id: failing_since.get(r.rule_id, checked_at) for r in evaluated if r.failing})
         counts: Dict[str, int] = {}
         for result in results:
             counts[result["status"]] = counts.get(result["status"], 0) + 1

@@ -317,7 +317,7 @@ class Ingestor:
                 continue
             try:
                 payload = protocol.open_envelope(envelope, key, now=now, loads=orjson.loads)
-                bounds.check_payload(payload)
+                bounds.check_payload(payload, envelope.payload)
             except protocol.ProtocolError as exc:
                 answer.reason = str(exc)
                 continue
