@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from agent import __version__, protocol
 from agent.config import Settings
-from agent.policy import Policy, PolicyError, Result, baseline, evaluate, policy_from_json, summarize
+from agent.policy import Policy, PolicyError, baseline, evaluate, policy_from_json, summarize
 from agent.probes import Host, LiveHost
 from agent.sampler import VpnSampler
 from agent.spool import DUPLICATE, REJECTED, Queued, Spool, SpoolError
