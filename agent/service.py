@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from agent import __version__, protocol
 from agent.config import Settings
-from agent.policy import Policy, PolicyError, Result, baseline, evaluate, policy_from_json, summarize
+from agent.policy import Policy, PolicyError, baseline, evaluate, policy_from_json, summarize
 from agent.probes import Host, LiveHost
 from agent.sampler import VpnSampler
 from agent.spool import DUPLICATE, REJECTED, Queued, Spool, SpoolError
@@ -182,11 +182,6 @@ def _policy_error_text(exc: Exception) -> str:
     if isinstance(exc, PolicyError):
         return "; ".join(exc.problems[:5])
     return str(exc)
-
-
-def _raw_failing(result: Result) -> bool:
-    """The rule's facts fail, whether or not the failure is still inside its grace period."""
-    return result.status == "fail" or (result.status == "warn" and result.message.get("key") == "within_grace")
 
 
 def _add_fact(facts: Dict[str, Any], check: str, name: str, value: Any) -> bool:
@@ -385,7 +380,7 @@ class AgentService:
         status = summarize(evaluated)
         checked_at = self.host.now()
         self.state.update_status(failing_since={
-            r.rule_id: failing_since.get(r.rule_id, checked_at) for r in evaluated if _raw_failing(r)})
+            r.rule_id: failing_since.get(r.rule_id, checked_at) for r in evaluated if r.failing})
         counts: Dict[str, int] = {}
         for result in results:
             counts[result["status"]] = counts.get(result["status"], 0) + 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 from agent.protocol import Envelope, ProtocolError
 
@@ -48,8 +48,12 @@ def check_envelope(envelope: Envelope) -> None:
         raise BoundsError(f"signature is longer than {MAX_SIGNATURE} characters")
 
 
-def check_payload(payload: Mapping[str, Any]) -> None:
-    """A verified payload whose header open_envelope checked: seq, field widths, then every value."""
+def check_payload(payload: Mapping[str, Any], text: Optional[str] = None) -> None:
+    """A verified payload whose header open_envelope checked: seq, field widths, then every value.
+
+    ``text``: the JSON text the payload was parsed from, when the caller has it. JSON text cannot hold a
+    raw NUL (parsers refuse control characters), only the escape ``\\u0000``: without that escape in the
+    text no string or key needs searching for one (the common case)."""
     seq = payload["seq"]
     if seq > MAX_SEQ:
         raise BoundsError(f"seq must be below 2^63 ({MAX_SEQ + 1})")
@@ -61,32 +65,65 @@ def check_payload(payload: Mapping[str, Any]) -> None:
             raise BoundsError(f"payload field {section}.{name} must be a string")
         if value is not None and len(value) > limit:
             raise BoundsError(f"payload field {section}.{name} is longer than {limit} characters")
-    _check_value(payload, 0, "payload")
+    _check_value(payload, 0, "payload", text is None or "\\u0000" in text)
 
 
-def _check_value(value: Any, depth: int, where: str) -> None:
-    # Recursion is bounded by MAX_DEPTH (far below Python's limit); strings are the common case.
-    if isinstance(value, str):
-        if len(value) > MAX_STRING:
-            raise BoundsError(f"{where}: a string is longer than {MAX_STRING} characters")
-        if "\x00" in value:
-            raise BoundsError(f"{where}: a string holds a NUL character (U+0000)")
-    elif isinstance(value, dict):
+def _check_value(value: Any, depth: int, where: str, nul: bool = True) -> None:
+    # Recursion is bounded by MAX_DEPTH (far below Python's limit). Leaves are judged in the loop over
+    # their container, keys in one pass over them: this runs for every report (~600 values).
+    if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             raise BoundsError(f"{where}: nested more than {MAX_DEPTH} levels deep")
-        for key, item in value.items():
-            if len(key) > MAX_KEY:
-                raise BoundsError(f"{where}: an object key is longer than {MAX_KEY} characters")
-            if "\x00" in key:
-                raise BoundsError(f"{where}: an object key holds a NUL character (U+0000)")
-            _check_value(item, depth + 1, _child(where, key, depth))
+        if value and max(map(len, value)) > MAX_KEY:
+            raise BoundsError(f"{where}: an object key is longer than {MAX_KEY} characters")
+        if nul and any("\x00" in key for key in value):
+            raise BoundsError(f"{where}: an object key holds a NUL character (U+0000)")
+        if depth < 2:  # places are named down to the check (_child)
+            for key, item in value.items():
+                _check_item(item, depth, _child(where, key, depth), nul)
+        else:
+            for item in value.values():
+                kind = type(item)
+                if kind is str:
+                    if len(item) > MAX_STRING or nul and "\x00" in item:
+                        _check_string(item, where, nul)
+                elif kind is int:
+                    if not MIN_INT <= item <= MAX_INT:
+                        raise BoundsError(f"{where}: an integer is outside the 64-bit signed range")
+                elif kind is not bool and kind is not float and item is not None:
+                    _check_value(item, depth + 1, where, nul)
     elif isinstance(value, list):
         if depth >= MAX_DEPTH:
             raise BoundsError(f"{where}: nested more than {MAX_DEPTH} levels deep")
         for item in value:
-            _check_value(item, depth + 1, where)
-    elif isinstance(value, int) and not isinstance(value, bool) and not MIN_INT <= value <= MAX_INT:
+            kind = type(item)
+            if kind is str:
+                if len(item) > MAX_STRING or nul and "\x00" in item:
+                    _check_string(item, where, nul)
+            elif kind is int:
+                if not MIN_INT <= item <= MAX_INT:
+                    raise BoundsError(f"{where}: an integer is outside the 64-bit signed range")
+            elif kind is not bool and kind is not float and item is not None:
+                _check_value(item, depth + 1, where, nul)
+    else:
+        _check_item(value, depth - 1, where, nul)
+
+
+def _check_item(item: Any, depth: int, where: str, nul: bool) -> None:
+    """One value inside a container at ``depth``."""
+    if isinstance(item, str):
+        _check_string(item, where, nul)
+    elif isinstance(item, (dict, list)):
+        _check_value(item, depth + 1, where, nul)
+    elif isinstance(item, int) and not isinstance(item, bool) and not MIN_INT <= item <= MAX_INT:
         raise BoundsError(f"{where}: an integer is outside the 64-bit signed range")
+
+
+def _check_string(value: str, where: str, nul: bool) -> None:
+    if len(value) > MAX_STRING:
+        raise BoundsError(f"{where}: a string is longer than {MAX_STRING} characters")
+    if nul and "\x00" in value:
+        raise BoundsError(f"{where}: a string holds a NUL character (U+0000)")
 
 
 def _child(where: str, key: str, depth: int) -> str:

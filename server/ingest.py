@@ -16,34 +16,36 @@ Order per batch:
 
 A raw payload is kept when something changed, for the first report, and otherwise at most once per
 ``raw_report_interval`` per device, so retention stays bounded with a large fleet.
+
+The parts: what an evaluation changes is the pure ``server.ingest_diff.diff_states``; every statement is
+in ``server.store.ingest_sql``; this module orders them (and holds the per-process caches).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import orjson
-import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Connection
 
 from agent import protocol
-from agent.policy import Result, evaluate, summarize
+from agent.policy import evaluate
 from server import bounds, device_notices
 from server.actions import ladder
+from server.ingest_diff import StateRow, diff_states
+from server.store import ingest_sql
 from server.store import policies as policy_store
 from server.store.db import Database
 from server.store.enrolment import PENDING_REASON
-from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING, check_state, devices, reports, transitions
+from server.store.ingest_sql import ClaimedDevice, Driver
+from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +93,6 @@ class _Candidate:
     payload: dict[str, Any]
     seq: int
     created_at: float
-
-
-@dataclass
-class _StateRow:
-    status: str
-    since: float
-    failing_since: Optional[float]
-    reason: str
-    message: str
-    evidence: str
-    agent_status: Optional[str]
-    check_id: str
-    severity: str
 
 
 @dataclass
@@ -168,14 +157,13 @@ class KeyCache:
                     found[device_id] = key
         if missing:
             with db.read() as conn:
-                rows = conn.execute(sa.select(devices.c.id, devices.c.public_key)
-                                    .where(devices.c.id.in_(missing))).all()
+                rows = ingest_sql.public_keys(conn, missing)
             loaded = {}
-            for row in rows:
+            for device_id, pem in rows:
                 try:
-                    loaded[str(row.id)] = protocol.load_public_key(row.public_key)
+                    loaded[device_id] = protocol.load_public_key(pem)
                 except protocol.ProtocolError:
-                    log.error("device %s has an unreadable public key in the database", row.id)
+                    log.error("device %s has an unreadable public key in the database", device_id)
             with self._lock:
                 if len(self._keys) + len(loaded) > self.max_entries:
                     self._keys.clear()
@@ -184,91 +172,10 @@ class KeyCache:
         return found
 
 
-# The hot path (every report) runs plain driver SQL on the transaction's DBAPI cursor: building Core
-# expressions, and SQLAlchemy's result set-up per execute, cost more CPU than the statements themselves.
-# Column names are the ones of server/store/schema.py; ``:name`` placeholders (converted for psycopg).
-_CLAIM_SEQ = (
-    "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created, last_report_id = :rid "
-    "WHERE id = :id AND state = 'active' AND last_seq < :seq "
-    "RETURNING org_unit_id, platform, compliance, fail_count, warn_count, error_count, disagreements, "
-    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash, eval_valid_until, machine_id")
-_LOAD_STATE = (
-    "SELECT rule_id, status, since, failing_since, reason, message, evidence, agent_status, check_id, severity "
-    "FROM check_state WHERE device_id = :id")
-
-
-class _ClaimedDevice(NamedTuple):
-    """The device row as _CLAIM_SEQ returns it."""
-
-    org_unit_id: int
-    platform: str
-    compliance: str
-    fail_count: int
-    warn_count: int
-    error_count: int
-    disagreements: int
-    policy_ref: Optional[str]
-    agent_policy_ref: Optional[str]
-    agent_version: Optional[str]
-    last_raw_report_at: Optional[float]
-    eval_hash: Optional[str]
-    eval_valid_until: Optional[float]
-    machine_id: str
-
-
-class _Driver:
-    """The write transaction's DBAPI cursor, with statements in the driver's placeholder style."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.cursor = conn.connection.cursor()
-        self.pyformat = conn.dialect.name == "postgresql"  # psycopg: %(name)s; sqlite3: :name
-
-    def rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        self.cursor.execute(_pyformat(sql) if self.pyformat else sql, params)
-        return list(self.cursor.fetchall())
-
-    def rows_each(self, sql: str, params: Sequence[Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
-        """The rows of ``sql`` run once per parameter set, in order. On PostgreSQL one pipelined round
-        trip instead of one per statement (each statement still runs, and takes its locks, in order)."""
-        if not self.pyformat or len(params) < 2:
-            return [self.rows(sql, each) for each in params]
-        cursor: Any = self.cursor  # psycopg's cursor: executemany(returning=True) and nextset()
-        cursor.executemany(_pyformat(sql), params, returning=True)
-        out = [list(cursor.fetchall())]
-        while cursor.nextset():
-            out.append(list(cursor.fetchall()))
-        return out
-
-    def close(self) -> None:
-        self.cursor.close()
-
-
-@functools.cache
-def _pyformat(sql: str) -> str:
-    return re.sub(r":(\w+)", r"%(\1)s", sql)
-
-
-_STATE_COLUMNS = ("status", "since", "failing_since", "reason", "message", "evidence", "agent_status", "check_id",
-                  "severity", "updated_at")
-_UPDATE_STATE = (check_state.update()
-                 .where(check_state.c.device_id == sa.bindparam("b_device_id"),
-                        check_state.c.rule_id == sa.bindparam("b_rule_id"))
-                 .values({name: sa.bindparam(f"v_{name}") for name in _STATE_COLUMNS}))
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def _eval_hash(inputs: list[Any]) -> str:
     # Keys in the order they were parsed: the facts come from canonical (sorted) payload text, and another
     # key order would only cost a re-evaluation, never a wrong shortcut.
     return hashlib.sha256(orjson.dumps(inputs)).hexdigest()
-
-
-def _raw_failing(result: Result) -> bool:
-    """True when the rule's facts fail, including a failure still inside its grace period."""
-    return result.status == "fail" or (result.status == "warn" and result.message.get("key") == "within_grace")
 
 
 def _agent_statuses(payload: Mapping[str, Any]) -> dict[str, str]:
@@ -317,7 +224,7 @@ class Ingestor:
                 continue
             try:
                 payload = protocol.open_envelope(envelope, key, now=now, loads=orjson.loads)
-                bounds.check_payload(payload)
+                bounds.check_payload(payload, envelope.payload)
             except protocol.ProtocolError as exc:
                 answer.reason = str(exc)
                 continue
@@ -344,25 +251,26 @@ class Ingestor:
         candidates.sort(key=lambda c: (c.envelope.device_id, c.seq))
         if candidates:
             with self.db.write() as conn:
-                driver = _Driver(conn)
+                driver = Driver(conn)
                 try:
                     # Claim each device's first envelope of the batch at once (device order, as the
                     # locks must be taken); a device's later envelopes are claimed after the first is applied.
                     firsts = [c for i, c in enumerate(candidates)
                               if i == 0 or candidates[i - 1].envelope.device_id != c.envelope.device_id]
-                    claimed = driver.rows_each(_CLAIM_SEQ, [self._claim_params(c, now) for c in firsts])
-                    claims = {c.index: rows for c, rows in zip(firsts, claimed)}
-                    states: dict[str, dict[str, _StateRow]] = {}
+                    claimed = ingest_sql.claim_many(driver, [self._claim_params(c, now) for c in firsts])
+                    claims = {c.index: device for c, device in zip(firsts, claimed)}
+                    states: dict[str, dict[str, StateRow]] = {}
                     for candidate in candidates:
-                        claim = claims.get(candidate.index)
-                        if claim is None:
-                            claim = driver.rows(_CLAIM_SEQ, self._claim_params(candidate, now))
+                        if candidate.index in claims:
+                            claim = claims[candidate.index]
+                        else:
+                            claim = ingest_sql.claim_many(driver, [self._claim_params(candidate, now)])[0]
                         answers[candidate.index] = self._apply(conn, driver, candidate, claim, now, states, stats)
                     accepted = sorted({str(a.device_id) for a in answers if a.status == ACCEPTED})
-                    for device_id, running in ladder.device_ladders(conn, accepted).items():
-                        for answer in answers:
-                            if answer.device_id == device_id and answer.status == ACCEPTED:
-                                answer.actions = running
+                    running = ladder.ladders_from_rows(accepted, ingest_sql.running_ladders(driver, accepted))
+                    for answer in answers:
+                        if answer.status == ACCEPTED and answer.device_id in running:
+                            answer.actions = running[answer.device_id]
                 finally:
                     driver.close()
         for answer in answers:
@@ -374,9 +282,9 @@ class Ingestor:
                 stats.rejected += 1
         return answers
 
-    def _refusal(self, conn: Connection, device_id: str, seq: int) -> Answer:
-        row = conn.execute(sa.select(devices.c.state, devices.c.last_seq, devices.c.replaced_by,
-                                     devices.c.last_report_id).where(devices.c.id == device_id)).first()
+    @staticmethod
+    def _refusal(conn: Connection, device_id: str, seq: int) -> Answer:
+        row = ingest_sql.refusal(conn, device_id)
         if row is None:
             return Answer(REJECTED, device_id, seq, reason="unknown device: enrol it first")
         if row.state != DEVICE_ACTIVE:
@@ -387,25 +295,20 @@ class Ingestor:
                 return Answer(REJECTED, device_id, seq, reason=PENDING_REASON)
             return Answer(REJECTED, device_id, seq, reason=f"device is {row.state}: enrol it again with a new token")
         return Answer(DUPLICATE, device_id, seq, reason=f"seq {seq} <= last accepted seq {row.last_seq}",
-                      last_seq=int(row.last_seq), last_report_id=row.last_report_id)
+                      last_seq=row.last_seq, last_report_id=row.last_report_id)
 
     @staticmethod
     def _claim_params(cand: _Candidate, now: float) -> dict[str, Any]:
-        return {"seq": cand.seq, "now": now, "created": cand.created_at, "id": cand.envelope.device_id,
-                "rid": str(cand.payload["report_id"])[:64]}
+        return ingest_sql.claim_params(cand.envelope.device_id, cand.seq, cand.created_at,
+                                       str(cand.payload["report_id"])[:64], now)
 
-    def _apply(self, conn: Connection, driver: _Driver, cand: _Candidate, claim: list[tuple[Any, ...]],
-               now: float, states: dict[str, dict[str, _StateRow]], stats: IngestStats) -> Answer:
-        """Judge and store one envelope whose _CLAIM_SEQ ran (``claim``: its returned row, none if refused)."""
+    def _apply(self, conn: Connection, driver: Driver, cand: _Candidate, device: Optional[ClaimedDevice],
+               now: float, states: dict[str, dict[str, StateRow]], stats: IngestStats) -> Answer:
+        """Judge and store one envelope whose seq claim ran (``device``: the claimed row, None if refused)."""
         device_id = cand.envelope.device_id
         payload = cand.payload
-        agent = payload.get("agent") or {}
-        agent_version = agent.get("version") if isinstance(agent.get("version"), str) else None
-        claimed = payload.get("policy") or {}
-        agent_policy_ref = f"{claimed.get('id')}@{claimed.get('version')}"[:300]
-        if not claim:
+        if device is None:
             return self._refusal(conn, device_id, cand.seq)
-        device = _ClaimedDevice(*claim[0])
         clone = device_notices.cloned_identity(conn, device_id, device.machine_id, payload, cand.seq, now)
         if clone is not None:
             return Answer(REJECTED, device_id, cand.seq, reason=clone)
@@ -415,129 +318,65 @@ class Ingestor:
             # Nothing to judge with: undo the seq bump so the agent's retry is accepted once a policy exists.
             raise NoPolicyError("the collector has no policy for this device's org unit: "
                                 "run `teleposture-server policy push` and assign a default")
+        agent = payload.get("agent") or {}
+        agent_version = agent.get("version") if isinstance(agent.get("version"), str) else None
+        claimed = payload.get("policy") or {}
+        agent_policy_ref = f"{claimed.get('id')}@{claimed.get('version')}"[:300]
         platform = agent.get("platform") if isinstance(agent.get("platform"), str) else device.platform
         agent_statuses = _agent_statuses(payload)
         eval_hash = _eval_hash([stored.pk, platform, payload["facts"], agent_statuses, agent_version,
                                 agent_policy_ref])
+        raw_due = device.last_raw_report_at is None or now - device.last_raw_report_at >= self.raw_report_interval
         if device.eval_hash == eval_hash and (device.eval_valid_until is None
                                               or cand.created_at < device.eval_valid_until):
             # Same inputs as the evaluation whose results check_state holds, at a time those results still
             # hold (no failing rule has left its grace period since): nothing to evaluate or write.
-            if device.last_raw_report_at is None or now - device.last_raw_report_at >= self.raw_report_interval:
+            if raw_due:
                 self._keep_raw(conn, cand, now, str(device.compliance), stored.ref)
-                conn.execute(devices.update().where(devices.c.id == device_id).values(last_raw_report_at=now))
+                ingest_sql.mark_raw_kept(driver, device_id, now)
                 stats.raw_kept += 1
             return Answer(ACCEPTED, device_id, cand.seq, compliance=str(device.compliance), last_seq=cand.seq)
-        state = states.get(device_id)
-        if state is None:
-            state = states[device_id] = {str(r[0]): _StateRow(*r[1:])
-                                         for r in driver.rows(_LOAD_STATE, {"id": device_id})}
-        failing_since = {rule: row.failing_since for rule, row in state.items() if row.failing_since is not None}
+        old = states.get(device_id)
+        if old is None:
+            old = ingest_sql.load_states(driver, device_id)
+        failing_since = {rule: row.failing_since for rule, row in old.items() if row.failing_since is not None}
         results = evaluate(stored.policy, payload["facts"], str(platform), cand.created_at, failing_since)
-        grace = {rule.id: rule.grace_seconds for rule in stored.policy.rules if rule.grace_seconds > 0}
-        valid_until: Optional[float] = None
+        diff = diff_states(old, results, agent_statuses, cand.created_at)
+        states[device_id] = diff.states
         org_unit_id = int(device.org_unit_id)
-        changed = False
-        inserts: list[dict[str, Any]] = []
-        updates_state: list[dict[str, Any]] = []
-        history: list[dict[str, Any]] = []
-        counts = {"fail": 0, "warn": 0, "error": 0}
-        disagreements = 0
-        seen_rules = set()
-        for result in results:
-            seen_rules.add(result.rule_id)
-            if result.status in counts:
-                counts[result.status] += 1
-            agent_status = agent_statuses.get(result.rule_id)
-            if agent_status is not None and agent_status != result.status:
-                disagreements += 1
-            old = state.get(result.rule_id)
-            raw_failing = _raw_failing(result)
-            if raw_failing:
-                started = old.failing_since if old is not None and old.failing_since is not None else cand.created_at
-                if result.status == "warn" and result.rule_id in grace:
-                    # evaluate turned this failure into a warn until its grace ends; then the result changes
-                    ends = started + grace[result.rule_id]
-                    valid_until = ends if valid_until is None else min(valid_until, ends)
-            else:
-                started = None
-            message = _dumps({"key": result.message.get("key"), "params": result.message.get("params") or {}})
-            new = _StateRow(result.status, cand.created_at, started, result.reason, message,
-                            _dumps(list(result.evidence)), agent_status, result.check, result.severity)
-            if old is not None and old.status == new.status:
-                new.since = old.since
-                if (old.failing_since, old.reason, old.message, old.evidence, old.agent_status, old.check_id,
-                        old.severity) == (new.failing_since, new.reason, new.message, new.evidence,
-                                          new.agent_status, new.check_id, new.severity):
-                    continue
-            values = {"status": new.status, "since": new.since, "failing_since": new.failing_since,
-                      "reason": new.reason, "message": new.message, "evidence": new.evidence,
-                      "agent_status": new.agent_status, "check_id": new.check_id, "severity": new.severity,
-                      "updated_at": now}
-            if old is None:
-                inserts.append({"device_id": device_id, "rule_id": result.rule_id, "org_unit_id": org_unit_id,
-                                "active": True, **values})
-            else:
-                updates_state.append({"b_device_id": device_id, "b_rule_id": result.rule_id,
-                                      **{f"v_{k}": v for k, v in values.items()}})
-            stats.state_writes += 1
-            if old is None or old.status != new.status:
-                history.append({"device_id": device_id, "rule_id": result.rule_id, "check_id": result.check,
-                                "old_status": None if old is None else old.status, "new_status": new.status,
-                                "at": cand.created_at, "recorded_at": now, "seq": cand.seq, "reason": new.reason,
-                                "message": new.message, "org_unit_id": org_unit_id})
-                stats.transitions += 1
-            state[result.rule_id] = new
-            changed = True
-        # One executemany per kind of row: a first report writes ~2 rows per rule.
-        if inserts:
-            conn.execute(check_state.insert(), inserts)
-        if updates_state:
-            conn.execute(_UPDATE_STATE, updates_state)
-        if history:
-            conn.execute(transitions.insert(), history)
-        gone = [rule for rule in state if rule not in seen_rules]
-        if gone:
-            # The policy no longer has these rules: their state is no longer current.
-            conn.execute(check_state.delete().where(check_state.c.device_id == device_id,
-                                                    check_state.c.rule_id.in_(gone)))
-            for rule in gone:
-                del state[rule]
-            changed = True
-        compliance = summarize(results)
-        if history or gone or compliance != device.compliance:
+        ingest_sql.write_diff(conn, device_id, org_unit_id, cand.seq, cand.created_at, now, diff)
+        stats.state_writes += len(diff.writes)
+        stats.transitions += len(diff.changes)
+        summary = diff.summary
+        if diff.changes or diff.gone or summary.compliance != device.compliance:
             # The ladder, blocks and events of this change, in this transaction (server.actions).
             ladder.on_evaluation(conn, device_id=device_id, org_unit_id=org_unit_id, policy=stored.policy,
-                                 changes=[ladder.RuleChange(h["rule_id"], state[h["rule_id"]].severity,
-                                                            h["old_status"], h["new_status"],
-                                                            state[h["rule_id"]].failing_since, h["reason"])
-                                          for h in history],
-                                 gone_rules=gone, old_compliance=str(device.compliance),
-                                 new_compliance=compliance, at=cand.created_at, now=now)
-        summary = {"compliance": compliance, "fail_count": counts["fail"], "warn_count": counts["warn"],
-                   "error_count": counts["error"], "disagreements": disagreements, "policy_ref": stored.ref,
-                   "agent_policy_ref": agent_policy_ref, "agent_version": agent_version,
-                   "eval_hash": eval_hash, "eval_valid_until": valid_until}
+                                 changes=diff.changes, gone_rules=diff.gone, old_compliance=str(device.compliance),
+                                 new_compliance=summary.compliance, at=cand.created_at, now=now)
+        wanted = {"compliance": summary.compliance, "fail_count": summary.fail_count,
+                  "warn_count": summary.warn_count, "error_count": summary.error_count,
+                  "disagreements": summary.disagreements, "policy_ref": stored.ref,
+                  "agent_policy_ref": agent_policy_ref, "agent_version": agent_version,
+                  "eval_hash": eval_hash, "eval_valid_until": summary.eval_valid_until}
         current = device._asdict()
-        updates = {name: value for name, value in summary.items() if current[name] != value}
+        updates = {name: value for name, value in wanted.items() if current[name] != value}
         if "compliance" in updates:
             updates["compliance_since"] = cand.created_at
-        keep_raw = changed or bool(set(updates) - {"eval_hash", "eval_valid_until"}) \
-            or device.last_raw_report_at is None or now - device.last_raw_report_at >= self.raw_report_interval
-        if keep_raw:
-            self._keep_raw(conn, cand, now, compliance, stored.ref)
+        if diff.changed or bool(set(updates) - {"eval_hash", "eval_valid_until"}) or raw_due:
+            self._keep_raw(conn, cand, now, summary.compliance, stored.ref)
             updates["last_raw_report_at"] = now
             stats.raw_kept += 1
         if updates:
-            conn.execute(devices.update().where(devices.c.id == device_id).values(**updates))
-        return Answer(ACCEPTED, device_id, cand.seq, compliance=compliance, last_seq=cand.seq, evaluated=True)
+            ingest_sql.update_device(conn, device_id, updates)
+        return Answer(ACCEPTED, device_id, cand.seq, compliance=summary.compliance, last_seq=cand.seq,
+                      evaluated=True)
 
     @staticmethod
     def _keep_raw(conn: Connection, cand: _Candidate, now: float, compliance: str, policy_ref: str) -> None:
-        conn.execute(reports.insert().values(
-            device_id=cand.envelope.device_id, seq=cand.seq, report_id=str(cand.payload["report_id"])[:64],
-            created_at=cand.created_at, received_at=now, compliance=compliance, policy_ref=policy_ref,
-            payload=cand.envelope.payload, signature=cand.envelope.signature[:100]))
+        ingest_sql.keep_raw(conn, device_id=cand.envelope.device_id, seq=cand.seq,
+                            report_id=str(cand.payload["report_id"])[:64], created_at=cand.created_at, now=now,
+                            compliance=compliance, policy_ref=policy_ref, payload=cand.envelope.payload,
+                            signature=cand.envelope.signature[:100])
 
 
 class NoPolicyError(RuntimeError):

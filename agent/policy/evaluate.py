@@ -9,16 +9,21 @@ rule's grace period (``failing_since``) is reported as ``warn``.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from agent.checks import REGISTRY
 from agent.checks.base import CheckFamily, _type_ok  # _type_ok: the declared-type test, shared with conform()
-from agent.policy.messages import TEMPLATES_EN, Message, is_message, message, render_en
+from agent.policy.messages import Message, message, render_en
 from agent.policy.model import STATUSES, Policy, Rule, expectation_for
+from agent.policy.operators import (
+    PARAM_OPERATORS,
+    Verdict,
+    describe_expectation,
+    judge_expectation,
+    unknown_reason,
+)
 from agent.protocol import rfc3339
 
 # Which verdict wins when a rule has several expectations: a known failure says more than an
@@ -37,9 +42,21 @@ class Result:
     message: Mapping[str, Any]
     evidence: List[str] = field(default_factory=list)
     remediation: Mapping[str, str] = field(default_factory=dict)
+    # A failure its rule's grace period still turns into ``warn`` (decided here, in evaluate, once for the
+    # agent and the collector), and the moment that grace ends (the result then turns into ``fail``).
+    within_grace: bool = False
+    grace_until: Optional[float] = None
+
+    @property
+    def failing(self) -> bool:
+        """The rule's facts fail, whether or not the failure is still inside its grace period."""
+        return self.status == "fail" or self.within_grace
 
     def to_json(self) -> Dict[str, Any]:
-        return {**self.to_report_json(), "evidence": list(self.evidence), "remediation": dict(self.remediation)}
+        data = {**self.to_report_json(), "evidence": list(self.evidence), "remediation": dict(self.remediation)}
+        if self.within_grace:
+            data.update(within_grace=True, grace_until=self.grace_until)
+        return data
 
     def to_report_json(self) -> Dict[str, Any]:
         """The compact form a signed report carries: the collector has the policy (titles, remediation)
@@ -71,14 +88,19 @@ class Result:
         remediation = data.get("remediation", {})
         if not isinstance(evidence, list) or not isinstance(remediation, Mapping):
             raise ValueError("result 'evidence' must be a list and 'remediation' an object")
+        within_grace = data.get("within_grace", False)
+        grace_until = data.get("grace_until")
+        if not isinstance(within_grace, bool) or (within_grace and data["status"] != "warn") or not (
+                grace_until is None or isinstance(grace_until, (int, float)) and not isinstance(grace_until, bool)):
+            raise ValueError("result 'within_grace' must be a boolean (true only on a warn) and 'grace_until' "
+                             "a time or null")
         return cls(rule_id=data["rule_id"], check=data["check"], status=data["status"],
                    severity=data["severity"], reason=data["reason"],
                    message={"key": msg["key"], "params": dict(msg.get("params") or {})},
                    evidence=[str(e) for e in evidence],
-                   remediation={str(k): str(v) for k, v in remediation.items()})
+                   remediation={str(k): str(v) for k, v in remediation.items()},
+                   within_grace=within_grace, grace_until=None if grace_until is None else float(grace_until))
 
-
-Verdict = Tuple[str, Message]
 
 
 def _show(value: Any) -> str:
@@ -90,91 +112,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def version_tuple(text: Any) -> Optional[Tuple[int, ...]]:
-    """(14, 5) from "14.5", (10, 0, 22631) from "10.0.22631"; a part's leading digits count ("24.04.1-LTS")."""
-    if not isinstance(text, str) or not text.strip():
-        return None
-    parts = []
-    for piece in text.strip().split("."):
-        match = re.match(r"\d+", piece)
-        if match is None:
-            break
-        parts.append(int(match.group(0)))
-        if match.end() != len(piece):
-            break
-    return tuple(parts) if parts else None
-
-
-def _compare_versions(left: Tuple[int, ...], right: Tuple[int, ...]) -> int:
-    width = max(len(left), len(right))
-    a = left + (0,) * (width - len(left))
-    b = right + (0,) * (width - len(right))
-    return (a > b) - (a < b)
-
-
-def _judge_number(fact: str, value: Any, exp: Any) -> Verdict:
-    if not isinstance(exp, Mapping):
-        return ("pass", message("eq_pass", fact=fact, value=value)) if value == exp \
-            else ("fail", message("eq_fail", fact=fact, value=value, expected=exp))
-    low, high, warn = exp.get("min"), exp.get("max"), exp.get("warn")
-    if high is not None and value > high:
-        return "fail", message("max_fail", fact=fact, value=value, max=high)
-    if low is not None and value < low:
-        return "fail", message("min_fail", fact=fact, value=value, min=low)
-    if warn is not None and high is not None and value > warn:
-        return "warn", message("max_warn", fact=fact, value=value, warn=warn, max=high)
-    if warn is not None and low is not None and value < warn:
-        return "warn", message("min_warn", fact=fact, value=value, warn=warn, min=low)
-    if high is not None:
-        return "pass", message("max_pass", fact=fact, value=value, max=high)
-    return "pass", message("min_pass", fact=fact, value=value, min=low)
-
-
-def _judge_version(fact: str, value: Any, exp: Mapping[str, Any], facts: Mapping[str, Any]) -> List[Verdict]:
-    verdicts: List[Verdict] = []
-    if "min" in exp or "max" in exp:
-        have = version_tuple(value)
-        if have is None:
-            return [("error", message("version_unparsable", fact=fact, value=value))]
-        if "min" in exp:
-            want = version_tuple(exp["min"]) or (0,)
-            ok = _compare_versions(have, want) >= 0
-            verdicts.append(("pass", message("min_pass", fact=fact, value=value, min=exp["min"])) if ok
-                            else ("fail", message("min_fail", fact=fact, value=value, min=exp["min"])))
-        if "max" in exp:
-            want = version_tuple(exp["max"]) or (0,)
-            ok = _compare_versions(have, want) <= 0
-            verdicts.append(("pass", message("max_pass", fact=fact, value=value, max=exp["max"])) if ok
-                            else ("fail", message("version_max_fail", fact=fact, value=value, max=exp["max"])))
-    if "min_build" in exp:
-        # Windows: the build is its own fact where the check reports it, else the third part of the version.
-        build = facts.get("os_build_number")
-        if not isinstance(build, int) or isinstance(build, bool):
-            parts = version_tuple(value)
-            build = parts[2] if parts is not None and len(parts) >= 3 else None
-        if build is None:
-            verdicts.append(("error", message("fact_unknown", fact="os_build_number",
-                                              reason="no build number in the facts")))
-        elif build >= exp["min_build"]:
-            verdicts.append(("pass", message("build_pass", value=build, min=exp["min_build"])))
-        else:
-            verdicts.append(("fail", message("build_fail", value=build, min=exp["min_build"])))
-    return verdicts
-
-
-def _judge(fact_type: str, fact: str, value: Any, exp: Any, facts: Mapping[str, Any]) -> List[Verdict]:
-    if fact_type == "version":
-        return _judge_version(fact, value, exp, facts)
-    if fact_type in ("int", "number"):
-        return [_judge_number(fact, value, exp)]
-    if isinstance(exp, Mapping) and "in" in exp:
-        allowed = list(exp["in"])
-        return [("pass", message("eq_pass", fact=fact, value=value)) if value in allowed
-                else ("fail", message("in_fail", fact=fact, value=value, allowed=allowed))]
-    return [("pass", message("eq_pass", fact=fact, value=value)) if value == exp
-            else ("fail", message("eq_fail", fact=fact, value=value, expected=exp))]
-
-
 def _judge_fact(family: Optional[CheckFamily], name: str, exp: Any, facts: Mapping[str, Any],
                 outcome: Mapping[str, Any]) -> List[Verdict]:
     """Verdicts of one expectation on one fact: unknown (null) and ill-typed values are errors, never guesses."""
@@ -182,24 +119,10 @@ def _judge_fact(family: Optional[CheckFamily], name: str, exp: Any, facts: Mappi
     fact_type = spec.type if spec is not None else "string"
     value = facts[name] if name in facts else (spec.absent if spec is not None else None)
     if value is None:
-        return [("error", message("fact_unknown", fact=name, reason=_unknown_reason(outcome)))]
+        return [("error", message("fact_unknown", fact=name, reason=unknown_reason(outcome)))]
     if not _type_ok(fact_type, value) or (isinstance(value, float) and not math.isfinite(value)):
         return [("error", message("fact_bad_type", fact=name, expected=fact_type, found=type(value).__name__))]
-    return _judge(fact_type, name, value, exp, facts)
-
-
-def _conditions(fact: str, exp: Any) -> List[Message]:
-    """A `when` expectation in words ("anti-malware running is yes"), one message per bound."""
-    if not isinstance(exp, Mapping):
-        return [message("when_eq", fact=fact, expected=exp)]
-    if "in" in exp:
-        return [message("when_in", fact=fact, allowed=list(exp["in"]))]
-    words = [message("when_min", fact=fact, min=exp["min"])] if "min" in exp else []
-    if "max" in exp:
-        words.append(message("when_max", fact=fact, max=exp["max"]))
-    if "min_build" in exp:
-        words.append(message("when_build", min=exp["min_build"]))
-    return words
+    return judge_expectation(fact_type, name, value, exp, facts)
 
 
 def _other_check_fact(name: str, exp: Any, others: Mapping[str, Any], used: List[Tuple[str, Any]]
@@ -209,7 +132,7 @@ def _other_check_fact(name: str, exp: Any, others: Mapping[str, Any], used: List
     other = others.get(check_id)
     if not isinstance(other, Mapping) or other.get("state") != "ok" or not isinstance(other.get("facts"), Mapping):
         used.append((name, None))
-        reason = _unknown_reason(other) if isinstance(other, Mapping) else message("not_reported")
+        reason = unknown_reason(other) if isinstance(other, Mapping) else message("not_reported")
         return [("error", message("fact_unknown", fact=name, reason=reason))]
     used.append((name, other["facts"].get(fact)))
     return _judge_fact(REGISTRY.get(check_id), fact, exp, other["facts"], other)
@@ -236,7 +159,7 @@ def _precondition(rule: Rule, family: Optional[CheckFamily], facts: Mapping[str,
             used.append((name, facts.get(name)))
             verdicts = _judge_fact(family, name, exp, facts, outcome)
         if any(status == "fail" for status, _ in verdicts):
-            unmet.extend(_conditions(name, exp))
+            unmet.extend(describe_expectation(name, exp))
         else:
             unknown.extend(v for v in verdicts if v[0] == "error")
     if unmet:
@@ -245,54 +168,6 @@ def _precondition(rule: Rule, family: Optional[CheckFamily], facts: Mapping[str,
     if unknown:
         return _combine(unknown)
     return None
-
-
-def _unknown_reason(outcome: Mapping[str, Any]) -> Any:
-    """The check's own reason: its message when it has one this catalog knows (renderers translate it),
-    else its English text (reports of older agents, keys of newer ones), else a translatable "not reported"."""
-    msg: Any = outcome.get("message")
-    if is_message(msg) and msg["key"] in TEMPLATES_EN:
-        return {"key": msg["key"], "params": dict(msg["params"])}
-    reason = outcome.get("reason")
-    return str(reason) if reason else message("not_reported")
-
-
-def _judge_corporate_networks(networks: List[str], facts: Mapping[str, Any],
-                              outcome: Mapping[str, Any]) -> List[Verdict]:
-    """Every listed network must appear in the VPN facts and be routed through a tunnel."""
-    via_all = facts.get("corporate_networks_via_tunnel")
-    routes = facts.get("corporate_routes")
-    if routes is None:
-        return [("error", message("fact_unknown", fact="corporate_routes", reason=_unknown_reason(outcome)))]
-    if not isinstance(routes, list):
-        return [("error", message("fact_bad_type", fact="corporate_routes", expected="list",
-                                  found=type(routes).__name__))]
-    by_network: Dict[str, Mapping[str, Any]] = {}
-    for route in routes:
-        if not isinstance(route, Mapping):
-            continue
-        try:
-            by_network[str(ipaddress.ip_network(str(route.get("network")), strict=False))] = route
-        except ValueError:
-            continue
-    verdicts: List[Verdict] = []
-    for network in networks:
-        route = by_network.get(network)
-        if route is None:
-            verdicts.append(("error", message("network_not_measured", network=network)))
-        elif route.get("via_tunnel") is not True:
-            verdicts.append(("fail", message("network_not_via_tunnel", network=network,
-                                             interface=route.get("interface") or "?")))
-    if not verdicts and via_all is not True:
-        # The per-network facts say yes but the summary fact does not: trust neither.
-        if via_all is None:
-            verdicts.append(("error", message("fact_unknown", fact="corporate_networks_via_tunnel",
-                                              reason=_unknown_reason(outcome))))
-        else:
-            verdicts.append(("fail", message("networks_not_via_tunnel")))
-    if not verdicts:
-        verdicts.append(("pass", message("networks_pass", networks=networks)))
-    return verdicts
 
 
 def _combine(verdicts: List[Verdict]) -> Verdict:
@@ -321,10 +196,10 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str, others: Optional[Mapp
                                 problem=f"expected an object, found {type(outcome).__name__}"), []
     state = outcome.get("state")
     if state == "error":
-        return "error", message("check_error", check=rule.check, reason=_unknown_reason(outcome)), \
+        return "error", message("check_error", check=rule.check, reason=unknown_reason(outcome)), \
             _evidence(outcome, [])
     if state == "not_applicable":
-        return "not_applicable", message("check_not_applicable", reason=_unknown_reason(outcome)), \
+        return "not_applicable", message("check_not_applicable", reason=unknown_reason(outcome)), \
             _evidence(outcome, [])
     facts = outcome.get("facts")
     if state != "ok" or not isinstance(facts, Mapping):
@@ -343,10 +218,10 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str, others: Optional[Mapp
         if name not in (seen for seen, _ in used):
             used.append((name, facts.get(name)))
         verdicts.extend(_judge_fact(family, name, exp, facts, outcome))
-    networks = rule.params.get("corporate_networks")
-    if rule.check == "vpn" and isinstance(networks, list) and networks:
-        used.append(("corporate_networks_via_tunnel", facts.get("corporate_networks_via_tunnel")))
-        verdicts.extend(_judge_corporate_networks(list(networks), facts, outcome))
+    for param, value in rule.params.items():
+        judge = PARAM_OPERATORS.get(param)
+        if judge is not None:
+            verdicts.extend(judge(value, facts, outcome, used))
     if not verdicts:
         return "not_applicable", message("no_expectation_applies", platform=platform), _evidence(outcome, used)
     status, msg = _combine(verdicts)
@@ -370,15 +245,17 @@ def evaluate(policy: Policy, facts: Mapping[str, Mapping[str, Any]], platform: s
             # Facts of a shape nobody foresaw (a number where a list belongs ...): an error result.
             status, msg, evidence = "error", message("facts_malformed", check=rule.check,
                                                      problem=f"{type(exc).__name__}: {exc}"), []
+        grace_until: Optional[float] = None
         if status == "fail" and failing_since is not None and rule.grace_seconds > 0:
             since = failing_since.get(rule.id, now)
             if isinstance(since, (int, float)) and not isinstance(since, bool):
                 until = float(since) + rule.grace_seconds
                 if now < until:
-                    status, msg = "warn", message("within_grace", inner=msg, until=rfc3339(until))
+                    status, msg, grace_until = "warn", message("within_grace", inner=msg, until=rfc3339(until)), until
         results.append(Result(rule_id=rule.id, check=rule.check, status=status, severity=rule.severity,
                               reason=render_en(msg), message=msg, evidence=evidence,
-                              remediation=dict(rule.remediation)))
+                              remediation=dict(rule.remediation), within_grace=grace_until is not None,
+                              grace_until=grace_until))
     return results
 
 

@@ -29,6 +29,7 @@ from agent.policy.model import (
     Rule,
     is_platform_keyed,
 )
+from agent.policy.operators import operator_keys
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -38,8 +39,9 @@ VERSION_PATTERN = re.compile(r"^\d+(\.\d+)*$")
 # Every key is carried by Policy.to_json(): a key the model would drop is refused, not ignored.
 TOP_KEYS = ("schema", "id", "version", "title", "intervals", "rules", "actions")
 RULE_KEYS = ("id", "check", "severity", "grace", "when", "expect", "params", "title", "remediation", "references")
-NUMBER_KEYS = ("min", "max", "warn")
-VERSION_KEYS = ("min", "max", "min_build")
+# The bounds each fact type takes, from the operator table the evaluator dispatches on.
+NUMBER_KEYS = operator_keys("number")
+VERSION_KEYS = operator_keys("version")
 MAX_INTERVAL_SECONDS = 30 * 86400
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import sqlalchemy as sa
@@ -24,6 +23,7 @@ from agent.policy.loader import LineMap
 from agent.policy.model import LadderStep, Policy, ladder_to_json
 from agent.policy.validate import validate_actions
 from server.actions.events import Event, emit_events
+from server.ingest_diff import RuleChange
 from server.store.schema import (
     check_state,
     device_blocks,
@@ -40,18 +40,6 @@ Ladder = Mapping[str, tuple[LadderStep, ...]]
 
 class LadderError(ValueError):
     """A ladder or exception an admin asked for that cannot be used; the message says why."""
-
-
-@dataclass(frozen=True)
-class RuleChange:
-    """A rule whose status changed in an evaluation (what ingest hands over)."""
-
-    rule_id: str
-    severity: str
-    old_status: Optional[str]
-    new_status: str
-    failing_since: Optional[float]
-    reason: str = ""
 
 
 # -- ladders ------------------------------------------------------------------------------------------
@@ -292,10 +280,6 @@ def _fire_due(conn: Connection, row: dict[str, Any], now: float) -> list[Event]:
     return out
 
 
-def _raw_failing(change: RuleChange) -> bool:
-    return change.new_status == "fail" or (change.new_status == "warn" and change.failing_since is not None)
-
-
 def on_evaluation(conn: Connection, *, device_id: str, org_unit_id: int, policy: Policy,
                   changes: Sequence[RuleChange], gone_rules: Sequence[str], old_compliance: str,
                   new_compliance: str, at: float, now: float) -> None:
@@ -317,7 +301,7 @@ def on_evaluation(conn: Connection, *, device_id: str, org_unit_id: int, policy:
                                  {**data, "started_at": change.failing_since}, at))
         elif change.old_status == "fail" and change.new_status in ("pass", "not_applicable", "warn"):
             pending.append(Event("rule.passing", device_id, org_unit_id, change.severity, data, at))
-        if _raw_failing(change):
+        if change.failing:
             if change.rule_id in running:
                 continue
             if exempt is None:
@@ -396,24 +380,33 @@ def blocked_since(conn: Connection, device_id: str) -> Optional[float]:
 
 def device_ladders(conn: Connection, device_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     """device id -> its running episodes: rule, step reached, next step and its deadline, block deadline."""
-    out: dict[str, list[dict[str, Any]]] = {device_id: [] for device_id in device_ids}
     if not device_ids:
-        return out
-    blocks = {(str(r.device_id), str(r.rule_id)): float(r.since) for r in conn.execute(
-        sa.select(device_blocks.c.device_id, device_blocks.c.rule_id, device_blocks.c.since)
-        .where(device_blocks.c.device_id.in_(list(device_ids))))}
-    rows = conn.execute(sa.select(ladder_state).where(ladder_state.c.device_id.in_(list(device_ids)))
-                        .order_by(ladder_state.c.device_id, ladder_state.c.next_at, ladder_state.c.rule_id)
-                        ).mappings().all()
-    for row in rows:
-        steps = _steps(row["ladder"])
-        started = float(row["started_at"])
+        return {}
+    rows = conn.execute(
+        sa.select(ladder_state.c.device_id, ladder_state.c.rule_id, ladder_state.c.severity,
+                  ladder_state.c.started_at, ladder_state.c.steps_fired, ladder_state.c.ladder,
+                  ladder_state.c.last_action, ladder_state.c.next_action, ladder_state.c.next_at,
+                  device_blocks.c.since)
+        .select_from(ladder_state.outerjoin(device_blocks, sa.and_(
+            device_blocks.c.device_id == ladder_state.c.device_id, device_blocks.c.rule_id == ladder_state.c.rule_id)))
+        .where(ladder_state.c.device_id.in_(list(device_ids)))
+        .order_by(ladder_state.c.device_id, ladder_state.c.next_at, ladder_state.c.rule_id)).all()
+    return ladders_from_rows(device_ids, [tuple(row) for row in rows])
+
+
+def ladders_from_rows(device_ids: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, list[dict[str, Any]]]:
+    """device_ladders from rows of (device_id, rule_id, severity, started_at, steps_fired, ladder, last_action,
+    next_action, next_at, the block's since or None), in the order to show (ingest reads them on its cursor)."""
+    out: dict[str, list[dict[str, Any]]] = {device_id: [] for device_id in device_ids}
+    for (device_id, rule_id, severity, started_at, steps_fired, ladder_text, last_action, next_action, next_at,
+         blocked) in rows:
+        steps = _steps(ladder_text)
+        started = float(started_at)
         block_at = next((started + after for after, action in steps if action == "block"), None)
-        out[str(row["device_id"])].append({
-            "rule_id": row["rule_id"], "severity": row["severity"], "started_at": started,
-            "step": int(row["steps_fired"]), "steps": len(steps), "last_action": row["last_action"],
-            "next_action": row["next_action"], "next_at": row["next_at"], "block_at": block_at,
-            "blocked_since": blocks.get((str(row["device_id"]), str(row["rule_id"])))})
+        out[str(device_id)].append({
+            "rule_id": rule_id, "severity": severity, "started_at": started, "step": int(steps_fired),
+            "steps": len(steps), "last_action": last_action, "next_action": next_action, "next_at": next_at,
+            "block_at": block_at, "blocked_since": None if blocked is None else float(blocked)})
     return out
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -34,6 +36,7 @@ from server.store import policies as policy_store
 from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING, devices
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 router = APIRouter(prefix="/api/v1", tags=["agent"])
 
@@ -98,6 +101,11 @@ async def enroll(body: EnrollRequest, request: Request, ctx: ContextDep) -> dict
     return await run_in_threadpool(_enrol, ctx, body, client_address(request))
 
 
+async def _in_ingest_pool(ctx: AppContext, call: Callable[[], T]) -> T:
+    """``call()`` on one of the ingest threads (AppContext.ingest_pool), without blocking the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(ctx.ingest_pool, call)
+
+
 def _limit_devices(ctx: AppContext, client: str, device_ids: list[str]) -> None:
     """Per-device rate limit, applied to devices whose signatures verified (see Ingestor.ingest). With
     shared buckets (PostgreSQL) the client address is counted here too: one statement for all."""
@@ -134,8 +142,8 @@ async def post_reports(request: Request, ctx: ContextDep) -> Response:
     stats = IngestStats()
     started = time.perf_counter()
     try:
-        answers = await run_in_threadpool(ctx.ingestor.ingest, items, stats,
-                                          partial(_limit_devices, ctx, client))
+        answers = await _in_ingest_pool(ctx, partial(ctx.ingestor.ingest, items, stats,
+                                                      partial(_limit_devices, ctx, client)))
     except NoPolicyError as exc:
         ctx.metrics.batch_failed(503)
         raise HTTPException(status_code=503, detail=str(exc), headers={"Retry-After": "60"}) from exc
@@ -159,11 +167,12 @@ async def post_reports(request: Request, ctx: ContextDep) -> Response:
     # A report that changed nothing (the ingest shortcut) cannot have changed the decision the device holds;
     # the agent asks GET /api/v1/access when its decision nears expiry (docs/access.md).
     accepted_devices = [a.device_id for a in answers if a.status == ACCEPTED and a.evaluated and a.device_id]
-    try:
-        decisions = await run_in_threadpool(access.decisions_for_upload, ctx, accepted_devices)
-    except DBAPIError as exc:  # the reports are stored; the agent asks for its decision later
-        log.warning("access decisions not issued, database error: %s", exc.orig)
-        decisions = {}
+    decisions: dict[str, Any] = {}
+    if accepted_devices:  # else no thread hop: most uploads change nothing
+        try:
+            decisions = await _in_ingest_pool(ctx, partial(access.decisions_for_upload, ctx, accepted_devices))
+        except DBAPIError as exc:  # the reports are stored; the agent asks for its decision later
+            log.warning("access decisions not issued, database error: %s", exc.orig)
     return Response(orjson.dumps({"results": results, "accepted": accepted, "duplicate": duplicate,
                                   "rejected": rejected, "server_time": time.time(), "access": decisions}),
                     media_type="application/json")

@@ -78,10 +78,11 @@ def load_inputs(conn: Connection, device_ids: Sequence[str], now: float) -> dict
                                   devices.c.state, devices.c.last_seen).where(devices.c.id.in_(ids))).all()
     rules: dict[str, list[RuleState]] = {row.id: [] for row in rows}
     for r in conn.execute(sa.select(check_state.c.device_id, check_state.c.rule_id, check_state.c.severity,
-                                    check_state.c.status, check_state.c.since, check_state.c.message)
+                                    check_state.c.status, check_state.c.since, check_state.c.failing_since)
                           .where(check_state.c.device_id.in_(ids), check_state.c.active.is_(True))):
+        # A warn whose facts fail (failing_since is kept for fail and for warn within grace: Result.failing).
         rules[r.device_id].append(RuleState(r.rule_id, r.severity, r.status, float(r.since),
-                                            within_grace=r.status == "warn" and '"within_grace"' in (r.message or "")))
+                                            within_grace=r.status == "warn" and r.failing_since is not None))
     exceptions: dict[str, AccessException] = {}
     for grant in conn.execute(sa.select(access_exceptions.c.device_id, access_exceptions.c.reason,
                                         access_exceptions.c.expires_at, access_exceptions.c.created_by)

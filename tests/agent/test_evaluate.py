@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.policy import STATUSES, Policy, Result, baseline, evaluate, load_policy_text, summarize
-from agent.policy.evaluate import version_tuple
 from agent.policy.messages import render_en
 from agent.policy.model import PolicyError
+from agent.policy.operators import version_tuple
 from agent.protocol import parse_rfc3339
 
 NOW = 1_790_000_000.0

@@ -1,0 +1,190 @@
+"""All the SQL of report ingest (server.ingest), in the write transaction it is given.
+
+The per-report statements run as plain driver SQL on the transaction's DBAPI cursor (``Driver``):
+building Core expressions, and SQLAlchemy's result set-up per execute, cost more CPU than the
+statements themselves. Column names are those of server/store/schema.py; ``:name`` placeholders
+(converted for psycopg). Rarer writes (a first report, a changed rule) use Core.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from server.ingest_diff import Diff, RuleChange, StateRow
+from server.store.schema import check_state, devices, reports, transitions
+
+CLAIM_SEQ = (
+    "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created, last_report_id = :rid "
+    "WHERE id = :id AND state = 'active' AND last_seq < :seq "
+    "RETURNING org_unit_id, platform, compliance, fail_count, warn_count, error_count, disagreements, "
+    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash, eval_valid_until, machine_id")
+_LOAD_STATE = (
+    "SELECT rule_id, status, since, failing_since, reason, message, evidence, agent_status, check_id, severity "
+    "FROM check_state WHERE device_id = :id")
+_MARK_RAW_KEPT = "UPDATE devices SET last_raw_report_at = :now WHERE id = :id"
+# The running noncompliance ladders of a batch's devices, with each episode's block (server.actions.ladder
+# formats them); ``{ids}``: one placeholder per device.
+_RUNNING_LADDERS = (
+    "SELECT l.device_id, l.rule_id, l.severity, l.started_at, l.steps_fired, l.ladder, l.last_action, "
+    "l.next_action, l.next_at, b.since FROM ladder_state l LEFT JOIN device_blocks b "
+    "ON b.device_id = l.device_id AND b.rule_id = l.rule_id WHERE l.device_id IN ({ids}) "
+    "ORDER BY l.device_id, l.next_at, l.rule_id")
+
+
+class ClaimedDevice(NamedTuple):
+    """The device row as CLAIM_SEQ returns it."""
+
+    org_unit_id: int
+    platform: str
+    compliance: str
+    fail_count: int
+    warn_count: int
+    error_count: int
+    disagreements: int
+    policy_ref: Optional[str]
+    agent_policy_ref: Optional[str]
+    agent_version: Optional[str]
+    last_raw_report_at: Optional[float]
+    eval_hash: Optional[str]
+    eval_valid_until: Optional[float]
+    machine_id: str
+
+
+class RefusalRow(NamedTuple):
+    state: str
+    last_seq: int
+    replaced_by: Optional[str]
+    last_report_id: Optional[str]
+
+
+class Driver:
+    """The write transaction's DBAPI cursor, with statements in the driver's placeholder style."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.cursor = conn.connection.cursor()
+        self.pyformat = conn.dialect.name == "postgresql"  # psycopg: %(name)s; sqlite3: :name
+
+    def execute(self, sql: str, params: Mapping[str, Any]) -> None:
+        self.cursor.execute(_pyformat(sql) if self.pyformat else sql, params)
+
+    def rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        self.execute(sql, params)
+        return list(self.cursor.fetchall())
+
+    def rows_each(self, sql: str, params: Sequence[Mapping[str, Any]]) -> list[list[tuple[Any, ...]]]:
+        """The rows of ``sql`` run once per parameter set, in order. On PostgreSQL one pipelined round
+        trip instead of one per statement (each statement still runs, and takes its locks, in order)."""
+        if not self.pyformat or len(params) < 2:
+            return [self.rows(sql, each) for each in params]
+        cursor: Any = self.cursor  # psycopg's cursor: executemany(returning=True) and nextset()
+        cursor.executemany(_pyformat(sql), params, returning=True)
+        out = [list(cursor.fetchall())]
+        while cursor.nextset():
+            out.append(list(cursor.fetchall()))
+        return out
+
+    def close(self) -> None:
+        self.cursor.close()
+
+
+@functools.cache
+def _pyformat(sql: str) -> str:
+    return re.sub(r":(\w+)", r"%(\1)s", sql)
+
+
+def public_keys(conn: Connection, device_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """(device id, PEM public key) of the known devices among ``device_ids``."""
+    rows = conn.execute(sa.select(devices.c.id, devices.c.public_key).where(devices.c.id.in_(list(device_ids))))
+    return [(str(row.id), str(row.public_key)) for row in rows]
+
+
+def claim_params(device_id: str, seq: int, created_at: float, report_id: str, now: float) -> dict[str, Any]:
+    return {"seq": seq, "now": now, "created": created_at, "id": device_id, "rid": report_id}
+
+
+def claim_many(driver: Driver, params: Sequence[Mapping[str, Any]]) -> list[Optional[ClaimedDevice]]:
+    """Take each seq (dedupe + row lock, in the order given): the device row, or None when refused."""
+    return [ClaimedDevice(*rows[0]) if rows else None for rows in driver.rows_each(CLAIM_SEQ, params)]
+
+
+def refusal(conn: Connection, device_id: str) -> Optional[RefusalRow]:
+    """Why a claim was refused: the device's state and last seq (None: unknown device)."""
+    row = conn.execute(sa.select(devices.c.state, devices.c.last_seq, devices.c.replaced_by,
+                                 devices.c.last_report_id).where(devices.c.id == device_id)).first()
+    return None if row is None else RefusalRow(str(row.state), int(row.last_seq), row.replaced_by, row.last_report_id)
+
+
+def load_states(driver: Driver, device_id: str) -> dict[str, StateRow]:
+    return {str(r[0]): StateRow(*r[1:]) for r in driver.rows(_LOAD_STATE, {"id": device_id})}
+
+
+_STATE_COLUMNS = ("status", "since", "failing_since", "reason", "message", "evidence", "agent_status", "check_id",
+                  "severity", "updated_at")
+_UPDATE_STATE = (check_state.update()
+                 .where(check_state.c.device_id == sa.bindparam("b_device_id"),
+                        check_state.c.rule_id == sa.bindparam("b_rule_id"))
+                 .values({name: sa.bindparam(f"v_{name}") for name in _STATE_COLUMNS}))
+
+
+def _state_values(row: StateRow, now: float) -> dict[str, Any]:
+    return {"status": row.status, "since": row.since, "failing_since": row.failing_since, "reason": row.reason,
+            "message": row.message, "evidence": row.evidence, "agent_status": row.agent_status,
+            "check_id": row.check_id, "severity": row.severity, "updated_at": now}
+
+
+def write_diff(conn: Connection, device_id: str, org_unit_id: int, seq: int, at: float, now: float,
+               diff: Diff) -> None:
+    """Store an evaluation's state writes, transitions and removed rules: one executemany per kind of row
+    (a first report writes ~2 rows per rule)."""
+    inserts = [{"device_id": device_id, "rule_id": w.rule_id, "org_unit_id": org_unit_id, "active": True,
+                **_state_values(w.row, now)} for w in diff.writes if w.insert]
+    updates = [{"b_device_id": device_id, "b_rule_id": w.rule_id,
+                **{f"v_{k}": v for k, v in _state_values(w.row, now).items()}} for w in diff.writes if not w.insert]
+    if inserts:
+        conn.execute(check_state.insert(), inserts)
+    if updates:
+        conn.execute(_UPDATE_STATE, updates)
+    if diff.changes:
+        conn.execute(transitions.insert(), [_transition(c, device_id, org_unit_id, seq, at, now)
+                                            for c in diff.changes])
+    if diff.gone:
+        # The policy no longer has these rules: their state is no longer current.
+        conn.execute(check_state.delete().where(check_state.c.device_id == device_id,
+                                                check_state.c.rule_id.in_(list(diff.gone))))
+
+
+def _transition(change: RuleChange, device_id: str, org_unit_id: int, seq: int, at: float,
+                now: float) -> dict[str, Any]:
+    return {"device_id": device_id, "rule_id": change.rule_id, "check_id": change.check_id,
+            "old_status": change.old_status, "new_status": change.new_status, "at": at, "recorded_at": now,
+            "seq": seq, "reason": change.reason, "message": change.message, "org_unit_id": org_unit_id}
+
+
+def update_device(conn: Connection, device_id: str, values: Mapping[str, Any]) -> None:
+    conn.execute(devices.update().where(devices.c.id == device_id).values(**values))
+
+
+def mark_raw_kept(driver: Driver, device_id: str, now: float) -> None:
+    driver.execute(_MARK_RAW_KEPT, {"id": device_id, "now": now})
+
+
+def keep_raw(conn: Connection, *, device_id: str, seq: int, report_id: str, created_at: float, now: float,
+             compliance: str, policy_ref: str, payload: str, signature: str) -> None:
+    conn.execute(reports.insert().values(
+        device_id=device_id, seq=seq, report_id=report_id, created_at=created_at, received_at=now,
+        compliance=compliance, policy_ref=policy_ref, payload=payload, signature=signature))
+
+
+def running_ladders(driver: Driver, device_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Rows of every running ladder episode of ``device_ids`` (see _RUNNING_LADDERS for the columns)."""
+    if not device_ids:
+        return []
+    names = {f"d{i}": device_id for i, device_id in enumerate(device_ids)}
+    return driver.rows(_RUNNING_LADDERS.format(ids=", ".join(f":{name}" for name in names)), names)
