@@ -100,7 +100,7 @@ def login(request: Request, ctx: ContextDep,
     address = audit_address(request)
     wait = auth.login_wait(request, address, username)
     if wait:
-        return _login_page(request, ctx, error=t("login.too_many", seconds=int(wait) + 1), username=username,
+        return _login_page(request, ctx, error=t.plural("login.too_many", int(wait), seconds=int(wait) + 1), username=username,
                            status=429, headers={"Retry-After": retry_after_header(wait)})
     session: Optional[auth.Session] = None
     details: dict[str, Any] = {"via": "dashboard"}
@@ -110,7 +110,7 @@ def login(request: Request, ctx: ContextDep,
         match = lowprio.PASSWORD_CHECKS.run(accounts.verify_user_password, ctx.db, username, password) \
             if username and password else None
     except lowprio.Busy:
-        return _login_page(request, ctx, error=t("login.too_many", seconds=5), username=username,
+        return _login_page(request, ctx, error=t.plural("login.too_many", 5, seconds=5), username=username,
                            status=429, headers={"Retry-After": "5"})
     with ctx.db.write() as conn:
         principal = accounts.complete_sign_in(conn, match) if match is not None else None
