@@ -64,10 +64,13 @@ def compile_po(po_path: Path) -> bytes:
     Raises ImportError without Babel, OSError or ValueError for an unreadable or malformed file.
     """
     from babel.messages.mofile import write_mo  # not a dependency of installed agents: imported on demand
-    from babel.messages.pofile import read_po
+    from babel.messages.pofile import PoFileError, read_po
 
     with po_path.open("rb") as source:
-        parsed = read_po(source, abort_invalid=True)
+        try:
+            parsed = read_po(source, abort_invalid=True)
+        except PoFileError as exc:
+            raise ValueError(f"{po_path}: {exc}") from exc
     compiled = io.BytesIO()
     write_mo(compiled, parsed)
     return compiled.getvalue()
@@ -119,7 +122,7 @@ def plural_operand(count: object) -> int:
     French and Arabic, as the CLDR gives fractions in these languages (French 0 < x < 2 aside): never
     Arabic's dual or the one form that replace the number by a word.
     """
-    if isinstance(count, bool) or not isinstance(count, (int, float)):
+    if not isinstance(count, (int, float)):
         try:
             count = float(str(count))
         except ValueError:
