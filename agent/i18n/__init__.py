@@ -19,7 +19,7 @@ import gettext
 import io
 import logging
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Mapping, NamedTuple, Optional, Union
 
@@ -32,11 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class Plural(NamedTuple):
-    """The English forms of a message that holds a count; ``count`` names the parameter that decides."""
+    """The English forms of a message that holds a count."""
 
     singular: str
     plural: str
-    count: str = "n"
 
 
 Source = Union[str, Plural]
@@ -173,7 +172,7 @@ class Catalogue:
         return found if found is not None else english_form(source, count)
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalogue(lang: str, domain: str = AGENT_DOMAIN, locale_dir: Path = LOCALE_DIR) -> Catalogue:
     """The catalogue of ``domain`` in ``lang`` (en, fr, ar); ValueError for another language.
 
