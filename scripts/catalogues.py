@@ -27,14 +27,16 @@ from agent.i18n.command_line import catalogue_entries as command_line_entries  #
 from agent.policy.messages import catalogue_entries as message_entries  # noqa: E402
 
 DASHBOARD_DIR = ROOT / "server" / "web" / "locale"
-HEADER = dict(project="Teleposture", version="", copyright_holder="the Teleposture authors",
-              msgid_bugs_address="", last_translator="", language_team="")
+HEADER = {"project": "Teleposture", "version": "", "copyright_holder": "the Teleposture authors",
+          "msgid_bugs_address": "", "last_translator": "", "language_team": ""}
 WIDTH = 100
 
 
 def agent_template() -> Catalog:
     template = Catalog(domain=AGENT_DOMAIN, header_comment="# English texts of the Teleposture agent (generated "
-                       "by scripts/catalogues.py from the code: do not edit).", **HEADER)
+                       "by scripts/catalogues.py from the code: do not edit).")
+    for name, value in HEADER.items():
+        setattr(template, name, value)
     for context, english in {**command_line_entries(), **message_entries()}.items():
         template.add(english, context=context, flags=("python-brace-format",) if "{" in english else ())
     return template

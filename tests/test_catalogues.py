@@ -50,11 +50,12 @@ def read(path: Path) -> Catalog:
 
 
 def entries(catalog: Catalog) -> Dict[Tuple[Optional[str], str], Message]:
-    return {(m.context, m.id[0] if m.pluralizable else m.id): m for m in catalog if m.id}
+    return {(m.context, str(m.id[0] if m.pluralizable else m.id)): m for m in catalog if m.id}
 
 
 def forms(entry: Message) -> List[str]:
-    return list(entry.string) if entry.pluralizable else [entry.string]
+    texts = entry.string
+    return [str(text) for text in texts] if isinstance(texts, (tuple, list)) else [str(texts or "")]
 
 
 def fields(text: str) -> set[str]:

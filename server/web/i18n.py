@@ -46,7 +46,7 @@ class Translator:
         template = self._texts.find(key) or self._english.find(key) or key
         return _format(template, params)
 
-    def plural(self, key: str, count: int, **params: Any) -> str:
+    def plural(self, key: str, count: float, **params: Any) -> str:
         """The text of a plural entry in the form ``count`` takes in this language (Arabic: one of six);
         ``count`` is also the ``{n}`` parameter unless ``params`` name ``n`` themselves."""
         template = (self._texts.find(key, plural=key, count=count)

@@ -27,7 +27,7 @@ def _ctx() -> Any:
 def _english_entries() -> dict[str, bool]:
     """The dashboard's keys, each with whether it is a plural entry (a text with a count)."""
     with (WEB / "locale" / "en" / "LC_MESSAGES" / "dashboard.po").open("rb") as source:
-        return {m.id[0] if m.pluralizable else m.id: m.pluralizable for m in read_po(source) if m.id}
+        return {str(m.id[0] if m.pluralizable else m.id): m.pluralizable for m in read_po(source) if m.id}
 
 
 def test_every_literal_key_used_in_templates_and_code_exists_with_its_plural_kind() -> None:
