@@ -21,7 +21,7 @@ import logging
 import os
 from functools import cache
 from pathlib import Path
-from typing import Mapping, NamedTuple, Optional, Union
+from typing import Any, Mapping, NamedTuple, Optional, Union
 
 LANGUAGES = ("en", "fr", "ar")
 RTL_LANGUAGES = ("ar",)
@@ -136,6 +136,16 @@ def english_form(source: Source, count: object = None) -> str:
     if isinstance(source, str):
         return source
     return source.singular if plural_operand(count) == 1 and count is not None else source.plural
+
+
+def fill(template: str, params: Mapping[str, Any]) -> str:
+    """``template`` with its ``{placeholders}`` filled; as it is if a translation's placeholders are broken."""
+    if not params:
+        return template
+    try:
+        return template.format(**params)
+    except (KeyError, IndexError, ValueError):
+        return template
 
 
 class Catalogue:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from agent.i18n import Catalogue, catalogue
+from agent.i18n import Catalogue, catalogue, fill
 
 STATUS_EN: Mapping[str, str] = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "not_applicable": "N/A",
                                 "error": "ERROR"}
@@ -57,11 +57,7 @@ class CommandLineTexts:
         return self._word("severity", severity)
 
     def ui(self, key: str, **params: Any) -> str:
-        template = self._word("ui", key)
-        try:
-            return template.format(**params)
-        except (KeyError, IndexError, ValueError):
-            return template
+        return fill(self._word("ui", key), params)
 
     def pick(self, texts: Mapping[str, str]) -> str:
         """This language's text from a policy's {en, fr, ar} mapping (English if it is missing)."""

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from agent.i18n import LANGUAGES, RTL_LANGUAGES, Catalogue, catalogue
+from agent.i18n import LANGUAGES, RTL_LANGUAGES, Catalogue, catalogue, fill
 from agent.policy.messages import render_complete
 
 RTL = frozenset(RTL_LANGUAGES)
@@ -44,14 +44,14 @@ class Translator:
 
     def __call__(self, key: str, **params: Any) -> str:
         template = self._texts.find(key) or self._english.find(key) or key
-        return _format(template, params)
+        return fill(template, params)
 
     def plural(self, key: str, count: float, **params: Any) -> str:
         """The text of a plural entry in the form ``count`` takes in this language (Arabic: one of six);
         ``count`` is also the ``{n}`` parameter unless ``params`` name ``n`` themselves."""
         template = (self._texts.find(key, plural=key, count=count)
                     or self._english.find(key, plural=key, count=count) or key)
-        return _format(template, {"n": count, **params})
+        return fill(template, {"n": count, **params})
 
     def pick(self, texts: Any) -> str:
         """This language's text from a policy's {en, fr, ar} mapping (English, then any, as fallback)."""
@@ -76,15 +76,6 @@ class Translator:
         if text is None:
             return fallback
         return Reason(text, self.lang, "rtl" if self.rtl else "ltr")
-
-
-def _format(template: str, params: dict[str, Any]) -> str:
-    if not params:
-        return template
-    try:
-        return template.format(**params)
-    except (KeyError, IndexError, ValueError):
-        return template
 
 
 def choose_language(cookie: Optional[str], accept_language: Optional[str]) -> str:
