@@ -2,8 +2,9 @@
 
 usage: .venv/bin/python scripts/catalogues.py
 
-- agent (agent/i18n/locale): the English texts are code (agent/policy/messages.py, agent/checks/messages.py,
-  agent/i18n/command_line.py); this writes them to agent.pot, each under its key as context.
+- agent (agent/i18n/locale): the English texts are code (`agent_entries` lists the tables: result messages,
+  fact labels, the command line's words, the notification, `privacy`, the deadlines under `check`); this
+  writes them to agent.pot, each under its key as context.
 - dashboard (server/web/locale): the English catalogue en/LC_MESSAGES/dashboard.po is the template.
 
 Every French and Arabic .po is then merged with its template: new texts arrive untranslated, changed
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Dict
 
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po, write_po
@@ -22,8 +24,11 @@ from babel.messages.pofile import read_po, write_po
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.cli_privacy import TEXTS_EN as PRIVACY_EN  # noqa: E402
 from agent.i18n import AGENT_DOMAIN, LOCALE_DIR, catalogue_path  # noqa: E402
 from agent.i18n.command_line import catalogue_entries as command_line_entries  # noqa: E402
+from agent.ladder_view import TEXTS_EN as DEADLINES_EN  # noqa: E402
+from agent.notify import TEXTS_EN as NOTIFY_EN  # noqa: E402
 from agent.policy.messages import catalogue_entries as message_entries  # noqa: E402
 
 DASHBOARD_DIR = ROOT / "server" / "web" / "locale"
@@ -32,12 +37,19 @@ HEADER = {"project": "Teleposture", "version": "", "copyright_holder": "the Tele
 WIDTH = 100
 
 
+def agent_entries() -> Dict[str, str]:
+    """Every English text of the agent catalogue by its context: what each .po must translate."""
+    sections = {"notify": NOTIFY_EN, "privacy": PRIVACY_EN, "deadlines": DEADLINES_EN}
+    return {**command_line_entries(), **message_entries(),
+            **{f"{section}.{key}": text for section, table in sections.items() for key, text in table.items()}}
+
+
 def agent_template() -> Catalog:
     template = Catalog(domain=AGENT_DOMAIN, header_comment="# English texts of the Teleposture agent (generated "
                        "by scripts/catalogues.py from the code: do not edit).")
     for name, value in HEADER.items():
         setattr(template, name, value)
-    for context, english in {**command_line_entries(), **message_entries()}.items():
+    for context, english in agent_entries().items():
         template.add(english, context=context, flags=("python-brace-format",) if "{" in english else ())
     return template
 

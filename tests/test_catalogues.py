@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import gettext
+import importlib.util
 import io
 import logging
 import os
@@ -13,7 +14,7 @@ import string
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from babel.messages.catalog import Catalog, Message
@@ -31,8 +32,6 @@ from agent.i18n import (
     english_form,
     plural_operand,
 )
-from agent.i18n.command_line import catalogue_entries as command_line_entries
-from agent.policy.messages import catalogue_entries as message_entries
 from agent.policy.messages import message, render, render_complete
 from server.web.i18n import DOMAIN as DASHBOARD_DOMAIN
 from server.web.i18n import LOCALE_DIR as DASHBOARD_DIR
@@ -40,8 +39,18 @@ from server.web.i18n import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSLATED = ("fr", "ar")
-# What every agent .po must translate: its English texts by context.
-AGENT_ENTRIES = {**command_line_entries(), **message_entries()}
+
+
+def _maintenance_script() -> Any:
+    spec = importlib.util.spec_from_file_location("catalogues", ROOT / "scripts" / "catalogues.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# What every agent .po must translate: its English texts by context (the script's list of tables).
+AGENT_ENTRIES: Dict[str, str] = _maintenance_script().agent_entries()
 
 
 def read(path: Path) -> Catalog:
