@@ -23,9 +23,11 @@ from agent.checks import REGISTRY
 from agent.checks.base import CheckOutcome
 from agent.config import ConfigError, load_settings
 from agent.cycle import Cycle, run_cycle
-from agent.i18n import LANGUAGES, Catalog, catalog, detect_language
+from agent.i18n import LANGUAGES, detect_language
+from agent.i18n.command_line import CommandLineTexts
 from agent.policy import Policy, PolicyError, baseline, load_policy_file, policy_from_json, validate_text
 from agent.policy.loader import YAML_MISSING, read_policy_text
+from agent.policy.messages import render
 from agent.probes import Host, LiveHost, Recording, RecordingError, RecordingHost, ReplayHost
 
 CHECK_JSON_SCHEMA = "teleposture/check/v1"
@@ -214,7 +216,7 @@ def run_check(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optio
     else:
         lang = args.lang or detect_language()
         use_color = out.isatty() and not os.environ.get("NO_COLOR")
-        out.write(render_table(policy, cycle, catalog(lang), width=_terminal_width(), color=use_color))
+        out.write(render_table(policy, cycle, CommandLineTexts(lang), width=_terminal_width(), color=use_color))
         out.write(ladder_view.render_known(known, lang))
     return EXIT_COMPLIANT if cycle.status == "compliant" else EXIT_NOT_COMPLIANT
 
@@ -270,13 +272,13 @@ def _evidence_lines(outcome: Optional[CheckOutcome], limit: int = 1) -> List[str
     return [line if len(line) <= 120 else line[:117] + "..." for line in outcome.evidence[:limit]]
 
 
-def _rows(policy: Policy, cycle: Cycle, texts: Catalog) -> List[Tuple[str, str, str, str]]:
+def _rows(policy: Policy, cycle: Cycle, texts: CommandLineTexts) -> List[Tuple[str, str, str, str]]:
     rows = []
     shown: Set[str] = set()
     for result in cycle.results:
         rule = policy.rule(result.rule_id)
         title = f"{texts.pick(rule.title)} ({texts.severity(rule.severity)})"
-        reason = texts.message(result.message)
+        reason = render(result.message, texts.catalogue)
         outcome = cycle.outcomes.get(result.check)
         if result.status in ("fail", "warn", "error") and result.check not in shown:
             # The first line of what the check saw names the device, interface or ruleset at fault;
@@ -295,7 +297,7 @@ def _rows(policy: Policy, cycle: Cycle, texts: Catalog) -> List[Tuple[str, str, 
     return rows
 
 
-def _summary(policy: Policy, cycle: Cycle, texts: Catalog) -> List[str]:
+def _summary(policy: Policy, cycle: Cycle, texts: CommandLineTexts) -> List[str]:
     counts = {status: 0 for status in ("pass", "warn", "fail", "error", "not_applicable")}
     for result in cycle.results:
         counts[result.status] = counts.get(result.status, 0) + 1
@@ -303,7 +305,7 @@ def _summary(policy: Policy, cycle: Cycle, texts: Catalog) -> List[str]:
     return [texts.ui(f"summary_{cycle.status}"), tally]
 
 
-def _header(policy: Policy, cycle: Cycle, texts: Catalog) -> List[str]:
+def _header(policy: Policy, cycle: Cycle, texts: CommandLineTexts) -> List[str]:
     identity = cycle.outcomes.get("os_identity")
     facts = identity.facts if identity is not None else {}
     os_text = " ".join(str(facts[k]) for k in ("os_name", "os_version") if facts.get(k)) or cycle.platform
@@ -311,7 +313,7 @@ def _header(policy: Policy, cycle: Cycle, texts: Catalog) -> List[str]:
             texts.ui("machine", hostname=facts.get("hostname") or "?", os=os_text)]
 
 
-def render_table(policy: Policy, cycle: Cycle, texts: Catalog, width: int = 110, color: bool = False) -> str:
+def render_table(policy: Policy, cycle: Cycle, texts: CommandLineTexts, width: int = 110, color: bool = False) -> str:
     """The report for a person: a table, or labelled blocks for right-to-left languages and narrow terminals."""
     def status_word(status: str) -> str:
         word = texts.status(status)

@@ -14,47 +14,21 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, TextIO
 
 from agent.config import ConfigError
-from agent.i18n import LANGUAGES, detect_language
+from agent.i18n import LANGUAGES, catalogue, detect_language, fill
 
 LAST_REPORT_FILE = "last-report.json"
 
-TEXTS: Mapping[str, Mapping[str, str]] = {
-    "en": {
-        "title": "What Teleposture sends about this computer",
-        "none": "No report was sent from this computer yet (or the state directory {dir} is not readable).",
-        "last": "The last report (number {seq}, created {created}) sent, signed with this computer's key:",
-        "identity": "With every report: the device id {device}, the agent version and the policy version. At "
-                    "enrolment: host name, machine id, serial number, operating system and the signed-in user name.",
-        "never": "Never collected: the content of your files, e-mails or messages; web browsing; keystrokes; "
-                 "screenshots, camera or microphone; location; the list of your applications beyond security "
-                 "updates and the anti-malware product. Only the facts listed above leave this computer.",
-        "where": "They go to your organisation's collector only, which keeps raw reports for a limited time.",
-    },
-    "fr": {
-        "title": "Ce que Teleposture envoie sur cet ordinateur",
-        "none": "Aucun rapport n'a encore été envoyé depuis cet ordinateur (ou le répertoire {dir} est illisible).",
-        "last": "Le dernier rapport (numéro {seq}, créé le {created}) a envoyé, signé avec la clé de cet ordinateur :",
-        "identity": "Avec chaque rapport : l'identifiant {device}, la version de l'agent et celle de la politique. "
-                    "À l'enrôlement : nom d'hôte, identifiant machine, numéro de série, système et nom de "
-                    "l'utilisateur connecté.",
-        "never": "Jamais collecté : le contenu de vos fichiers, courriels ou messages ; la navigation web ; les "
-                 "frappes au clavier ; captures d'écran, caméra ou micro ; la localisation ; la liste de vos "
-                 "applications au-delà des mises à jour de sécurité et de l'antivirus. Seuls les éléments "
-                 "ci-dessus quittent cet ordinateur.",
-        "where": "Ils vont uniquement au collecteur de votre administration, qui conserve les rapports bruts "
-                 "pendant une durée limitée.",
-    },
-    "ar": {
-        "title": "ما يرسله Teleposture عن هذا الحاسوب",
-        "none": "لم يُرسل أي تقرير من هذا الحاسوب بعد (أو أن المجلد {dir} غير مقروء).",
-        "last": "أرسل التقرير الأخير (رقم {seq}، أُنشئ في {created}) موقّعا بمفتاح هذا الحاسوب:",
-        "identity": "مع كل تقرير: معرّف الجهاز {device} وإصدار الوكيل وإصدار السياسة. عند التسجيل: اسم المضيف "
-                    "ومعرّف الجهاز والرقم التسلسلي ونظام التشغيل واسم المستخدم.",
-        "never": "لا يُجمع أبدا: محتوى ملفاتك أو بريدك أو رسائلك، التصفح، ضغطات المفاتيح، لقطات الشاشة أو الكاميرا "
-                 "أو الميكروفون، الموقع، قائمة تطبيقاتك خارج التحديثات الأمنية ومضاد البرمجيات الخبيثة. "
-                 "لا يغادر هذا الحاسوب إلا ما ورد أعلاه.",
-        "where": "تذهب إلى مجمّع إدارتك فقط، الذي يحتفظ بالتقارير الخام لمدة محدودة.",
-    },
+# English texts of `teleposture-agent privacy`; the agent catalogue translates them (context privacy.<key>).
+TEXTS_EN: Mapping[str, str] = {
+    "title": "What Teleposture sends about this computer",
+    "none": "No report was sent from this computer yet (or the state directory {dir} is not readable).",
+    "last": "The last report (number {seq}, created {created}) sent, signed with this computer's key:",
+    "identity": "With every report: the device id {device}, the agent version and the policy version. At "
+                "enrolment: host name, machine id, serial number, operating system and the signed-in user name.",
+    "never": "Never collected: the content of your files, e-mails or messages; web browsing; keystrokes; "
+             "screenshots, camera or microphone; location; the list of your applications beyond security "
+             "updates and the anti-malware product. Only the facts listed above leave this computer.",
+    "where": "They go to your organisation's collector only, which keeps raw reports for a limited time.",
 }
 
 
@@ -83,12 +57,16 @@ def _value(value: Any) -> str:
 
 
 def render(payload: Optional[Mapping[str, Any]], lang: str, state_dir: Path) -> str:
-    texts = TEXTS.get(lang, TEXTS["en"])
-    lines: List[str] = [texts["title"], ""]
+    texts = catalogue(lang if lang in LANGUAGES else "en")
+
+    def text(key: str, **params: Any) -> str:
+        return fill(texts.text(f"privacy.{key}", TEXTS_EN[key]), params)
+
+    lines: List[str] = [text("title"), ""]
     if payload is None:
-        lines.append(texts["none"].format(dir=state_dir))
+        lines.append(text("none", dir=state_dir))
     else:
-        lines.append(texts["last"].format(seq=payload.get("seq"), created=payload.get("created_at")))
+        lines.append(text("last", seq=payload.get("seq"), created=payload.get("created_at")))
         raw = payload.get("facts")
         facts: Dict[str, Any] = raw if isinstance(raw, dict) else {}
         for check, outcome in sorted(facts.items()):
@@ -98,8 +76,8 @@ def render(payload: Optional[Mapping[str, Any]], lang: str, state_dir: Path) -> 
                 lines.append(f"    {name}: {_value(value)}")
             for item in (outcome.get("evidence") or []) if isinstance(outcome, dict) else []:
                 lines.append(f"    · {item}")
-        lines += ["", texts["identity"].format(device=payload.get("device_id"))]
-    lines += ["", texts["never"], texts["where"]]
+        lines += ["", text("identity", device=payload.get("device_id"))]
+    lines += ["", text("never"), text("where")]
     return "\n".join(lines) + "\n"
 
 

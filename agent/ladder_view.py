@@ -12,7 +12,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from agent.config import Settings
-from agent.i18n import detect_language
+from agent.i18n import LANGUAGES, catalogue, detect_language, fill
 from agent.notify import Notifier
 from agent.policy import Policy
 from agent.probes import Host
@@ -66,9 +66,8 @@ def describe(item: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-HEADINGS = {"en": "Deadlines known from the collector (as of {when}):",
-            "fr": "Échéances connues du collecteur (au {when}) :",
-            "ar": "المواعيد النهائية المعروفة من المجمّع (حتى {when}):"}
+# English texts of the deadlines under `check`; the agent catalogue translates them (context deadlines.<key>).
+TEXTS_EN: Mapping[str, str] = {"heading": "Deadlines known from the collector (as of {when}):"}
 
 
 def read_known(state_dir: Any) -> Dict[str, Any]:
@@ -103,6 +102,8 @@ def render_known(known: Mapping[str, Any], lang: str) -> str:
     items = known.get("items") or []
     if not items:
         return ""
-    lines = [HEADINGS.get(lang, HEADINGS["en"]).format(when=format_when(float(known.get("received_at") or 0)))]
+    texts = catalogue(lang if lang in LANGUAGES else "en")
+    lines = [fill(texts.text("deadlines.heading", TEXTS_EN["heading"]),
+                  {"when": format_when(float(known.get("received_at") or 0))})]
     lines += [f"  {item.get('rule_id')}: {describe(item)}" for item in items]
     return "\n".join(lines) + "\n"

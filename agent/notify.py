@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.i18n import LANGUAGES, catalogue, fill
 from agent.policy import Policy
 from agent.probes import Host
 
@@ -30,23 +31,13 @@ log = logging.getLogger(__name__)
 APP_NAME = "Teleposture"
 RUNTIME_ROOT = "/run/user"
 
-TEXTS: Mapping[str, Mapping[str, str]] = {
-    "en": {"summary": "Teleposture: action needed on this computer",
-           "summary_blocked": "Teleposture: network access blocked",
-           "loses_access": "Access to the organisation's network (VPN) will be blocked on {date}.",
-           "blocked": "Access to the organisation's network (VPN) is blocked since {date}. Fix it to get it back.",
-           "more": "Run `teleposture-agent status` for details."},
-    "fr": {"summary": "Teleposture : action requise sur cet ordinateur",
-           "summary_blocked": "Teleposture : accès au réseau bloqué",
-           "loses_access": "L'accès au réseau de l'administration (VPN) sera bloqué le {date}.",
-           "blocked": "L'accès au réseau de l'administration (VPN) est bloqué depuis le {date}. "
-                      "Corrigez pour le retrouver.",
-           "more": "Lancez `teleposture-agent status` pour le détail."},
-    "ar": {"summary": "Teleposture: إجراء مطلوب على هذا الحاسوب",
-           "summary_blocked": "Teleposture: تم حظر الوصول إلى الشبكة",
-           "loses_access": "سيتم حظر الوصول إلى شبكة الإدارة (VPN) في {date}.",
-           "blocked": "الوصول إلى شبكة الإدارة (VPN) محظور منذ {date}. قم بالإصلاح لاستعادته.",
-           "more": "شغّل `teleposture-agent status` لمعرفة التفاصيل."},
+# English texts of the notification; the agent catalogue translates them (context notify.<key>).
+TEXTS_EN: Mapping[str, str] = {
+    "summary": "Teleposture: action needed on this computer",
+    "summary_blocked": "Teleposture: network access blocked",
+    "loses_access": "Access to the organisation's network (VPN) will be blocked on {date}.",
+    "blocked": "Access to the organisation's network (VPN) is blocked since {date}. Fix it to get it back.",
+    "more": "Run `teleposture-agent status` for details.",
 }
 
 
@@ -84,7 +75,11 @@ def due(items: Sequence[Mapping[str, Any]], sent: Mapping[str, Mapping[str, Any]
 
 def compose(items: Sequence[Mapping[str, Any]], policy: Policy, lang: str, now: float) -> Notice:
     """One notification for ``items``: each rule's title and what to do, and the block deadline."""
-    texts = TEXTS.get(lang, TEXTS["en"])
+    texts = catalogue(lang if lang in LANGUAGES else "en")
+
+    def text(key: str, **params: Any) -> str:
+        return fill(texts.text(f"notify.{key}", TEXTS_EN[key]), params)
+
     titles = {rule.id: rule for rule in policy.rules}
     lines: List[str] = []
     blocked = False
@@ -100,12 +95,12 @@ def compose(items: Sequence[Mapping[str, Any]], policy: Policy, lang: str, now: 
             deadlines.append(float(item["block_at"]))
     if blocked:
         since = min(float(i["blocked_since"]) for i in items if i.get("blocked_since") is not None)
-        lines.append(texts["blocked"].format(date=format_when(since)))
+        lines.append(text("blocked", date=format_when(since)))
     elif deadlines:
-        lines.append(texts["loses_access"].format(date=format_when(min(deadlines))))
-    lines.append(texts["more"])
+        lines.append(text("loses_access", date=format_when(min(deadlines))))
+    lines.append(text("more"))
     urgent = blocked or bool(deadlines) or any(i.get("severity") == "critical" for i in items)
-    return Notice(texts["summary_blocked" if blocked else "summary"], "\n".join(lines),
+    return Notice(text("summary_blocked" if blocked else "summary"), "\n".join(lines),
                   "critical" if urgent else "normal")
 
 

@@ -23,7 +23,7 @@ command -v "$python" >/dev/null || { echo "build-wheelhouse: $python not found; 
 # The laptop package carries the agent only: the collector (server/) is left out of the wheel.
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
-cp "$repo/pyproject.toml" "$repo/README.md" "$src/"
+cp "$repo/pyproject.toml" "$repo/setup.py" "$repo/README.md" "$src/"
 for package in agent policies; do
     cp -r "$repo/$package" "$src/$package"
 done

@@ -1,18 +1,22 @@
 """English sentences of the check collectors' reasons (why a check is ``error`` or ``not_applicable``).
 
-One catalogue: agent.policy.messages merges these templates into the one it renders, and
-agent/i18n/{fr,ar}.json translate the same keys. A collector gives a reason as
+One catalogue: agent.policy.messages merges these templates into the one it renders, and the
+agent's gettext catalogues (agent/i18n/locale/{fr,ar}) translate the same keys: each entry's context
+is ``messages.<key>`` and its msgid the English template. A collector gives a reason as
 ``message(key, **params)``; `CheckOutcome` keeps the English text (rendered from it) for old
 readers and the message for translation. Probe names, paths, versions and command output stay
 parameters and are never translated; only the sentence around them is.
 
-This module imports nothing of the agent so that probes and check modules can use it: the
-policy package imports the checks, so they cannot import it at load time.
+The renderer lives here too, beside the message type: this module imports nothing of the agent,
+so probes, check modules and the policy engine can all use it, and translations come in as an
+object (`Translations`, which agent.i18n.Catalogue is) rather than by importing a catalogue module.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+import json
+import string
+from typing import Any, Dict, List, Mapping, Optional, Protocol
 
 Message = Dict[str, Any]
 
@@ -74,13 +78,97 @@ TEMPLATES_EN: Mapping[str, str] = {
 }
 
 
+WORDS_EN: Mapping[str, str] = {"true": "yes", "false": "no", "unknown": "unknown", "list_separator": ", ",
+                               "item_separator": "; "}
+
+# Reports come from devices: nested messages are bounded.
+MAX_NESTING = 8
+
+
+class Translations(Protocol):
+    """What rendering needs of a catalogue (agent.i18n.Catalogue): the translation of an English text
+    in a context, or None when the language lacks it."""
+
+    def find(self, msgid: str, *, context: Optional[str] = None, plural: Optional[str] = None,
+             count: object = None) -> Optional[str]: ...
+
+
 def message(key: str, **params: Any) -> Message:
     """A translatable reason: ``key`` of `TEMPLATES_EN` (or of the engine's catalogue) and its parameters."""
     return {"key": key, "params": params}
 
 
+def is_message(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("key"), str) and isinstance(value.get("params"), dict)
+
+
 def english(msg: Message) -> str:
     """The English text of a reason message (what ``CheckOutcome.reason`` and old readers get)."""
-    # Imported here: agent.policy imports the checks, which import this module.
-    from agent.policy.messages import render_en
-    return render_en(msg)
+    return render(msg, TEMPLATES_EN)
+
+
+class _Params(Dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def translated(translations: Optional[Translations], section: str, key: str, english_text: str) -> str:
+    """The translation of one catalogue entry (context ``section.key``), else its English text."""
+    found = translations.find(english_text, context=f"{section}.{key}") if translations is not None else None
+    return english_text if found is None else found
+
+
+def render(msg: Any, templates: Mapping[str, str], fact_labels: Mapping[str, str] = {},
+           translations: Optional[Translations] = None, depth: int = 0) -> str:
+    """Text of a message: each template, word and fact label translated where ``translations`` has it,
+    English otherwise; an unknown key shows itself.
+
+    Messages may come from a device's report, so nesting is bounded and every value is shown as text.
+    """
+    if not is_message(msg):
+        return str(msg)[:2000]
+    if depth > MAX_NESTING:
+        return "..."
+    template = templates.get(msg["key"])
+    if template is None:
+        return str(msg["key"])[:200]
+
+    def word(name: str) -> str:
+        return translated(translations, "words", name, WORDS_EN[name])
+
+    def value_text(value: Any) -> str:
+        if is_message(value):
+            return render(value, templates, fact_labels, translations, depth + 1)
+        if isinstance(value, bool):
+            return word("true" if value else "false")
+        if value is None:
+            return word("unknown")
+        if isinstance(value, float):
+            return f"{value:.1f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+        if isinstance(value, list):
+            sep = word("item_separator" if any(is_message(v) for v in value) else "list_separator")
+            return sep.join(value_text(v) for v in value[:50])
+        return str(value)[:500] if not isinstance(value, dict) else json_text(value)
+
+    params = _Params()
+    for name, value in msg["params"].items():
+        if name == "fact" and isinstance(value, str):
+            label = fact_labels.get(value)
+            params[name] = value if label is None else translated(translations, "facts", value, label)
+        else:
+            params[name] = value_text(value)
+    try:
+        return string.Formatter().vformat(translated(translations, "messages", msg["key"], template), (), params)
+    except (ValueError, IndexError, KeyError):
+        return template
+
+
+def json_text(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)[:500]
+    except (TypeError, ValueError, RecursionError):
+        return "?"
+
+
+def placeholders(template: str) -> List[str]:
+    return sorted({name for _, name, _, _ in string.Formatter().parse(template) if name})

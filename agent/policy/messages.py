@@ -1,20 +1,28 @@
-"""Result messages: a key and parameters, rendered as text in any language from a catalog.
+"""Result messages: a key and parameters, rendered as text in any language from a catalogue.
 
-The English catalog lives here because the evaluator (shared with the collector) writes every
-result's English ``reason`` from its message; agent/i18n/{fr,ar}.json translate the same keys.
-The check collectors' own reasons (a probe not found, no graphical session ...) are part of the
-same catalog: their English sentences are in agent/checks/messages.py, merged below.
+The English texts live here because the evaluator (shared with the collector) writes every
+result's English ``reason`` from its message; the agent's gettext catalogues
+(agent/i18n/locale/{fr,ar}/LC_MESSAGES/agent.po) translate them, each entry under the context
+``messages.<key>``, ``facts.<name>`` or ``words.<name>`` with the English text as its msgid. The
+check collectors' own reasons (a probe not found, no graphical session ...) are part of the same
+catalogue: their English sentences are in agent/checks/messages.py, merged below.
+
+This module does not import the catalogue system (agent.i18n), nor it this one: whoever shows a
+message in a language passes that language's catalogue to `render` (the command line, the collector).
 """
 
 from __future__ import annotations
 
-import json
-import string
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Mapping, Optional
 
+from agent.checks.messages import MAX_NESTING, WORDS_EN, Translations, is_message, placeholders
 from agent.checks.messages import TEMPLATES_EN as CHECK_TEMPLATES_EN
-from agent.checks.messages import Message as Message  # re-exported: the engine and i18n use these names
+from agent.checks.messages import Message as Message  # re-exported: the engine uses these names
 from agent.checks.messages import message as message
+from agent.checks.messages import render as render_with
+
+__all__ = ["ENGINE_TEMPLATES_EN", "FACT_LABELS_EN", "TEMPLATES_EN", "WORDS_EN", "Message", "Translations",
+           "catalogue_entries", "is_message", "message", "placeholders", "render", "render_complete", "render_en"]
 
 ENGINE_TEMPLATES_EN: Mapping[str, str] = {
     "check_error": "{check} could not be checked: {reason}",
@@ -89,102 +97,46 @@ FACT_LABELS_EN: Mapping[str, str] = {
     "connected": "connected to Wi-Fi",
 }
 
-WORDS_EN: Mapping[str, str] = {"true": "yes", "false": "no", "unknown": "unknown", "list_separator": ", ",
-                               "item_separator": "; "}
 
-
-def is_message(value: Any) -> bool:
-    return isinstance(value, dict) and isinstance(value.get("key"), str) and isinstance(value.get("params"), dict)
-
-
-class _Params(Dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
-MAX_NESTING = 8
-
-
-def render(msg: Any, templates: Mapping[str, str], words: Mapping[str, str],
-           fact_labels: Mapping[str, str], fallback: Callable[[Any], str] | None = None, depth: int = 0) -> str:
-    """Text of a message in the catalog's language; unknown keys fall back (to English) or show the key.
-
-    Messages may come from a device's report, so nesting is bounded and every value is shown as text.
-    """
-    if not is_message(msg):
-        return str(msg)[:2000]
-    if depth > MAX_NESTING:
-        return "..."
-    template = templates.get(msg["key"])
-    if template is None:
-        return fallback(msg) if fallback is not None else str(msg["key"])[:200]
-
-    def value_text(value: Any) -> str:
-        if is_message(value):
-            return render(value, templates, words, fact_labels, fallback, depth + 1)
-        if isinstance(value, bool):
-            return words.get("true" if value else "false", str(value))
-        if value is None:
-            return words.get("unknown", "unknown")
-        if isinstance(value, float):
-            return f"{value:.1f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
-        if isinstance(value, list):
-            sep = words.get("item_separator", "; ") if any(is_message(v) for v in value) \
-                else words.get("list_separator", ", ")
-            return sep.join(value_text(v) for v in value[:50])
-        return str(value)[:500] if not isinstance(value, (dict, list)) else json_text(value)
-
-    params = _Params()
-    for name, value in msg["params"].items():
-        if name == "fact" and isinstance(value, str):
-            params[name] = fact_labels.get(value, value)
-        else:
-            params[name] = value_text(value)
-    try:
-        return string.Formatter().vformat(template, (), params)
-    except (ValueError, IndexError, KeyError):
-        return template
-
-
-def json_text(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)[:500]
-    except (TypeError, ValueError, RecursionError):
-        return "?"
+def render(msg: Any, translations: Optional[Translations] = None) -> str:
+    """Text of a result's message in the language of ``translations`` (English without), English for
+    anything that language lacks."""
+    return render_with(msg, TEMPLATES_EN, FACT_LABELS_EN, translations)
 
 
 def render_en(msg: Any) -> str:
-    return render(msg, TEMPLATES_EN, WORDS_EN, FACT_LABELS_EN)
+    return render(msg)
 
 
-def render_in(msg: Any, lang: str) -> Optional[str]:
-    """Text of ``msg`` in ``lang`` (en, fr, ar: agent/i18n), or None when it cannot be shown as a whole
-    in that language: not a message, a key (nested ones included) the catalog of ``lang`` does not
-    translate, a parameter its template needs missing, or nested too deep. The caller then shows the
+def render_complete(msg: Any, translations: Optional[Translations] = None) -> Optional[str]:
+    """Text of ``msg`` in the language of ``translations`` (English without), or None when it cannot be
+    shown as a whole in that language: not a message, a key (nested ones included) the catalogue does
+    not translate, a parameter its template needs missing, or nested too deep. The caller then shows the
     English reason it has; a sentence half in English, or with a ``{placeholder}`` left, is never made.
 
-    For the collector, which may import agent.policy but not agent.i18n (DESIGN.md); ``msg`` may come
-    from a device, so it is checked here rather than trusted.
+    ``msg`` may come from a device (the collector shows stored reasons), so it is checked, not trusted.
     """
-    from agent.i18n import catalog  # agent.i18n imports this module: imported at call time
-
-    texts = catalog(lang)
-    translated = TEMPLATES_EN if lang == "en" else texts.data.get("messages")
-    if not isinstance(translated, dict):
-        return None
+    def template_of(key: str) -> Optional[str]:
+        english = TEMPLATES_EN.get(key)
+        if english is None or translations is None:
+            return english
+        return translations.find(english, context=f"messages.{key}")
 
     def complete(value: Any, depth: int) -> bool:
         if isinstance(value, list):
             return all(complete(item, depth) for item in value[:50])
         if not isinstance(value, dict) or "key" not in value:
             return True  # a plain value, shown as text
-        template = translated.get(value["key"]) if is_message(value) else None
-        return (depth <= MAX_NESTING and isinstance(template, str) and value["key"] in TEMPLATES_EN
+        template = template_of(value["key"]) if is_message(value) else None
+        return (depth <= MAX_NESTING and template is not None
                 and set(placeholders(template)) <= set(value["params"])
                 and all(complete(param, depth + 1) for param in value["params"].values()))
 
-    return texts.message(msg) if is_message(msg) and complete(msg, 0) else None
+    return render(msg, translations) if is_message(msg) and complete(msg, 0) else None
 
 
-def placeholders(template: str) -> List[str]:
-    return sorted({name for _, name, _, _ in string.Formatter().parse(template) if name})
+def catalogue_entries() -> Mapping[str, str]:
+    """Every English text of the agent's catalogue by its context (``messages.``, ``facts.``, ``words.``):
+    the msgids its ``.po`` files must translate."""
+    sections = {"messages": TEMPLATES_EN, "facts": FACT_LABELS_EN, "words": WORDS_EN}
+    return {f"{section}.{key}": text for section, table in sections.items() for key, text in table.items()}

@@ -1,32 +1,30 @@
-"""The dashboard's words in English, French and Arabic (server/web/i18n/<lang>.json).
+"""The dashboard's words in English, French and Arabic: the ``dashboard`` gettext catalogue
+(server/web/locale/<lang>/LC_MESSAGES/dashboard.po) of the shared catalogue system, agent.i18n.
 
-A key missing from French or Arabic falls back to English (a test keeps the catalogs complete);
-a key missing everywhere shows itself, so a gap is visible instead of an empty label.
+Entries are addressed by key (``nav.devices``); the English catalogue holds the English texts. A key
+missing from French or Arabic falls back to English (a test keeps the catalogues complete); a key
+missing everywhere shows itself, so a gap is visible instead of an empty label. A text with a count
+is a plural entry, shown with `Translator.plural` in the form the language's plural rule picks.
 """
 
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
-from agent.policy.messages import render_in
+from agent.i18n import LANGUAGES, RTL_LANGUAGES, Catalogue, catalogue, fill
+from agent.policy.messages import render_complete
 
-LANGUAGES = ("en", "fr", "ar")
-RTL = frozenset({"ar"})
+RTL = frozenset(RTL_LANGUAGES)
 LANGUAGE_NAMES = {"en": "English", "fr": "Français", "ar": "العربية"}
-CATALOG_DIR = Path(__file__).resolve().parent / "i18n"
+DOMAIN = "dashboard"
+LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 
 
-@cache
-def catalog(lang: str) -> dict[str, str]:
-    if lang not in LANGUAGES:
-        raise ValueError(f"unsupported language {lang!r}: expected one of {', '.join(LANGUAGES)}")
-    data = json.loads((CATALOG_DIR / f"{lang}.json").read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{CATALOG_DIR / (lang + '.json')}: expected a JSON object of key -> text")
-    return {str(k): str(v) for k, v in data.items()}
+def dashboard_catalogue(lang: str) -> Catalogue:
+    """The dashboard catalogue of ``lang``; ValueError for a language the dashboard does not speak."""
+    return catalogue(lang, DOMAIN, LOCALE_DIR)
 
 
 class Reason(NamedTuple):
@@ -41,24 +39,25 @@ class Translator:
     def __init__(self, lang: str) -> None:
         self.lang = lang if lang in LANGUAGES else "en"
         self.rtl = self.lang in RTL
-        self._texts = catalog(self.lang)
-        self._english = catalog("en")
+        self._texts = dashboard_catalogue(self.lang)
+        self._english = dashboard_catalogue("en")
 
     def __call__(self, key: str, **params: Any) -> str:
-        template = self._texts.get(key) or self._english.get(key) or key
-        if not params:
-            return template
-        try:
-            return template.format(**params)
-        except (KeyError, IndexError, ValueError):
-            return template
+        template = self._texts.find(key) or self._english.find(key) or key
+        return fill(template, params)
+
+    def plural(self, key: str, count: float, **params: Any) -> str:
+        """The text of a plural entry in the form ``count`` takes in this language (Arabic: one of six);
+        ``count`` is also the ``{n}`` parameter unless ``params`` name ``n`` themselves."""
+        template = (self._texts.find(key, plural=key, count=count)
+                    or self._english.find(key, plural=key, count=count) or key)
+        return fill(template, {"n": count, **params})
 
     def pick(self, texts: Any) -> str:
         """This language's text from a policy's {en, fr, ar} mapping (English, then any, as fallback)."""
         if not isinstance(texts, dict) or not texts:
             return "" if texts is None else str(texts)
         return str(texts.get(self.lang) or texts.get("en") or next(iter(texts.values())))
-
 
     def reason(self, message: Any, english: Optional[str]) -> Reason:
         """A check's reason in this language from its stored message (a dict, or the JSON text of one),
@@ -73,7 +72,7 @@ class Translator:
                 message = json.loads(message)
             except (ValueError, RecursionError):
                 return fallback
-        text = render_in(message, self.lang)
+        text = render_complete(message, catalogue(self.lang))
         if text is None:
             return fallback
         return Reason(text, self.lang, "rtl" if self.rtl else "ltr")

@@ -114,7 +114,7 @@ def login(request: Request, ctx: ContextDep,
         else:
             match = None
     except lowprio.Busy:
-        return _login_page(request, ctx, error=t("login.too_many", seconds=5), username=username,
+        return _login_page(request, ctx, error=t.plural("login.too_many", 5, seconds=5), username=username,
                            status=429, headers={"Retry-After": "5"})
     with ctx.db.write() as conn:
         principal = accounts.complete_sign_in(conn, match) if match is not None else None

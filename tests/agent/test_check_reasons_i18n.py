@@ -21,10 +21,10 @@ from agent.checks._windows_batch import expand_batches
 from agent.checks.base import ERROR, NOT_APPLICABLE, CheckOutcome, run_collector
 from agent.checks.messages import TEMPLATES_EN as CHECK_TEMPLATES_EN
 from agent.checks.messages import message
-from agent.i18n import CATALOG_DIR, catalog
+from agent.i18n import catalogue
 from agent.policy import baseline
 from agent.policy.evaluate import evaluate_rule
-from agent.policy.messages import ENGINE_TEMPLATES_EN, TEMPLATES_EN, placeholders, render_en
+from agent.policy.messages import ENGINE_TEMPLATES_EN, TEMPLATES_EN, placeholders, render, render_en
 from agent.probes import NOT_FOUND, PERMISSION_DENIED, TIMEOUT, ProbeResult, Recording, ReplayHost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,15 +34,16 @@ STARTS_WITH_NESTED_MESSAGE = {"failure_and", "failure_hint"}
 
 
 def _catalog_messages(lang: str) -> Dict[str, str]:
-    data = json.loads((CATALOG_DIR / f"{lang}.json").read_text(encoding="utf-8"))
-    return dict(data["messages"])
+    texts = catalogue(lang)
+    found = {key: texts.find(english, context=f"messages.{key}") for key, english in TEMPLATES_EN.items()}
+    return {key: text for key, text in found.items() if text is not None}
 
 
 @pytest.mark.parametrize("lang", ["fr", "ar"])
 def test_every_collector_key_has_en_fr_ar_with_the_same_placeholders(lang: str) -> None:
     translated = _catalog_messages(lang)
     missing = sorted(set(CHECK_TEMPLATES_EN) - set(translated))
-    assert not missing, f"{lang}.json lacks collector messages {missing}"
+    assert not missing, f"the {lang} catalogue lacks collector messages {missing}"
     for key, template in CHECK_TEMPLATES_EN.items():
         assert translated[key].strip(), (lang, key)
         assert placeholders(translated[key]) == placeholders(template), (lang, key)
@@ -119,7 +120,7 @@ def test_probe_failure_reason_is_translated_and_the_probe_name_is_kept(
     assert render_en(msg) == f"patches could not be checked: {english}"
     english_sentence = english.split(": ", 1)[1].split(":")[0]
     for lang, words in (("fr", french), ("ar", arabic)):
-        text = catalog(lang).message(msg)
+        text = render(msg, catalogue(lang))
         assert " ".join(probe.target) in text, (lang, text)
         for word in words:
             assert word in text, (lang, text)
@@ -135,9 +136,9 @@ def test_screen_lock_without_logind_or_display_server_is_translated() -> None:
                               "server process (Xorg, Xwayland, gnome-shell, kwin, sway...) is running")
     status, msg, _ = evaluate_rule(_rule("screen_lock"), outcome.to_json(), "linux")
     assert status == "not_applicable"
-    french = catalog("fr").message(msg)
+    french = render(msg, catalogue("fr"))
     assert french.startswith("sans objet ici : aucune session graphique : logind n'est pas disponible")
-    arabic = catalog("ar").message(msg)
+    arabic = render(msg, catalogue("ar"))
     assert "لا توجد جلسة رسومية" in arabic and "Xwayland" in arabic
     for text in (french, arabic):
         assert "no graphical session" not in text and "is not available" not in text
@@ -156,10 +157,10 @@ def test_vpn_bad_corporate_networks_parameter_is_translated_with_the_values_kept
                               '["10.0.0.0/8", "2001:db8::/32"].')
     status, msg, _ = evaluate_rule(_rule("vpn"), outcome.to_json(), "linux")
     assert status == "error"
-    french = catalog("fr").message(msg)
+    french = render(msg, catalogue("fr"))
     assert french.startswith("vpn n'a pas pu être vérifié : paramètre corporate_networks de la politique : "), french
     assert "valeur trouvée : ['not-a-network']. Indiquez une liste comme" in french
-    arabic = catalog("ar").message(msg)
+    arabic = render(msg, catalogue("ar"))
     assert "قيمة غير صالحة لمعامل السياسة corporate_networks:" in arabic and "حدّد قائمة مثل" in arabic
     for text in (french, arabic):
         assert '["10.0.0.0/8", "2001:db8::/32"]' in text, text
@@ -208,8 +209,8 @@ def test_vpn_probe_failures_on_macos_and_windows_are_messages(
     assert outcome.message is not None and outcome.message["key"] == key, outcome.message
     assert outcome.reason == english
     _, msg, _ = evaluate_rule(_rule("vpn"), outcome.to_json(), platform)
-    assert french in catalog("fr").message(msg)
-    assert arabic in catalog("ar").message(msg)
+    assert french in render(msg, catalogue("fr"))
+    assert arabic in render(msg, catalogue("ar"))
 
 
 # -- the outcome's JSON: message is optional, old recordings and reports still load ----------------
@@ -229,7 +230,7 @@ def test_outcome_without_message_loads_and_falls_back_to_its_english_reason() ->
     outcome = CheckOutcome.from_json("screen_lock", old)
     assert outcome.message is None and "message" not in outcome.to_json()
     _, msg, _ = evaluate_rule(_rule("screen_lock"), old, "linux")
-    assert catalog("fr").message(msg) == "screen_lock n'a pas pu être vérifié : loginctl: command not found"
+    assert render(msg, catalogue("fr")) == "screen_lock n'a pas pu être vérifié : loginctl: command not found"
 
 
 def test_plain_text_reasons_still_work_and_carry_no_message() -> None:

@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from agent import protocol
-from agent.i18n import catalog
+from agent.i18n import catalogue
 from agent.policy import POLICIES_DIR, baseline
-from agent.policy.messages import TEMPLATES_EN
+from agent.policy.messages import TEMPLATES_EN, render
 
 AGENT = Path(sys.executable).parent / "teleposture-agent"
 BASELINE_YAML = POLICIES_DIR / "ma-telework-baseline.yaml"
@@ -154,7 +154,7 @@ def test_check_reasons_are_in_the_chosen_language_on_this_machine(recorded: Dict
     outcome = report["facts"]["screen_lock"]
     result = next(r for r in report["results"] if r["check"] == "screen_lock")
     flat = " ".join(out.split())
-    assert " ".join(catalog("fr").message(result["message"]).split()) in flat
+    assert " ".join(render(result["message"], catalogue("fr")).split()) in flat
     if outcome["state"] != "ok":
         # the collector's reason is a message, nested in the result and rendered in French
         assert outcome["message"]["key"] in TEMPLATES_EN and result["message"]["params"]["reason"] == outcome["message"]

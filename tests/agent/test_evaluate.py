@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.i18n import catalogue
 from agent.policy import STATUSES, Policy, Result, baseline, evaluate, load_policy_text, summarize
-from agent.policy.messages import render_en
+from agent.policy.messages import render, render_en
 from agent.policy.model import PolicyError
 from agent.policy.operators import version_tuple
 from agent.protocol import parse_rfc3339
@@ -237,8 +238,6 @@ def test_when_leaves_check_errors_and_inapplicable_checks_alone(state: str, stat
 
 
 def test_when_facts_lead_the_evidence_and_the_message_translates() -> None:
-    from agent.i18n import catalog
-
     result = one(policy_with("antivirus", "{running: true, signature_age_days: {max: 3}}", when="{running: true}"),
                  "antivirus", ok({"running": False, "signature_age_days": None}, ["looked for: clamd"]))
     assert result.status == "not_applicable"
@@ -247,9 +246,9 @@ def test_when_facts_lead_the_evidence_and_the_message_translates() -> None:
     assert result.message == {"key": "when_not_met",
                               "params": {"condition": {"key": "when_eq",
                                                        "params": {"fact": "running", "expected": True}}}}
-    assert catalog("fr").message(result.message) == \
+    assert render(result.message, catalogue("fr")) == \
         "ne s'applique que si protection anti-logiciels malveillants active vaut oui"
-    assert catalog("ar").message(result.message) == \
+    assert render(result.message, catalogue("ar")) == \
         "لا تنطبق هذه القاعدة إلا بشرط: برنامج مكافحة البرمجيات الخبيثة يعمل: نعم"
 
 

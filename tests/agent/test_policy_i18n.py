@@ -1,33 +1,13 @@
-"""Catalogs: every result message and word exists in French and Arabic with the same placeholders."""
+"""Result messages in French and Arabic: fact labels, booleans and nested messages translated, hostile
+messages bounded. That every text is translated is tests/test_catalogues.py's job."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from agent.i18n import CATALOG_DIR, LANGUAGES, catalog, detect_language
-from agent.policy.messages import FACT_LABELS_EN, TEMPLATES_EN, message, placeholders, render_en
-
-
-@pytest.mark.parametrize("lang", ["fr", "ar"])
-def test_every_message_is_translated_with_the_same_placeholders(lang: str) -> None:
-    data = json.loads((CATALOG_DIR / f"{lang}.json").read_text(encoding="utf-8"))
-    assert set(data["messages"]) == set(TEMPLATES_EN)
-    for key, template in TEMPLATES_EN.items():
-        assert placeholders(data["messages"][key]) == placeholders(template), (lang, key)
-    assert set(data["facts"]) == set(FACT_LABELS_EN)
-
-
-@pytest.mark.parametrize("lang", LANGUAGES)
-def test_ui_words_exist_in_every_language(lang: str) -> None:
-    reference = json.loads((CATALOG_DIR / "en.json").read_text(encoding="utf-8"))
-    data = json.loads((CATALOG_DIR / f"{lang}.json").read_text(encoding="utf-8"))
-    for section in ("words", "status", "severity", "ui"):
-        assert set(data[section]) == set(reference[section]), (lang, section)
-        for key, text in reference[section].items():
-            if section == "ui":
-                assert placeholders(data[section][key]) == placeholders(text), (lang, key)
+from agent.i18n import LANGUAGES, catalogue, detect_language
+from agent.i18n.command_line import CommandLineTexts
+from agent.policy.messages import message, render, render_en
 
 
 def test_rendering_translates_fact_labels_booleans_and_nested_messages() -> None:
@@ -35,18 +15,18 @@ def test_rendering_translates_fact_labels_booleans_and_nested_messages() -> None
     graced = message("within_grace", inner=inner, until="2026-12-01T00:00:00Z")
     assert render_en(graced) == ("system volume encrypted: no (expected: yes); within the grace period until "
                                  "2026-12-01T00:00:00Z")
-    assert catalog("fr").message(graced) == ("volume système chiffré : non (attendu : oui) ; dans le délai de grâce "
+    assert render(graced, catalogue("fr")) == ("volume système chiffré : non (attendu : oui) ; dans le délai de grâce "
                                              "jusqu'au 2026-12-01T00:00:00Z")
-    assert catalog("ar").message(inner) == "تشفير قرص النظام: لا (المتوقع: نعم)"
+    assert render(inner, catalogue("ar")) == "تشفير قرص النظام: لا (المتوقع: نعم)"
     several = message("several", items=[message("max_fail", fact="pending_updates", value=4, max=0),
                                         message("network_not_measured", network="10.0.0.0/8")])
-    assert catalog("ar").message(several) == ("التحديثات المعلقة: 4 (الحد الأقصى المسموح به 0)؛ "
+    assert render(several, catalogue("ar")) == ("التحديثات المعلقة: 4 (الحد الأقصى المسموح به 0)؛ "
                                               "لم يتحقق فحص VPN من شبكة الإدارة 10.0.0.0/8")
 
 
 def test_unknown_key_falls_back_to_english_then_to_the_key() -> None:
-    assert catalog("ar").message({"key": "no_such_key", "params": {}}) == "no_such_key"
-    assert catalog("fr").message("plain text") == "plain text"
+    assert render({"key": "no_such_key", "params": {}}, catalogue("ar")) == "no_such_key"
+    assert render("plain text", catalogue("fr")) == "plain text"
 
 
 @pytest.mark.parametrize("env, lang", [
@@ -64,7 +44,7 @@ def test_language_from_the_locale(env: dict, lang: str) -> None:
 
 def test_unsupported_language_is_refused() -> None:
     with pytest.raises(ValueError, match="choose one of en, fr, ar"):
-        catalog("de")
+        catalogue("de")
 
 
 def _nested(depth: int) -> dict:
@@ -77,8 +57,20 @@ def _nested(depth: int) -> dict:
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_hostile_messages_render_bounded(lang: str) -> None:
     # results come from devices: a deep or huge message must not exhaust the renderer
-    text = catalog(lang).message(_nested(5000))
+    text = render(_nested(5000), catalogue(lang))
     assert text.endswith("x") and "..." in text and len(text) < 5000
-    assert len(catalog(lang).message(message("eq_pass", fact="f", value="v" * 100000))) < 1000
+    assert len(render(message("eq_pass", fact="f", value="v" * 100000), catalogue(lang))) < 1000
     weird = {"key": "eq_fail", "params": {"fact": 3, "value": {"a": [1, {"b": None}]}, "expected": "{value}"}}
-    assert catalog(lang).message(weird)
+    assert render(weird, catalogue(lang))
+
+
+@pytest.mark.parametrize("lang, status, severity, header", [
+    ("en", "FAIL", "critical", "Policy: T (p, version 3)"),
+    ("fr", "ÉCHEC", "critique", "Politique : T (p, version 3)"),
+    ("ar", "غير مطابق", "حرجة", "السياسة: T (p، الإصدار 3)"),
+])
+def test_command_line_words(lang: str, status: str, severity: str, header: str) -> None:
+    texts = CommandLineTexts(lang)
+    assert (texts.status("fail"), texts.severity("critical")) == (status, severity)
+    assert texts.ui("policy", title="T", id="p", version=3) == header
+    assert texts.rtl == (lang == "ar") and texts.status("no_such_status") == "no_such_status"

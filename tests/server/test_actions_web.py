@@ -71,7 +71,7 @@ def test_dashboard_shows_and_edits_actions(collector: Collector) -> None:
             sink = delivery.load_sinks(conn, collector.client.app.state.ctx.server_key)[0]
         delivery.deliver_sink(collector.db, sink, policy=delivery.DeliveryPolicy(dead_after=0.0))
         page = web.get("/actions").text
-        assert "undelivered event(s)" in page and "503" in page
+        assert re.search(r"\b[1-9][0-9]* undelivered events?\b", page) and "503" in page
         retried = web.post(f"/actions/sinks/{sink_id}/retry", data={"csrf_token": _csrf(page)},
                            follow_redirects=False)
         assert retried.status_code == 303

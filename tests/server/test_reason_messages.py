@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import sqlalchemy as sa
 
-from agent.policy.messages import render_in
+from agent.i18n import catalogue
+from agent.policy.messages import render_complete
 from benchmarks.collector_sim import SimDevice
 from server.store.schema import check_state, transitions
 from tests.server.conftest import Collector
@@ -30,7 +31,7 @@ def test_a_status_change_keeps_the_message_of_its_reason(collector: Collector) -
     for change in changes:
         msg = json.loads(change.message)
         assert msg["key"] == ("eq_pass" if change.new_status == "pass" else "eq_fail")
-        assert render_in(msg, "en") == change.reason, "the message says what the English reason says"
+        assert render_complete(msg) == change.reason, "the message says what the English reason says"
 
 
 def test_admin_api_gives_the_english_reason_and_its_message(collector: Collector) -> None:
@@ -42,7 +43,7 @@ def test_admin_api_gives_the_english_reason_and_its_message(collector: Collector
     assert check["reason"] == "system volume encrypted: no (expected: yes)"
     assert check["message"] == {"key": "eq_fail", "params": {"fact": "system_volume_encrypted", "value": False,
                                                              "expected": True}}
-    french = render_in(check["message"], "fr")
+    french = render_complete(check["message"], catalogue("fr"))
     assert french is not None and french != check["reason"]
     change = next(h for h in detail.json()["history"]["items"] if h["rule_id"] == "disk-encryption")
     assert change["reason"] == check["reason"] and change["message"] == check["message"]

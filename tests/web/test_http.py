@@ -389,7 +389,7 @@ def test_dry_run_counts_from_stored_facts_then_store_and_diff(live: LiveCollecto
     summary = re.sub(r"\s+", " ", answer.text.split('id="dry-summary">')[1].split("</p>")[0])
     # Six devices have stored reports; only lap-000002's disk is unencrypted.
     assert "of 6 devices: 5 would be compliant, 1 not compliant, 0 in error" in summary, summary
-    assert "1 devices have no stored report" in answer.text or "lap-000005" not in answer.text
+    assert "1 device has no stored report" in answer.text or "lap-000005" not in answer.text
     token = csrf_of(answer.text)
     stored = admin.post("/policies/store", data={"csrf_token": token, "document": POLICY_V1})
     assert stored.status_code == 303

@@ -9,7 +9,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from agent import protocol
+from agent.i18n import catalogue
 from agent.policy import evaluate
+from agent.policy.messages import FACT_LABELS_EN, TEMPLATES_EN, WORDS_EN
 from benchmarks.collector_sim import AGENT_VERSION, Posture, SimDevice, linux_facts
 from server.store import accounts
 from server.store.schema import check_state, transitions
@@ -32,13 +33,14 @@ from tests.server.conftest import (  # noqa: F401 (fixtures used by name)
 from tests.web.conftest import csrf_of
 
 PASSWORD = "reasons-test-password-1"
-AGENT_CATALOGS = Path(__file__).resolve().parents[2] / "agent" / "i18n"
 HOSTILE = "<script>alert(1)</script>"
 
 
-def agent_catalog(lang: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((AGENT_CATALOGS / f"{lang}.json").read_text(encoding="utf-8"))
-    return data
+def agent_catalog(lang: str) -> dict[str, dict[str, str]]:
+    """The agent catalogue's texts in ``lang`` by section and key (English where it lacks one)."""
+    texts = catalogue(lang)
+    return {section: {key: texts.text(f"{section}.{key}", english) for key, english in table.items()}
+            for section, table in (("messages", TEMPLATES_EN), ("facts", FACT_LABELS_EN), ("words", WORDS_EN))}
 
 
 def disk_not_encrypted(lang: str) -> str:
