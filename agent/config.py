@@ -117,7 +117,8 @@ def load_settings(flags: Optional[Mapping[str, Any]] = None, environ: Optional[M
     """Resolve every setting. ``flags`` holds command-line values (None = not given), including ``config``."""
     flags = dict(flags or {})
     environ = os.environ if environ is None else environ
-    loaded = load(OPTIONS, TABLE, flags, environ, config=flags.get("config"),
+    config = flags.pop("config", None)
+    loaded = load(OPTIONS, TABLE, flags, environ, config=config,
                   default_config=default_config_path(platform, environ))
     values, sources = dict(loaded.values), loaded.sources
     values["state_dir"] = Path(values["state_dir"]) if values["state_dir"] else default_state_dir(platform, environ)

@@ -224,7 +224,7 @@ def _unknown(path: Path, where: str, key: str, is_table: bool, table: str, known
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     what = f"unknown table [{key}]" if is_table else f"unknown setting {key!r}"
     return SettingsError(f"config file {path}, {where}: {what}{hint}; known settings: {', '.join(known)} "
-                         f"(at the top level or in a [{table}] table)")
+                         f"(at the top level or in the [{table}] table)")
 
 
 def read_config_file(path: Path, table: str, known: Iterable[str]) -> Dict[str, Any]:
@@ -236,18 +236,19 @@ def read_config_file(path: Path, table: str, known: Iterable[str]) -> Dict[str, 
     names = sorted(known)
     data = _parse_file(path)
     values: Dict[str, Any] = {}
+    section = data.get(table, {})
+    if not isinstance(section, dict):
+        raise SettingsError(f"config file {path}: {table!r} must be a table [{table}] of settings, found {section!r}")
     for key, value in data.items():
-        if key == table and isinstance(value, dict):
+        if key == table:
             continue
         if key not in names:
             raise _unknown(path, "at the top level", key, isinstance(value, dict), table, names)
         values[key] = value
-    section = data.get(table)
-    if section is not None and not isinstance(section, dict):
-        raise SettingsError(f"config file {path}: {table!r} must be a table [{table}] of settings, found {section!r}")
-    for key, value in (section or {}).items():
+    for key, value in section.items():
         if key not in names:
-            raise _unknown(path, f"table [{table}]", key, isinstance(value, dict), table, names)
+            raise _unknown(path, f"table [{table}]", f"{table}.{key}" if isinstance(value, dict) else key,
+                           isinstance(value, dict), table, names)
         if key in values:
             raise SettingsError(f"config file {path}: {key!r} is set both at the top level and in [{table}]; "
                                 "keep one")
@@ -280,8 +281,12 @@ def load(options: Sequence[Option], table: str, flags: Optional[Mapping[str, Any
     """
     flags = flags or {}
     environ = os.environ if environ is None else environ
+    names = sorted(option.name for option in options)
+    unknown = sorted(set(flags) - set(names))
+    if unknown:  # a caller's mistake, refused like a misspelt key rather than ignored
+        raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(names)}")
     path = locate_config(config, environ, config_env, default_config)
-    from_file = read_config_file(path, table, (option.name for option in options)) if path is not None else {}
+    from_file = read_config_file(path, table, names) if path is not None else {}
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     for option in options:
