@@ -164,6 +164,12 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
     @property
+    def metavar(self) -> str:
+        """What the flag's value is, for --help."""
+        kinds: Dict[Converter, str] = {as_duration: "DURATION", as_positive_duration: "DURATION", as_int: "N"}
+        return kinds.get(self.convert, self.name.upper())
+
+    @property
     def is_switch(self) -> bool:
         """A boolean setting: a flag without a value on the command line."""
         return self.convert is as_bool

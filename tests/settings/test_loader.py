@@ -291,3 +291,15 @@ def test_each_component_reads_durations_from_file_and_environment(
     config.write_text(f"{key} = \n")
     with pytest.raises(SettingsError, match=r"is not valid TOML: .*\(at line 1,"):
         loader(config, {})
+
+
+@pytest.mark.parametrize("option, flag, env, metavar, switch", [
+    (Option("check_interval", as_duration), "--check-interval", "TELEPOSTURE_CHECK_INTERVAL", "DURATION", False),
+    (Option("upload_batch", as_int), "--upload-batch", "TELEPOSTURE_UPLOAD_BATCH", "N", False),
+    (Option("allow_http", as_bool), "--allow-http", "TELEPOSTURE_ALLOW_HTTP", "ALLOW_HTTP", True),
+    (Option("timeout", as_duration, env_prefix="TELEPOSTURE_GATE_"), "--timeout", "TELEPOSTURE_GATE_TIMEOUT",
+     "DURATION", False),
+])
+def test_option_names_its_flag_variable_and_metavar(option: Option, flag: str, env: str, metavar: str,
+                                                    switch: bool) -> None:
+    assert (option.flag, option.env, option.metavar, option.is_switch) == (flag, env, metavar, switch)
