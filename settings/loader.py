@@ -13,7 +13,6 @@ may import nothing of the agent but its protocol, policy and check declarations
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -225,6 +224,8 @@ def _parse_file(path: Path) -> Dict[str, Any]:
 
 
 def _unknown(path: Path, where: str, key: str, is_table: bool, table: str, known: Sequence[str]) -> SettingsError:
+    import difflib  # only a refusal needs it; every start of the agent would pay for it otherwise
+
     candidates = [*known, table] if where == "at the top level" else list(known)
     close = difflib.get_close_matches(key, candidates, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
