@@ -303,3 +303,17 @@ def test_each_component_reads_durations_from_file_and_environment(
 def test_option_names_its_flag_variable_and_metavar(option: Option, flag: str, env: str, metavar: str,
                                                     switch: bool) -> None:
     assert (option.flag, option.env, option.metavar, option.is_switch) == (flag, env, metavar, switch)
+
+
+def test_the_collector_reads_top_level_keys_beside_its_table(tmp_path: Path) -> None:
+    # Before the shared loader, a [collector] table made every top-level key vanish without a word.
+    config = _write(tmp_path, 'port = 9000\n[collector]\nstale_after = "3d"\n', "collector.toml")
+    settings = _collector(config, {})
+    assert (settings.port, settings.stale_after) == (9000, 3 * 86400.0)
+
+
+def test_the_gate_reads_its_file_from_the_environment_and_a_gate_table(tmp_path: Path) -> None:
+    config = _write(tmp_path, f'public_key = "{GATE_KEY}"\n[gate]\nfail_open = "4h"\nlanguage = "FR"\n', "gate.toml")
+    settings = load_gate(None, {}, environ={"TELEPOSTURE_GATE_CONFIG": str(config)})
+    assert (settings.fail_open, settings.language, settings.public_key) == (14400.0, "fr", GATE_KEY)
+    assert load_gate(None, {"public_key": GATE_KEY}, environ={"TELEPOSTURE_GATE_CONFIG": ""}).fail_open == 0.0
