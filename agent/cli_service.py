@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from agent.config import OPTIONS, ConfigError, Settings, load_settings
+from settings.loader import DURATION_EXAMPLES
 
 # `report --now` exit codes (docs/agent-service.md); 0-2 are also every other subcommand's
 EXIT_OK = 0  # this report was delivered (accepted, or already held by the collector)
@@ -36,16 +37,17 @@ REPORT_EPILOG = """exit status:
 
 def _common() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("settings (flag > environment TELEPOSTURE_* > config file)")
+    group = parent.add_argument_group(
+        "settings (flag > environment TELEPOSTURE_* > config file)",
+        f"A DURATION is seconds or a number with a unit: {DURATION_EXAMPLES}.")
     group.add_argument("--config", metavar="FILE", default=None,
                        help="config file (TOML, or JSON if it ends in .json); env TELEPOSTURE_CONFIG")
     for option in OPTIONS:
-        flag = "--" + option.name.replace("_", "-")
         if option.is_switch:
-            group.add_argument(flag, dest=option.name, action="store_const", const=True, default=None,
+            group.add_argument(option.flag, dest=option.name, action="store_const", const=True, default=None,
                                help=f"{option.help} (env {option.env})")
         else:
-            group.add_argument(flag, dest=option.name, default=None, metavar=option.name.upper(),
+            group.add_argument(option.flag, dest=option.name, default=None, metavar=option.metavar,
                                help=f"{option.help} (env {option.env})")
     return parent
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -33,8 +32,8 @@ EXIT_ALLOWED, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="teleposture-gate", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Settings: --config TOML file, then TELEPOSTURE_GATE_<NAME> environment "
-                                            "variables, then flags. See docs/access.md.")
+                                     epilog="Settings: flags, then TELEPOSTURE_GATE_<NAME> environment variables, then "
+                                            "the --config TOML file (top level or [gate] table). See docs/access.md.")
     parser.add_argument("--config", type=Path, help="TOML settings file (env TELEPOSTURE_GATE_CONFIG)")
     parser.add_argument("--public-key", help="the collector's Ed25519 public key, base64")
     parser.add_argument("--collector-url", help="collector base URL, e.g. https://collector.example.org")
@@ -62,12 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    config = args.config or (Path(os.environ["TELEPOSTURE_GATE_CONFIG"]) if os.environ.get("TELEPOSTURE_GATE_CONFIG")
-                             else None)
     overrides = {"public_key": args.public_key, "collector_url": args.collector_url,
                  "token_file": args.token_file, "cache_dir": args.cache_dir,
                  "management": getattr(args, "management", None)}
-    return load(config, overrides)
+    return load(args.config, overrides)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -1,4 +1,7 @@
-"""Gate settings: a TOML file (``--config``), then TELEPOSTURE_GATE_* environment variables, then flags.
+"""Gate settings: flags > TELEPOSTURE_GATE_* environment variables > a TOML file (``--config``) > defaults.
+
+The file holds the names below at the top level or in a ``[gate]`` table; reading, precedence and the
+duration grammar are the shared loader's (settings.loader).
 
 The gate holds the collector's PUBLIC key and a gate token (fetch decisions, report back): nothing that
 signs, nothing with admin rights.
@@ -7,22 +10,21 @@ signs, nothing with admin rights.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import tomllib
-
 from agent import protocol
-from agent.policy.validate import parse_duration
 from agent.transport import ConfigurationError, check_url
+from settings.loader import Option, SettingsError, as_bool, as_duration, as_path, as_str, choice
+from settings.loader import load as load_options
 
 ENV_PREFIX = "TELEPOSTURE_GATE_"
+TABLE = "gate"
 LANGUAGES = ("en", "fr", "ar")
 
-
-class GateSettingsError(ValueError):
-    """A setting that cannot be used; the message names it and says what is expected."""
+# The gate's name for the shared loader's error (its commands catch it and exit 2).
+GateSettingsError = SettingsError
 
 
 @dataclass(frozen=True)
@@ -52,57 +54,34 @@ class GateSettings:
             raise GateSettingsError(f"token_file: cannot read {self.token_file}: {exc.strerror}") from exc
 
 
-_DURATIONS = ("fail_open", "recheck_interval", "timeout", "leeway")
-_PATHS = ("token_file", "ca_file", "cache_dir", "management_password_file")
-
-
-def _coerce(name: str, value: Any) -> Any:
-    if name in _DURATIONS:
-        if isinstance(value, float) and value >= 0:
-            return value
-        seconds = parse_duration(value)
-        if seconds is None:
-            raise GateSettingsError(f"{name}: expected a duration such as 30s, 15m, 8h or 0, found {value!r}")
-        return float(seconds)
-    if name in _PATHS:
-        return None if value in (None, "") else Path(str(value))
-    if name == "allow_http":
-        if isinstance(value, bool):
-            return value
-        return str(value).lower() in ("1", "true", "yes", "on")
-    return str(value)
+# Defaults are GateSettings' own: an option left unset is not passed to it.
+OPTIONS = tuple(Option(name, convert, env_prefix=ENV_PREFIX) for name, convert in (
+    ("public_key", as_str), ("collector_url", as_str), ("token_file", as_path), ("ca_file", as_path),
+    ("allow_http", as_bool), ("cache_dir", as_path), ("fail_open", as_duration), ("recheck_interval", as_duration),
+    ("timeout", as_duration), ("leeway", as_duration), ("language", choice(*LANGUAGES)), ("management", as_str),
+    ("management_password_file", as_path),
+))
 
 
 def load(config: Optional[Path], overrides: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None
          ) -> GateSettings:
-    """Settings from the file, the environment and ``overrides`` (flags; None values ignored), validated."""
+    """Settings from flags (``overrides``; None values ignored), the environment and the file, validated.
+
+    ``config`` is --config; without it TELEPOSTURE_GATE_CONFIG names the file; there is no default file.
+    """
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    if config is not None:
-        try:
-            values.update(tomllib.loads(config.read_text(encoding="utf-8")))
-        except OSError as exc:
-            raise GateSettingsError(f"cannot read {config}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise GateSettingsError(f"{config}: not valid TOML: {exc}") from exc
-    known = {f.name for f in fields(GateSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise GateSettingsError(f"{config}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    for name in known:
-        if ENV_PREFIX + name.upper() in environ:
-            values[name] = environ[ENV_PREFIX + name.upper()]
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if not values.get("public_key"):
+    loaded = load_options(OPTIONS, TABLE, overrides, environ, config=config, config_env=ENV_PREFIX + "CONFIG")
+    # An empty cache_dir means the default one, not none.
+    given = {name: value for name, value in loaded.values.items()
+             if loaded.sources[name] != "default" and not (name == "cache_dir" and value is None)}
+    if not given.get("public_key"):
         raise GateSettingsError("public_key: the collector's public key is required (base64, printed by "
                                 "`teleposture-server gate-token create`)")
-    settings = GateSettings(**{k: _coerce(k, v) for k, v in values.items()})
+    settings = GateSettings(**given)
     try:
         protocol.load_public_key(settings.public_key)
     except protocol.ProtocolError as exc:
         raise GateSettingsError(f"public_key: {exc}") from exc
-    if settings.language not in LANGUAGES:
-        raise GateSettingsError(f"language: one of {', '.join(LANGUAGES)}, found {settings.language!r}")
     if settings.collector_url:
         try:
             object.__setattr__(settings, "collector_url", check_url(settings.collector_url, settings.allow_http))

@@ -1,50 +1,45 @@
 """Collector settings: typed, validated at start, from (lowest to highest precedence) defaults, a TOML
 config file, TELEPOSTURE_* environment variables and command-line flags.
 
-The config file is ``--config``/``TELEPOSTURE_CONFIG``, else ``<data dir>/collector.toml`` when it exists.
-Keys are the field names below (``max_body_bytes = 4194304``, ``stale_after = "2d"``); environment
-variables are the same names upper-cased with the TELEPOSTURE_ prefix (TELEPOSTURE_STALE_AFTER=2d).
+The config file is ``--config``/``TELEPOSTURE_CONFIG`` (empty: none), else ``<data dir>/collector.toml``
+when it exists. Keys are the field names below (``max_body_bytes = 4194304``, ``stale_after = "2d"``), at
+the top level or in a ``[collector]`` table; an unknown key is refused. Environment variables are the
+same names upper-cased with the TELEPOSTURE_ prefix (TELEPOSTURE_STALE_AFTER=2d). Reading, precedence and
+the duration grammar are the shared loader's (settings.loader); the model below adds ranges and checks.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
 import sqlalchemy as sa
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-ENV_PREFIX = "TELEPOSTURE_"
+from settings import loader
+from settings.loader import SettingsError
+
 SERVER_KEY_FILE = "server_signing_key.pem"
 CONFIG_FILE = "collector.toml"
+TABLE = "collector"
 # Database passwords that ship in examples and images; never acceptable on a real deployment.
 DEFAULT_DB_PASSWORDS = frozenset({"postgres", "password", "changeme", "teleposture", "secret", "admin"})
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class SettingsError(ValueError):
-    """Settings that cannot be used; the message names the setting, the value and what is expected."""
-
 
 def parse_duration(value: Any, name: str = "duration") -> float:
-    """Seconds from 90, "90s", "15m", "12h", "7d" or "2w"."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise SettingsError(f"{name}: expected a duration such as 90, 15m, 12h or 7d, found {value!r}")
-    if seconds <= 0:
-        raise SettingsError(f"{name}: must be positive, found {value!r}")
-    return seconds
+    """A duration in the shared grammar (90, 15m, 12h, 7d); above zero, as every lifetime and period here is."""
+    return loader.parse_duration(value, name, positive=True)
+
+
+# Fields holding a duration in seconds: 90, "15m", "7d" in the file and the environment.
+DURATION_FIELDS = ("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
+                   "actions_interval", "delivery_backoff_max", "event_dead_after", "delivery_lease",
+                   "access_stale_limit", "decision_lifetime", "device_cert_lifetime",
+                   "history_retention", "rollup_retention", "event_retention", "dead_letter_retention")
 
 
 class Settings(BaseModel):
@@ -106,11 +101,7 @@ class Settings(BaseModel):
     metrics_token: Optional[str] = Field(default=None, min_length=16)
     metrics_address: Optional[str] = None
 
-    @field_validator("stale_after", "report_retention", "raw_report_interval", "maintenance_interval",
-                     "actions_interval", "delivery_backoff_max", "event_dead_after", "delivery_lease",
-                     "access_stale_limit", "decision_lifetime", "device_cert_lifetime",
-                     "history_retention", "rollup_retention", "event_retention", "dead_letter_retention",
-                     mode="before")
+    @field_validator(*DURATION_FIELDS, mode="before")
     @classmethod
     def _durations(cls, value: Any, info: Any) -> float:
         return parse_duration(value, info.field_name)
@@ -118,13 +109,13 @@ class Settings(BaseModel):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _proxies(cls, value: Any) -> list[str]:
-        if isinstance(value, str):
-            value = [item.strip() for item in value.split(",") if item.strip()]
-        if not isinstance(value, list):
-            raise SettingsError(f"trusted_proxies: expected a list of addresses, found {value!r}")
-        for item in value:
-            ipaddress.ip_network(str(item), strict=False)
-        return [str(item) for item in value]
+        try:
+            items: list[str] = loader.as_str_list(value)
+        except ValueError as exc:
+            raise SettingsError(f"trusted_proxies: {exc}, found {value!r}") from exc
+        for item in items:
+            ipaddress.ip_network(item, strict=False)
+        return items
 
     @field_validator("metrics_address")
     @classmethod
@@ -158,43 +149,40 @@ class Settings(BaseModel):
         return self.tls_certfile is not None and self.tls_keyfile is not None
 
 
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name in Settings.model_fields:
-        raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is not None and raw != "":
-            values[name] = raw
-    return values
+def _converter(name: str, annotation: Any) -> loader.Converter:
+    """How a value from the environment, a flag or the file becomes the field's type (ranges: the model)."""
+    if name in DURATION_FIELDS:
+        return loader.as_positive_duration
+    by_type: dict[Any, loader.Converter] = {
+        bool: loader.as_bool, int: loader.as_int, float: loader.as_float, str: loader.as_str,
+        Optional[str]: loader.as_str, Path: loader.as_path, Optional[Path]: loader.as_path,
+        list[str]: loader.as_str_list,
+    }
+    return by_type[annotation]
+
+
+# Defaults stay the model's: an option left unset is not passed to it.
+OPTIONS = tuple(loader.Option(name, _converter(name, field.annotation)) for name, field in Settings.model_fields.items())
 
 
 def load_settings(flags: Optional[Mapping[str, Any]] = None, environ: Optional[Mapping[str, str]] = None,
                   config_file: Optional[Path] = None) -> Settings:
     """Merge defaults < config file < environment < flags (None flags are ignored) and validate."""
     environ = os.environ if environ is None else environ
-    cli = {k: v for k, v in (flags or {}).items() if v is not None}
-    env = _from_env(environ)
-    explicit = config_file or (Path(environ["TELEPOSTURE_CONFIG"]) if environ.get("TELEPOSTURE_CONFIG") else None)
-    data_dir = Path(cli.get("data_dir") or env.get("data_dir") or "./var")
-    path = explicit or (data_dir / CONFIG_FILE)
-    from_file: dict[str, Any] = {}
-    if explicit is not None or path.exists():
-        try:
-            with open(path, "rb") as handle:
-                from_file = tomllib.load(handle)
-        except OSError as exc:
-            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
-        section = from_file.get("collector")
-        if isinstance(section, dict):
-            from_file = section
-    merged = {**from_file, **env, **cli}
+    flags = flags or {}
+    data_dir = Path(flags.get("data_dir") or environ.get(loader.ENV_PREFIX + "DATA_DIR") or "./var")
+    loaded = loader.load(OPTIONS, TABLE, flags, environ, config=config_file, default_config=data_dir / CONFIG_FILE)
+    given = {name: value for name, value in loaded.values.items() if loaded.sources[name] != "default"}
     try:
-        return Settings(**merged)
+        return Settings(**given)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (found {err.get('input')!r})"
-                             for err in exc.errors())
-        raise SettingsError(f"invalid settings: {problems}") from exc
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"])
+            source = loaded.sources.get(str(err["loc"][0]) if err["loc"] else "", "")
+            problems.append(f"setting {name}{' from ' + source if source else ''}: {err['msg']}, "
+                            f"found {err.get('input')!r}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc
 
 
 def _is_loopback(host: str) -> bool:

@@ -18,7 +18,8 @@ from agent.policy.model import (
     POLICY_SCHEMA,
     SEVERITIES,
 )
-from agent.policy.validate import DURATION_PATTERN, ID_PATTERN, VERSION_PATTERN
+from agent.policy.validate import ID_PATTERN, VERSION_PATTERN
+from settings.loader import DURATION_PATTERN
 
 SCHEMA_ID = "https://teleposture.invalid/schemas/policy/v1.json"
 

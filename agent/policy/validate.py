@@ -30,10 +30,9 @@ from agent.policy.model import (
     is_platform_keyed,
 )
 from agent.policy.operators import operator_keys
+from settings.loader import duration_seconds
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-DURATION_PATTERN = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 VERSION_PATTERN = re.compile(r"^\d+(\.\d+)*$")
 
 # Every key is carried by Policy.to_json(): a key the model would drop is refused, not ignored.
@@ -46,16 +45,13 @@ MAX_INTERVAL_SECONDS = 30 * 86400
 
 
 def parse_duration(value: Any) -> Optional[int]:
-    """Seconds from ``72h``, ``7d``, ``30m``, ``90s``, ``2w`` or a plain non-negative integer; None if neither."""
-    if isinstance(value, bool):
+    """Whole seconds from a duration (``72h``, ``7d``, ``30m``, ``90s``, ``2w``, ``1.5h`` or plain seconds, the
+    grammar every setting uses); None if it is not one or not a whole number of seconds."""
+    try:
+        seconds = duration_seconds(value)
+    except ValueError:
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str):
-        match = DURATION_PATTERN.match(value)
-        if match:
-            return int(match.group(1)) * DURATION_UNITS[match.group(2)]
-    return None
+    return int(seconds) if seconds.is_integer() else None
 
 
 def _is_number(value: Any) -> bool:

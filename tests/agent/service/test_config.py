@@ -1,4 +1,7 @@
-"""Settings: flag > env > config file > default; the TOML subset reader; per-OS defaults."""
+"""Agent settings: flag > env > config file > default; per-OS defaults; the agent's own bounds.
+
+The loader itself (file reading, unknown keys, types, durations) is tested in tests/settings.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, default_state_dir, load_settings, parse_toml_subset, read_config_file
+from agent.config import OPTIONS, ConfigError, default_state_dir, load_settings
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
@@ -50,7 +53,8 @@ def test_bool_env_and_json_config(tmp_path: Path) -> None:
     ({"TELEPOSTURE_ALLOW_HTTP": "perhaps"}, "expected true or false"),
     ({"TELEPOSTURE_LOG_FORMAT": "xml"}, "expected one of text, json"),
     ({"TELEPOSTURE_UPLOAD_BATCH": "0"}, "must be at least 1"),
-    ({"TELEPOSTURE_HTTP_TIMEOUT": "nan"}, "non-negative number"),
+    ({"TELEPOSTURE_HTTP_TIMEOUT": "nan"}, "http_timeout from env TELEPOSTURE_HTTP_TIMEOUT: expected a duration"),
+    ({"TELEPOSTURE_BACKOFF_BASE": "0.01"}, "backoff_base .* at least 0.05 seconds"),
 ])
 def test_bad_values_name_their_source(env: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -62,26 +66,27 @@ def test_named_config_file_must_exist_and_know_its_keys(tmp_path: Path) -> None:
         load_settings({"config": str(tmp_path / "missing.toml")}, environ={})
     bad = tmp_path / "bad.toml"
     bad.write_text("uplaod_batch = 3\n")
-    with pytest.raises(ConfigError, match="unknown setting.*uplaod_batch"):
-        read_config_file(bad)
+    with pytest.raises(ConfigError, match=r"bad.toml, at the top level: unknown setting 'uplaod_batch' "
+                                          r"\(did you mean 'upload_batch'\?\)"):
+        load_settings({"config": str(bad)}, environ={})
 
 
-def test_toml_subset_matches_tomllib_on_what_it_accepts() -> None:
-    tomllib = pytest.importorskip("tomllib")  # 3.11+; on 3.9/3.10 the subset reader is all there is
-
-    text = ('# comment\nserver = "https://c.example/\\u00e9"  # trailing\nca_file = \'C:\\certs\\ca.pem\'\n'
-            "upload_batch = 1_000\nhttp_timeout = 2.5\nallow_http = false\n[agent]\nlog_level = \"debug\"\n")
-    assert parse_toml_subset(text, "t.toml") == tomllib.loads(text)
+def test_an_empty_config_variable_means_no_file(tmp_path: Path) -> None:
+    assert load_settings({}, environ={"TELEPOSTURE_CONFIG": ""}).config_path is None
 
 
-@pytest.mark.parametrize("text, message", [
-    ("server = https://x\n", "t.toml:1: value 'https://x' is not a string"),
-    ('server = "open\n', "t.toml:1: string is not closed"),
-    ("a = 1\na = 2\n", "t.toml:2: 'a' is set twice"),
-    ("[agent\n", "t.toml:1: expected a table header"),
-    ("just words\n", "t.toml:1: expected `name = value`"),
-    ('x = "a" b\n', "unexpected text after the value"),
-])
-def test_toml_subset_errors_name_the_line(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        parse_toml_subset(text, "t.toml")
+def test_intervals_take_durations_and_plain_seconds(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\ncheck_interval = "15m"\nupload_interval = 120\nnotify_reminder = "1.5h"\n')
+    settings = load_settings({"config": str(config), "vpn_sample_interval": "90"},
+                             environ={"TELEPOSTURE_POLICY_REFRESH_INTERVAL": "2h"})
+    assert settings.intervals_override() == {"check": 900.0, "upload": 120.0, "policy_refresh": 7200.0,
+                                             "vpn_sample": 90.0}
+    assert settings.notify_reminder == 5400.0
+
+
+def test_every_option_is_a_flag_and_an_environment_variable() -> None:
+    names = [option.name for option in OPTIONS]
+    assert len(names) == len(set(names))
+    assert all(option.env == "TELEPOSTURE_" + option.name.upper() for option in OPTIONS)
+    assert {option.flag for option in OPTIONS} >= {"--state-dir", "--server", "--check-interval"}
