@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from agent.config import OPTIONS, ConfigError, Settings, load_settings
-from settings.loader import DURATION_EXAMPLES
+from agent.settings import DURATION_EXAMPLES
 
 # `report --now` exit codes (docs/agent-service.md); 0-2 are also every other subcommand's
 EXIT_OK = 0  # this report was delivered (accepted, or already held by the collector)

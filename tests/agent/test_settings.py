@@ -13,9 +13,7 @@ import pytest
 from agent import protocol
 from agent.config import load_settings as load_agent
 from agent.policy.validate import parse_duration as policy_duration
-from gate.settings import load as load_gate
-from server.settings import load_settings as load_collector
-from settings.loader import (
+from agent.settings import (
     Option,
     SettingsError,
     as_bool,
@@ -31,6 +29,8 @@ from settings.loader import (
     load,
     parse_duration,
 )
+from gate.settings import load as load_gate
+from server.settings import load_settings as load_collector
 
 OPTIONS = (
     Option("port", as_int, 8000),

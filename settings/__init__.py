@@ -1,1 +1,0 @@
-"""The one settings loader of the agent, the collector and the gate (see settings.loader)."""
