@@ -34,8 +34,10 @@ SPEC = CheckSpec(
         FactSpec("os_support_release", "string", "the lifecycle table entry this OS matched (Debian 12 (bookworm))"),
         FactSpec("os_support_ends", "string", "last day (YYYY-MM-DD) of security updates, extended phase included"),
         FactSpec("os_regular_support_ends", "string", "last day (YYYY-MM-DD) of regular security support"),
-        FactSpec("os_support_days_left", "int", "days from today to os_support_ends (negative once past)"),
-        FactSpec("os_support_estimated", "bool", "the vendor publishes no date (Apple): the dates are estimated"),
+        FactSpec("os_support_days_left", "int", "days from the day of the check (the host's clock; a replay uses the "
+                                                  "recording's time) to os_support_ends (negative once past)"),
+        FactSpec("os_support_estimated", "bool", "the vendor publishes no date (Apple, unreleased Fedora "
+                                                  "dates): the dates are estimated"),
     ),
     params=(
         ParamSpec("lifecycle", "os_lifecycle", "lifecycle table entries that replace or add to the agent's table "
