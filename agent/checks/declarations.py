@@ -119,21 +119,19 @@ class CheckSpec:
         return None
 
 
+# The JSON values each declared type admits (a bool is an int to Python, never to a declaration).
+_PYTHON_TYPES: Mapping[str, Tuple[type, ...]] = {
+    "bool": (bool,), "int": (int,), "number": (int, float), "string": (str,), "version": (str,),
+    "list": (list,), "object": (dict,),
+}
+
+
 def type_ok(fact_type: str, value: Any) -> bool:
     """Whether ``value`` (not null) is of the declared type, as JSON gives it."""
-    if fact_type == "bool":
-        return isinstance(value, bool)
-    if fact_type == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if fact_type == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if fact_type in ("string", "version"):
-        return isinstance(value, str)
-    if fact_type == "list":
-        return isinstance(value, list)
-    if fact_type == "object":
-        return isinstance(value, dict)
-    return False
+    types = _PYTHON_TYPES.get(fact_type)
+    if types is None or not isinstance(value, types):
+        return False
+    return fact_type == "bool" or not isinstance(value, bool)
 
 
 def _type_name(value: Any) -> str:
@@ -157,6 +155,7 @@ def row_problems(check: str, spec: FactSpec, value: Any) -> List[Message]:
     if not isinstance(value, list) or (spec.items is None and not spec.row):
         return []
     problems: List[Message] = []
+    fields = {field.name: field for field in spec.row}
     for index, element in enumerate(value):
         if spec.items is not None:
             if element is not None and not type_ok(spec.items, element):
@@ -167,10 +166,10 @@ def row_problems(check: str, spec: FactSpec, value: Any) -> List[Message]:
                                     found=_type_name(element)))
         else:
             for name, field_value in element.items():
-                field = spec.field(name)
+                field = fields.get(name)
                 if field is None:
                     problems.append(message("fact_row_unknown_field", check=check, fact=spec.name, row=index,
-                                            field=name, declared=", ".join(f.name for f in spec.row)))
+                                            field=name, declared=", ".join(fields)))
                 elif field_value is not None:
                     problems.extend(_value_problems(check, spec.name, index, field, field_value))
         if len(problems) >= MAX_ROW_PROBLEMS:
