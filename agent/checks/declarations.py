@@ -79,12 +79,6 @@ class FactSpec:
         if len(set(names)) != len(names):
             raise ValueError(f"fact {self.name}: a row field is declared twice in {names}")
 
-    def field(self, name: str) -> Optional[FieldSpec]:
-        for spec in self.row:
-            if spec.name == name:
-                return spec
-        return None
-
 
 @dataclass(frozen=True)
 class ParamSpec:

@@ -1,5 +1,6 @@
-"""Declared row shapes of nested facts: validated on the agent (conform, run_collector) and by the evaluator
-the collector shares (a rule over such a fact gets an error naming check, fact, row and field)."""
+"""Declared row shapes of nested facts, validated on the agent (conform, run_collector). The evaluator the
+collector shares gives a rule over such rows an error naming check, fact, row and field: the corporate_routes
+cases of tests/agent/test_evaluate.py::test_corporate_networks."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from agent.checks.declarations import (
 )
 from agent.checks.messages import english
 from agent.checks.specs import SPECS
-from agent.policy import evaluate, load_policy_text
 from agent.probes import Host, Recording, ReplayHost
 
 TUNNELS = SPECS["vpn"].fact("tunnels")
@@ -135,44 +135,3 @@ def test_run_collector_checks_rows_like_facts(facts: Dict[str, Any], state: str,
         assert conform(SPEC, facts) == []
     else:
         assert outcome.evidence == ["observed"]
-
-
-# -- the evaluator (agent and collector): the VPN rule reads the rows of corporate_routes ------------------
-
-POLICY = """\
-schema: teleposture/policy/v1
-id: t
-version: 1
-title: {en: t, fr: t, ar: t}
-rules:
-  - id: vpn
-    check: vpn
-    severity: high
-    title: {en: VPN, fr: VPN, ar: VPN}
-    expect: {tunnel_up: true}
-    params: {corporate_networks: [10.20.0.0/16]}
-    remediation: {en: connect, fr: connecter, ar: connect}
-"""
-
-
-def _vpn(routes: Any) -> Dict[str, Any]:
-    return {"vpn": {"state": "ok", "reason": None, "evidence": [], "facts": {
-        "tunnel_up": True, "corporate_routes": routes, "corporate_networks_via_tunnel": True}}}
-
-
-@pytest.mark.parametrize("routes, status, reason", [
-    ([{"network": "10.20.0.0/16", "interface": "tun0", "via_tunnel": True}], "pass",
-     "VPN tunnel up: yes; corporate networks routed through the VPN: 10.20.0.0/16"),
-    ([{"network": "10.20.0.0/16", "interface": "tun0", "via_tunnel": "true"}], "error",
-     "vpn: fact corporate_routes, row 0: field via_tunnel should be bool, found str"),
-    ([{"network": "10.20.0.0/16", "interface": "tun0", "via_tunnel": True, "gateway": "10.8.0.1"}], "error",
-     "vpn: fact corporate_routes, row 0: unknown field gateway (declared fields: network, interface, via_tunnel)"),
-    ([{"network": "10.20.0.0/16", "via_tunnel": True}, ["10.20.0.0/16"]], "error",
-     "vpn: fact corporate_routes, row 1 should be an object, found list"),
-], ids=["valid", "wrong-type-field", "unknown-field", "row-not-object"])
-def test_evaluator_names_the_row(routes: Any, status: str, reason: str) -> None:
-    policy = load_policy_text(POLICY, "t.yaml")
-    [result] = evaluate(policy, _vpn(routes), "linux", now=0.0)
-    assert (result.status, result.reason) == (status, reason)
-    if status == "error":
-        assert result.message["key"].startswith("fact_row_")
