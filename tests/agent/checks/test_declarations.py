@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.checks.base import ERROR, OK, CheckFamily, CheckOutcome, run_collector
 from agent.checks.declarations import (
@@ -135,3 +137,33 @@ def test_run_collector_checks_rows_like_facts(facts: Dict[str, Any], state: str,
         assert conform(SPEC, facts) == []
     else:
         assert outcome.evidence == ["observed"]
+
+
+# -- never raises, whatever a device sends ------------------------------------------------------------
+
+LIST_FACTS = [(spec.id, fact) for spec in SPECS.values() for fact in spec.facts if fact.type == "list"]
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                     max_leaves=10)
+
+
+@st.composite
+def list_fact_and_rows(draw: st.DrawFn) -> Any:
+    check, fact = draw(st.sampled_from(LIST_FACTS))
+    # rows made mostly of declared fields, so the field checks are reached, with strays among them
+    names = [field.name for field in fact.row] + ["stray"]
+    row = st.dictionaries(st.sampled_from(names), _json, max_size=len(names))
+    return check, fact, draw(st.lists(row | _json, max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(list_fact_and_rows())
+def test_row_problems_never_raise(case: Any) -> None:
+    check, fact, rows = case
+    problems = row_problems(check, fact, rows)
+    assert len(problems) <= MAX_ROW_PROBLEMS
+    for problem in problems:
+        assert english(problem).startswith(f"{check}: fact {fact.name}, {'item' if fact.items else 'row'} "
+                                           f"{problem['params']['row']}")
+        assert 0 <= problem["params"]["row"] < len(rows)
+
