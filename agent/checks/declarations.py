@@ -89,6 +89,8 @@ class ParamSpec:
     description: str
     # a rule of the check must give it; ``required`` says why (the validator's message)
     required: str = ""
+    # list facts whose rows the evaluator reads to judge this parameter: their shape is checked first
+    reads: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,14 @@ class CheckSpec:
     platforms: Tuple[str, ...]
     facts: Tuple[FactSpec, ...]
     params: Tuple[ParamSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        for param in self.params:
+            for name in param.reads:
+                fact = self.fact(name)
+                if fact is None or fact.type != "list":
+                    raise ValueError(f"check {self.id}: parameter {param.name} reads {name!r}, "
+                                     "which is not a list fact of this check")
 
     def fact(self, name: str) -> Optional[FactSpec]:
         for spec in self.facts:

@@ -60,7 +60,8 @@ def _check(spec: CheckSpec) -> List[str]:
                       "| parameter | type | description |", "|---|---|---|"])
         for param in spec.params:
             required = f" Required: {param.required}." if param.required else ""
-            lines.append(f"| `{param.name}` | {param.type} | {_cell(param.description + '.' + required)} |")
+            reads = f" Judged on the rows of {', '.join(param.reads)}." if param.reads else ""
+            lines.append(f"| `{param.name}` | {param.type} | {_cell(param.description + '.' + required + reads)} |")
     return lines + [""]
 
 

@@ -186,6 +186,17 @@ def _row_verdicts(check: Optional[CheckSpec], name: str, value: Any) -> List[Ver
     return [("error", problems[0] if len(problems) == 1 else message("several", items=problems))]
 
 
+def _param_row_verdicts(check: Optional[CheckSpec], param: str, facts: Mapping[str, Any]) -> List[Verdict]:
+    """An error for the first list fact a parameter's judgement reads (`ParamSpec.reads`) whose rows do not
+    have their declared shape: such rows are never read as if they did."""
+    declared = check.param(param) if check is not None else None
+    for name in declared.reads if declared is not None else ():
+        verdicts = _row_verdicts(check, name, facts.get(name))
+        if verdicts:
+            return verdicts
+    return []
+
+
 def _judge_fact(check: Optional[CheckSpec], name: str, exp: Any, facts: Mapping[str, Any],
                 outcome: Mapping[str, Any]) -> List[Verdict]:
     """Verdicts of one expectation on one fact: unknown (null), ill-typed values and rows that do not have
@@ -269,7 +280,7 @@ def _unknown_reason(outcome: Mapping[str, Any]) -> Any:
     return str(reason) if reason else message("not_reported")
 
 
-def _judge_corporate_networks(check: Optional[CheckSpec], networks: List[str], facts: Mapping[str, Any],
+def _judge_corporate_networks(networks: List[str], facts: Mapping[str, Any],
                               outcome: Mapping[str, Any]) -> List[Verdict]:
     """Every listed network must appear in the VPN facts and be routed through a tunnel."""
     via_all = facts.get("corporate_networks_via_tunnel")
@@ -279,9 +290,6 @@ def _judge_corporate_networks(check: Optional[CheckSpec], networks: List[str], f
     if not isinstance(routes, list):
         return [("error", message("fact_bad_type", fact="corporate_routes", expected="list",
                                   found=type(routes).__name__))]
-    malformed = _row_verdicts(check, "corporate_routes", routes)
-    if malformed:
-        return malformed
     by_network: Dict[str, Mapping[str, Any]] = {}
     for route in routes:
         if not isinstance(route, Mapping):
@@ -361,7 +369,8 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str, others: Optional[Mapp
     networks = rule.params.get("corporate_networks")
     if rule.check == "vpn" and isinstance(networks, list) and networks:
         used.append(("corporate_networks_via_tunnel", facts.get("corporate_networks_via_tunnel")))
-        verdicts.extend(_judge_corporate_networks(check, list(networks), facts, outcome))
+        verdicts.extend(_param_row_verdicts(check, "corporate_networks", facts)
+                        or _judge_corporate_networks(list(networks), facts, outcome))
     if not verdicts:
         return "not_applicable", message("no_expectation_applies", platform=platform), _evidence(outcome, used)
     status, msg = _combine(verdicts)

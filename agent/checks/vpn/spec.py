@@ -40,6 +40,7 @@ SPEC = CheckSpec(
                   "the organisation's networks (CIDR) whose routes must go through the tunnel",
                   required="a rule about the organisation's VPN must name the organisation's networks: without "
                            "them any tunnel passes, a Tailscale or ZeroTier overlay (CGNAT 100.64.0.0/10 on a "
-                           "tun/utun) or a personal VPN as well as the organisation's"),
+                           "tun/utun) or a personal VPN as well as the organisation's",
+                  reads=("corporate_routes",)),
     ),
 )

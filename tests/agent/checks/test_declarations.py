@@ -17,6 +17,7 @@ from agent.checks.declarations import (
     CheckSpec,
     FactSpec,
     FieldSpec,
+    ParamSpec,
     conform,
     row_problems,
 )
@@ -90,6 +91,13 @@ def test_row_problems(fact: FactSpec, rows: List[Any], expected: List[str]) -> N
 def test_a_malformed_declaration_is_refused(kwargs: Dict[str, Any], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         FactSpec("fact", description="", **kwargs)
+
+
+@pytest.mark.parametrize("reads", [("nothing",), ("count",)], ids=["undeclared", "not-a-list"])
+def test_a_parameter_reads_list_facts_of_its_check(reads: Any) -> None:
+    with pytest.raises(ValueError, match="is not a list fact of this check"):
+        CheckSpec("demo", "Demo", "", PLATFORMS, (FactSpec("count", "int", ""),),
+                  (ParamSpec("networks", "cidr_list", "", reads=reads),))
 
 
 def test_field_declarations_are_checked() -> None:
