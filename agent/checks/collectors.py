@@ -59,7 +59,8 @@ def _family(check_id: str, linux: Collector, darwin: Collector, windows: Collect
 REGISTRY: Dict[str, CheckFamily] = {family.spec.id: family for family in (
     _family("os_identity", with_lifecycle(os_identity_linux.collect), with_lifecycle(os_identity_darwin.collect),
             with_lifecycle(os_identity_windows.collect)),
-    _family("disk_encryption", disk_encryption_linux.collect, disk_encryption_darwin.collect, disk_encryption_windows.collect),
+    _family("disk_encryption", disk_encryption_linux.collect, disk_encryption_darwin.collect,
+            disk_encryption_windows.collect),
     _family("vpn", vpn_linux.collect, vpn_darwin.collect, vpn_windows.collect),
     _family("patches", patches_linux.collect, patches_darwin.collect, patches_windows.collect),
     _family("firewall", firewall_linux.collect, firewall_darwin.collect, firewall_windows.collect),
@@ -67,7 +68,8 @@ REGISTRY: Dict[str, CheckFamily] = {family.spec.id: family for family in (
     _family("antivirus", antivirus_linux.collect, antivirus_darwin.collect, antivirus_windows.collect),
     _family("local_admin", local_admin_linux.collect, local_admin_darwin.collect, local_admin_windows.collect),
     _family("secure_boot", secure_boot_linux.collect, secure_boot_darwin.collect, secure_boot_windows.collect),
-    _family("remote_access", remote_access_linux.collect, remote_access_darwin.collect, remote_access_windows.collect),
+    _family("remote_access", remote_access_linux.collect, remote_access_darwin.collect,
+            remote_access_windows.collect),
     _family("time_sync", time_sync_linux.collect, time_sync_darwin.collect, time_sync_windows.collect),
     _family("wifi", wifi_linux.collect, wifi_darwin.collect, wifi_windows.collect),
 )}

@@ -61,7 +61,8 @@ def _check(spec: CheckSpec) -> List[str]:
         for param in spec.params:
             required = f" Required: {param.required}." if param.required else ""
             reads = f" Judged on the rows of {', '.join(param.reads)}." if param.reads else ""
-            lines.append(f"| `{param.name}` | {param.type} | {_cell(param.description + '.' + required + reads)} |")
+            description = f"{param.description}.{required}{reads}"
+            lines.append(f"| `{param.name}` | {param.type} | {_cell(description)} |")
     return lines + [""]
 
 

@@ -1,5 +1,6 @@
-"""Disk encryption: the declaration (spec.py) and the per-platform collectors (linux.py, darwin.py, windows.py).
+"""Disk encryption: the check's declaration and its collectors.
 
-This package imports nothing itself: the collector (server/) loads spec.py alone, and the agent's
-collector registry (agent/checks/collectors.py) loads the platform modules.
+spec.py declares the facts (and parameters); linux.py, darwin.py and windows.py collect them. This
+package imports nothing itself: the collector (server/) loads spec.py alone, and the agent's collector
+registry (agent/checks/collectors.py) loads the platform modules.
 """

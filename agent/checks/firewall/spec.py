@@ -20,7 +20,8 @@ SPEC = CheckSpec(
         FactSpec("profiles", "list", "Windows: the firewall profiles, one row each", row=(
             FieldSpec("name", "string", "Domain, Private or Public"),
             FieldSpec("enabled", "bool", "the profile is on"),
-            FieldSpec("inbound_action", "string", "drop (block, not configured), accept or unknown: what happens to unsolicited inbound traffic"),
+            FieldSpec("inbound_action", "string", "what happens to unsolicited inbound traffic: drop (block, not "
+                                                  "configured), accept or unknown"),
         )),
         FactSpec("stealth_mode", "bool", "macOS: stealth mode on"),
         FactSpec("frontends", "list", "Linux: the firewall front-ends found (ufw, firewalld), one row each", row=(
