@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
 
 from agent import __version__, protocol
-from agent.checks import REGISTRY
 from agent.checks.base import CheckOutcome
+from agent.checks.collectors import REGISTRY
 from agent.config import ConfigError, load_settings
 from agent.cycle import Cycle, run_cycle
 from agent.i18n import LANGUAGES, detect_language

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from agent.checks import REGISTRY, collect
 from agent.checks.base import CheckOutcome
+from agent.checks.collectors import REGISTRY, collect
 from agent.policy import Policy, Result, check_params, checks_used, evaluate, summarize
 from agent.probes import Host, ProbeResult, WrappedHost
 

@@ -93,7 +93,7 @@ def now_rfc3339() -> str:
 
 def device_description(host: Host) -> Dict[str, Any]:
     """What the enrolment request says about this machine (from the os_identity check where it works)."""
-    from agent.checks import collect
+    from agent.checks.collectors import collect
 
     facts: Dict[str, Any] = {}
     outcome = collect(host, [])["os_identity"]

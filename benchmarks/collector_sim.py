@@ -47,7 +47,7 @@ def _outcome(facts: Dict[str, Any], evidence: List[str]) -> Dict[str, Any]:
 
 
 def linux_facts(hostname: str, machine_id: str, serial: str, posture: Posture) -> Dict[str, Any]:
-    """Facts as the Linux collectors report them (names and types from agent/checks/*/__init__.py)."""
+    """Facts as the Linux collectors report them (names, types and row shapes from agent/checks/*/spec.py)."""
     tunnel = [{"name": "tun0", "kind": "tun", "up": True, "addresses": ["10.8.0.6/24"]}] if posture.vpn_up else []
     routes = [{"network": net, "interface": "tun0" if posture.vpn_up else "wlp2s0", "via_tunnel": posture.vpn_up}
               for net in ("203.0.113.0/24", "198.51.100.0/24")]

@@ -1,8 +1,8 @@
-"""What a check is: a declared set of typed facts, and per-platform collectors that produce them.
+"""How a check runs on the agent: per-platform collectors that produce the facts a check declares.
 
-A check module declares a `CheckSpec` (like an osquery table spec): its id, the platforms it
-supports, and every fact it reports with a type and a description. Docs, the policy validator and
-the collector's schema all come from these declarations.
+The declaration (`CheckSpec`: id, platforms, typed facts, parameters) lives apart, in
+agent/checks/declarations.py and each family's spec.py, so that the collector and the policy package
+can read it without loading probes; this module is the agent side: outcomes and running collectors.
 
 A collector is ``collect(host, params) -> CheckOutcome``: it asks the `Host` for probe results and
 hands them to pure parse functions. ``params`` are inputs a policy gives the check (for example the
@@ -14,8 +14,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
+from agent.checks.declarations import CheckSpec, conform
 from agent.checks.messages import Message, english, message
 from agent.probes import Host, ProbeResult
 
@@ -26,62 +27,9 @@ ERROR = "error"
 NOT_APPLICABLE = "not_applicable"
 OUTCOME_STATES = (OK, ERROR, NOT_APPLICABLE)
 
-# Fact types. "version" is a dotted version string compared numerically; "duration" is seconds.
-FACT_TYPES = ("bool", "int", "number", "string", "version", "list", "object")
-PLATFORMS = ("linux", "darwin", "windows")
-
 
 class ParseError(ValueError):
     """A probe's output did not have the expected shape. The message says what was expected."""
-
-
-@dataclass(frozen=True)
-class FactSpec:
-    name: str
-    type: str
-    description: str
-    # "none" means the fact may be null (unknown) without the whole check being an error.
-    nullable: bool = True
-    # What a report of an agent that predates this fact means by leaving it out (evaluation only;
-    # None: unknown, the rule says so). Lets a collector judge older agents' reports with a newer policy.
-    absent: Any = None
-
-    def __post_init__(self) -> None:
-        if self.type not in FACT_TYPES:
-            raise ValueError(f"fact {self.name}: unknown type {self.type}")
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """A policy input the collector needs (declared so the validator knows it is not a fact)."""
-
-    name: str
-    type: str  # "cidr_list"
-    description: str
-    # a rule of the check must give it; ``required`` says why (the validator's message)
-    required: str = ""
-
-
-@dataclass(frozen=True)
-class CheckSpec:
-    id: str
-    title: str
-    description: str
-    platforms: Tuple[str, ...]
-    facts: Tuple[FactSpec, ...]
-    params: Tuple[ParamSpec, ...] = ()
-
-    def fact(self, name: str) -> Optional[FactSpec]:
-        for spec in self.facts:
-            if spec.name == name:
-                return spec
-        return None
-
-    def param(self, name: str) -> Optional[ParamSpec]:
-        for spec in self.params:
-            if spec.name == name:
-                return spec
-        return None
 
 
 # A collector's reason: a translatable message (agent/checks/messages.py), or plain English text.
@@ -154,37 +102,6 @@ Collector = Callable[[Host, Mapping[str, Any]], CheckOutcome]
 class CheckFamily:
     spec: CheckSpec
     collectors: Mapping[str, Collector]
-
-
-def _type_ok(fact_type: str, value: Any) -> bool:
-    if fact_type == "bool":
-        return isinstance(value, bool)
-    if fact_type == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if fact_type == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if fact_type in ("string", "version"):
-        return isinstance(value, str)
-    if fact_type == "list":
-        return isinstance(value, list)
-    if fact_type == "object":
-        return isinstance(value, dict)
-    return False
-
-
-def conform(spec: CheckSpec, facts: Mapping[str, Any]) -> List[str]:
-    """Problems with ``facts`` against the declaration (unknown names, wrong types)."""
-    problems = []
-    for name, value in facts.items():
-        fact = spec.fact(name)
-        if fact is None:
-            problems.append(f"{spec.id}: undeclared fact {name!r}")
-        elif value is None:
-            if not fact.nullable:
-                problems.append(f"{spec.id}: fact {name!r} may not be null")
-        elif not _type_ok(fact.type, value):
-            problems.append(f"{spec.id}: fact {name!r} should be {fact.type}, found {type(value).__name__}")
-    return problems
 
 
 def run_collector(family: CheckFamily, host: Host, params: Optional[Mapping[str, Any]] = None) -> CheckOutcome:

@@ -38,6 +38,11 @@ TEMPLATES_EN: Mapping[str, str] = {
     "probe_output_unexpected": "unexpected probe output: {problem}",
     "probe_output_uninterpretable": "could not interpret probe output ({problem})",
     "check_internal_error": "internal error: {problem}",
+    # agent/checks/declarations.py row_problems: a row of a list fact against its declared shape
+    "fact_row_bad_field": "{check}: fact {fact}, row {row}: field {field} should be {expected}, found {found}",
+    "fact_row_unknown_field": "{check}: fact {fact}, row {row}: unknown field {field} (declared fields: {declared})",
+    "fact_row_not_object": "{check}: fact {fact}, row {row} should be an object, found {found}",
+    "fact_item_bad_type": "{check}: fact {fact}, item {row} should be {expected}, found {found}",
     # Windows PowerShell probes (agent/checks/_windows_ps.py)
     "ps_probe_failed": "{what}: {failure}",
     "ps_access_denied": "{what}: access denied; this probe needs {rights}",

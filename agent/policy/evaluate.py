@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from agent.checks import REGISTRY
-from agent.checks.base import CheckFamily, _type_ok  # _type_ok: the declared-type test, shared with conform()
+from agent.checks.declarations import CheckSpec, row_problems, type_ok
+from agent.checks.specs import SPECS
 from agent.policy.messages import Message, message, render_en
 from agent.policy.model import STATUSES, Policy, Rule, expectation_for
 from agent.policy.operators import (
@@ -112,17 +112,40 @@ def _show(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _judge_fact(family: Optional[CheckFamily], name: str, exp: Any, facts: Mapping[str, Any],
+def _row_verdicts(check: Optional[CheckSpec], name: str, value: Any) -> List[Verdict]:
+    """An error naming the rows of list fact ``name`` that do not have their declared shape; none when all do."""
+    spec = check.fact(name) if check is not None else None
+    if check is None or spec is None:
+        return []
+    problems = row_problems(check.id, spec, value)
+    if not problems:
+        return []
+    return [("error", problems[0] if len(problems) == 1 else message("several", items=problems))]
+
+
+def _param_row_verdicts(check: Optional[CheckSpec], param: str, facts: Mapping[str, Any]) -> List[Verdict]:
+    """An error for the first list fact a parameter's judgement reads (`ParamSpec.reads`) whose rows do not
+    have their declared shape: such rows are never read as if they did."""
+    declared = check.param(param) if check is not None else None
+    for name in declared.reads if declared is not None else ():
+        verdicts = _row_verdicts(check, name, facts.get(name))
+        if verdicts:
+            return verdicts
+    return []
+
+
+def _judge_fact(check: Optional[CheckSpec], name: str, exp: Any, facts: Mapping[str, Any],
                 outcome: Mapping[str, Any]) -> List[Verdict]:
-    """Verdicts of one expectation on one fact: unknown (null) and ill-typed values are errors, never guesses."""
-    spec = family.spec.fact(name) if family is not None else None
+    """Verdicts of one expectation on one fact: unknown (null), ill-typed values and rows that do not have
+    their declared shape are errors, never guesses."""
+    spec = check.fact(name) if check is not None else None
     fact_type = spec.type if spec is not None else "string"
     value = facts[name] if name in facts else (spec.absent if spec is not None else None)
     if value is None:
         return [("error", message("fact_unknown", fact=name, reason=unknown_reason(outcome)))]
-    if not _type_ok(fact_type, value) or (isinstance(value, float) and not math.isfinite(value)):
+    if not type_ok(fact_type, value) or (isinstance(value, float) and not math.isfinite(value)):
         return [("error", message("fact_bad_type", fact=name, expected=fact_type, found=type(value).__name__))]
-    return judge_expectation(fact_type, name, value, exp, facts)
+    return _row_verdicts(check, name, value) or judge_expectation(fact_type, name, value, exp, facts)
 
 
 def _other_check_fact(name: str, exp: Any, others: Mapping[str, Any], used: List[Tuple[str, Any]]
@@ -135,10 +158,10 @@ def _other_check_fact(name: str, exp: Any, others: Mapping[str, Any], used: List
         reason = unknown_reason(other) if isinstance(other, Mapping) else message("not_reported")
         return [("error", message("fact_unknown", fact=name, reason=reason))]
     used.append((name, other["facts"].get(fact)))
-    return _judge_fact(REGISTRY.get(check_id), fact, exp, other["facts"], other)
+    return _judge_fact(SPECS.get(check_id), fact, exp, other["facts"], other)
 
 
-def _precondition(rule: Rule, family: Optional[CheckFamily], facts: Mapping[str, Any],
+def _precondition(rule: Rule, check: Optional[CheckSpec], facts: Mapping[str, Any],
                   outcome: Mapping[str, Any], platform: str,
                   used: List[Tuple[str, Any]], others: Optional[Mapping[str, Any]] = None) -> Optional[Verdict]:
     """None when the rule's `when` is met (or absent); else not_applicable, or error when it cannot be told.
@@ -157,7 +180,7 @@ def _precondition(rule: Rule, family: Optional[CheckFamily], facts: Mapping[str,
             verdicts = _other_check_fact(name, exp, others or {}, used)
         else:
             used.append((name, facts.get(name)))
-            verdicts = _judge_fact(family, name, exp, facts, outcome)
+            verdicts = _judge_fact(check, name, exp, facts, outcome)
         if any(status == "fail" for status, _ in verdicts):
             unmet.extend(describe_expectation(name, exp))
         else:
@@ -205,9 +228,9 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str, others: Optional[Mapp
     if state != "ok" or not isinstance(facts, Mapping):
         return "error", message("facts_malformed", check=rule.check,
                                 problem=f"state {_show(state)} with facts of type {type(facts).__name__}"), []
-    family = REGISTRY.get(rule.check)
+    check = SPECS.get(rule.check)
     used: List[Tuple[str, Any]] = []
-    precondition = _precondition(rule, family, facts, outcome, platform, used, others)
+    precondition = _precondition(rule, check, facts, outcome, platform, used, others)
     if precondition is not None:
         return precondition[0], precondition[1], _evidence(outcome, used)
     verdicts: List[Verdict] = []
@@ -217,11 +240,11 @@ def evaluate_rule(rule: Rule, outcome: Any, platform: str, others: Optional[Mapp
             continue  # this expectation is about other platforms
         if name not in (seen for seen, _ in used):
             used.append((name, facts.get(name)))
-        verdicts.extend(_judge_fact(family, name, exp, facts, outcome))
+        verdicts.extend(_judge_fact(check, name, exp, facts, outcome))
     for param, value in rule.params.items():
         judge = PARAM_OPERATORS.get(param)
         if judge is not None:
-            verdicts.extend(judge(value, facts, outcome, used))
+            verdicts.extend(_param_row_verdicts(check, param, facts) or judge(value, facts, outcome, used))
     if not verdicts:
         return "not_applicable", message("no_expectation_applies", platform=platform), _evidence(outcome, used)
     status, msg = _combine(verdicts)

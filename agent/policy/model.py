@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from agent.checks.base import PLATFORMS
+from agent.checks.declarations import PLATFORMS
 from agent.protocol import canonical_json, digest
 
 POLICY_SCHEMA = "teleposture/policy/v1"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from agent.checks import REGISTRY
-from agent.checks.base import PLATFORMS, FactSpec
+from agent.checks.declarations import PLATFORMS, FactSpec
+from agent.checks.specs import SPECS
 from agent.policy.model import (
     DEFAULT_INTERVALS,
     LADDER_ACTIONS,
@@ -105,7 +105,7 @@ def expectable(fact: FactSpec) -> bool:
 
 
 def _rule_schema(check_id: str) -> Dict[str, Any]:
-    spec = REGISTRY[check_id].spec
+    spec = SPECS[check_id]
     params: Dict[str, Any] = {}
     for param in spec.params:
         if param.type == "cidr_list":
@@ -129,7 +129,7 @@ def _rule_schema(check_id: str) -> Dict[str, Any]:
 
 
 def policy_schema() -> Dict[str, Any]:
-    checks: List[str] = sorted(REGISTRY)
+    checks: List[str] = sorted(SPECS)
     rule: Dict[str, Any] = {
         "type": "object",
         "required": ["id", "check", "severity", "title", "remediation"],

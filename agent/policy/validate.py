@@ -1,6 +1,6 @@
 """Validation of policy documents against the check declarations; every problem names its line.
 
-The declarations in agent/checks/<family>/__init__.py are the only source of what a policy may
+The declarations in agent/checks/<family>/spec.py (agent.checks.specs) are the only source of what a policy may
 say: a check id must be registered, an expectation must name a declared fact, and its form must
 suit the fact's type. Nothing here is a second copy of the fact list.
 """
@@ -11,9 +11,9 @@ import ipaddress
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from agent.checks import REGISTRY
-from agent.checks.base import PLATFORMS, CheckSpec, FactSpec
+from agent.checks.declarations import PLATFORMS, CheckSpec, FactSpec
 from agent.checks.os_identity import lifecycle
+from agent.checks.specs import SPECS
 from agent.policy.loader import LineMap, Path_
 from agent.policy.model import (
     DEFAULT_GRACE_SECONDS,
@@ -340,10 +340,10 @@ class _Validator:
             if key not in RULE_KEYS:
                 self.problem(path + (key,), f"{what}: unknown key {key!r}; a rule has {', '.join(RULE_KEYS)}")
         check_id = raw.get("check")
-        spec = REGISTRY[check_id].spec if isinstance(check_id, str) and check_id in REGISTRY else None
+        spec = SPECS.get(check_id) if isinstance(check_id, str) else None
         if spec is None:
             self.problem(path + (("check",) if "check" in raw else ()),
-                         f"{what}: unknown check {check_id!r}; known checks: {', '.join(sorted(REGISTRY))}")
+                         f"{what}: unknown check {check_id!r}; known checks: {', '.join(sorted(SPECS))}")
         severity = raw.get("severity")
         if severity not in SEVERITIES:
             self.problem(path + (("severity",) if "severity" in raw else ()),
@@ -423,17 +423,17 @@ class _Validator:
     def other_check_condition(self, what: str, name: str, expectation: Any, here: Path_) -> None:
         """`when: {vpn.tunnel_up: false}`: a condition on another check's fact in the same report."""
         check_id, _, fact_name = name.partition(".")
-        other = REGISTRY.get(check_id)
+        other = SPECS.get(check_id)
         if other is None:
             self.problem(here, f"{what}: condition {name!r} names unknown check {check_id!r}; known checks: "
-                               f"{', '.join(sorted(REGISTRY))}")
+                               f"{', '.join(sorted(SPECS))}")
             return
-        fact = other.spec.fact(fact_name)
+        fact = other.fact(fact_name)
         if fact is None:
             self.problem(here, f"{what}: check {check_id} has no fact {fact_name!r}; its facts: "
-                               f"{', '.join(f.name for f in other.spec.facts)}")
+                               f"{', '.join(f.name for f in other.facts)}")
             return
-        self.expectation(other.spec, fact, expectation, here, condition=True)
+        self.expectation(other, fact, expectation, here, condition=True)
 
     # -- document --------------------------------------------------------------------------------
     def document(self, doc: Any) -> Optional[Policy]:

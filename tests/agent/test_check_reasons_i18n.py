@@ -16,9 +16,9 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from agent.checks import REGISTRY, screen_lock
 from agent.checks._windows_batch import expand_batches
 from agent.checks.base import ERROR, NOT_APPLICABLE, CheckOutcome, run_collector
+from agent.checks.collectors import REGISTRY
 from agent.checks.messages import TEMPLATES_EN as CHECK_TEMPLATES_EN
 from agent.checks.messages import message
 from agent.i18n import catalogue
@@ -128,7 +128,7 @@ def test_probe_failure_reason_is_translated_and_the_probe_name_is_kept(
 
 
 def test_screen_lock_without_logind_or_display_server_is_translated() -> None:
-    outcome = run_collector(screen_lock.FAMILY, ReplayHost(Recording.load(
+    outcome = run_collector(REGISTRY["screen_lock"], ReplayHost(Recording.load(
         FIXTURES / "debian-12" / "screen_lock-no-logind-vm.json")))
     assert outcome.state == NOT_APPLICABLE
     assert outcome.message == message("screen_lock_no_session_no_logind")

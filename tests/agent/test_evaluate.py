@@ -314,7 +314,14 @@ def route(network: str, via: Any, interface: str = "tun0") -> Dict[str, Any]:
     (vpn([route("10.20.0.0/16", True), route("192.168.50.0/24", True)], None), "error",
      "corporate networks through the VPN unknown"),
     # networks written differently by the collector still match
-    (vpn([route("10.20.0.1/16", True), route("192.168.50.0/24", True), {"junk": 1}, "x"], True), "pass", ""),
+    (vpn([route("10.20.0.1/16", True), route("192.168.50.0/24", True)], True), "pass", ""),
+    # rows that do not have the declared shape are an error naming the row, never skipped
+    (vpn([route("10.20.0.0/16", True), route("192.168.50.0/24", True), {"junk": 1}], True), "error",
+     "vpn: fact corporate_routes, row 2: unknown field junk (declared fields: network, interface, via_tunnel)"),
+    (vpn([route("10.20.0.0/16", True), "x"], True), "error",
+     "vpn: fact corporate_routes, row 1 should be an object, found str"),
+    (vpn([route("10.20.0.0/16", "yes"), route("192.168.50.0/24", True)], True), "error",
+     "vpn: fact corporate_routes, row 0: field via_tunnel should be bool, found str"),
 ])
 def test_corporate_networks(outcome: Dict[str, Any], status: str, fragment: str) -> None:
     result = one(policy_with("vpn", "{tunnel_up: true}", params=VPN_PARAMS), "vpn", outcome)

@@ -76,8 +76,8 @@ def test_cycle_host_delegates_everything_else() -> None:
 
 def test_vpn_params_reach_the_collector() -> None:
     seen: Dict[str, Any] = {}
-    from agent.checks import REGISTRY
     from agent.checks.base import CheckFamily, CheckOutcome
+    from agent.checks.collectors import REGISTRY
 
     original = REGISTRY["vpn"]
 

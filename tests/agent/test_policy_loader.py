@@ -93,7 +93,7 @@ def test_schema_file_is_generated_from_the_declarations() -> None:
 
 
 def test_schema_lists_every_declared_check_and_expectable_fact() -> None:
-    from agent.checks import REGISTRY
+    from agent.checks.collectors import REGISTRY
     from agent.policy.validate import RULE_KEYS
 
     schema = json.loads(schema_text())

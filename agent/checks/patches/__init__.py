@@ -1,32 +1,6 @@
-"""Updates: the declared facts and the per-platform collectors."""
+"""Updates: the check's declaration and its collectors.
 
-from __future__ import annotations
-
-from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec, ParamSpec  # noqa: F401
-from agent.checks.patches import darwin, linux, windows
-
-SPEC = CheckSpec(
-    id="patches",
-    title="System updates",
-    description="Pending (security) updates, how recently the system was updated, automatic updates.",
-    platforms=PLATFORMS,
-    facts=(
-        FactSpec("package_manager", "string", "apt, dnf, yum, zypper, softwareupdate, windows-update"),
-        FactSpec("os_version", "version", "OS version, for minimum-version rules"),
-        FactSpec("os_build_number", "int", "Windows build number, for minimum-build rules"),
-        FactSpec("pending_updates", "int", "updates available and not installed"),
-        FactSpec("pending_security_updates", "int", "of which security updates"),
-        FactSpec("pending_security_packages", "list", "names of packages (or KB / product labels) with pending security fixes"),
-        FactSpec("phased_updates_deferred", "int", "apt updates held back by phasing (not counted as pending)"),
-        FactSpec("package_lists_age_days", "number", "days since the package lists / update catalog were refreshed"),
-        FactSpec("days_since_last_update", "number", "days since updates were last successfully installed"),
-        FactSpec("last_update_at", "string", "RFC 3339 time of the last successful update"),
-        FactSpec("reboot_required", "bool", "an installed update waits for a reboot"),
-        FactSpec("automatic_updates", "bool", "automatic (security) updates are configured and enabled"),
-        FactSpec("seed_program", "string",
-                 "macOS: the Apple beta (seed) program the Mac is enrolled in (DeveloperSeed, PublicSeed, "
-                 "CustomerSeed) or none; its beta updates are not counted as pending (null: unknown)"),
-    ),
-)
-
-FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})
+spec.py declares the facts (and parameters); linux.py, darwin.py and windows.py collect them. This
+package imports nothing itself: the collector (server/) loads spec.py alone, and the agent's collector
+registry (agent/checks/collectors.py) loads the platform modules.
+"""

@@ -1,27 +1,6 @@
-"""Time synchronisation: the declared facts and the per-platform collectors."""
+"""Time synchronisation: the check's declaration and its collectors.
 
-from __future__ import annotations
-
-from agent.checks.base import PLATFORMS, CheckFamily, CheckSpec, FactSpec
-from agent.checks.time_sync import darwin, linux, windows
-
-SPEC = CheckSpec(
-    id="time_sync",
-    title="Clock synchronised by a time service",
-    description=(
-        "Whether a time service runs and keeps the clock synchronised: systemd-timesyncd, chrony or ntpd on "
-        "Linux, timed on macOS, the Windows Time service (w32time). Report timestamps, certificate checks "
-        "and signed access decisions depend on a correct clock."
-    ),
-    platforms=PLATFORMS,
-    facts=(
-        FactSpec("service", "string", "the running time service (systemd-timesyncd, chronyd, ntpd, timed, "
-                                      "w32time), null when none runs"),
-        FactSpec("service_running", "bool", "a time service is running"),
-        FactSpec("synchronized", "bool", "the clock is synchronised to a time source"),
-        FactSpec("source", "string", "the time source in use (server name or address)"),
-        FactSpec("offset_seconds", "number", "measured offset from the source, seconds (positive: clock ahead)"),
-    ),
-)
-
-FAMILY = CheckFamily(SPEC, {"linux": linux.collect, "darwin": darwin.collect, "windows": windows.collect})
+spec.py declares the facts (and parameters); linux.py, darwin.py and windows.py collect them. This
+package imports nothing itself: the collector (server/) loads spec.py alone, and the agent's collector
+registry (agent/checks/collectors.py) loads the platform modules.
+"""

@@ -18,8 +18,8 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from agent.checks import REGISTRY, collect
-from agent.checks.base import conform
+from agent.checks.collectors import REGISTRY, collect
+from agent.checks.declarations import conform
 from agent.cli import build_parser
 from agent.cli_check import run_check
 from agent.cycle import run_cycle

@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.checks import REGISTRY
 from agent.checks.antivirus import darwin as av_mac
 from agent.checks.antivirus import windows as av_win
-from agent.checks.base import OUTCOME_STATES, CheckOutcome, ParseError, conform
+from agent.checks.base import OUTCOME_STATES, CheckOutcome, ParseError
+from agent.checks.collectors import REGISTRY
+from agent.checks.declarations import conform
 from agent.checks.disk_encryption import darwin as de_mac
 from agent.checks.disk_encryption import windows as de_win
 from agent.checks.firewall import darwin as fw_mac

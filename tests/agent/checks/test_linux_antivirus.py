@@ -14,13 +14,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.checks import antivirus
 from agent.checks.antivirus import linux
 from agent.checks.base import ERROR, OK, ParseError, run_collector
+from agent.checks.collectors import REGISTRY
 from agent.probes import LiveHost, ProbeResult, Recording, ReplayHost
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FAMILY = antivirus.FAMILY
+FAMILY = REGISTRY["antivirus"]
 
 
 def replay(relative: str) -> Any:

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.checks import disk_encryption
 from agent.checks.base import ERROR, NOT_APPLICABLE, OK, ParseError, run_collector
+from agent.checks.collectors import REGISTRY
 from agent.checks.disk_encryption import linux
 from agent.probes import LiveHost, ProbeResult, Recording, ReplayHost
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FAMILY = disk_encryption.FAMILY
+FAMILY = REGISTRY["disk_encryption"]
 
 
 def replay(relative: str) -> Any:

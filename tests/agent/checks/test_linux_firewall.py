@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.checks import firewall
 from agent.checks.base import ERROR, OK, ParseError, run_collector
+from agent.checks.collectors import REGISTRY
 from agent.checks.firewall import linux
 from agent.probes import LiveHost, ProbeResult, Recording, ReplayHost
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FAMILY = firewall.FAMILY
+FAMILY = REGISTRY["firewall"]
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -293,8 +293,8 @@ def _in_netns(name: str, argv: List[str], stdin: str = "") -> str:
     return done.stdout
 
 
-COLLECT = ("import json; from agent.checks import firewall; from agent.checks.base import run_collector; "
-           "from agent.probes import LiveHost; print(json.dumps(run_collector(firewall.FAMILY, LiveHost()).to_json()))")
+COLLECT = ("import json; from agent.checks.collectors import REGISTRY; from agent.checks.base import run_collector; "
+           "from agent.probes import LiveHost; print(json.dumps(run_collector(REGISTRY['firewall'], LiveHost()).to_json()))")
 
 
 @pytest.mark.root

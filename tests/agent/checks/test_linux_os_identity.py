@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.checks import os_identity
 from agent.checks.base import ERROR, OK, ParseError, run_collector
+from agent.checks.collectors import REGISTRY
 from agent.checks.os_identity import linux
 from agent.probes import LiveHost, ProbeResult, Recording, ReplayHost
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FAMILY = os_identity.FAMILY
+FAMILY = REGISTRY["os_identity"]
 
 
 def replay(relative: str) -> Any:

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.checks import patches
-from agent.checks.base import ERROR, OK, ParseError, conform, run_collector
+from agent.checks.base import ERROR, OK, ParseError, run_collector
+from agent.checks.collectors import REGISTRY
+from agent.checks.declarations import conform
 from agent.checks.patches import apt, linux, rpm, zypper
 from agent.checks.patches.pkgcommon import offset_from_mtime, parse_systemctl_is_enabled
 from agent.probes import (
@@ -30,7 +31,7 @@ from agent.probes import (
 )
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FAMILY = patches.FAMILY
+FAMILY = REGISTRY["patches"]
 
 
 def replay(relative: str) -> Any:

@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from agent.checks import local_admin, remote_access, secure_boot, time_sync, wifi
 from agent.checks.base import ERROR, NOT_APPLICABLE, OK, ParseError, run_collector
+from agent.checks.collectors import REGISTRY
 from agent.checks.local_admin.linux import judge, parse_sudoers
 from agent.checks.remote_access.linux import parse_ss
 from agent.checks.secure_boot.linux import parse_efivar_flag, parse_mokutil
@@ -25,8 +25,8 @@ from agent.policy import baseline, evaluate
 from agent.probes import LiveHost, Recording
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FAMILIES = {"local_admin": local_admin.FAMILY, "secure_boot": secure_boot.FAMILY,
-            "remote_access": remote_access.FAMILY, "time_sync": time_sync.FAMILY, "wifi": wifi.FAMILY}
+FAMILIES = {"local_admin": REGISTRY["local_admin"], "secure_boot": REGISTRY["secure_boot"],
+            "remote_access": REGISTRY["remote_access"], "time_sync": REGISTRY["time_sync"], "wifi": REGISTRY["wifi"]}
 
 RECORDED: List[Tuple[str, str, Dict[str, Any]]] = [
     ("local_admin", "debian-12/local_admin-wheel-without-rule.json",
@@ -114,14 +114,14 @@ def test_check_replay_gives_the_rules_verdict(fixture: str, rule: str, status: s
     ("ubuntu-24.04/wifi-not-connected.json", False, "not_applicable"),
 ], ids=["wpa2-enterprise", "open-no-vpn", "open-on-vpn", "wep-no-vpn", "not-connected"])
 def test_wifi_verdicts_with_and_without_the_vpn(fixture: str, vpn_up: bool, status: str) -> None:
-    outcome = replay_fixture(wifi.FAMILY, fixture)
+    outcome = replay_fixture(REGISTRY["wifi"], fixture)
     facts = {"wifi": outcome.to_json(), "vpn": {"state": "ok", "facts": {"tunnel_up": vpn_up}, "evidence": []}}
     results = {r.rule_id: r.status for r in evaluate(baseline(), facts, "linux", 1.7e9)}
     assert results["wifi-security"] == status
 
 
 def test_greeter_only_means_no_console_user() -> None:
-    outcome = replay_fixture(local_admin.FAMILY, "ubuntu-22.04/local_admin-greeter.json")
+    outcome = replay_fixture(REGISTRY["local_admin"], "ubuntu-22.04/local_admin-greeter.json")
     assert outcome.state == NOT_APPLICABLE and "nobody is signed in" in (outcome.reason or "")
 
 
@@ -215,7 +215,7 @@ def _logind_sessions() -> bool:
 
 def test_this_machine_local_admin() -> None:
     """No logind session and no desktop process here: nobody at the console, so not applicable."""
-    outcome = run_collector(local_admin.FAMILY, LiveHost())
+    outcome = run_collector(REGISTRY["local_admin"], LiveHost())
     desktop = subprocess.run(["pgrep", "-x", "gnome-shell|kwin_wayland|Xorg|Xwayland|sway"],
                              capture_output=True, check=False).returncode == 0
     if not _logind_sessions() and not desktop:
@@ -225,7 +225,7 @@ def test_this_machine_local_admin() -> None:
 
 
 def test_this_machine_secure_boot() -> None:
-    outcome = run_collector(secure_boot.FAMILY, LiveHost())
+    outcome = run_collector(REGISTRY["secure_boot"], LiveHost())
     assert outcome.state == OK, outcome.reason
     if not os.path.exists("/sys/firmware/efi"):
         assert outcome.facts["firmware"] == "bios" and outcome.facts["secure_boot_enabled"] is False
@@ -250,7 +250,7 @@ def _listening_tcp() -> List[Tuple[str, int]]:
 
 
 def test_this_machine_remote_access_matches_proc() -> None:
-    outcome = run_collector(remote_access.FAMILY, LiveHost())
+    outcome = run_collector(REGISTRY["remote_access"], LiveHost())
     assert outcome.state == OK, outcome.reason
     remote_ports = {22, 23, 139, 445, 3283, 3389, 5900, 5901, 5902, 5903}
     exposed_ports = {port for address, port in _listening_tcp()
@@ -260,7 +260,7 @@ def test_this_machine_remote_access_matches_proc() -> None:
 
 
 def test_this_machine_time_sync() -> None:
-    outcome = run_collector(time_sync.FAMILY, LiveHost())
+    outcome = run_collector(REGISTRY["time_sync"], LiveHost())
     assert outcome.state == OK, outcome.reason
     running = subprocess.run(["pgrep", "-x", "chronyd|ntpd|systemd-timesyn|openntpd"], capture_output=True,
                              check=False).returncode == 0
@@ -270,7 +270,7 @@ def test_this_machine_time_sync() -> None:
 
 
 def test_this_machine_wifi() -> None:
-    outcome = run_collector(wifi.FAMILY, LiveHost())
+    outcome = run_collector(REGISTRY["wifi"], LiveHost())
     wireless = [n for n in os.listdir("/sys/class/net") if os.path.exists(f"/sys/class/net/{n}/wireless")
                 or os.path.exists(f"/sys/class/net/{n}/phy80211")]
     if not wireless:

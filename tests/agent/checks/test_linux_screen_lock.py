@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.checks import screen_lock
 from agent.checks.base import ERROR, NOT_APPLICABLE, OK, ParseError, run_collector
+from agent.checks.collectors import REGISTRY
 from agent.checks.screen_lock import linux
 from agent.probes import LiveHost, ProbeResult, Recording, ReplayHost
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FAMILY = screen_lock.FAMILY
+FAMILY = REGISTRY["screen_lock"]
 
 
 def replay(relative: str) -> Any:

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.checks import vpn
-from agent.checks.base import ERROR, OK, ParseError, conform, run_collector
+from agent.checks.base import ERROR, OK, ParseError, run_collector
+from agent.checks.collectors import REGISTRY
+from agent.checks.declarations import conform
 from agent.checks.vpn import linux
 from agent.policy import evaluate, load_policy_text
 from agent.probes import (
@@ -27,7 +28,7 @@ from agent.probes import (
 )
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture
 
-FAMILY = vpn.FAMILY
+FAMILY = REGISTRY["vpn"]
 
 
 def replay(fixture: str, networks: List[str]) -> Any:

@@ -9,9 +9,9 @@ from types import ModuleType
 
 import pytest
 
-from agent.checks import REGISTRY, collect
 from agent.checks._windows_batch import expand_batches
 from agent.checks.base import ERROR, OK, run_collector
+from agent.checks.collectors import REGISTRY, collect
 from agent.checks.firewall import darwin as firewall_darwin
 from agent.checks.firewall import windows as firewall_windows
 from agent.checks.local_admin import windows as local_admin_windows

@@ -8,7 +8,6 @@ from typing import List, Optional, Sequence
 
 import pytest
 
-from agent.checks import REGISTRY, collect
 from agent.checks._windows_batch import (
     MARKER,
     PowerShellBatch,
@@ -20,6 +19,7 @@ from agent.checks._windows_batch import (
     split_answers,
 )
 from agent.checks._windows_ps import POWERSHELL, ps_argv
+from agent.checks.collectors import REGISTRY, collect
 from agent.checks.os_identity import windows as os_identity
 from agent.checks.patches import windows as patches
 from agent.cycle import run_cycle
