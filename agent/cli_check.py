@@ -16,7 +16,7 @@ import sys
 import textwrap
 import unicodedata
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, TextIO, Tuple
 
 from agent import __version__, protocol
 from agent.checks import REGISTRY
@@ -389,10 +389,3 @@ def load_policy_text_quiet(text: str, source: str) -> Policy:
     from agent.policy import load_policy_text
 
     return load_policy_text(text, source)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry for tests: the same as `teleposture-agent ...`."""
-    from agent.cli import main as cli_main
-
-    return cli_main(list(argv) if argv is not None else None)

@@ -15,8 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, TextIO
 
 from agent.config import ConfigError
 from agent.i18n import LANGUAGES, detect_language
-
-LAST_REPORT_FILE = "last-report.json"
+from agent.state import LAST_REPORT_FILE
 
 TEXTS: Mapping[str, Mapping[str, str]] = {
     "en": {
@@ -68,14 +67,6 @@ def register(sub: Any) -> None:
                                                            "locale)")
     privacy.add_argument("--json", action="store_true", help="print the last report's payload as sent")
     privacy.set_defaults(handler=cmd_privacy)
-
-
-def keep_last_report(state_dir: Path, payload: Mapping[str, Any]) -> None:
-    """Called by the service after it signed a report (the copy `privacy` shows)."""
-    from agent.state import atomic_write
-
-    atomic_write(state_dir / LAST_REPORT_FILE, json.dumps(payload, sort_keys=True, ensure_ascii=False).encode(),
-                 mode=0o644)
 
 
 def _value(value: Any) -> str:

@@ -29,7 +29,7 @@ from agent.policy import Policy, PolicyError, Result, baseline, evaluate, policy
 from agent.probes import Host, LiveHost
 from agent.sampler import VpnSampler
 from agent.spool import DUPLICATE, REJECTED, Queued, Spool, SpoolError
-from agent.state import Identity, StateDir, StateError
+from agent.state import Identity, StateDir, StateError, keep_last_report
 from agent.storage import (
     StorageUnavailable,
     free_bytes,
@@ -610,8 +610,6 @@ class AgentService:
         return None if self.clock_offset is None else round(-self.clock_offset, 3)
 
     def _keep_last_report(self, payload: Dict[str, Any]) -> None:
-        from agent.cli_privacy import keep_last_report
-
         try:
             keep_last_report(self.state.root, payload)
         except OSError as exc:  # the copy for `privacy` only: never a reason to lose the report

@@ -14,7 +14,7 @@ from server import device_notices, ratelimit
 from server.store import maintenance, retention
 
 if TYPE_CHECKING:
-    from server.app import AppContext
+    from server.context import AppContext
 
 log = logging.getLogger(__name__)
 
