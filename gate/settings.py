@@ -15,7 +15,7 @@ import tomllib
 
 from agent import protocol
 from agent.policy.validate import parse_duration
-from agent.transport import ConfigurationError, check_url
+from agent.service.transport import ConfigurationError, check_url
 
 ENV_PREFIX = "TELEPOSTURE_GATE_"
 LANGUAGES = ("en", "fr", "ar")

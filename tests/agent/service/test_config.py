@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, default_state_dir, load_settings, parse_toml_subset, read_config_file
+from agent.service.config import (
+    ConfigError,
+    default_state_dir,
+    load_settings,
+    parse_toml_subset,
+    read_config_file,
+)
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:

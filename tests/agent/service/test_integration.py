@@ -25,7 +25,7 @@ from typing import Iterator, Set
 import pytest
 
 from agent import protocol
-from agent.service import AgentService
+from agent.service.core import AgentService
 from tests.agent.service.conftest import agent_env, make_settings
 from tests.agent.service.realcollector import AGENT, ROOT, RealCollector
 

@@ -15,7 +15,10 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent import cli_access, cli_check, cli_privacy, cli_service
+    from agent.cli import access as cli_access
+    from agent.cli import check as cli_check
+    from agent.cli import privacy as cli_privacy
+    from agent.cli import service as cli_service
 
     parser = argparse.ArgumentParser(
         prog="teleposture-agent",

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, TextIO
 
-from agent.config import ConfigError
 from agent.i18n import LANGUAGES, detect_language
-from agent.state import LAST_REPORT_FILE
+from agent.service.config import ConfigError
+from agent.service.state import LAST_REPORT_FILE
 
 TEXTS: Mapping[str, Mapping[str, str]] = {
     "en": {
@@ -58,7 +58,7 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
 
 
 def register(sub: Any) -> None:
-    from agent.cli_service import _common
+    from agent.cli.service import _common
 
     privacy = sub.add_parser("privacy", parents=[_common()], help="what the last report sent, what is never collected",
                              description="Show, in your language, exactly what the last report sent to the "
@@ -96,7 +96,7 @@ def render(payload: Optional[Mapping[str, Any]], lang: str, state_dir: Path) -> 
 
 def cmd_privacy(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     out = out or sys.stdout
-    from agent.cli_service import _settings
+    from agent.cli.service import _settings
 
     try:
         settings = _settings(args)

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import pytest
 
-from agent.cycle import CycleHost, run_cycle
+from agent.checks.cycle import CycleHost, run_cycle
 from agent.policy import baseline, evaluate, load_policy_text
 from agent.probes import DEFAULT_TIMEOUT, ProbeResult, Recording, ReplayHost
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from agent import __version__, protocol
-from agent.config import Settings
 from agent.policy import Policy, PolicyError, Result, baseline, evaluate, policy_from_json, summarize
 from agent.probes import Host, LiveHost
-from agent.sampler import VpnSampler
-from agent.spool import DUPLICATE, REJECTED, Queued, Spool, SpoolError
-from agent.state import Identity, StateDir, StateError, keep_last_report
-from agent.storage import (
+from agent.service.config import Settings
+from agent.service.outbox import DUPLICATE, REJECTED, Queued, Spool, SpoolError
+from agent.service.sampler import VpnSampler
+from agent.service.state import Identity, StateDir, StateError, keep_last_report
+from agent.service.storage import (
     StorageUnavailable,
     free_bytes,
     is_corruption,
@@ -40,7 +40,14 @@ from agent.storage import (
     storage_unavailable,
     write_condition,
 )
-from agent.transport import Backoff, CollectorRefused, RetryableError, Transport, TransportError, Verdict
+from agent.service.transport import (
+    Backoff,
+    CollectorRefused,
+    RetryableError,
+    Transport,
+    TransportError,
+    Verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +373,7 @@ class AgentService:
         return produced
 
     def _produce(self, trigger: str) -> Produced:
-        from agent.cycle import run_cycle
+        from agent.checks.cycle import run_cycle
 
         self._refuse_if_cloned()
         started = time.monotonic()
@@ -616,7 +623,7 @@ class AgentService:
             log.warning("cannot keep the last report for `privacy`: %s", exc)
 
     def _ladder(self, items: List[Dict[str, Any]]) -> None:
-        from agent import ladder_view
+        from agent.service import ladder_view
 
         try:
             ladder_view.record(self.state, self.host, self.settings, self.policy, items)

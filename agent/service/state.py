@@ -6,7 +6,7 @@ Layout (directory 0700, secrets 0600):
     device_key.pem    the device's Ed25519 private key (PKCS#8, 0600)
     policy.json       the last good signed policy bundle {payload, signature, key_id}
     state.db          SQLite: the report sequence counter and the status `status` shows
-    outbox.db         the spool of signed reports (agent.spool)
+    outbox.db         the spool of signed reports (agent.service.outbox)
     last-report.json  a copy of the last signed report payload, for `teleposture-agent privacy` (0644)
     cache/            probe cache (mtime-keyed)
 
@@ -30,8 +30,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import protocol
-from agent.storage import is_corruption, is_storage_error, needs_reopen, storage_unavailable
-from agent.storage import rollback as _rollback
+from agent.service.storage import is_corruption, is_storage_error, needs_reopen, storage_unavailable
+from agent.service.storage import rollback as _rollback
 
 IDENTITY_SCHEMA = "teleposture/identity/v1"
 LAST_REPORT_FILE = "last-report.json"

@@ -21,12 +21,12 @@ from typing import Any, Dict, List, Mapping, Optional, Set, TextIO, Tuple
 from agent import __version__, protocol
 from agent.checks import REGISTRY
 from agent.checks.base import CheckOutcome
-from agent.config import ConfigError, load_settings
-from agent.cycle import Cycle, run_cycle
+from agent.checks.cycle import Cycle, run_cycle
 from agent.i18n import LANGUAGES, Catalog, catalog, detect_language
 from agent.policy import Policy, PolicyError, baseline, load_policy_file, policy_from_json, validate_text
 from agent.policy.loader import YAML_MISSING, read_policy_text
 from agent.probes import Host, LiveHost, Recording, RecordingError, RecordingHost, ReplayHost
+from agent.service.config import ConfigError, load_settings
 
 CHECK_JSON_SCHEMA = "teleposture/check/v1"
 EXIT_COMPLIANT = 0
@@ -89,7 +89,7 @@ def resolve_state_dir(flag: Optional[str], environ: Optional[Mapping[str, str]] 
     """(state directory, probe cache directory) for a check.
 
     The state directory is the service's (--state-dir > $TELEPOSTURE_STATE_DIR > config file >
-    the platform default, as agent.config resolves it): that is where the enrolled policy is. A
+    the platform default, as agent.service.config resolves it): that is where the enrolled policy is. A
     person without write access to it (not root) still gets a probe cache, in their own cache
     directory (~/.cache/teleposture).
     """
@@ -203,7 +203,7 @@ def run_check(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optio
         return EXIT_USAGE
     for note in notes:
         print(f"note: {note}", file=err)
-    from agent import ladder_view
+    from agent.service import ladder_view
 
     known = ladder_view.read_known(state_dir) if state_dir is not None and not args.replay else {}
     if args.json:
