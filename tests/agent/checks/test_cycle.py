@@ -112,7 +112,7 @@ def test_only_restricts_and_rejects_unknown_checks() -> None:
         run_cycle(CountingReplay(), baseline(), only=["nope"])
 
 
-DARWIN = Path(__file__).resolve().parents[1] / "fixtures" / "darwin"
+DARWIN = Path(__file__).resolve().parents[2] / "fixtures" / "darwin"
 
 
 @pytest.mark.parametrize("recording, status, fragment", [
