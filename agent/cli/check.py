@@ -23,7 +23,15 @@ from agent.checks import REGISTRY
 from agent.checks.base import CheckOutcome
 from agent.checks.cycle import Cycle, run_cycle
 from agent.i18n import LANGUAGES, Catalog, catalog, detect_language
-from agent.policy import Policy, PolicyError, baseline, load_policy_file, policy_from_json, validate_text
+from agent.policy import (
+    Policy,
+    PolicyError,
+    baseline,
+    load_policy_file,
+    load_policy_text,
+    policy_from_json,
+    validate_text,
+)
 from agent.policy.loader import YAML_MISSING, read_policy_text
 from agent.probes import Host, LiveHost, Recording, RecordingError, RecordingHost, ReplayHost
 from agent.service.config import ConfigError, load_settings
@@ -386,6 +394,4 @@ def run_validate(args: argparse.Namespace, out: Optional[TextIO] = None, err: Op
 
 
 def load_policy_text_quiet(text: str, source: str) -> Policy:
-    from agent.policy import load_policy_text
-
     return load_policy_text(text, source)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, TextIO
 
+from agent.cli.service import _common, _settings
 from agent.i18n import LANGUAGES, detect_language
 from agent.service.config import ConfigError
 from agent.service.state import LAST_REPORT_FILE
@@ -58,8 +59,6 @@ TEXTS: Mapping[str, Mapping[str, str]] = {
 
 
 def register(sub: Any) -> None:
-    from agent.cli.service import _common
-
     privacy = sub.add_parser("privacy", parents=[_common()], help="what the last report sent, what is never collected",
                              description="Show, in your language, exactly what the last report sent to the "
                                          "collector contained, and what Teleposture never collects.")
@@ -96,8 +95,6 @@ def render(payload: Optional[Mapping[str, Any]], lang: str, state_dir: Path) -> 
 
 def cmd_privacy(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     out = out or sys.stdout
-    from agent.cli.service import _settings
-
     try:
         settings = _settings(args)
     except ConfigError as exc:

@@ -15,7 +15,7 @@ from agent.i18n import detect_language
 from agent.policy import Policy
 from agent.probes import Host
 from agent.service.config import Settings
-from agent.service.notify import Notifier
+from agent.service.notify import Notifier, format_when
 from agent.service.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,6 @@ def known_deadlines(status: Mapping[str, Any]) -> List[Dict[str, Any]]:
 
 def describe(item: Mapping[str, Any]) -> str:
     """One line for `status`/`check`: step reached, what comes next and when."""
-    from agent.service.notify import format_when
-
     parts = [f"step {item.get('step')}/{item.get('steps')} ({item.get('last_action') or '-'})"]
     if item.get("blocked_since") is not None:
         parts.append(f"access blocked since {format_when(float(item['blocked_since']))}")
@@ -98,8 +96,6 @@ def read_known(state_dir: Any) -> Dict[str, Any]:
 
 
 def render_known(known: Mapping[str, Any], lang: str) -> str:
-    from agent.service.notify import format_when
-
     items = known.get("items") or []
     if not items:
         return ""
