@@ -243,7 +243,7 @@ def test_disk_full_is_not_corruption_and_the_agent_resumes(collector: RealCollec
         time.sleep(6)  # several 1 s cycles on a full disk
         assert agent.alive(), agent.log_text()[-3000:]
         status = agent.status()
-        assert status["last_error"]["message"].startswith(f"disk full: {agent.service.state}"), status
+        assert status["last_error"]["message"].startswith(f"disk full: {agent.state}"), status
         assert status["storage"]["free_bytes"] == 0
         assert _files(agent.state) == files_when_full  # nothing moved aside, no new file
         assert len(agent.events("storage_unavailable")) == 1  # logged once, not once per cycle
@@ -274,7 +274,7 @@ def test_read_only_file_system_waits_then_resumes(collector: RealCollector, agen
                               capture_output=True, text=True, timeout=60)
         assert once.returncode == 4 and "read-only file system" in once.stderr, once.stdout + once.stderr
         status = agent.status()
-        assert status["last_error"]["message"] == f"read-only file system: {agent.service.state}", status
+        assert status["last_error"]["message"] == f"read-only file system: {agent.state}", status
         agent.start()  # the service starts on a read-only disk: it must wait, not exit into a restart loop
         time.sleep(5)
         assert agent.alive(), agent.log_text()[-3000:]
