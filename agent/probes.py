@@ -183,7 +183,7 @@ class Host:
 
 class WrappedHost(Host):
     """A host that passes every probe to ``inner``; subclasses override what they answer themselves
-    (agent.cycle.CycleHost: one process list per cycle; agent.checks._windows_batch: one PowerShell)."""
+    (agent.checks.cycle.CycleHost: one process list per cycle; agent.checks._windows_batch: one PowerShell)."""
 
     def __init__(self, inner: Host) -> None:
         self.inner = inner

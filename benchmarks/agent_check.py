@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from agent.checks._windows_batch import batch_pipelines
 from agent.checks._windows_ps import POWERSHELL
-from agent.cycle import run_cycle
+from agent.checks.cycle import run_cycle
 from agent.policy import Policy, baseline, load_policy_file
 from agent.probes import DEFAULT_TIMEOUT, LiveHost, ProbeResult, Recording, ReplayHost
 
@@ -60,7 +60,7 @@ def cycle_cpu(host: LiveHost, policy: Policy) -> float:
 
 _COMMAND = """
 import resource, sys
-from agent.cli import main
+from agent.cli.main import main
 code = main(sys.argv[1:])
 sys.stderr.write("maxrss_kib=%d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(code)

@@ -1,4 +1,4 @@
-"""Agent service footprint: the real scheduler loop (`agent.daemon.Daemon`) for N cycles against a real collector.
+"""Agent service footprint: the real scheduler loop (`agent.service.scheduler.Daemon`) for N cycles against a real collector.
 
 Each cycle is the service's full path: check cycle -> report -> seq allocated -> signed -> outbox (SQLite,
 fsync) -> upload to the collector (`teleposture-server serve`, started here on loopback in a temp directory),
@@ -33,10 +33,10 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.config import load_settings  # noqa: E402
-from agent.daemon import Daemon  # noqa: E402
 from agent.probes import LiveHost, Recording, ReplayHost  # noqa: E402
-from agent.service import AgentService, enroll  # noqa: E402
+from agent.service.config import load_settings  # noqa: E402
+from agent.service.core import AgentService, enroll  # noqa: E402
+from agent.service.scheduler import Daemon  # noqa: E402
 from tests.agent.service.realcollector import RealCollector  # noqa: E402
 
 RECORDING = ROOT / "tests" / "agent" / "service" / "fixtures" / "debian-12-test-vm.json"
@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--live", action="store_true", help="probe this machine instead of replaying")
     args = parser.parse_args()
 
-    from agent import logs
+    from agent.service import logs
 
     logs.configure("text", "warning")
     # a 20 ms interval makes the scheduler skip runs while a cycle is still going: expected here, not news

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from agent import protocol
+from agent.service.transport import ConfigurationError, check_url
 from agent.settings import Option, SettingsError, as_bool, as_duration, as_path, as_str, choice
 from agent.settings import load as load_options
-from agent.transport import ConfigurationError, check_url
 
 ENV_PREFIX = "TELEPOSTURE_GATE_"
 TABLE = "gate"

@@ -24,12 +24,12 @@ from babel.messages.pofile import read_po, write_po
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.cli_privacy import TEXTS_EN as PRIVACY_EN  # noqa: E402
+from agent.cli.privacy import TEXTS_EN as PRIVACY_EN  # noqa: E402
 from agent.i18n import AGENT_DOMAIN, LOCALE_DIR, catalogue_path  # noqa: E402
 from agent.i18n.command_line import catalogue_entries as command_line_entries  # noqa: E402
-from agent.ladder_view import TEXTS_EN as DEADLINES_EN  # noqa: E402
-from agent.notify import TEXTS_EN as NOTIFY_EN  # noqa: E402
 from agent.policy.messages import catalogue_entries as message_entries  # noqa: E402
+from agent.service.ladder_view import TEXTS_EN as DEADLINES_EN  # noqa: E402
+from agent.service.notify import TEXTS_EN as NOTIFY_EN  # noqa: E402
 
 DASHBOARD_DIR = ROOT / "server" / "web" / "locale"
 HEADER = {"project": "Teleposture", "version": "", "copyright_holder": "the Teleposture authors",

@@ -13,12 +13,9 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,66 +23,25 @@ from sqlalchemy.exc import DataError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import protocol
-from server import jobs, metrics
+from server import jobs
 from server.actions import delivery as actions_delivery
 from server.actions import worker as actions_worker
+from server.api import access as access_api
+from server.api import actions as actions_api
+from server.api import admin as admin_api
+from server.api import agent as agent_api
+from server.api import metrics
 from server.api.validation import validation_error
 from server.cluster import POLICY_CHANNEL, Cluster
+from server.context import AppContext, load_server_key
 from server.ingest import Ingestor
-from server.metrics import Metrics
-from server.ratelimit import Limiter, RateLimiter, SharedBuckets, make_limiter
+from server.ratelimit import RateLimiter, SharedBuckets, make_limiter
 from server.settings import Settings
 from server.store.db import Database
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "1"
-
-
-class ServerKeyError(RuntimeError):
-    """The server signing key is missing or unreadable."""
-
-
-INGEST_THREADS = 16
-
-
-@dataclass
-class AppContext:
-    settings: Settings
-    db: Database
-    server_key: Ed25519PrivateKey
-    server_public_key: str
-    ingestor: Ingestor
-    device_limiter: Limiter
-    ip_limiter: Limiter
-    # This node's own copy of the address limit, checked before a report batch is read (PostgreSQL:
-    # the shared count is taken later, together with the devices', in one statement).
-    ip_flood_limiter: RateLimiter
-    shared_buckets: Optional[SharedBuckets]  # PostgreSQL: the rate_buckets table; None on SQLite
-    cluster: Cluster  # change notices and once-per-cluster jobs shared with the other nodes
-    metrics: Metrics = field(default_factory=Metrics)
-    bundles: dict[int, dict[str, str]] = field(default_factory=dict)  # policy pk -> signed bundle
-    bundle_lock: threading.Lock = field(default_factory=threading.Lock)
-    # The threads report ingest runs in (server.api.agent): a plain executor costs the event loop a fraction
-    # of what anyio's thread hop (run_in_threadpool) does, which at one report per request was a large
-    # share of the request's CPU. More threads than database connections would only queue on the pool.
-    ingest_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=INGEST_THREADS, thread_name_prefix="ingest"))
-
-    def policy_changed(self) -> None:
-        """An admin changed a policy assignment in this process: forget cached resolutions now."""
-        self.ingestor.policies.clear()
-
-
-def load_server_key(settings: Settings) -> Ed25519PrivateKey:
-    path = settings.server_key_path
-    if not path.exists():
-        raise ServerKeyError(f"server signing key {path} not found: run `teleposture-server init` "
-                             f"with the same --data-dir first")
-    try:
-        return protocol.load_private_key(path)
-    except (OSError, ValueError) as exc:
-        raise ServerKeyError(f"cannot read the server signing key {path}: {exc}") from exc
 
 
 class BodyLimitMiddleware:
@@ -185,17 +141,10 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
                   description="Signed posture reports in, fleet compliance out. Agent endpoints are signed "
                               "with the device's Ed25519 key; admin endpoints take `Authorization: Bearer`.")
     app.state.ctx = ctx
-    # Imported here: the route modules import this one (AppContext).
-    import server.api.access
-    import server.api.actions
-    import server.api.admin
-    import server.api.agent
-
-    app.include_router(server.api.agent.router)
-    app.include_router(server.api.admin.router)
-    app.include_router(server.api.actions.router)
-    for access_router in (server.api.access.gate_router, server.api.access.agent_router,
-                          server.api.access.admin_router):
+    app.include_router(agent_api.router)
+    app.include_router(admin_api.router)
+    app.include_router(actions_api.router)
+    for access_router in (access_api.gate_router, access_api.agent_router, access_api.admin_router):
         app.include_router(access_router)
     app.include_router(metrics.router)
     if importlib.util.find_spec("server.web") is not None:

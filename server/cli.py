@@ -228,7 +228,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     db = _database(settings)
     db.dispose()
     from server import workers
-    from server.app import create_app, load_server_key
+    from server.app import create_app
+    from server.context import load_server_key
 
     load_server_key(settings)
     options: dict[str, Any] = {
@@ -516,7 +517,7 @@ def cmd_gate_token(args: argparse.Namespace) -> int:
             except access_store.AccessStoreError as exc:
                 raise CliError(str(exc)) from exc
             audit.record(conn, actor=CLI_ACTOR, action="gate_token.create", target=args.name)
-        from server.app import load_server_key
+        from server.context import load_server_key
 
         public_key = protocol.public_key_b64(load_server_key(settings))
         _out(f"collector public key (gate setting public_key): {public_key}")

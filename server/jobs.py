@@ -17,7 +17,7 @@ from server.store import maintenance, retention
 from server.store.db import Database
 
 if TYPE_CHECKING:
-    from server.app import AppContext
+    from server.context import AppContext
 
 log = logging.getLogger(__name__)
 

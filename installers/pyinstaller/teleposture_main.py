@@ -14,7 +14,7 @@ def main() -> int:
         import winservice
 
         return winservice.main()
-    from agent.cli import main as agent_main
+    from agent.cli.main import main as agent_main
 
     return agent_main()
 

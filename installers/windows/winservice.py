@@ -2,7 +2,7 @@ r"""Windows service host for the bundled agent (service TelepostureAgent, LocalS
 
 The MSI registers ``teleposture-agent.exe windows-service``. This host speaks the service control
 manager's protocol (pywin32), enrols once from the token the MSI wrote to the registry, then runs the
-agent's scheduler (agent.daemon.Daemon, what ``teleposture-agent run`` runs) in this process and
+agent's scheduler (agent.service.scheduler.Daemon, what ``teleposture-agent run`` runs) in this process and
 stops it with ``Daemon.stop()`` when Windows asks: running jobs finish, nothing queued is lost. If
 the agent cannot start (not enrolled yet, collector unreachable at enrolment) or its scheduler dies,
 the host exits without reporting "stopped", so the SCM applies the failure actions the MSI set
@@ -132,12 +132,12 @@ class AgentService(win32serviceutil.ServiceFramework):
         win32event.SetEvent(self.stop_event)
 
     def SvcDoRun(self) -> None:  # noqa: N802 (pywin32's name)
-        from agent import logs
-        from agent.config import ConfigError, load_settings
-        from agent.daemon import Daemon
-        from agent.service import AgentService as Agent
-        from agent.state import StateError
-        from agent.transport import TransportError
+        from agent.service import logs
+        from agent.service.config import ConfigError, load_settings
+        from agent.service.core import AgentService as Agent
+        from agent.service.scheduler import Daemon
+        from agent.service.state import StateError
+        from agent.service.transport import TransportError
 
         log = open_log()
         # A service has no console: everything the agent prints or logs goes to the log file.

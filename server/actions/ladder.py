@@ -24,6 +24,7 @@ from agent.policy.model import LadderStep, Policy, ladder_to_json
 from agent.policy.validate import validate_actions
 from server.actions.events import Event, emit_events
 from server.ingest_diff import RuleChange
+from server.store import policies as policy_store
 from server.store.schema import (
     check_state,
     device_blocks,
@@ -185,8 +186,6 @@ def end_exception(conn: Connection, exception_id: int, *, why: str, now: Optiona
                                      devices.c.policy_ref).join(devices, devices.c.id == check_state.c.device_id)
                            .where(*where)).all()
     if failing:
-        from server.store import policies as policy_store
-
         for item in failing:
             if row["rule_id"] in _exempt_rules(conn, str(item.device_id), int(item.org_unit_id), current):
                 continue  # another exception still covers it

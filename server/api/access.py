@@ -30,7 +30,7 @@ from server.actions import ladder
 from server.api.admin import DeviceIdPath, csv_stream
 from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip
 from server.api.models import Problem
-from server.app import AppContext
+from server.context import AppContext
 from server.store import access as store
 from server.store import audit, fleet
 from server.store.accounts import Principal

@@ -22,7 +22,7 @@ from server.actions.sinks import Sink, SinkError, check_config, new_webhook_secr
 from server.api.admin import TEXT, DeviceIdPath, _device_or_404
 from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address
 from server.api.models import Problem
-from server.app import AppContext
+from server.context import AppContext
 from server.store import accounts, audit
 from server.store.accounts import Principal
 from server.store.schema import deliveries, sinks

@@ -42,7 +42,7 @@ from server.api.models import (
     TransitionPage,
     TrendDay,
 )
-from server.app import AppContext
+from server.context import AppContext
 from server.settings import SettingsError, parse_duration
 from server.store import accounts, audit, enrolment, fleet, maintenance
 from server.store import policies as policy_store

@@ -27,8 +27,8 @@ from server.api.models import (
     ReportBatch,
     ReportResponse,
 )
-from server.app import AppContext
 from server.bodies import read_json
+from server.context import AppContext
 from server.ingest import ACCEPTED, DUPLICATE, IngestStats, NoPolicyError
 from server.ratelimit import Limiter, retry_after_header, take_together
 from server.store import assignment, enrolment

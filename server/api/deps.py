@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from server.app import AppContext
+from server.context import AppContext
 from server.ratelimit import Limiter, retry_after_header
 from server.store import accounts, audit
 from server.store.accounts import Principal

@@ -17,10 +17,10 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from server.store.policies import DEFAULT_POLICY_SETTING
 from server.store.schema import org_units, policies, server_settings
 
 COUNTER_SETTING = "policy_assignment_counter"
+DEFAULT_POLICY_SETTING = "default_policy_id"  # the policy of devices whose org unit names none
 
 
 def bump(conn: Connection) -> None:

@@ -12,12 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.store import counts as fleet_counts
-from server.store.retention import delete_expired_batch
 from server.store.schema import (
     check_state,
     daily_rule_stats,
     daily_stats,
-    reports,
     transitions,
     web_sessions,
 )
@@ -214,13 +212,6 @@ def prune_rollups(conn: Connection, *, retention: float, now: Optional[float] = 
     deleted = conn.execute(daily_rule_stats.delete().where(daily_rule_stats.c.day < oldest_kept)).rowcount or 0
     deleted += conn.execute(daily_stats.delete().where(daily_stats.c.day < oldest_kept)).rowcount or 0
     return int(deleted)
-
-
-def prune_reports(conn: Connection, *, retention: float, now: Optional[float] = None,
-                  batch: int = 5000) -> int:
-    """Delete raw reports received more than ``retention`` seconds ago, at most ``batch`` rows per call."""
-    cutoff = (time.time() if now is None else now) - retention
-    return delete_expired_batch(conn, reports.name, "received_at", "id", cutoff=cutoff, batch=batch)
 
 
 def prune_web_sessions(conn: Connection, *, now: Optional[float] = None, batch: int = 1000) -> int:

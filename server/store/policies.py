@@ -17,10 +17,10 @@ from sqlalchemy.engine import Connection
 
 from agent.policy import Policy, policy_from_json
 from server.cluster import POLICY_CHANNEL, notify
+from server.store import assignment
+from server.store.assignment import DEFAULT_POLICY_SETTING
 from server.store.schema import org_units, policies, server_settings
 from server.store.scope import Scope
-
-DEFAULT_POLICY_SETTING = "default_policy_id"
 
 
 class PolicyStoreError(ValueError):
@@ -82,9 +82,6 @@ def push_policy(conn: Connection, policy: Policy, created_by: Optional[str] = No
 
 
 def _count_assignment_change(conn: Connection) -> None:
-    # Imported here: server.store.assignment imports this module (DEFAULT_POLICY_SETTING).
-    from server.store import assignment
-
     assignment.bump(conn)
 
 

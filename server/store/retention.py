@@ -26,7 +26,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.settings import Settings
+from server.store import maintenance
 from server.store.db import Database
+from server.store.schema import reports
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +229,13 @@ def delete_expired_batch(conn: Connection, table: str, time_column: str, id_colu
     return int(conn.execute(target.delete().where(target.c[id_column].in_(ids))).rowcount or 0)
 
 
+def prune_reports(conn: Connection, *, retention: float, now: Optional[float] = None,
+                  batch: int = 5000) -> int:
+    """Delete raw reports received more than ``retention`` seconds ago, at most ``batch`` rows per call."""
+    cutoff = (time.time() if now is None else now) - retention
+    return delete_expired_batch(conn, reports.name, "received_at", "id", cutoff=cutoff, batch=batch)
+
+
 @dataclass
 class RetentionRun:
     """What one retention run did, per table."""
@@ -292,8 +301,6 @@ def _delete_all(db: Database, target: str, spec: Partitioned, *, cutoff: float, 
 def enforce(db: Database, settings: Settings, *, now: Optional[float] = None,
             should_stop: Optional[Callable[[], bool]] = None) -> RetentionRun:
     """The maintenance job's retention step: history, raw reports and rollups, per the settings."""
-    from server.store import maintenance  # imported here: maintenance uses this module's batch delete
-
     limits = {name: float(getattr(settings, name))
               for name in {spec.retention_setting for spec in (*PARTITIONED, *DELETED_IN_BATCHES)}}
     run = run_retention(db, limits, now=now, batch=settings.retention_batch, should_stop=should_stop)

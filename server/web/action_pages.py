@@ -17,7 +17,7 @@ from server.actions import delivery, ladder
 from server.actions.events import EVENT_TYPES
 from server.api import actions as api
 from server.api.deps import ContextDep
-from server.app import AppContext
+from server.context import AppContext
 from server.store import accounts, audit
 from server.web import auth, render
 from server.web.common import AdminCsrfDep, AdminViewDep, audit_address, bad_request, context

@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 
 from agent.policy import Policy, PolicyError, load_policy_text
 from server.api.deps import ContextDep, deny
-from server.app import AppContext
+from server.context import AppContext
 from server.settings import SettingsError, parse_duration
 from server.store import accounts, audit, enrolment
 from server.store import policies as policy_store

@@ -25,7 +25,7 @@ from typing import Any, Optional, Union
 from fastapi import HTTPException, Request
 from starlette.responses import Response
 
-from server.app import AppContext
+from server.context import AppContext
 from server.ratelimit import SharedFailureLimiter
 from server.store.accounts import Principal
 

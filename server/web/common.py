@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from server.api.deps import ContextDep, client_address, deny
-from server.app import AppContext
+from server.context import AppContext
 from server.store import sessions
 from server.web import auth, render
 from server.web.auth import Redirect, WebUser

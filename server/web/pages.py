@@ -18,7 +18,7 @@ from server.actions import ladder
 from server.api.access import device_access
 from server.api.admin import EXPORT_COLUMNS, csv_stream
 from server.api.deps import ContextDep
-from server.app import AppContext
+from server.context import AppContext
 from server.store import access as access_store
 from server.store import accounts, audit, enrolment, fleet, maintenance, sessions
 from server.store.scope import Scope

@@ -11,8 +11,8 @@ from typing import Any, Callable, Dict, Optional
 import pytest
 
 from agent import protocol
-from agent.config import load_settings as load_agent
 from agent.policy.validate import parse_duration as policy_duration
+from agent.service.config import load_settings as load_agent
 from agent.settings import (
     Option,
     SettingsError,

@@ -177,7 +177,7 @@ def agent_check(lab: Lab, policy: Path, extra: Sequence[str] = ()) -> Tuple[int,
     """Run `teleposture-agent check --only vpn --json` as a real process inside the client namespace."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        ["ip", "netns", "exec", lab.client, sys.executable, "-m", "agent.cli", "check", "--only", "vpn",
+        ["ip", "netns", "exec", lab.client, sys.executable, "-m", "agent.cli.main", "check", "--only", "vpn",
          "--policy", str(policy), "--json", "--state-dir", str(lab.tmp / "state"), *extra],
         capture_output=True, text=True, cwd=str(REPO), env=env, timeout=60, check=False)
     try:
@@ -189,7 +189,7 @@ def agent_check(lab: Lab, policy: Path, extra: Sequence[str] = ()) -> Tuple[int,
 
 def sampled_tunnels(lab: Lab) -> List[str]:
     """The tunnels the service's VPN sampler sees inside the client namespace (a separate process: its /sys)."""
-    code = "import json; from agent.probes import LiveHost; from agent.sampler import take_sample; " \
+    code = "import json; from agent.probes import LiveHost; from agent.service.sampler import take_sample; " \
            "print(json.dumps(take_sample(LiveHost()).tunnels))"
     proc = subprocess.run(["ip", "netns", "exec", lab.client, sys.executable, "-c", code], capture_output=True,
                           text=True, cwd=str(REPO), env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=30, check=True)

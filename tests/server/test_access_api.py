@@ -18,7 +18,7 @@ OTHER_FP = "b2" * 32
 def server_key(collector: Collector):
     enrolled = collector.client.get("/api/v1/health")  # any call; the key comes from the data dir
     assert enrolled.status_code == 200
-    from server.app import load_server_key
+    from server.context import load_server_key
     return tokens.public_jwk(load_server_key(collector.settings).public_key())
 
 

@@ -16,15 +16,15 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from agent import ladder_view
-from agent.config import load_settings
 from agent.policy import baseline
 from agent.probes import LiveHost
-from agent.state import StateDir
+from agent.service import ladder_view
+from agent.service.config import load_settings
+from agent.service.state import StateDir
 from benchmarks.collector_sim import Posture, SimDevice
 from benchmarks.loopback import serve
 from server.store.schema import events
-from tests.agent.test_notify import session_bus  # noqa: F401 (fixture)
+from tests.agent.service.test_notify import session_bus  # noqa: F401 (fixture)
 from tests.server.conftest import Template
 from tests.server.receivers import RsyslogReceiver, SmtpReceiver, WebhookReceiver
 

@@ -110,8 +110,8 @@ def test_daily_stats_and_report_retention(collector: Collector) -> None:
         kept = conn.execute(sa.select(sa.func.count()).select_from(reports)).scalar()
     assert kept == 2
     with collector.db.write() as conn:
-        assert maintenance.prune_reports(conn, retention=3600, now=now) == 0
-        assert maintenance.prune_reports(conn, retention=3600, now=now + 7200) == 2
+        assert retention.prune_reports(conn, retention=3600, now=now) == 0
+        assert retention.prune_reports(conn, retention=3600, now=now + 7200) == 2
     assert collector.admin("GET", f"/devices/{device.device_id}").json()["reports"] == []
 
 

@@ -3,7 +3,7 @@
 Every tests/fixtures/{darwin,windows}/<release>/<scenario>.json is a `--record` file; the expected.json
 beside it says, per scenario, the check outcomes, facts, rule results, overall status and the exit code of
 `teleposture-agent check --replay`. Three layers are exercised: the collectors (agent.checks.collect on a
-ReplayHost), the policy evaluation (agent.cycle.run_cycle) and the command line.
+ReplayHost), the policy evaluation (agent.checks.cycle.run_cycle) and the command line.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from agent.checks.collectors import REGISTRY, collect
+from agent.checks.cycle import run_cycle
 from agent.checks.declarations import conform
-from agent.cli import build_parser
-from agent.cli_check import run_check
-from agent.cycle import run_cycle
+from agent.cli.check import run_check
+from agent.cli.main import build_parser
 from agent.policy import POLICIES_DIR, check_params, checks_used, load_policy_file
 from agent.probes import Recording, ReplayHost
 

@@ -19,8 +19,8 @@ from agent.checks.remote_access.linux import parse_ss
 from agent.checks.secure_boot.linux import parse_efivar_flag, parse_mokutil
 from agent.checks.time_sync.linux import parse_chronyc_tracking, parse_ntpq_peers
 from agent.checks.wifi.linux import nm_security, parse_wpa_cli_status, split_terse
-from agent.cli import build_parser
-from agent.cli_check import run_check
+from agent.cli.check import run_check
+from agent.cli.main import build_parser
 from agent.policy import baseline, evaluate
 from agent.probes import LiveHost, Recording
 from tests.agent.checks.linux_recordings import FIXTURES, assert_live_recording_replays, replay_fixture

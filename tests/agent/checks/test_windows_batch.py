@@ -20,9 +20,9 @@ from agent.checks._windows_batch import (
 )
 from agent.checks._windows_ps import POWERSHELL, ps_argv
 from agent.checks.collectors import REGISTRY, collect
+from agent.checks.cycle import run_cycle
 from agent.checks.os_identity import windows as os_identity
 from agent.checks.patches import windows as patches
-from agent.cycle import run_cycle
 from agent.policy import POLICIES_DIR, check_params, checks_used, load_policy_file
 from agent.probes import (
     DEFAULT_TIMEOUT,

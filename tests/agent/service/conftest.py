@@ -6,8 +6,8 @@ from typing import Iterator
 
 import pytest
 
-from agent.config import Settings, load_settings
 from agent.probes import Recording
+from agent.service.config import Settings, load_settings
 from tests.agent.service.fakecollector import FakeCollector
 
 

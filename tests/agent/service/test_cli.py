@@ -10,7 +10,7 @@ from tests.agent.service.conftest import agent_env
 
 
 def _agent(env, *args, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "agent.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -72,7 +72,7 @@ def _subcommands(parser, prefix=()):
 
 
 def test_help_of_every_subcommand_works(tmp_path) -> None:
-    from agent.cli import build_parser
+    from agent.cli.main import build_parser
 
     commands = list(_subcommands(build_parser()))
     assert {("run",), ("enroll",), ("report",), ("status",), ("check",), ("policy", "validate")} <= set(commands)

@@ -12,7 +12,7 @@ from tests.agent.service.conftest import agent_env
 
 
 def _agent(env, *args, timeout: float = 120):
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "agent.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import OPTIONS, ConfigError, default_state_dir, load_settings
+from agent.service.config import OPTIONS, ConfigError, default_state_dir, load_settings
 
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from agent import protocol
-from agent.service import AgentService
+from agent.service.core import AgentService
 from benchmarks.loopback import serve
 from tests.agent.service.conftest import agent_env, make_settings
 from tests.agent.service.realcollector import AGENT, RealCollector

@@ -25,7 +25,7 @@ from typing import Iterator, Set
 import pytest
 
 from agent import protocol
-from agent.service import AgentService
+from agent.service.core import AgentService
 from tests.agent.service.conftest import agent_env, make_settings
 from tests.agent.service.realcollector import AGENT, ROOT, RealCollector
 
@@ -94,7 +94,7 @@ def _last_allocated(state: Path) -> int:
 
 # The collector keeps the raw payload of at most one report per device per ingested batch (its retention
 # rule), and the tests read those payloads to see every seq: so these agents upload one report per request.
-# Batching itself is covered against the in-test collector (test_service.py).
+# Batching itself is covered against the in-test collector (test_core.py).
 ONE_PER_BATCH = ["--upload-batch", "1"]
 FAST_RUN = ["--check-interval", "0.2", "--upload-interval", "0.2", "--splay", "0", "--backoff-base", "0.2",
             "--backoff-cap", "0.5", "--log-format", "json", *ONE_PER_BATCH]

@@ -12,7 +12,7 @@ import pytest
 
 from agent import protocol
 from agent.policy import baseline
-from agent.service import AgentService
+from agent.service.core import AgentService
 from tests.agent.service.conftest import make_settings
 from tests.agent.service.realcollector import RealCollector
 from tests.agent.service.test_reenrol import _enrol

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 from agent.probes import NOT_FOUND, Host, ProbeResult, Recording, RecordingHost, ReplayHost
-from agent.sampler import (
+from agent.service.sampler import (
     Sample,
     VpnSampler,
     parse_proc_ipv6_route,

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from agent.transport import (
+from agent.service.transport import (
     Backoff,
     ConfigurationError,
     RetryableError,
@@ -106,7 +106,7 @@ def test_verdicts_carry_where_the_collector_stands() -> None:
 def test_server_clock_from_an_answer(body, headers, expected) -> None:
     import requests
 
-    from agent.transport import server_clock
+    from agent.service.transport import server_clock
 
     response = requests.Response()
     response.headers.update(headers)

@@ -16,19 +16,27 @@ import sys
 import textwrap
 import unicodedata
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, TextIO, Tuple
 
 from agent import __version__, protocol
 from agent.checks.base import CheckOutcome
 from agent.checks.collectors import REGISTRY
-from agent.config import ConfigError, load_settings
-from agent.cycle import Cycle, run_cycle
+from agent.checks.cycle import Cycle, run_cycle
 from agent.i18n import LANGUAGES, detect_language
 from agent.i18n.command_line import CommandLineTexts
-from agent.policy import Policy, PolicyError, baseline, load_policy_file, policy_from_json, validate_text
+from agent.policy import (
+    Policy,
+    PolicyError,
+    baseline,
+    load_policy_file,
+    load_policy_text,
+    policy_from_json,
+    validate_text,
+)
 from agent.policy.loader import YAML_MISSING, read_policy_text
 from agent.policy.messages import render
 from agent.probes import Host, LiveHost, Recording, RecordingError, RecordingHost, ReplayHost
+from agent.service.config import ConfigError, load_settings
 
 CHECK_JSON_SCHEMA = "teleposture/check/v1"
 EXIT_COMPLIANT = 0
@@ -91,7 +99,7 @@ def resolve_state_dir(flag: Optional[str], environ: Optional[Mapping[str, str]] 
     """(state directory, probe cache directory) for a check.
 
     The state directory is the service's (--state-dir > $TELEPOSTURE_STATE_DIR > config file >
-    the platform default, as agent.config resolves it): that is where the enrolled policy is. A
+    the platform default, as agent.service.config resolves it): that is where the enrolled policy is. A
     person without write access to it (not root) still gets a probe cache, in their own cache
     directory (~/.cache/teleposture).
     """
@@ -205,7 +213,7 @@ def run_check(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optio
         return EXIT_USAGE
     for note in notes:
         print(f"note: {note}", file=err)
-    from agent import ladder_view
+    from agent.service import ladder_view
 
     known = ladder_view.read_known(state_dir) if state_dir is not None and not args.replay else {}
     if args.json:
@@ -388,13 +396,4 @@ def run_validate(args: argparse.Namespace, out: Optional[TextIO] = None, err: Op
 
 
 def load_policy_text_quiet(text: str, source: str) -> Policy:
-    from agent.policy import load_policy_text
-
     return load_policy_text(text, source)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry for tests: the same as `teleposture-agent ...`."""
-    from agent.cli import main as cli_main
-
-    return cli_main(list(argv) if argv is not None else None)

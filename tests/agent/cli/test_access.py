@@ -87,9 +87,9 @@ def test_device_certificate_issued_then_renewed_only_when_due(enrolled: Path) ->
 
 
 def test_the_service_renews_a_held_certificate_at_half_life(enrolled: Path) -> None:
-    from agent import access as agent_access
-    from agent.state import StateDir
-    from agent.transport import Transport
+    from agent.service import access as agent_access
+    from agent.service.state import StateDir
+    from agent.service.transport import Transport
 
     state = StateDir(enrolled)
     identity = state.load_identity()

@@ -15,7 +15,7 @@ logged, and counted in ``rejected_total`` — so it neither blocks the queue nor
 A file that is not a SQLite database, or fails ``PRAGMA integrity_check``, is renamed aside
 (``outbox.db.corrupt-<UTC time>``, with its -wal/-shm), a fresh outbox is started, and every report that
 can still be read from the damaged file is copied into it (``salvaged``); ``reset_reason`` says why.
-A full or read-only disk is not damage: it raises `agent.storage.StorageUnavailable` and moves nothing.
+A full or read-only disk is not damage: it raises `agent.service.storage.StorageUnavailable` and moves nothing.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from agent.storage import is_corruption, is_storage_error, storage_unavailable
-from agent.storage import rollback as _rollback
+from agent.service.storage import is_corruption, is_storage_error, storage_unavailable
+from agent.service.storage import rollback as _rollback
 
 log = logging.getLogger(__name__)
 

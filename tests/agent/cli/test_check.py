@@ -34,7 +34,7 @@ def run(args: List[str], env_extra: Dict[str, str] | None = None, timeout: float
 
 def run_here(args: List[str], capsys: pytest.CaptureFixture[str]) -> Tuple[int, str, str]:
     """The same command in this process (cheaper), for the many small usage cases."""
-    from agent.cli import main
+    from agent.cli.main import main
 
     try:
         code = main(args)
@@ -292,7 +292,7 @@ def test_policy_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_state_directory_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent import cli_check
+    from agent.cli import check as cli_check
 
     env = {"TELEPOSTURE_CONFIG": "", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     assert cli_check.resolve_state_dir(str(tmp_path / "flag"), env) == (tmp_path / "flag", tmp_path / "flag" / "cache")

@@ -11,10 +11,10 @@ import threading
 import time
 
 from agent import protocol
-from agent.daemon import Daemon
 from agent.policy import baseline
 from agent.probes import ProbeResult, ReplayHost
-from agent.service import AgentService, enroll
+from agent.service.core import AgentService, enroll
+from agent.service.scheduler import Daemon
 from tests.agent.service.conftest import agent_env, make_settings
 
 FAST = {"check_interval": "0.2", "upload_interval": "0.2", "policy_refresh_interval": "0.5",
@@ -151,10 +151,10 @@ def test_new_policy_reschedules_the_jobs(tmp_path, fake, replay_host) -> None:
 def test_sigterm_stops_the_real_service_cleanly(tmp_path, fake, recording) -> None:
     state = tmp_path / "state"
     env = agent_env(state)
-    enrolled = subprocess.run([sys.executable, "-m", "agent.cli", "enroll", "--server", fake.url, "--token", "t",
+    enrolled = subprocess.run([sys.executable, "-m", "agent.cli.main", "enroll", "--server", fake.url, "--token", "t",
                                "--allow-http"], env=env, capture_output=True, text=True, timeout=60)
     assert enrolled.returncode == 0, enrolled.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--replay", str(recording),
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli.main", "run", "--replay", str(recording),
                              "--log-format", "json", "--check-interval", "0.3", "--upload-interval", "0.3",
                              "--splay", "0"], env=env, stderr=subprocess.PIPE, text=True)
     lines = []

@@ -8,6 +8,10 @@ import sys
 from typing import List, Optional
 
 from agent import __version__
+from agent.cli import access as cli_access
+from agent.cli import check as cli_check
+from agent.cli import privacy as cli_privacy
+from agent.cli import service as cli_service
 
 EXIT_COMPLIANT = 0
 EXIT_NOT_COMPLIANT = 1
@@ -15,8 +19,6 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent import cli_access, cli_check, cli_privacy, cli_service
-
     parser = argparse.ArgumentParser(
         prog="teleposture-agent",
         description="Check this laptop against the telework security policy and report to the collector.",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import Spool, SpoolError, peek
+from agent.service.outbox import Spool, SpoolError, peek
 
 
 def _fill(spool: Spool, seqs, size: int = 100) -> None:
@@ -107,7 +107,7 @@ def test_corrupted_outbox_is_moved_aside_and_readable_reports_salvaged(tmp_path:
 
 def test_a_full_database_is_not_corruption(tmp_path: Path) -> None:
     """SQLITE_FULL (here: max_page_count, the same error as ENOSPC) raises, and the outbox stays in place."""
-    from agent.storage import is_corruption, is_storage_error
+    from agent.service.storage import is_corruption, is_storage_error
 
     path = tmp_path / "outbox.db"
     spool = Spool(path)

@@ -1,7 +1,7 @@
 """What the agent keeps of the collector's noncompliance ladders, and the notifications they trigger.
 
 Upload answers carry the device's running ladders (``actions``); the newest is kept in the state's status
-(``ladder``) for `status` and `check`, and handed to agent.notify. Called by agent.service after an upload.
+(``ladder``) for `status` and `check`, and handed to agent.service.notify. Called by agent.service.core after an upload.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import os
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from agent.config import Settings
 from agent.i18n import LANGUAGES, catalogue, detect_language, fill
-from agent.notify import Notifier
 from agent.policy import Policy
 from agent.probes import Host
-from agent.state import StateDir
+from agent.service.config import Settings
+from agent.service.notify import Notifier, format_when
+from agent.service.state import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,6 @@ def known_deadlines(status: Mapping[str, Any]) -> List[Dict[str, Any]]:
 
 def describe(item: Mapping[str, Any]) -> str:
     """One line for `status`/`check`: step reached, what comes next and when."""
-    from agent.notify import format_when
-
     parts = [f"step {item.get('step')}/{item.get('steps')} ({item.get('last_action') or '-'})"]
     if item.get("blocked_since") is not None:
         parts.append(f"access blocked since {format_when(float(item['blocked_since']))}")
@@ -97,8 +95,6 @@ def read_known(state_dir: Any) -> Dict[str, Any]:
 
 
 def render_known(known: Mapping[str, Any], lang: str) -> str:
-    from agent.notify import format_when
-
     items = known.get("items") or []
     if not items:
         return ""

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import pytest
 
-from agent.cycle import CycleHost, run_cycle
+from agent.checks.cycle import CycleHost, run_cycle
 from agent.policy import baseline, evaluate, load_policy_text
 from agent.probes import DEFAULT_TIMEOUT, ProbeResult, Recording, ReplayHost
 
@@ -112,7 +112,7 @@ def test_only_restricts_and_rejects_unknown_checks() -> None:
         run_cycle(CountingReplay(), baseline(), only=["nope"])
 
 
-DARWIN = Path(__file__).resolve().parents[1] / "fixtures" / "darwin"
+DARWIN = Path(__file__).resolve().parents[2] / "fixtures" / "darwin"
 
 
 @pytest.mark.parametrize("recording, status, fragment", [

@@ -14,7 +14,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from agent.notify import (
+from agent.policy import baseline
+from agent.probes import LiveHost
+from agent.service.notify import (
     Notice,
     Notifier,
     Session,
@@ -25,8 +27,6 @@ from agent.notify import (
     parse_console_owner,
     windows_argv,
 )
-from agent.policy import baseline
-from agent.probes import LiveHost
 
 NOW = 1_800_000_000.0
 ITEM = {"rule_id": "disk-encryption", "severity": "critical", "started_at": NOW - 60, "step": 1, "steps": 3,
@@ -148,8 +148,8 @@ def test_real_notification_on_the_session_bus(session_bus: tuple[Path, Path]) ->
 
 
 def test_sessions_found_in_passwd_or_through_nss(tmp_path: Path) -> None:
-    from agent.notify import linux_sessions
     from agent.probes import ProbeResult
+    from agent.service.notify import linux_sessions
 
     class Host(LiveHost):
         def run(self, argv: Any, timeout: float = 5.0, cache_on: Any = ()) -> ProbeResult:

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.cli_service import _common, _fail, _settings
-from agent.config import ConfigError
+from agent.cli.service import _common, _fail, _settings
+from agent.service.config import ConfigError
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
@@ -29,9 +29,9 @@ def register(sub: Any) -> None:
 
 
 def cmd_access(args: argparse.Namespace) -> int:
-    from agent import access
-    from agent.state import StateDir, StateError
-    from agent.transport import Transport, TransportError
+    from agent.service import access
+    from agent.service.state import StateDir, StateError
+    from agent.service.transport import Transport, TransportError
 
     try:
         settings = _settings(args)

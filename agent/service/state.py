@@ -6,7 +6,8 @@ Layout (directory 0700, secrets 0600):
     device_key.pem    the device's Ed25519 private key (PKCS#8, 0600)
     policy.json       the last good signed policy bundle {payload, signature, key_id}
     state.db          SQLite: the report sequence counter and the status `status` shows
-    outbox.db         the spool of signed reports (agent.spool)
+    outbox.db         the spool of signed reports (agent.service.outbox)
+    last-report.json  a copy of the last signed report payload, for `teleposture-agent privacy` (0644)
     cache/            probe cache (mtime-keyed)
 
 The sequence counter lives in state.db, apart from the outbox, so that a corrupted outbox that is moved
@@ -29,10 +30,11 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import protocol
-from agent.storage import is_corruption, is_storage_error, needs_reopen, storage_unavailable
-from agent.storage import rollback as _rollback
+from agent.service.storage import is_corruption, is_storage_error, needs_reopen, storage_unavailable
+from agent.service.storage import rollback as _rollback
 
 IDENTITY_SCHEMA = "teleposture/identity/v1"
+LAST_REPORT_FILE = "last-report.json"
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def keep_last_report(state_dir: Path, payload: Mapping[str, Any]) -> None:
+    """Called by the service after it signed a report (the copy `privacy` shows)."""
+    atomic_write(state_dir / LAST_REPORT_FILE, json.dumps(payload, sort_keys=True, ensure_ascii=False).encode(),
+                 mode=0o644)
 
 
 def _fsync_dir(directory: Path) -> None:

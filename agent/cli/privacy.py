@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, TextIO
 
-from agent.config import ConfigError
+from agent.cli.service import _common, _settings
 from agent.i18n import LANGUAGES, catalogue, detect_language, fill
-
-LAST_REPORT_FILE = "last-report.json"
+from agent.service.config import ConfigError
+from agent.service.state import LAST_REPORT_FILE
 
 # English texts of `teleposture-agent privacy`; the agent catalogue translates them (context privacy.<key>).
 TEXTS_EN: Mapping[str, str] = {
@@ -33,8 +33,6 @@ TEXTS_EN: Mapping[str, str] = {
 
 
 def register(sub: Any) -> None:
-    from agent.cli_service import _common
-
     privacy = sub.add_parser("privacy", parents=[_common()], help="what the last report sent, what is never collected",
                              description="Show, in your language, exactly what the last report sent to the "
                                          "collector contained, and what Teleposture never collects.")
@@ -42,14 +40,6 @@ def register(sub: Any) -> None:
                                                            "locale)")
     privacy.add_argument("--json", action="store_true", help="print the last report's payload as sent")
     privacy.set_defaults(handler=cmd_privacy)
-
-
-def keep_last_report(state_dir: Path, payload: Mapping[str, Any]) -> None:
-    """Called by the service after it signed a report (the copy `privacy` shows)."""
-    from agent.state import atomic_write
-
-    atomic_write(state_dir / LAST_REPORT_FILE, json.dumps(payload, sort_keys=True, ensure_ascii=False).encode(),
-                 mode=0o644)
 
 
 def _value(value: Any) -> str:
@@ -83,8 +73,6 @@ def render(payload: Optional[Mapping[str, Any]], lang: str, state_dir: Path) -> 
 
 def cmd_privacy(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     out = out or sys.stdout
-    from agent.cli_service import _settings
-
     try:
         settings = _settings(args)
     except ConfigError as exc:

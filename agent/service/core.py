@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from agent import __version__, protocol
-from agent.config import Settings
 from agent.policy import Policy, PolicyError, baseline, evaluate, policy_from_json, summarize
 from agent.probes import Host, LiveHost
-from agent.sampler import VpnSampler
-from agent.spool import DUPLICATE, REJECTED, Queued, Spool, SpoolError
-from agent.state import Identity, StateDir, StateError
-from agent.storage import (
+from agent.service.config import Settings
+from agent.service.outbox import DUPLICATE, REJECTED, Queued, Spool, SpoolError
+from agent.service.sampler import VpnSampler
+from agent.service.state import Identity, StateDir, StateError, keep_last_report
+from agent.service.storage import (
     StorageUnavailable,
     free_bytes,
     is_corruption,
@@ -40,7 +40,14 @@ from agent.storage import (
     storage_unavailable,
     write_condition,
 )
-from agent.transport import Backoff, CollectorRefused, RetryableError, Transport, TransportError, Verdict
+from agent.service.transport import (
+    Backoff,
+    CollectorRefused,
+    RetryableError,
+    Transport,
+    TransportError,
+    Verdict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +368,7 @@ class AgentService:
         return produced
 
     def _produce(self, trigger: str) -> Produced:
-        from agent.cycle import run_cycle
+        from agent.checks.cycle import run_cycle
 
         self._refuse_if_cloned()
         started = time.monotonic()
@@ -605,15 +612,13 @@ class AgentService:
         return None if self.clock_offset is None else round(-self.clock_offset, 3)
 
     def _keep_last_report(self, payload: Dict[str, Any]) -> None:
-        from agent.cli_privacy import keep_last_report
-
         try:
             keep_last_report(self.state.root, payload)
         except OSError as exc:  # the copy for `privacy` only: never a reason to lose the report
             log.warning("cannot keep the last report for `privacy`: %s", exc)
 
     def _ladder(self, items: List[Dict[str, Any]]) -> None:
-        from agent import ladder_view
+        from agent.service import ladder_view
 
         try:
             ladder_view.record(self.state, self.host, self.settings, self.policy, items)

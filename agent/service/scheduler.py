@@ -32,9 +32,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent.policy import Policy
-from agent.sampler import take_sample
-from agent.service import AgentService, Produced, ServiceError
-from agent.storage import StorageUnavailable
+from agent.service.core import AgentService, Produced, ServiceError
+from agent.service.sampler import take_sample
+from agent.service.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -260,12 +260,12 @@ class Daemon:
 
     def _renew_device_certificate(self) -> None:
         """A device TLS certificate (docs/access.md), when this laptop holds one, is renewed at half-life."""
-        # agent.access (X.509) is imported only on laptops that use a device certificate: its directory exists
+        # agent.service.access (X.509) is imported only on laptops that use a device certificate: its directory exists
         if not (self.service.state.root / "access").is_dir():
             return
-        from agent import access
-        from agent.state import StateError
-        from agent.transport import TransportError
+        from agent.service import access
+        from agent.service.state import StateError
+        from agent.service.transport import TransportError
 
         try:
             renewed = access.renew_if_held(self.service.transport, self.service.state, time.time())

@@ -12,8 +12,8 @@ import pytest
 
 from agent import protocol
 from agent.policy import baseline
-from agent.service import AgentService, ServiceError, enroll
-from agent.state import StateDir
+from agent.service.core import AgentService, ServiceError, enroll
+from agent.service.state import StateDir
 from tests.agent.service.conftest import make_settings
 from tests.agent.service.fakecollector import FakeCollector
 
@@ -39,7 +39,7 @@ def test_enroll_writes_identity_key_0600_and_policy(tmp_path, fake, replay_host)
 
 
 def test_enroll_refuses_plain_http_without_the_flag(tmp_path, fake, replay_host) -> None:
-    from agent.transport import ConfigurationError
+    from agent.service.transport import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="--allow-http"):
         enroll(make_settings(tmp_path / "s"), fake.url, "tok", None, False, host=replay_host)
@@ -79,7 +79,7 @@ def test_payload_carries_policy_ref_results_and_dropped_count(tmp_path, fake, re
 
 
 def test_vpn_up_share_goes_into_the_vpn_facts(tmp_path, fake, replay_host) -> None:
-    from agent.sampler import Sample
+    from agent.service.sampler import Sample
 
     service = _enrolled(tmp_path, fake, replay_host)
     for up in (True, True, False, True):
@@ -243,7 +243,7 @@ def test_tampered_policy_on_disk_is_not_used(tmp_path, fake, replay_host) -> Non
 
 
 def test_not_enrolled_is_a_clear_error(tmp_path) -> None:
-    from agent.state import NotEnrolled
+    from agent.service.state import NotEnrolled
 
     with pytest.raises(NotEnrolled, match="teleposture-agent enroll"):
         AgentService(make_settings(tmp_path / "nothing"))

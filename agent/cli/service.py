@@ -1,6 +1,6 @@
 """`enroll`, `run`, `report`, `status`: the agent service's subcommands.
 
-Every setting (agent.config.OPTIONS) is a flag here, an environment variable TELEPOSTURE_<NAME> and a
+Every setting (agent.service.config.OPTIONS) is a flag here, an environment variable TELEPOSTURE_<NAME> and a
 config-file key, in that order of precedence.
 """
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from agent.config import OPTIONS, ConfigError, Settings, load_settings
+from agent.service.config import OPTIONS, ConfigError, Settings, load_settings
 from agent.settings import DURATION_EXAMPLES
 
 # `report --now` exit codes (docs/agent-service.md); 0-2 are also every other subcommand's
@@ -86,7 +86,7 @@ def _settings(args: argparse.Namespace, quiet_default: bool = True) -> Settings:
     flags = {option.name: getattr(args, option.name, None) for option in OPTIONS}
     flags["config"] = args.config
     settings = load_settings(flags)
-    from agent import logs
+    from agent.service import logs
 
     level = settings.log_level
     if quiet_default and settings.sources.get("log_level") == "default":
@@ -103,9 +103,9 @@ def _fail(message: str) -> int:
 # -- enroll ------------------------------------------------------------------------------------------
 
 def cmd_enroll(args: argparse.Namespace) -> int:
-    from agent.service import ServiceError, enroll
-    from agent.state import StateDir, StateError
-    from agent.transport import TransportError
+    from agent.service.core import ServiceError, enroll
+    from agent.service.state import StateDir, StateError
+    from agent.service.transport import TransportError
 
     try:
         settings = _settings(args)
@@ -132,17 +132,17 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def _service(settings: Settings, replay: Optional[str] = None) -> Any:
     from agent.probes import Recording, ReplayHost
-    from agent.service import AgentService
+    from agent.service.core import AgentService
 
     host = ReplayHost(Recording.load(Path(replay))) if replay else None
     return AgentService(settings, host=host)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from agent.daemon import Daemon
     from agent.probes import RecordingError
-    from agent.state import StateError
-    from agent.transport import TransportError
+    from agent.service.scheduler import Daemon
+    from agent.service.state import StateError
+    from agent.service.transport import TransportError
 
     try:
         settings = _settings(args, quiet_default=False)
@@ -169,10 +169,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from agent.probes import RecordingError
-    from agent.service import IdentityMismatch, ServiceError
-    from agent.state import StateError
-    from agent.storage import StorageUnavailable
-    from agent.transport import TransportError
+    from agent.service.core import IdentityMismatch, ServiceError
+    from agent.service.state import StateError
+    from agent.service.storage import StorageUnavailable
+    from agent.service.transport import TransportError
 
     if not args.now:
         return _fail("report needs --now (run one cycle, queue and upload immediately)")
@@ -240,9 +240,9 @@ def _deliver(service: Any, seq: int, report_id: str, deadline_seconds: float) ->
 
 def collect_status(settings: Settings) -> Dict[str, Any]:
     from agent import protocol
-    from agent.spool import peek
-    from agent.state import StateDir, StateError
-    from agent.storage import free_bytes, is_read_only, read_condition
+    from agent.service.outbox import peek
+    from agent.service.state import StateDir, StateError
+    from agent.service.storage import free_bytes, is_read_only, read_condition
 
     state = StateDir(settings.state_dir)
     out: Dict[str, Any] = {"state_dir": str(settings.state_dir), "enrolled": False}
@@ -285,7 +285,7 @@ def collect_status(settings: Settings) -> Dict[str, Any]:
     if condition.get("message"):
         # the current error: the service can write nothing else while the disk is full
         out["last_error"] = {"at": condition.get("since", ""), "message": condition["message"]}
-    from agent.ladder_view import known_deadlines
+    from agent.service.ladder_view import known_deadlines
 
     out["noncompliance"] = known_deadlines(saved)
     return out
@@ -327,7 +327,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ("last error", "none" if not info["last_error"] else
          f"{info['last_error'].get('at', '')} {info['last_error'].get('message', '')}".strip()),
     ]
-    from agent.ladder_view import describe
+    from agent.service.ladder_view import describe
 
     for item in info.get("noncompliance") or []:
         lines.append((f"failing {item.get('rule_id')}", describe(item)))
