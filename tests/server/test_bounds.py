@@ -168,7 +168,7 @@ def test_check_payload_with_its_text_finds_what_the_walk_finds(inner: Any, expec
     """The payload text lets the walk skip searching for NUL only when the text has no \\u0000 escape."""
     payload = {"seq": 1, "report_id": "r", "agent": {}, "policy": {}, "facts": {"t": inner}}
     text = orjson.dumps(payload).decode()
-    for given in (text, None):
+    for source in (text, None):
         with pytest.raises(bounds.BoundsError, match=expected):
-            bounds.check_payload(orjson.loads(text), given)
+            bounds.check_payload(orjson.loads(text), source)
     bounds.check_payload({**payload, "facts": {"t": {"a": {"b": ["fine", 1, 2.5, None, True]}}}}, "{}")
