@@ -151,6 +151,8 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         web: Any = importlib.import_module("server.web")
         if hasattr(web, "router"):
             app.include_router(web.router)
+    # Added first, so it runs inside the body limit (Starlette wraps the last added outermost).
+    app.add_middleware(agent_api.ReportsFastLane)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
 
     app.add_exception_handler(RequestValidationError, validation_error)

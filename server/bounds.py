@@ -12,7 +12,7 @@ Reasons never quote the offending value: it may be huge, or not printable.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
 from agent.protocol import Envelope, ProtocolError
@@ -82,31 +82,27 @@ def _check_value(value: Any, depth: int, where: str, nul: bool = True) -> None:
             for key, item in value.items():
                 _check_item(item, depth, _child(where, key, depth), nul)
         else:
-            for item in value.values():
-                kind = type(item)
-                if kind is str:
-                    if len(item) > MAX_STRING or nul and "\x00" in item:
-                        _check_string(item, where, nul)
-                elif kind is int:
-                    if not MIN_INT <= item <= MAX_INT:
-                        raise BoundsError(f"{where}: an integer is outside the 64-bit signed range")
-                elif kind is not bool and kind is not float and item is not None:
-                    _check_value(item, depth + 1, where, nul)
+            _check_items(value.values(), depth, where, nul)
     elif isinstance(value, list):
         if depth >= MAX_DEPTH:
             raise BoundsError(f"{where}: nested more than {MAX_DEPTH} levels deep")
-        for item in value:
-            kind = type(item)
-            if kind is str:
-                if len(item) > MAX_STRING or nul and "\x00" in item:
-                    _check_string(item, where, nul)
-            elif kind is int:
-                if not MIN_INT <= item <= MAX_INT:
-                    raise BoundsError(f"{where}: an integer is outside the 64-bit signed range")
-            elif kind is not bool and kind is not float and item is not None:
-                _check_value(item, depth + 1, where, nul)
+        _check_items(value, depth, where, nul)
     else:
         _check_item(value, depth - 1, where, nul)
+
+
+def _check_items(items: Iterable[Any], depth: int, where: str, nul: bool) -> None:
+    """The values of one container at ``depth``: leaves here, containers one level down."""
+    for item in items:
+        kind = type(item)
+        if kind is str:
+            if len(item) > MAX_STRING or nul and "\x00" in item:
+                _check_string(item, where, nul)
+        elif kind is int:
+            if not MIN_INT <= item <= MAX_INT:
+                raise BoundsError(f"{where}: an integer is outside the 64-bit signed range")
+        elif kind is not bool and kind is not float and item is not None:
+            _check_value(item, depth + 1, where, nul)
 
 
 def _check_item(item: Any, depth: int, where: str, nul: bool) -> None:

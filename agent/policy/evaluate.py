@@ -3,8 +3,9 @@
 Per rule: a check that errored gives ``error`` with its reason; a check that does not apply gives
 ``not_applicable``; a rule whose ``when`` precondition is not met gives ``not_applicable``; a fact
 the rule needs that is null or missing gives ``error`` ("unknown"), never a guess; otherwise the
-worst verdict of the rule's expectations (fail > error > warn > pass). A failure younger than the
-rule's grace period (``failing_since``) is reported as ``warn``.
+worst verdict of the rule's expectations (fail > error > warn > pass), each judged by the operator
+table of agent.policy.operators. A failure younger than the rule's grace period (``failing_since``) is
+reported as ``warn`` with ``Result.within_grace`` set: the one place that decides it.
 """
 
 from __future__ import annotations
@@ -100,7 +101,6 @@ class Result:
                    evidence=[str(e) for e in evidence],
                    remediation={str(k): str(v) for k, v in remediation.items()},
                    within_grace=within_grace, grace_until=None if grace_until is None else float(grace_until))
-
 
 
 def _show(value: Any) -> str:

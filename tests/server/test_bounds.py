@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -153,3 +154,21 @@ def _fuzz(collector: Collector, device: SimDevice, facts: Any, version: Any, seq
 
 def test_signed_fuzzed_payloads_never_give_5xx(collector: Collector) -> None:
     _fuzz(collector, collector.enroll())
+
+
+@pytest.mark.parametrize("inner,expected", [
+    ({"a": {"b": {"c": "x\x00"}}}, "payload.facts.t: a string holds a NUL"),
+    ({"a": [{"b": ["ok", "\x00"]}]}, "payload.facts.t: a string holds a NUL"),
+    ({"a": {"b": {"k" * 201: 1}}}, "object key is longer"),
+    ({"a": {"b\x00": 1}}, "object key holds a NUL"),
+    ({"a": [[{"n": 2 ** 63}]]}, "outside the 64-bit"),
+    ({"a": {"s": "v" * 16_385}}, "longer than 16384"),
+], ids=["nul-deep", "nul-in-list", "long-key-deep", "nul-key", "int-deep", "long-string"])
+def test_check_payload_with_its_text_finds_what_the_walk_finds(inner: Any, expected: str) -> None:
+    """The payload text lets the walk skip searching for NUL only when the text has no \\u0000 escape."""
+    payload = {"seq": 1, "report_id": "r", "agent": {}, "policy": {}, "facts": {"t": inner}}
+    text = orjson.dumps(payload).decode()
+    for source in (text, None):
+        with pytest.raises(bounds.BoundsError, match=expected):
+            bounds.check_payload(orjson.loads(text), source)
+    bounds.check_payload({**payload, "facts": {"t": {"a": {"b": ["fine", 1, 2.5, None, True]}}}}, "{}")

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from agent import protocol
 from benchmarks.collector_sim import SimDevice
+from server.api.agent import ReportsFastLane
 from server.store.schema import check_state, devices, reports, transitions
 from tests.server.conftest import Collector, Template, in_process, snapshot
 
@@ -215,3 +216,18 @@ def test_raw_reports_are_sampled(collector: Collector) -> None:
         kept = conn.execute(sa.select(reports.c.seq).where(reports.c.device_id == device.device_id)
                             .order_by(reports.c.seq)).scalars().all()
     assert kept == [1, 5]
+
+
+def test_the_reports_fast_lane_answers_as_the_route_did(collector: Collector) -> None:
+    """POST /api/v1/reports runs through server.api.agent.ReportsFastLane: errors keep the app's shapes,
+    other methods and the OpenAPI document still come from the declared route."""
+    client = collector.client
+    assert ReportsFastLane in [m.cls for m in client.app.user_middleware]  # type: ignore[attr-defined]
+    bad = client.post("/api/v1/reports", content=b"not json", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("request body is not JSON")
+    shape = client.post("/api/v1/reports", json={"reports": []})
+    assert shape.status_code == 400 and shape.json() == {"detail": 'expected a JSON object {"envelopes": [...]}'}
+    assert client.get("/api/v1/reports").status_code == 405
+    assert "post" in client.get("/openapi.json").json()["paths"]["/api/v1/reports"]
+    empty = client.post("/api/v1/reports", json={"envelopes": []})
+    assert empty.status_code == 200 and empty.json()["results"] == []
