@@ -153,7 +153,7 @@ def test_failed_sign_ins_count_across_nodes(tmp_path: Path) -> None:
             finally:
                 engine.dispose()
             limited = [json.loads(d).get("limited") for d in details]
-            assert limited == [None] * 5 + ["user name"] * 2, limited
+            assert limited == [None] * 5 + ["user name"] * 2, details
 
 
 def test_a_policy_change_is_in_force_on_every_node_within_a_second(tmp_path: Path) -> None:
