@@ -65,26 +65,29 @@ def _login_rows(collector: Collector) -> list[Any]:
 def test_password_is_checked_outside_any_write_transaction(collector: Collector,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     _create_user(collector, monkeypatch, "amina")
-    open_writes = [0]
+    open_writes: dict[int, int] = {}  # thread -> write transactions it has open (other threads may write)
     seen: list[int] = []
-    real_write, real_verify = collector.db.write, security.verify_password
+    real_write = collector.db.write
 
     @contextlib.contextmanager
     def counting_write() -> Iterator[Any]:
-        open_writes[0] += 1
+        thread = threading.get_ident()
+        open_writes[thread] = open_writes.get(thread, 0) + 1
         try:
             with real_write() as conn:
                 yield conn
         finally:
-            open_writes[0] -= 1
+            open_writes[thread] -= 1
 
-    def watched_verify(password: str, encoded: str) -> bool:
-        seen.append(open_writes[0])
-        return real_verify(password, encoded)
+    pool = _checks_on_this_thread(monkeypatch)
+    real_check = pool._check
 
-    _checks_on_this_thread(monkeypatch)
+    def watched_check(function: Callable[..., Any], *args: object) -> Any:
+        seen.append(open_writes.get(threading.get_ident(), 0))  # on the request thread that wants scrypt
+        return real_check(function, *args)
+
+    monkeypatch.setattr(pool, "_check", watched_check)
     monkeypatch.setattr(collector.db, "write", counting_write)
-    monkeypatch.setattr(security, "verify_password", watched_verify)
     for _ in range(lowprio.MIN_SAMPLES - 1):  # enough real checks that an unknown name gets a stand-in
         assert _login(collector, "amina", PASSWORD) == 303
     seen.clear()
