@@ -3,10 +3,10 @@ queue, and stand-ins that take as long as a real check without using the CPU.
 
 A sign-in costs ~0.1 s of CPU and 32 MiB of memory traffic (scrypt N=2^15). Twenty attempts a second,
 run on the request threads, took both cores of a small collector and report ingest waited behind them
-(p99 x35). Here real checks run one at a time per collector process, in a child process the kernel
-schedules only when nothing else wants the CPU (SCHED_IDLE on Linux, else nice 19): ingest always wins,
-sign-ins wait. A process, not a thread: a starved low-priority thread holding the GIL (it needs it
-around each hash) would stall every request thread of its process behind it. The child is started
+(p99 x35). Here real checks run one at a time per collector process, in a child process at the lowest
+priority (nice 19, and SCHED_BATCH on Linux): ingest always wins the CPU, sign-ins wait for what is
+left. A process, not a thread: a starved low-priority thread holding the GIL (it needs it around each
+hash) would stall every request thread of its process behind it. The child is started
 with "spawn", so it inherits no listening socket, and it exits when its parent's pipe closes.
 
 Most attempts of a storm name no user at all. Hashing a dummy password for them only hides which names
@@ -32,8 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor
 from typing import Optional, TypeVar
 
 log = logging.getLogger(__name__)
@@ -52,17 +51,24 @@ class Busy(RuntimeError):
 
 
 def _lower_priority() -> None:
-    """In the child process, before its first check: the lowest CPU priority an unprivileged process gets."""
+    """In the child process, before its first check: the lowest CPU priority that never starves."""
     if sys.platform == "linux":
         try:
-            # SCHED_IDLE: runs only on a CPU no normal task wants, preempted by any that wakes up.
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            # SCHED_BATCH: never preempts a thread that wakes up (ingest), only runs on what is left.
+            # Not SCHED_IDLE: that gets next to nothing on a busy machine, and sign-ins time out.
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         except OSError as exc:
-            log.info("SCHED_IDLE refused for the password-check process (%s); nice %d only", exc, NICE)
+            log.info("SCHED_BATCH refused for the password-check process (%s); nice %d only", exc, NICE)
     try:
+        # nice 19: against each busy normal thread it gets about 1.5 % of a core, so it always ends.
         os.setpriority(os.PRIO_PROCESS, 0, NICE)
     except OSError as exc:
         log.warning("cannot lower the priority of the password-check process: %s", exc)
+
+
+def low_priority_process() -> Executor:
+    """The executor of real checks: one child process, started with "spawn", at the lowest priority."""
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority)
 
 
 class LowPriorityPool:
@@ -70,8 +76,10 @@ class LowPriorityPool:
     request threads. ``checks_run`` counts the checks it ran, ``stand_ins`` the pauses that replaced one."""
 
     def __init__(self, max_waiting: int = MAX_WAITING, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, rng: Optional[random.Random] = None) -> None:
-        self._executor: Optional[ProcessPoolExecutor] = None
+                 sleep: Callable[[float], None] = time.sleep, rng: Optional[random.Random] = None,
+                 executor: Callable[[], Executor] = low_priority_process) -> None:
+        self._make_executor = executor
+        self._executor: Optional[Executor] = None
         self._lock = threading.Lock()
         self._pending = 0
         self._durations: deque[tuple[float, float]] = deque(maxlen=SAMPLES)  # (finished at, seconds)
@@ -97,12 +105,11 @@ class LowPriorityPool:
         with self._lock:
             self._pending -= 1
 
-    def _executor_now(self) -> ProcessPoolExecutor:
+    def _executor_now(self) -> Executor:
         with self._lock:
             if self._executor is None:
                 # Made on first use: uvicorn worker processes are forked after the app module is imported.
-                self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                     initializer=_lower_priority)
+                self._executor = self._make_executor()
             return self._executor
 
     def _check(self, function: Callable[..., T], *args: object) -> T:
@@ -110,8 +117,8 @@ class LowPriorityPool:
         executor = self._executor_now()
         try:
             result = executor.submit(function, *args).result()
-        except BrokenProcessPool as exc:
-            # The child died (killed, out of memory): the next check starts a new one.
+        except BrokenExecutor as exc:
+            # The child process died (killed, out of memory): the next check starts a new one.
             with self._lock:
                 if self._executor is executor:
                     self._executor = None

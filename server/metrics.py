@@ -70,6 +70,11 @@ class Metrics:
             self.reports.labels(outcome)
         self.batches = Counter("teleposture_report_batches", "Report requests answered, by HTTP status class.",
                                ["status"], registry=self.registry)
+        self.signins = Counter("teleposture_signins", "Dashboard sign-in attempts, by outcome (ok, failed: "
+                               "wrong or unknown, limited: refused by a failure limit, busy: too many "
+                               "password checks waiting).", ["outcome"], registry=self.registry)
+        for outcome in ("ok", "failed", "limited", "busy"):
+            self.signins.labels(outcome)
         self.ingest_seconds = Histogram("teleposture_ingest_duration_seconds", "Time to verify, evaluate and "
                                         "store one report batch.", buckets=INGEST_BUCKETS, registry=self.registry)
         self._gauges = _Gauges()

@@ -114,6 +114,7 @@ def login(request: Request, ctx: ContextDep,
         else:
             match = None
     except lowprio.Busy:
+        ctx.metrics.signins.labels("busy").inc()
         return _login_page(request, ctx, error=t.plural("login.too_many", 5, seconds=5), username=username,
                            status=429, headers={"Retry-After": "5"})
     with ctx.db.write() as conn:
@@ -137,6 +138,7 @@ def login(request: Request, ctx: ContextDep,
             actor = f"user:{username[:100]}"
         audit.record(conn, actor=actor, action="user.login", remote_addr=address,
                      outcome="ok" if session else "failed", details=details)
+    ctx.metrics.signins.labels("ok" if session else "limited" if limited else "failed").inc()
     if session is None:
         if not limited:  # refusals by a limit do not extend it: the cooldown ends a minute after the failures
             auth.login_failed(request, address, username)
