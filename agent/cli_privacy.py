@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
 
 def keep_last_report(state_dir: Path, payload: Mapping[str, Any]) -> None:
     """Called by the service after it signed a report (the copy `privacy` shows)."""
-    from agent.state import atomic_write
+    from common.files import atomic_write
 
     atomic_write(state_dir / LAST_REPORT_FILE, json.dumps(payload, sort_keys=True, ensure_ascii=False).encode(),
                  mode=0o644)

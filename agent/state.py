@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import protocol
 from agent.storage import is_corruption, is_storage_error, needs_reopen, storage_unavailable
 from agent.storage import rollback as _rollback
+from common.files import atomic_write
 
 IDENTITY_SCHEMA = "teleposture/identity/v1"
 
@@ -43,30 +44,6 @@ class StateError(RuntimeError):
 
 class NotEnrolled(StateError):
     pass
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(str(directory), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
