@@ -53,8 +53,9 @@ def _common() -> argparse.ArgumentParser:
 def register(sub: Any) -> None:
     common = _common()
     enroll = sub.add_parser("enroll", parents=[common], help="enrol this machine with a collector (once)",
-                            description="Create this device's key, enrol with the collector using a one-time "
-                                        "token, pin the collector's key and keep the first signed policy.")
+                            description="Create this device's key, enrol with the collector using an enrolment "
+                                        "token (it allows a set number of enrolments until it expires), pin the "
+                                        "collector's key and keep the first signed policy.")
     enroll.add_argument("--token", default=None,
                         help="enrolment token from `teleposture-server token create` (env TELEPOSTURE_TOKEN)")
     enroll.add_argument("--force", action="store_true", help="enrol again even if already enrolled")

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-keyfile", type=Path)
     serve.add_argument("--behind-tls-proxy", action="store_true", default=None,
                        help="a reverse proxy terminates TLS: allow a non-loopback bind without certificates")
+    serve.add_argument("--benchmark-routes", action="store_true",
+                       help="also serve POST /api/v1/ping, the load benchmark's do-nothing reference (not for "
+                            "production)")
 
     token = commands.add_parser("token", help="enrolment tokens")
     token_cmds = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -228,7 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     db = _database(settings)
     db.dispose()
     from server import workers
-    from server.app import create_app, load_server_key
+    from server.app import BENCHMARK_ROUTES_ENV, create_app, load_server_key
 
     load_server_key(settings)
     options: dict[str, Any] = {
@@ -241,9 +244,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         os.environ["TELEPOSTURE_SETTINGS_JSON"] = settings.model_dump_json()
         os.environ[workers.MASTER_PID_ENV] = str(os.getpid())  # workers exit with it (server/workers.py)
+        os.environ[BENCHMARK_ROUTES_ENV] = "1" if args.benchmark_routes else "0"
         uvicorn.run("server.app:app_from_environment", factory=True, workers=settings.workers, **options)
     else:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, benchmark_routes=args.benchmark_routes), **options)
     return EXIT_OK
 
 

@@ -231,15 +231,6 @@ def _etag_matches(header: Optional[str], etag: str) -> bool:
     return etag in candidates or "*" in candidates
 
 
-@router.post("/ping", response_model=Ping, tags=["meta"], responses={413: {"model": Problem}, 429: {"model": Problem}})
-async def ping(request: Request, ctx: ContextDep) -> dict[str, bool]:
-    """A trivial endpoint: reads and discards the body (the load benchmark's reference)."""
-    limit_ip(request, ctx)
-    async for _chunk in request.stream():
-        pass
-    return {"ok": True}
-
-
 @router.get("/health", response_model=Ping, tags=["meta"], responses={503: {"model": Problem}})
 def health(ctx: ContextDep) -> dict[str, bool]:
     """200 when the database answers."""
