@@ -7,13 +7,14 @@ Exit codes: 0 done, 2 usage or operational error (the message on stderr says wha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -161,6 +162,16 @@ def _database(settings: Settings, *, require_current: bool = True) -> Database:
     return db
 
 
+@contextlib.contextmanager
+def _open_database(settings: Settings) -> Iterator[Database]:
+    """The settings' database, schema up to date, disposed of when the command is done."""
+    db = _database(settings)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -259,9 +270,7 @@ def _org_unit(conn: Any, name: str) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _database(settings)
-    try:
+    with _open_database(_settings(args)) as db:
         action = args.token_command
         if action == "list":
             with db.read() as conn:
@@ -289,14 +298,10 @@ def cmd_token(args: argparse.Namespace) -> int:
         _out(f"enrolment token {token_id} for org unit {args.org_unit}: {uses}, expires {_when(expires_at)}")
         _out(token)
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def cmd_api_token(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _database(settings)
-    try:
+    with _open_database(_settings(args)) as db:
         expires_at = None
         if args.expires:
             try:
@@ -315,8 +320,6 @@ def cmd_api_token(args: argparse.Namespace) -> int:
         _out(f"API token {args.name!r}: role {args.role}, scope {scope}, expires {_when(expires_at)}")
         _out(token)
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -342,16 +345,11 @@ def cmd_user(args: argparse.Namespace) -> int:
     actions = {"list": _user_list, "disable": _user_disable, "enable": _user_enable,
                "set-password": _user_set_password}
     if args.user_command in actions:
-        settings = _settings(args)
-        db = _database(settings)
-        try:
+        with _open_database(_settings(args)) as db:
             return actions[args.user_command](args, db)
-        finally:
-            db.dispose()
     settings = _settings(args)
     password, generated = _new_password(args)
-    db = _database(settings)
-    try:
+    with _open_database(settings) as db:
         with db.write() as conn:
             units = [_org_unit(conn, name) for name in args.org_unit]
             try:
@@ -364,8 +362,6 @@ def cmd_user(args: argparse.Namespace) -> int:
         if generated:
             _out(f"password: {password}")
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def _user_list(args: argparse.Namespace, db: Database) -> int:
@@ -455,9 +451,7 @@ def _user_set_password(args: argparse.Namespace, db: Database) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _database(settings)
-    try:
+    with _open_database(_settings(args)) as db:
         if args.policy_command == "push":
             try:
                 policy = load_policy_file(args.file)
@@ -500,14 +494,11 @@ def cmd_policy(args: argparse.Namespace) -> int:
             _out(f"{row['policy_id']}@{row['version']}  {row['digest'][:19]}  {_when(row['created_at'])}  "
                  f"{row['title']}" + (f"  [{'; '.join(marks)}]" if marks else ""))
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def cmd_gate_token(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    db = _database(settings)
-    try:
+    with _open_database(settings) as db:
         with db.write() as conn:
             if args.gate_command == "revoke":
                 if not access_store.revoke_gate_token(conn, args.name, time.time()):
@@ -527,8 +518,6 @@ def cmd_gate_token(args: argparse.Namespace) -> int:
         _out(f"gate token {args.name!r} (shown once; stored hashed):")
         _out(token)
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 COMMANDS = {"init": cmd_init, "serve": cmd_serve, "token": cmd_token, "api-token": cmd_api_token,

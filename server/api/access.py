@@ -8,11 +8,10 @@ server key (gate/decision.py) and verifiable offline with the public key alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, Optional
 
@@ -27,8 +26,8 @@ from gate import decision as tokens
 from server import device_ca
 from server.access import decide, describe
 from server.actions import ladder
-from server.api.admin import DeviceIdPath, csv_stream
-from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip
+from server.api.admin import DeviceIdPath, streamed_export
+from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip, signed_headers
 from server.api.models import Problem
 from server.app import AppContext
 from server.store import access as store
@@ -236,18 +235,6 @@ async def gate_report(request: Request, ctx: ContextDep, batch: GateDecisionBatc
 
 # -- agents ------------------------------------------------------------------------------------
 
-def _signed_headers(request: Request, ctx: AppContext) -> tuple[str, str, str]:
-    """Device id, timestamp and signature of a request signed by a device (as GET /policy is)."""
-    limit_ip(request, ctx)
-    device_id = request.headers.get(protocol.HEADER_DEVICE)
-    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
-    signature = request.headers.get(protocol.HEADER_SIGNATURE)
-    if not device_id or not timestamp or not signature or len(device_id) > 64:
-        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
-                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
-    return device_id, timestamp, signature
-
-
 def _verified_device(conn: Connection, device_id: str, method: str, path: str, timestamp: str,
                      signature: str) -> store.DeviceRow:
     device = store.device_row(conn, device_id)
@@ -274,7 +261,7 @@ def _agent_decision(ctx: AppContext, device_id: str, method: str, path: str, tim
                                                                         429: {"model": Problem}})
 async def agent_access(request: Request, ctx: ContextDep) -> dict[str, Any]:
     """The device's own signed access decision, on demand. Requests are signed by the device."""
-    device_id, timestamp, signature = _signed_headers(request, ctx)
+    device_id, timestamp, signature = signed_headers(request, ctx)
     return await run_in_threadpool(_agent_decision, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature)
 
@@ -315,7 +302,7 @@ def _issue_certificate(ctx: AppContext, device_id: str, method: str, path: str, 
 async def device_certificate(request: Request, ctx: ContextDep, body: CertificateRequest) -> dict[str, Any]:
     """Issue (or renew) the device's short-lived client TLS certificate from the device CA. Signed by the
     device like GET /policy; a revoked or replaced device gets none."""
-    device_id, timestamp, signature = _signed_headers(request, ctx)
+    device_id, timestamp, signature = signed_headers(request, ctx)
     return await run_in_threadpool(_issue_certificate, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature, body.csr)
 
@@ -355,7 +342,7 @@ def _register_vpn(ctx: AppContext, device_id: str, method: str, path: str, times
 async def register_vpn_certificate(request: Request, ctx: ContextDep, body: VpnCertificateIn) -> dict[str, Any]:
     """The device registers the SHA-256 of its VPN client certificate (signed by the device). A certificate
     already linked to another device is refused (409): an admin unlinks it there first."""
-    device_id, timestamp, signature = _signed_headers(request, ctx)
+    device_id, timestamp, signature = signed_headers(request, ctx)
     return await run_in_threadpool(_register_vpn, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature, body)
 
@@ -485,19 +472,6 @@ def denied_devices(ctx: ContextDep, principal: PrincipalDep,
             "pages": found.pages}
 
 
-def _export_gate(ctx: AppContext, principal: Principal, device_id: Optional[str], outcome: Optional[str],
-                 since: Optional[float], fmt: str) -> Iterator[str]:
-    with ctx.db.read() as conn:
-        rows = store.iter_gate_decisions(conn, principal.scope, device_id=device_id, outcome=outcome, since=since)
-        if fmt == "csv":
-            yield from csv_stream(rows, GATE_EXPORT_COLUMNS)
-        else:
-            yield "["
-            for count, row in enumerate(rows):
-                yield ("," if count else "") + json.dumps({name: row.get(name) for name in GATE_EXPORT_COLUMNS})
-            yield "]"
-
-
 @admin_router.get("/gate-decisions/export", responses={200: {"content": {"text/csv": {}, "application/json": {}},
                                                              "description": "every matching gate decision"}})
 def export_gate_decisions(request: Request, ctx: ContextDep, principal: PrincipalDep,
@@ -509,6 +483,6 @@ def export_gate_decisions(request: Request, ctx: ContextDep, principal: Principa
     with ctx.db.write() as conn:
         audit.record(conn, actor=principal.actor, action="gate_decisions.export", remote_addr=client_address(request),
                      details={"format": format, "device_id": device_id, "outcome": outcome, "since": since})
-    media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
-    return StreamingResponse(_export_gate(ctx, principal, device_id, outcome, since, format), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="gate-decisions.{format}"'})
+    return streamed_export(ctx.db, lambda conn: store.iter_gate_decisions(conn, principal.scope, device_id=device_id,
+                                                                          outcome=outcome, since=since),
+                           GATE_EXPORT_COLUMNS, format, "gate-decisions")

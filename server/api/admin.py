@@ -11,12 +11,13 @@ import csv
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from agent.policy import PolicyError, load_policy_text
@@ -47,6 +48,7 @@ from server.settings import SettingsError, parse_duration
 from server.store import accounts, audit, enrolment, fleet, maintenance
 from server.store import policies as policy_store
 from server.store.accounts import Principal
+from server.store.db import Database
 from server.store.scope import Scope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"],
@@ -173,17 +175,24 @@ def csv_stream(rows: Iterator[dict[str, Any]], columns: tuple[str, ...]) -> Iter
     yield buffer.getvalue()
 
 
-def _export_rows(ctx: AppContext, principal: Principal, flt: fleet.DeviceFilter, window: float, sort: str,
-                 fmt: str) -> Iterator[str]:
-    with ctx.db.read() as conn:
-        rows = fleet.iter_devices(conn, principal.scope, flt, now=_now(), stale_after=window, sort=sort)
-        if fmt == "csv":
-            yield from csv_stream(rows, EXPORT_COLUMNS)
-        else:
-            yield "["
-            for count, row in enumerate(rows):
-                yield ("," if count else "") + json.dumps({name: row.get(name) for name in EXPORT_COLUMNS})
-            yield "]"
+def streamed_export(db: Database, query: Callable[[Connection], Iterator[dict[str, Any]]], columns: tuple[str, ...],
+                    fmt: str, filename: str) -> StreamingResponse:
+    """An attachment ``filename.fmt``: the ``columns`` of the rows ``query`` yields, as CSV or a JSON array,
+    streamed on one read connection held while the body is sent (so an export never builds a list)."""
+    def body() -> Iterator[str]:
+        with db.read() as conn:
+            rows = query(conn)
+            if fmt == "csv":
+                yield from csv_stream(rows, columns)
+            else:
+                yield "["
+                for count, row in enumerate(rows):
+                    yield ("," if count else "") + json.dumps({name: row.get(name) for name in columns})
+                yield "]"
+
+    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+    return StreamingResponse(body(), media_type=media,
+                             headers={"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'})
 
 
 @router.get("/devices/export", responses={200: {"content": {"text/csv": {}, "application/json": {}},
@@ -197,9 +206,9 @@ def export_devices(request: Request, ctx: ContextDep, principal: PrincipalDep,
     with ctx.db.write() as conn:
         audit.record(conn, actor=principal.actor, action="devices.export", remote_addr=client_address(request),
                      details={"format": format, "filters": {k: v for k, v in vars(query).items() if v is not None}})
-    media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
-    return StreamingResponse(_export_rows(ctx, principal, flt, window, query.sort, format), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="devices.{format}"'})
+    return streamed_export(ctx.db, lambda conn: fleet.iter_devices(conn, principal.scope, flt, now=_now(),
+                                                                   stale_after=window, sort=query.sort),
+                           EXPORT_COLUMNS, format, "devices")
 
 
 def _device_or_404(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
