@@ -13,6 +13,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, List, Optional, Sequence
 
+from agent.checks._coerce import loose_bool, loose_int
 from agent.checks.base import ParseError
 from agent.checks.messages import Message, english, message
 from agent.probes import Host, ProbeResult
@@ -139,32 +140,12 @@ def ps_date(value: Any) -> Optional[float]:
 
 
 def ps_bool(value: Any) -> Optional[bool]:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value != 0
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-    return None
+    return loose_bool(value, ("true", "1", "yes", "on"), ("false", "0", "no", "off"))
 
 
 def ps_int(value: Any) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
+    """A number PowerShell printed; a bool is not one (a flag where a count belongs means a changed cmdlet)."""
+    return loose_int(value, bool_as_int=False, truncate_float=False)
 
 
 def ps_str(value: Any) -> Optional[str]:

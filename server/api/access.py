@@ -26,7 +26,7 @@ from gate import decision as tokens
 from server import device_ca
 from server.access import decide, describe
 from server.actions import ladder
-from server.api.admin import DeviceIdPath, streamed_export
+from server.api.admin import DeviceIdPath, device_or_404, streamed_export
 from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip, signed_headers
 from server.api.models import Problem
 from server.app import AppContext
@@ -358,15 +358,6 @@ async def gate_device_ca(request: Request, ctx: ContextDep) -> PlainTextResponse
 
 # -- admins -----------------------------------------------------------------------------------
 
-def _device_in_scope(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
-    with ctx.db.read() as conn:
-        device = fleet.get_device(conn, principal.scope, device_id, now=_now(),
-                                  stale_after=ctx.settings.stale_after)
-    if device is None:
-        raise HTTPException(status_code=404, detail=f"no device {device_id} in your scope")
-    return device
-
-
 def device_access(ctx: AppContext, device_id: str) -> Optional[dict[str, Any]]:
     """Decision, since, why, certificates and last gate decision of a device (the caller checked scope)."""
     with ctx.db.write() as conn:
@@ -380,7 +371,7 @@ def device_access(ctx: AppContext, device_id: str) -> Optional[dict[str, Any]]:
 
 
 def _device_access(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
-    _device_in_scope(ctx, principal, device_id)
+    device_or_404(ctx, principal, device_id)
     found = device_access(ctx, device_id)
     if found is None:
         raise HTTPException(status_code=404, detail=f"no device {device_id} in your scope")
@@ -398,7 +389,7 @@ def admin_device_access(ctx: ContextDep, principal: PrincipalDep, device_id: Dev
 def link_credential(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath,
                     body: CredentialIn) -> dict[str, Any]:
     """Link a VPN client certificate (SHA-256 fingerprint) to the device: gates identify it by it."""
-    device = _device_in_scope(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     try:
         fingerprint = tokens.normalise_fingerprint(body.fingerprint)
     except ValueError as exc:
@@ -418,7 +409,7 @@ def link_credential(request: Request, ctx: ContextDep, principal: AdminDep, devi
                      responses={404: {"model": Problem}})
 def unlink_credential(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath,
                       fingerprint: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]) -> dict[str, Any]:
-    device = _device_in_scope(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.write() as conn:
         if not store.unlink_credential(conn, device_id, fingerprint):
             raise HTTPException(status_code=404, detail="this certificate is not linked to this device")
@@ -434,7 +425,7 @@ def grant_exception(request: Request, ctx: ContextDep, principal: AdminDep, devi
                     body: ExceptionIn) -> dict[str, Any]:
     """Allow the device despite failing rules until ``expires_at``, for a stated reason (audited).
     A revoked or replaced device stays denied."""
-    device = _device_in_scope(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.write() as conn:
         try:
             store.add_exception(conn, device_id, body.reason, body.expires_at, principal.actor, _now())
@@ -450,7 +441,7 @@ def grant_exception(request: Request, ctx: ContextDep, principal: AdminDep, devi
                      responses={404: {"model": Problem}})
 def end_exception(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath) -> dict[str, Any]:
     """End the device's running exceptions now (audited)."""
-    device = _device_in_scope(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.write() as conn:
         ended = store.revoke_exceptions(conn, device_id, _now())
         if not ended:
