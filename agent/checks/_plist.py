@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 from xml.parsers.expat import ExpatError
 
-from agent.checks._coerce import loose_bool, loose_int
+from agent.checks._values import loose_bool, loose_int
 from agent.checks.base import ParseError
 
 

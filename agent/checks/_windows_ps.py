@@ -13,7 +13,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any, List, Optional, Sequence
 
-from agent.checks._coerce import loose_bool, loose_int
+from agent.checks._values import loose_bool, loose_int
 from agent.checks.base import ParseError
 from agent.checks.messages import Message, english, message
 from agent.probes import Host, ProbeResult
