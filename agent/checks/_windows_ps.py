@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from agent.checks._values import loose_bool, loose_int
 from agent.checks.base import ParseError
@@ -90,6 +90,15 @@ def parse_ps_json(text: str, what: str) -> Any:
         return json.loads(body)
     except ValueError as exc:
         raise ParseError(f"{what}: expected JSON from ConvertTo-Json, found {body[:80]!r} ({exc})") from exc
+
+
+def parse_ps_object(text: str, what: str, fields: Sequence[str], required: Sequence[str] = ()) -> Dict[str, Any]:
+    """The one [pscustomobject] with ``fields`` a check's pipeline printed, the ``required`` ones present;
+    a ParseError naming the fields otherwise (no object, a list, a cmdlet's own output instead)."""
+    data = parse_ps_json(text, what)
+    if not isinstance(data, dict) or any(name not in data for name in required):
+        raise ParseError(f"{what}: expected {{{', '.join(fields)}}}")
+    return data
 
 
 def as_list(value: Any) -> List[Any]:
