@@ -34,12 +34,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCollector]:
-    real = RealCollector(tmp_path_factory.mktemp("collector"))
-    real.start()
-    real.allow_replacement()  # every test enrols this same machine again, from a fresh state directory
-    yield real
-    real.stop()
+def collector(collector: RealCollector) -> RealCollector:
+    collector.allow_replacement()  # every test enrols this same machine again, from a fresh state directory
+    return collector
 
 
 @pytest.fixture()
