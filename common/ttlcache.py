@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Generic, Hashable, Optional, TypeVar
+from typing import Callable, Generic, Hashable, Optional, TypeVar, cast
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -64,7 +64,7 @@ class TTLCache(Generic[K, V]):
         """The live value, or ``load()`` stored for ``ttl`` seconds."""
         hit, value = self.lookup(key)
         if hit:
-            return value  # type: ignore[return-value]  # a hit carries a V, possibly None when V allows it
+            return cast(V, value)  # a hit carries a V (None only when V allows it)
         loaded = load()
         self.put(key, loaded)
         return loaded
