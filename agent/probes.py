@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from agent import __version__
+from common.files import atomic_write
 
 RECORDING_SCHEMA = "teleposture/recording/v1"
 DEFAULT_TIMEOUT = 15.0
@@ -339,11 +340,8 @@ class LiveHost(Host):
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"signature": signature, "agent_version": __version__,
-                                       "result": result.to_json()}), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps({"signature": signature, "agent_version": __version__,
+                                           "result": result.to_json()}))
         except OSError:
             pass  # a cache that cannot be written only costs time
 
@@ -455,13 +453,7 @@ class Recording:
 
     def save(self, path: Path) -> None:
         """Write the file readable by its owner only (0600): it describes the machine and its user."""
-        tmp = Path(str(path) + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            if hasattr(os, "fchmod"):
-                os.fchmod(out.fileno(), 0o600)  # a .tmp left by an earlier run keeps its mode otherwise
-            out.write(json.dumps(self.to_json(), indent=1, ensure_ascii=False))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.to_json(), indent=1, ensure_ascii=False), mode=0o600)
 
     @classmethod
     def load(cls, path: Path) -> Recording:

@@ -11,7 +11,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import secrets
 import time
 import uuid
@@ -23,6 +22,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from common.files import atomic_write
 
 REPORT_SCHEMA = "teleposture/report/v1"
 POLICY_BUNDLE_SCHEMA = "teleposture/policy-bundle/v1"
@@ -83,16 +84,7 @@ def save_private_key(private_key: Ed25519PrivateKey, path: Path) -> None:
     """Write the key as PKCS#8 PEM, readable only by its owner (0600), atomically."""
     pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    atomic_write(path, pem, mode=0o600)
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:

@@ -1,11 +1,13 @@
-"""A real OpenVPN server and clients in two network namespaces, with a PKI made on the spot.
+"""Real OpenVPN in two network namespaces: the namespace pair every VPN lab starts from, and a TLS lab.
 
-Used by tests/gate/test_openvpn_gate.py and benchmarks/gate_bench.py. Namespace "srv" is the VPN server
-(192.0.2.1 on a veth, RFC 5737 documentation addresses; tunnel pool 198.51.100.0/24); namespace "cli" holds
-the laptops' OpenVPN clients. The server asks its management interface (a unix socket in the lab's
-directory, reachable from the host namespace) about every connection when ``client_auth`` is set:
-that is where ``teleposture-gate openvpn`` plugs in. Names carry the pid and a random tag; close()
-removes everything it made.
+``NetnsPair``: namespaces "srv" and "cli" joined by a veth (192.0.2.1/25 and 192.0.2.2/25, RFC 5737
+documentation addresses), the processes started in them, and close() that removes everything; names carry
+the pid and a random tag. tests/agent/test_vpn_netns.py builds its static-key tunnel on it.
+
+``VpnLab``: a TLS OpenVPN server (tunnel pool 198.51.100.0/24) with a PKI made on the spot, and the laptops'
+clients; used by tests/gate/test_openvpn_gate.py and benchmarks/gate_bench.py. The server asks its
+management interface (a unix socket in the lab's directory, reachable from the host namespace) about every
+connection when ``client_auth`` is set: that is where ``teleposture-gate openvpn`` plugs in.
 """
 
 from __future__ import annotations
@@ -108,59 +110,32 @@ def wait_for_text(path: Path, texts: tuple[str, ...], proc: Optional[subprocess.
     raise AssertionError(f"none of {texts} in {path.name} within {timeout}s; log tail:\n{log[-3000:]}")
 
 
-class VpnLab:
-    def __init__(self, directory: Path) -> None:
+class NetnsPair:
+    """Namespaces ``server`` and ``client`` joined by a veth pair (vsrv 192.0.2.1/25, vcli 192.0.2.2/25) once
+    build() ran, and the processes spawn() started in them; close() stops those and deletes both."""
+
+    def __init__(self, prefix: str) -> None:
         tag = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
-        self.srv, self.cli = f"tpg-srv-{tag}", f"tpg-cli-{tag}"
-        self.dir = directory
-        self.pki = Pki(directory / "pki")
-        self.server_identity = self.pki.issue("vpn.example.org", server=True)
-        self.management = directory / "mgmt.sock"
-        self.server_log = directory / "server.log"
-        self.server_proc: Optional[subprocess.Popen] = None
+        self.server, self.client = f"{prefix}-srv-{tag}", f"{prefix}-cli-{tag}"
         self.procs: List[subprocess.Popen] = []
-        self.port = 1194
 
     def build(self) -> None:
-        for ns in (self.srv, self.cli):
+        for ns in (self.server, self.client):
             sh("ip", "netns", "add", ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", self.srv, "link", "add", "vsrv", "type", "veth", "peer", "name", "vcli", "netns", self.cli)
-        sh("ip", "-n", self.srv, "addr", "add", f"{SERVER_VETH}/25", "dev", "vsrv")
-        sh("ip", "-n", self.cli, "addr", "add", f"{CLIENT_VETH}/25", "dev", "vcli")
-        sh("ip", "-n", self.srv, "link", "set", "vsrv", "up")
-        sh("ip", "-n", self.cli, "link", "set", "vcli", "up")
+        sh("ip", "-n", self.server, "link", "add", "vsrv", "type", "veth", "peer", "name", "vcli",
+           "netns", self.client)
+        sh("ip", "-n", self.server, "addr", "add", f"{SERVER_VETH}/25", "dev", "vsrv")
+        sh("ip", "-n", self.client, "addr", "add", f"{CLIENT_VETH}/25", "dev", "vcli")
+        sh("ip", "-n", self.server, "link", "set", "vsrv", "up")
+        sh("ip", "-n", self.client, "link", "set", "vcli", "up")
 
-    def start_server(self, client_auth: bool = True) -> None:
-        self.stop_server()
-        self.server_log.unlink(missing_ok=True)
-        argv = ["ip", "netns", "exec", self.srv, "openvpn", "--server", POOL, "255.255.255.0", "--topology", "subnet",
-                "--dev", "tun", "--proto", "udp", "--local", SERVER_VETH, "--lport", str(self.port),
-                "--ca", str(self.pki.ca), "--cert", str(self.server_identity.cert),
-                "--key", str(self.server_identity.key), "--dh", "none", "--keepalive", "2", "10",
-                "--verb", "3", "--log", str(self.server_log)]
-        if client_auth:
-            argv += ["--management", str(self.management), "unix", "--management-client-auth",
-                     "--auth-user-pass-optional"]
-        self.server_proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_text(self.server_log, ("Initialization Sequence Completed",), self.server_proc, 20)
-
-    def stop_server(self) -> None:
-        if self.server_proc is not None and self.server_proc.poll() is None:
-            self.server_proc.terminate()
-            self.server_proc.wait(timeout=10)
-        self.server_proc = None
-
-    def start_client(self, identity: Identity, lang: str = "en", extra: tuple[str, ...] = ()) -> ClientProcess:
-        log = self.dir / f"client-{identity.name}-{secrets.token_hex(3)}.log"
-        argv = ["ip", "netns", "exec", self.cli, "openvpn", "--client", "--dev", "tun", "--proto", "udp",
-                "--remote", SERVER_VETH, str(self.port), "--nobind", "--ca", str(self.pki.ca),
-                "--cert", str(identity.cert), "--key", str(identity.key), "--remote-cert-tls", "server",
-                "--setenv", "UV_TELEPOSTURE_LANG", lang, "--push-peer-info", "--connect-retry", "1",
-                "--verb", "3", "--log", str(log), *extra]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def spawn(self, namespace: str, argv: List[str]) -> subprocess.Popen:
+        """``argv`` inside ``namespace``, its output discarded (OpenVPN writes its own --log)."""
+        proc = subprocess.Popen(["ip", "netns", "exec", namespace, *argv], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
         self.procs.append(proc)
-        return ClientProcess(proc, log)
+        return proc
 
     def close(self) -> None:
         for proc in self.procs:
@@ -171,9 +146,49 @@ class VpnLab:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait(timeout=5)
-        self.stop_server()
-        for ns in (self.srv, self.cli):
+        for ns in (self.server, self.client):
             sh("ip", "netns", "del", ns, check=False)
+
+
+class VpnLab(NetnsPair):
+    def __init__(self, directory: Path) -> None:
+        super().__init__("tpg")
+        self.dir = directory
+        self.pki = Pki(directory / "pki")
+        self.server_identity = self.pki.issue("vpn.example.org", server=True)
+        self.management = directory / "mgmt.sock"
+        self.server_log = directory / "server.log"
+        self.server_proc: Optional[subprocess.Popen] = None
+        self.port = 1194
+
+    def start_server(self, client_auth: bool = True) -> None:
+        self.stop_server()
+        self.server_log.unlink(missing_ok=True)
+        argv = ["openvpn", "--server", POOL, "255.255.255.0", "--topology", "subnet",
+                "--dev", "tun", "--proto", "udp", "--local", SERVER_VETH, "--lport", str(self.port),
+                "--ca", str(self.pki.ca), "--cert", str(self.server_identity.cert),
+                "--key", str(self.server_identity.key), "--dh", "none", "--keepalive", "2", "10",
+                "--verb", "3", "--log", str(self.server_log)]
+        if client_auth:
+            argv += ["--management", str(self.management), "unix", "--management-client-auth",
+                     "--auth-user-pass-optional"]
+        self.server_proc = self.spawn(self.server, argv)
+        wait_for_text(self.server_log, ("Initialization Sequence Completed",), self.server_proc, 20)
+
+    def stop_server(self) -> None:
+        if self.server_proc is not None and self.server_proc.poll() is None:
+            self.server_proc.terminate()
+            self.server_proc.wait(timeout=10)
+        self.server_proc = None
+
+    def start_client(self, identity: Identity, lang: str = "en", extra: tuple[str, ...] = ()) -> ClientProcess:
+        log = self.dir / f"client-{identity.name}-{secrets.token_hex(3)}.log"
+        argv = ["openvpn", "--client", "--dev", "tun", "--proto", "udp",
+                "--remote", SERVER_VETH, str(self.port), "--nobind", "--ca", str(self.pki.ca),
+                "--cert", str(identity.cert), "--key", str(identity.key), "--remote-cert-tls", "server",
+                "--setenv", "UV_TELEPOSTURE_LANG", lang, "--push-peer-info", "--connect-retry", "1",
+                "--verb", "3", "--log", str(log), *extra]
+        return ClientProcess(self.spawn(self.client, argv), log)
 
 
 @dataclass

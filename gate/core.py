@@ -8,7 +8,6 @@ A gate verifies, it does not decide: the outcome always comes from a token the c
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -19,6 +18,7 @@ from typing import Any, Callable, Optional
 import requests
 
 from agent import protocol
+from common.files import atomic_write
 from gate import decision as tokens
 from gate.messages import refusal
 from gate.settings import GateSettings
@@ -87,11 +87,7 @@ class Gate:
         return self.settings.cache_dir / f"{fingerprint}.jws"
 
     def _cache_write(self, fingerprint: str, token: str) -> None:
-        path = self._cache_path(fingerprint)
-        temporary = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        temporary.write_text(token, encoding="utf-8")
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, path)
+        atomic_write(self._cache_path(fingerprint), token, mode=0o600)
 
     def _cache_read(self, fingerprint: str) -> Optional[str]:
         try:

@@ -21,7 +21,6 @@ import binascii
 import hashlib
 import logging
 import threading
-import time
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
@@ -30,6 +29,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from common.ttlcache import TTLCache
 from gate.core import Gate, Verdict
 from gate.messages import refusal_page
 from gate.settings import LANGUAGES
@@ -85,22 +85,20 @@ class ForwardAuth:
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
-        self._memo: dict[str, tuple[float, Verdict]] = {}
+        self._memo: TTLCache[str, Verdict] = TTLCache(gate.settings.recheck_interval, max_entries=100_000)
         self._last_outcome: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     def verdict(self, fingerprint: str) -> Verdict:
-        now = time.monotonic()
-        with self._lock:
-            memo = self._memo.get(fingerprint)
-        if memo is not None and now < memo[0]:
-            return memo[1]
+        memo = self._memo.get(fingerprint)
+        if memo is not None:
+            return memo
         verdict = self.gate.decide(fingerprint)
         lifetime = self.gate.settings.recheck_interval
         if verdict.decision is not None:
             lifetime = min(lifetime, max(0.0, verdict.decision.expires_at - self.gate.clock()))
+        self._memo.put(fingerprint, verdict, ttl=lifetime)
         with self._lock:
-            self._memo[fingerprint] = (now + lifetime, verdict)
             changed = self._last_outcome.get(fingerprint) != verdict.allowed
             self._last_outcome[fingerprint] = verdict.allowed
         if changed:  # report what changes, not every request

@@ -1,7 +1,7 @@
 """Gate settings: flags > TELEPOSTURE_GATE_* environment variables > a TOML file (``--config``) > defaults.
 
 The file holds the names below at the top level or in a ``[gate]`` table; reading, precedence and the
-duration grammar are the shared loader's (agent.settings).
+duration grammar are the shared loader's (common.settings).
 
 The gate holds the collector's PUBLIC key and a gate token (fetch decisions, report back): nothing that
 signs, nothing with admin rights.
@@ -16,8 +16,8 @@ from typing import Any, Mapping, Optional
 
 from agent import protocol
 from agent.service.transport import ConfigurationError, check_url
-from agent.settings import Option, SettingsError, as_bool, as_duration, as_path, as_str, choice
-from agent.settings import load as load_options
+from common.settings import Option, SettingsError, as_bool, as_duration, as_path, as_str, choice
+from common.settings import load as load_options
 
 ENV_PREFIX = "TELEPOSTURE_GATE_"
 TABLE = "gate"

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-echo "== ruff"; $PY -m ruff check agent server policies tests benchmarks
+echo "== ruff"; $PY -m ruff check agent server gate common policies tests benchmarks scripts
 echo "== mypy"; $PY -m mypy
 echo "== pytest"; $PY -m pytest -q "$@"

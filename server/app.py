@@ -95,7 +95,13 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
+# `serve --benchmark-routes` tells its uvicorn worker processes through this variable (see app_from_environment).
+BENCHMARK_ROUTES_ENV = "TELEPOSTURE_BENCHMARK_ROUTES"
+
+
+def create_app(settings: Settings, *, db: Database | None = None, benchmark_routes: bool = False) -> FastAPI:
+    """The collector's application; ``benchmark_routes`` adds the load benchmark's trivial reference
+    endpoint (server/api/benchmark.py), which a production collector does not serve."""
     db = db or Database(settings.resolved_database_url)
     key = load_server_key(settings)
     buckets = SharedBuckets(db) if db.is_postgres else None
@@ -147,6 +153,10 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
     for access_router in (access_api.gate_router, access_api.agent_router, access_api.admin_router):
         app.include_router(access_router)
     app.include_router(metrics.router)
+    if benchmark_routes:
+        import server.api.benchmark
+
+        app.include_router(server.api.benchmark.router)
     if importlib.util.find_spec("server.web") is not None:
         web: Any = importlib.import_module("server.web")
         if hasattr(web, "router"):
@@ -184,4 +194,4 @@ def app_from_environment() -> FastAPI:
         workers.exit_with_master(int(master))
     raw = os.environ.get("TELEPOSTURE_SETTINGS_JSON")
     settings = Settings.model_validate_json(raw) if raw else Settings()
-    return create_app(settings)
+    return create_app(settings, benchmark_routes=os.environ.get(BENCHMARK_ROUTES_ENV) == "1")

@@ -7,13 +7,14 @@ Exit codes: 0 done, 2 usage or operational error (the message on stderr says wha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-keyfile", type=Path)
     serve.add_argument("--behind-tls-proxy", action="store_true", default=None,
                        help="a reverse proxy terminates TLS: allow a non-loopback bind without certificates")
+    serve.add_argument("--benchmark-routes", action="store_true",
+                       help="also serve POST /api/v1/ping, the load benchmark's do-nothing reference (not for "
+                            "production)")
 
     token = commands.add_parser("token", help="enrolment tokens")
     token_cmds = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -158,6 +162,16 @@ def _database(settings: Settings, *, require_current: bool = True) -> Database:
     return db
 
 
+@contextlib.contextmanager
+def _open_database(settings: Settings) -> Iterator[Database]:
+    """The settings' database, schema up to date, disposed of when the command is done."""
+    db = _database(settings)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     db = _database(settings)
     db.dispose()
     from server import workers
-    from server.app import create_app
+    from server.app import BENCHMARK_ROUTES_ENV, create_app
     from server.context import load_server_key
 
     load_server_key(settings)
@@ -242,9 +256,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers > 1:
         os.environ["TELEPOSTURE_SETTINGS_JSON"] = settings.model_dump_json()
         os.environ[workers.MASTER_PID_ENV] = str(os.getpid())  # workers exit with it (server/workers.py)
+        os.environ[BENCHMARK_ROUTES_ENV] = "1" if args.benchmark_routes else "0"
         uvicorn.run("server.app:app_from_environment", factory=True, workers=settings.workers, **options)
     else:
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_app(settings, benchmark_routes=args.benchmark_routes), **options)
     return EXIT_OK
 
 
@@ -256,9 +271,7 @@ def _org_unit(conn: Any, name: str) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _database(settings)
-    try:
+    with _open_database(_settings(args)) as db:
         action = args.token_command
         if action == "list":
             with db.read() as conn:
@@ -286,14 +299,10 @@ def cmd_token(args: argparse.Namespace) -> int:
         _out(f"enrolment token {token_id} for org unit {args.org_unit}: {uses}, expires {_when(expires_at)}")
         _out(token)
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def cmd_api_token(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _database(settings)
-    try:
+    with _open_database(_settings(args)) as db:
         expires_at = None
         if args.expires:
             try:
@@ -312,8 +321,6 @@ def cmd_api_token(args: argparse.Namespace) -> int:
         _out(f"API token {args.name!r}: role {args.role}, scope {scope}, expires {_when(expires_at)}")
         _out(token)
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def _new_password(args: argparse.Namespace) -> tuple[str, bool]:
@@ -339,16 +346,11 @@ def cmd_user(args: argparse.Namespace) -> int:
     actions = {"list": _user_list, "disable": _user_disable, "enable": _user_enable,
                "set-password": _user_set_password}
     if args.user_command in actions:
-        settings = _settings(args)
-        db = _database(settings)
-        try:
+        with _open_database(_settings(args)) as db:
             return actions[args.user_command](args, db)
-        finally:
-            db.dispose()
     settings = _settings(args)
     password, generated = _new_password(args)
-    db = _database(settings)
-    try:
+    with _open_database(settings) as db:
         with db.write() as conn:
             units = [_org_unit(conn, name) for name in args.org_unit]
             try:
@@ -361,8 +363,6 @@ def cmd_user(args: argparse.Namespace) -> int:
         if generated:
             _out(f"password: {password}")
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def _user_list(args: argparse.Namespace, db: Database) -> int:
@@ -452,9 +452,7 @@ def _user_set_password(args: argparse.Namespace, db: Database) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    db = _database(settings)
-    try:
+    with _open_database(_settings(args)) as db:
         if args.policy_command == "push":
             try:
                 policy = load_policy_file(args.file)
@@ -497,14 +495,11 @@ def cmd_policy(args: argparse.Namespace) -> int:
             _out(f"{row['policy_id']}@{row['version']}  {row['digest'][:19]}  {_when(row['created_at'])}  "
                  f"{row['title']}" + (f"  [{'; '.join(marks)}]" if marks else ""))
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 def cmd_gate_token(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    db = _database(settings)
-    try:
+    with _open_database(settings) as db:
         with db.write() as conn:
             if args.gate_command == "revoke":
                 if not access_store.revoke_gate_token(conn, args.name, time.time()):
@@ -524,8 +519,6 @@ def cmd_gate_token(args: argparse.Namespace) -> int:
         _out(f"gate token {args.name!r} (shown once; stored hashed):")
         _out(token)
         return EXIT_OK
-    finally:
-        db.dispose()
 
 
 COMMANDS = {"init": cmd_init, "serve": cmd_serve, "token": cmd_token, "api-token": cmd_api_token,

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.files import atomic_write
+
 CA_KEY_FILE = "device_ca_key.pem"
 CA_CERT_FILE = "device_ca.pem"
 MAX_CSR_BYTES = 16384
@@ -104,9 +106,7 @@ def _create(data_dir: Path) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
-    temporary = data_dir / (CA_CERT_FILE + ".tmp")
-    temporary.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(temporary, data_dir / CA_CERT_FILE)
+    atomic_write(data_dir / CA_CERT_FILE, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
 
 
 def load_or_create(data_dir: Path) -> DeviceCA:

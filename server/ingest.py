@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection
 
 from agent import protocol
 from agent.policy import evaluate
+from common.ttlcache import TTLCache
 from server import bounds, device_notices
 from server.actions import ladder
 from server.ingest_diff import StateRow, diff_states
@@ -115,24 +116,13 @@ class PolicyCache:
     """
 
     def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._entries: dict[int, tuple[float, Optional[int]]] = {}
-        self._lock = threading.Lock()
+        self._assigned: TTLCache[int, Optional[int]] = TTLCache(ttl)  # org unit -> policy pk (None: none)
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._assigned.clear()
 
     def get(self, conn: Connection, org_unit_id: int) -> Optional[policy_store.StoredPolicy]:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._entries.get(org_unit_id)
-        if entry is None or now - entry[0] > self.ttl:
-            pk = policy_store.policy_pk_for_org_unit(conn, org_unit_id)
-            with self._lock:
-                self._entries[org_unit_id] = (now, pk)
-        else:
-            pk = entry[1]
+        pk = self._assigned.get_or_load(org_unit_id, lambda: policy_store.policy_pk_for_org_unit(conn, org_unit_id))
         return None if pk is None else policy_store.get_policy(conn, pk)
 
 

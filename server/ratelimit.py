@@ -54,8 +54,7 @@ class RateLimiter:
             return 0.0
         now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            tokens = self._tokens(key, now)
             if tokens >= cost:
                 self._buckets[key] = (tokens - cost, now)
                 return 0.0
@@ -70,9 +69,13 @@ class RateLimiter:
             return 0.0
         now = self.clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            tokens = self._tokens(key, now)
         return 0.0 if tokens >= cost else (cost - tokens) / self.rate
+
+    def _tokens(self, key: str, now: float) -> float:
+        """The key's bucket refilled up to ``now`` (a new key starts full); the caller holds the lock."""
+        tokens, last = self._buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.rate)
 
     def _evict(self, now: float) -> None:
         # Buckets that refilled completely carry no information: drop them.

@@ -5,7 +5,7 @@ The config file is ``--config``/``TELEPOSTURE_CONFIG`` (empty: none), else ``<da
 when it exists. Keys are the field names below (``max_body_bytes = 4194304``, ``stale_after = "2d"``), at
 the top level or in a ``[collector]`` table; an unknown key is refused. Environment variables are the
 same names upper-cased with the TELEPOSTURE_ prefix (TELEPOSTURE_STALE_AFTER=2d). Reading, precedence and
-the duration grammar are the shared loader's (agent.settings); the model below adds ranges and checks.
+the duration grammar are the shared loader's (common.settings); the model below adds ranges and checks.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent import settings as loader
-from agent.settings import SettingsError
+from common import settings as loader
+from common.settings import SettingsError
 
 SERVER_KEY_FILE = "server_signing_key.pem"
 CONFIG_FILE = "collector.toml"

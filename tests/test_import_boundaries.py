@@ -1,7 +1,8 @@
 """The collector and the policy package load check declarations, never probes, collectors or the agent service.
 
-DESIGN.md: server/ may import agent.protocol, agent.policy, the checks' declarations and the shared leaf modules
-agent.i18n and agent.settings, nothing else of agent/. Each case imports in a fresh interpreter and lists what of agent/ ended up in sys.modules.
+DESIGN.md: server/ may import agent.protocol, agent.policy, the checks' declarations and the catalogues
+(agent.i18n), nothing else of agent/ (common/ holds the standard-library helpers all three parts share).
+Each case imports in a fresh interpreter and lists what of agent/ ended up in sys.modules.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ AGENT = ROOT / "agent"
 
 # What of agent/ a collector or the policy package may load: the wire protocol, the policy package and
 # the declarations (each family package is empty; its spec.py declares; lifecycle.py is the OS support
-# table the validator checks a policy's additions against), the translation catalogues the dashboard
-# shares with the agent (agent.i18n itself, not the words only the command line uses) and the one settings
-# loader (a standard-library leaf like the protocol).
+# table the validator checks a policy's additions against), and the translation catalogues the dashboard
+# shares with the agent (agent.i18n itself, not the words only the command line uses).
 ALLOWED_EXACT = {
-    "agent", "agent.protocol", "agent.i18n", "agent.settings", "agent.checks", "agent.checks.declarations", "agent.checks.specs",
+    "agent", "agent.protocol", "agent.i18n", "agent.checks", "agent.checks.declarations", "agent.checks.specs",
     "agent.checks.messages", "agent.checks.os_identity.lifecycle",
     *(f"agent.checks.{check}" for check in SPECS), *(f"agent.checks.{check}.spec" for check in SPECS),
 }

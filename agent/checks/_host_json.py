@@ -3,39 +3,31 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from agent.checks.base import ParseError
+from agent.checks._values import load_json
+
+
+def process_rows(text: str) -> List[Dict[str, Any]]:
+    """``Host.processes()`` as recorded: its objects ({pid, name, exe, cmdline, username}; anything else in
+    the list is skipped). Empty output is an empty list."""
+    return [row for row in load_json(text or "[]", "process list", list) if isinstance(row, dict)]
 
 
 def parse_processes(text: str) -> List[Dict[str, Any]]:
     """Rows of ``Host.processes()``: dicts with at least a string ``name``."""
-    try:
-        rows = json.loads(text or "[]")
-    except ValueError as exc:
-        raise ParseError(f"process list: expected JSON, found unparsable text ({exc})") from exc
-    if not isinstance(rows, list):
-        raise ParseError("process list: expected a JSON list of processes")
     out = []
-    for row in rows:
-        if isinstance(row, dict):
-            name = row.get("name")
-            exe = row.get("exe")
-            out.append({"name": name if isinstance(name, str) else "",
-                        "exe": exe if isinstance(exe, str) else ""})
+    for row in process_rows(text):
+        name = row.get("name")
+        exe = row.get("exe")
+        out.append({"name": name if isinstance(name, str) else "", "exe": exe if isinstance(exe, str) else ""})
     return out
 
 
 def parse_interfaces(text: str) -> Dict[str, Dict[str, Any]]:
     """``Host.interfaces()``: name -> {up: bool, addresses: [{family, address}]}."""
-    try:
-        data = json.loads(text or "{}")
-    except ValueError as exc:
-        raise ParseError(f"interface list: expected JSON, found unparsable text ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ParseError("interface list: expected a JSON object of interfaces")
+    data = load_json(text or "{}", "interface list", dict)
     out: Dict[str, Dict[str, Any]] = {}
     for name, info in data.items():
         if not isinstance(info, dict):

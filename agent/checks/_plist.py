@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 from xml.parsers.expat import ExpatError
 
+from agent.checks._values import loose_bool, loose_int
 from agent.checks.base import ParseError
 
 
@@ -32,32 +33,12 @@ def parse_plist_dict(text: str, what: str) -> Dict[str, Any]:
 
 def plist_bool(value: Any) -> Optional[bool]:
     """Booleans as preference files store them: true/false, 1/0, "YES"/"NO"; None when absent or odd."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value != 0
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "yes", "true"):
-            return True
-        if lowered in ("0", "no", "false"):
-            return False
-    return None
+    return loose_bool(value, ("1", "yes", "true"), ("0", "no", "false"))
 
 
 def plist_int(value: Any) -> Optional[int]:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
+    """Preference files store flags as <true/> or 1 and counts now and then as reals: all of them count."""
+    return loose_int(value, bool_as_int=True, truncate_float=True)
 
 
 def plist_epoch(value: Any) -> Optional[float]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
+from agent.checks._values import loose_bool, loose_int
 from agent.checks.base import ParseError
 from agent.checks.messages import Message, english, message
 from agent.probes import Host, ProbeResult
@@ -91,6 +92,15 @@ def parse_ps_json(text: str, what: str) -> Any:
         raise ParseError(f"{what}: expected JSON from ConvertTo-Json, found {body[:80]!r} ({exc})") from exc
 
 
+def parse_ps_object(text: str, what: str, fields: Sequence[str], required: Sequence[str] = ()) -> Dict[str, Any]:
+    """The one [pscustomobject] with ``fields`` a check's pipeline printed, the ``required`` ones present;
+    a ParseError naming the fields otherwise (no object, a list, a cmdlet's own output instead)."""
+    data = parse_ps_json(text, what)
+    if not isinstance(data, dict) or any(name not in data for name in required):
+        raise ParseError(f"{what}: expected {{{', '.join(fields)}}}")
+    return data
+
+
 def as_list(value: Any) -> List[Any]:
     """ConvertTo-Json prints one object bare and several as a list: always a list here."""
     if value is None:
@@ -139,32 +149,12 @@ def ps_date(value: Any) -> Optional[float]:
 
 
 def ps_bool(value: Any) -> Optional[bool]:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value != 0
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
-    return None
+    return loose_bool(value, ("true", "1", "yes", "on"), ("false", "0", "no", "off"))
 
 
 def ps_int(value: Any) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            return None
-    return None
+    """A number PowerShell printed; a bool is not one (a flag where a count belongs means a changed cmdlet)."""
+    return loose_int(value, bool_as_int=False, truncate_float=False)
 
 
 def ps_str(value: Any) -> Optional[str]:

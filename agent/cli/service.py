@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from agent.service.config import OPTIONS, ConfigError, Settings, load_settings
-from agent.settings import DURATION_EXAMPLES
+from common.settings import DURATION_EXAMPLES
 
 # `report --now` exit codes (docs/agent-service.md); 0-2 are also every other subcommand's
 EXIT_OK = 0  # this report was delivered (accepted, or already held by the collector)
@@ -55,8 +55,9 @@ def _common() -> argparse.ArgumentParser:
 def register(sub: Any) -> None:
     common = _common()
     enroll = sub.add_parser("enroll", parents=[common], help="enrol this machine with a collector (once)",
-                            description="Create this device's key, enrol with the collector using a one-time "
-                                        "token, pin the collector's key and keep the first signed policy.")
+                            description="Create this device's key, enrol with the collector using an enrolment "
+                                        "token (it allows a set number of enrolments until it expires), pin the "
+                                        "collector's key and keep the first signed policy.")
     enroll.add_argument("--token", default=None,
                         help="enrolment token from `teleposture-server token create` (env TELEPOSTURE_TOKEN)")
     enroll.add_argument("--force", action="store_true", help="enrol again even if already enrolled")

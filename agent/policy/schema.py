@@ -19,7 +19,7 @@ from agent.policy.model import (
     SEVERITIES,
 )
 from agent.policy.validate import ID_PATTERN, VERSION_PATTERN
-from agent.settings import DURATION_PATTERN
+from common.settings import DURATION_PATTERN
 
 SCHEMA_ID = "https://teleposture.invalid/schemas/policy/v1.json"
 

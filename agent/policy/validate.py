@@ -30,7 +30,7 @@ from agent.policy.model import (
     is_platform_keyed,
 )
 from agent.policy.operators import operator_keys
-from agent.settings import duration_seconds
+from common.settings import duration_seconds
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_PATTERN = re.compile(r"^\d+(\.\d+)*$")

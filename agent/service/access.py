@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent import protocol
-from agent.service.state import StateDir, atomic_write
+from agent.service.state import StateDir
 from agent.service.transport import Transport, TransportError
+from common.files import atomic_write
 
 ACCESS_PATH = "/api/v1/access"
 VPN_CERTIFICATE_PATH = "/api/v1/vpn-certificate"

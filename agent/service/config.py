@@ -3,7 +3,7 @@
 The config file is TOML (keys at the top level or under an ``[agent]`` table; JSON when its name ends
 in ``.json``), found at ``--config`` / ``TELEPOSTURE_CONFIG`` (empty: no file), else at the per-OS
 default when it exists. Reading, precedence, unknown-key refusal and the duration grammar are the
-shared loader's (agent.settings); this module declares the agent's options and their defaults.
+shared loader's (common.settings); this module declares the agent's options and their defaults.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from agent.probes import current_platform
-from agent.settings import (
+from common.settings import (
     Option,
     SettingsError,
     as_bool,

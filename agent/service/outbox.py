@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from agent.service.storage import is_corruption, is_storage_error, storage_unavailable
+from agent.service.storage import is_corruption, is_storage_error, move_database_aside, storage_unavailable
 from agent.service.storage import rollback as _rollback
 
 log = logging.getLogger(__name__)
@@ -166,16 +166,7 @@ class Spool:
         return None
 
     def _move_aside(self, reason: str) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        counter = 1
-        while target.exists():
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{counter}")
-            counter += 1
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(str(self.path) + suffix)
-            if source.exists():
-                source.replace(Path(str(target) + suffix))
+        target = move_database_aside(self.path)
         self.reset_reason = reason
         self.moved_to = target
         log.error("outbox %s is unusable (%s): moved aside to %s and started a fresh one; reports that were "

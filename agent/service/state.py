@@ -30,13 +30,23 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import protocol
-from agent.service.storage import is_corruption, is_storage_error, needs_reopen, storage_unavailable
+from agent.service.storage import (
+    is_corruption,
+    is_storage_error,
+    move_database_aside,
+    needs_reopen,
+    storage_unavailable,
+)
 from agent.service.storage import rollback as _rollback
+from common.files import atomic_write
 
 IDENTITY_SCHEMA = "teleposture/identity/v1"
 LAST_REPORT_FILE = "last-report.json"
 
 log = logging.getLogger(__name__)
+
+_SEQ_QUERY = "SELECT value FROM counters WHERE name='seq'"
+_STATUS_QUERY = "SELECT name, value FROM status"
 
 
 class StateError(RuntimeError):
@@ -47,34 +57,10 @@ class NotEnrolled(StateError):
     pass
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def keep_last_report(state_dir: Path, payload: Mapping[str, Any]) -> None:
     """Called by the service after it signed a report (the copy `privacy` shows)."""
     atomic_write(state_dir / LAST_REPORT_FILE, json.dumps(payload, sort_keys=True, ensure_ascii=False).encode(),
                  mode=0o644)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(str(directory), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -264,7 +250,7 @@ class StateDir:
                         raise storage_unavailable(exc, self.db_path) from exc
                     raise
                 # Counters and status only: rebuilt from the identity, the outbox and the collector's last_seq.
-                moved = self._move_db_aside()
+                moved = move_database_aside(self.db_path)
                 self.rebuilt = f"state database {self.db_path} was unreadable ({exc}); moved aside to {moved} " \
                                "and rebuilt (seq from the outbox and the collector)"
                 log.error(self.rebuilt, extra={"event": "state_rebuilt", "moved_to": str(moved)})
@@ -298,19 +284,6 @@ class StateDir:
                 pass
             self._db = None
 
-    def _move_db_aside(self) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        target = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}")
-        counter = 1
-        while target.exists():
-            target = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}-{counter}")
-            counter += 1
-        for suffix in ("", "-wal", "-shm"):
-            source = Path(str(self.db_path) + suffix)
-            if source.exists():
-                source.replace(Path(str(target) + suffix))
-        return target
-
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT) under the state lock; a full or read-only disk
@@ -323,10 +296,7 @@ class StateDir:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 _rollback(conn)
-                if is_storage_error(exc):
-                    if needs_reopen(exc):
-                        self._drop_connection()
-                    raise storage_unavailable(exc, self.db_path) from exc
+                self._raise_if_storage(exc)
                 raise
 
     def _write(self, statements: List[Tuple[str, Tuple[Any, ...]]]) -> None:
@@ -355,7 +325,7 @@ class StateDir:
 
     @staticmethod
     def _seq(conn: sqlite3.Connection) -> int:
-        row = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+        row = conn.execute(_SEQ_QUERY).fetchone()
         return int(row[0]) if row else 0
 
     @staticmethod
@@ -363,35 +333,28 @@ class StateDir:
         conn.execute("INSERT INTO counters(name, value) VALUES('seq', ?) "
                      "ON CONFLICT(name) DO UPDATE SET value=excluded.value", (seq,))
 
-    def last_seq(self) -> int:
+    def _raise_if_storage(self, exc: sqlite3.Error) -> None:
+        """A full or read-only disk becomes StorageUnavailable (reconnecting next time where SQLite keeps the
+        connection read-only); any other error is left to the caller to re-raise."""
+        if is_storage_error(exc):
+            if needs_reopen(exc):
+                self._drop_connection()
+            raise storage_unavailable(exc, self.db_path) from exc
+
+    def _read(self, sql: str) -> List[Any]:
         with self._db_lock:
             try:
-                row = self._conn().execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+                return self._conn().execute(sql).fetchall()
             except sqlite3.OperationalError as exc:
-                if is_storage_error(exc):
-                    if needs_reopen(exc):
-                        self._drop_connection()
-                    raise storage_unavailable(exc, self.db_path) from exc
+                self._raise_if_storage(exc)
                 raise
-        return int(row[0]) if row else 0
+
+    def last_seq(self) -> int:
+        rows = self._read(_SEQ_QUERY)
+        return int(rows[0][0]) if rows else 0
 
     def status(self) -> Dict[str, Any]:
-        with self._db_lock:
-            try:
-                rows = self._conn().execute("SELECT name, value FROM status").fetchall()
-            except sqlite3.OperationalError as exc:
-                if is_storage_error(exc):
-                    if needs_reopen(exc):
-                        self._drop_connection()
-                    raise storage_unavailable(exc, self.db_path) from exc
-                raise
-        out: Dict[str, Any] = {}
-        for name, value in rows:
-            try:
-                out[name] = json.loads(value)
-            except ValueError:
-                out[name] = value
-        return out
+        return _decode_status(self._read(_STATUS_QUERY))
 
     def update_status(self, **fields: Any) -> None:
         if not fields:
@@ -406,16 +369,11 @@ class StateDir:
             return {}
         conn = sqlite3.connect(f"file:{self.db_path.as_posix()}?mode=ro", uri=True, timeout=10.0)
         try:
-            rows = conn.execute("SELECT name, value FROM status").fetchall()
-            counter = conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()
+            rows = conn.execute(_STATUS_QUERY).fetchall()
+            counter = conn.execute(_SEQ_QUERY).fetchone()
         finally:
             conn.close()
-        out: Dict[str, Any] = {}
-        for name, value in rows:
-            try:
-                out[name] = json.loads(value)
-            except ValueError:
-                out[name] = value
+        out = _decode_status(rows)
         out["seq_counter"] = int(counter[0]) if counter else 0
         return out
 
@@ -424,3 +382,14 @@ class StateDir:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _decode_status(rows: List[Any]) -> Dict[str, Any]:
+    """status rows (name, JSON text) -> values; a value that is not JSON is kept as its text."""
+    out: Dict[str, Any] = {}
+    for name, value in rows:
+        try:
+            out[name] = json.loads(value)
+        except ValueError:
+            out[name] = value
+    return out

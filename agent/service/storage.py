@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
@@ -180,3 +181,19 @@ def rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+
+def move_database_aside(path: Path) -> Path:
+    """Rename a damaged SQLite database, with its -wal and -shm files, to ``<name>.corrupt-<UTC time>``
+    (``-<n>`` added when that exists), keeping it for a post-mortem; the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    counter = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{counter}")
+        counter += 1
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(str(path) + suffix)
+        if source.exists():
+            source.replace(Path(str(target) + suffix))
+    return target

@@ -99,7 +99,8 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
 
 
 class Backoff:
-    """Exponential backoff with full jitter; a Retry-After from the collector takes precedence."""
+    """Exponential backoff with "equal" jitter (a random delay between half and all of the doubling ceiling,
+    so a retry never comes at once); a Retry-After from the collector takes precedence."""
 
     def __init__(self, base: float = 2.0, cap: float = 900.0, rng: Optional[random.Random] = None) -> None:
         self.base = base

@@ -8,11 +8,10 @@ server key (gate/decision.py) and verifiable offline with the public key alone.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, Optional
 
@@ -27,8 +26,8 @@ from gate import decision as tokens
 from server import device_ca
 from server.access import decide, describe
 from server.actions import ladder
-from server.api.admin import DeviceIdPath, csv_stream
-from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip
+from server.api.admin import DeviceIdPath, device_or_404, streamed_export
+from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address, limit_ip, signed_headers
 from server.api.models import Problem
 from server.context import AppContext
 from server.store import access as store
@@ -236,18 +235,6 @@ async def gate_report(request: Request, ctx: ContextDep, batch: GateDecisionBatc
 
 # -- agents ------------------------------------------------------------------------------------
 
-def _signed_headers(request: Request, ctx: AppContext) -> tuple[str, str, str]:
-    """Device id, timestamp and signature of a request signed by a device (as GET /policy is)."""
-    limit_ip(request, ctx)
-    device_id = request.headers.get(protocol.HEADER_DEVICE)
-    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
-    signature = request.headers.get(protocol.HEADER_SIGNATURE)
-    if not device_id or not timestamp or not signature or len(device_id) > 64:
-        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
-                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
-    return device_id, timestamp, signature
-
-
 def _verified_device(conn: Connection, device_id: str, method: str, path: str, timestamp: str,
                      signature: str) -> store.DeviceRow:
     device = store.device_row(conn, device_id)
@@ -274,7 +261,7 @@ def _agent_decision(ctx: AppContext, device_id: str, method: str, path: str, tim
                                                                         429: {"model": Problem}})
 async def agent_access(request: Request, ctx: ContextDep) -> dict[str, Any]:
     """The device's own signed access decision, on demand. Requests are signed by the device."""
-    device_id, timestamp, signature = _signed_headers(request, ctx)
+    device_id, timestamp, signature = signed_headers(request, ctx)
     return await run_in_threadpool(_agent_decision, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature)
 
@@ -315,7 +302,7 @@ def _issue_certificate(ctx: AppContext, device_id: str, method: str, path: str, 
 async def device_certificate(request: Request, ctx: ContextDep, body: CertificateRequest) -> dict[str, Any]:
     """Issue (or renew) the device's short-lived client TLS certificate from the device CA. Signed by the
     device like GET /policy; a revoked or replaced device gets none."""
-    device_id, timestamp, signature = _signed_headers(request, ctx)
+    device_id, timestamp, signature = signed_headers(request, ctx)
     return await run_in_threadpool(_issue_certificate, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature, body.csr)
 
@@ -355,7 +342,7 @@ def _register_vpn(ctx: AppContext, device_id: str, method: str, path: str, times
 async def register_vpn_certificate(request: Request, ctx: ContextDep, body: VpnCertificateIn) -> dict[str, Any]:
     """The device registers the SHA-256 of its VPN client certificate (signed by the device). A certificate
     already linked to another device is refused (409): an admin unlinks it there first."""
-    device_id, timestamp, signature = _signed_headers(request, ctx)
+    device_id, timestamp, signature = signed_headers(request, ctx)
     return await run_in_threadpool(_register_vpn, ctx, device_id, request.method, request.url.path, timestamp,
                                    signature, body)
 
@@ -371,15 +358,6 @@ async def gate_device_ca(request: Request, ctx: ContextDep) -> PlainTextResponse
 
 # -- admins -----------------------------------------------------------------------------------
 
-def _device_in_scope(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
-    with ctx.db.read() as conn:
-        device = fleet.get_device(conn, principal.scope, device_id, now=_now(),
-                                  stale_after=ctx.settings.stale_after)
-    if device is None:
-        raise HTTPException(status_code=404, detail=f"no device {device_id} in your scope")
-    return device
-
-
 def device_access(ctx: AppContext, device_id: str) -> Optional[dict[str, Any]]:
     """Decision, since, why, certificates and last gate decision of a device (the caller checked scope)."""
     with ctx.db.write() as conn:
@@ -393,7 +371,7 @@ def device_access(ctx: AppContext, device_id: str) -> Optional[dict[str, Any]]:
 
 
 def _device_access(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
-    _device_in_scope(ctx, principal, device_id)
+    device_or_404(ctx, principal, device_id)
     found = device_access(ctx, device_id)
     if found is None:
         raise HTTPException(status_code=404, detail=f"no device {device_id} in your scope")
@@ -411,7 +389,7 @@ def admin_device_access(ctx: ContextDep, principal: PrincipalDep, device_id: Dev
 def link_credential(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath,
                     body: CredentialIn) -> dict[str, Any]:
     """Link a VPN client certificate (SHA-256 fingerprint) to the device: gates identify it by it."""
-    device = _device_in_scope(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     try:
         fingerprint = tokens.normalise_fingerprint(body.fingerprint)
     except ValueError as exc:
@@ -431,7 +409,7 @@ def link_credential(request: Request, ctx: ContextDep, principal: AdminDep, devi
                      responses={404: {"model": Problem}})
 def unlink_credential(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath,
                       fingerprint: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]) -> dict[str, Any]:
-    device = _device_in_scope(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.write() as conn:
         if not store.unlink_credential(conn, device_id, fingerprint):
             raise HTTPException(status_code=404, detail="this certificate is not linked to this device")
@@ -447,7 +425,7 @@ def grant_exception(request: Request, ctx: ContextDep, principal: AdminDep, devi
                     body: ExceptionIn) -> dict[str, Any]:
     """Allow the device despite failing rules until ``expires_at``, for a stated reason (audited).
     A revoked or replaced device stays denied."""
-    device = _device_in_scope(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.write() as conn:
         try:
             store.add_exception(conn, device_id, body.reason, body.expires_at, principal.actor, _now())
@@ -463,7 +441,7 @@ def grant_exception(request: Request, ctx: ContextDep, principal: AdminDep, devi
                      responses={404: {"model": Problem}})
 def end_exception(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath) -> dict[str, Any]:
     """End the device's running exceptions now (audited)."""
-    device = _device_in_scope(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.write() as conn:
         ended = store.revoke_exceptions(conn, device_id, _now())
         if not ended:
@@ -485,19 +463,6 @@ def denied_devices(ctx: ContextDep, principal: PrincipalDep,
             "pages": found.pages}
 
 
-def _export_gate(ctx: AppContext, principal: Principal, device_id: Optional[str], outcome: Optional[str],
-                 since: Optional[float], fmt: str) -> Iterator[str]:
-    with ctx.db.read() as conn:
-        rows = store.iter_gate_decisions(conn, principal.scope, device_id=device_id, outcome=outcome, since=since)
-        if fmt == "csv":
-            yield from csv_stream(rows, GATE_EXPORT_COLUMNS)
-        else:
-            yield "["
-            for count, row in enumerate(rows):
-                yield ("," if count else "") + json.dumps({name: row.get(name) for name in GATE_EXPORT_COLUMNS})
-            yield "]"
-
-
 @admin_router.get("/gate-decisions/export", responses={200: {"content": {"text/csv": {}, "application/json": {}},
                                                              "description": "every matching gate decision"}})
 def export_gate_decisions(request: Request, ctx: ContextDep, principal: PrincipalDep,
@@ -509,6 +474,6 @@ def export_gate_decisions(request: Request, ctx: ContextDep, principal: Principa
     with ctx.db.write() as conn:
         audit.record(conn, actor=principal.actor, action="gate_decisions.export", remote_addr=client_address(request),
                      details={"format": format, "device_id": device_id, "outcome": outcome, "since": since})
-    media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
-    return StreamingResponse(_export_gate(ctx, principal, device_id, outcome, since, format), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="gate-decisions.{format}"'})
+    return streamed_export(ctx.db, lambda conn: store.iter_gate_decisions(conn, principal.scope, device_id=device_id,
+                                                                          outcome=outcome, since=since),
+                           GATE_EXPORT_COLUMNS, format, "gate-decisions")

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from server.actions import delivery, ladder, secrets
 from server.actions.events import EVENT_TYPES, Event, ocsf_body
 from server.actions.sinks import Sink, SinkError, check_config, new_webhook_secret, open_sender
-from server.api.admin import TEXT, DeviceIdPath, _device_or_404
+from server.api.admin import TEXT, DeviceIdPath, device_or_404
 from server.api.deps import AdminDep, ContextDep, PrincipalDep, client_address
 from server.api.models import Problem
 from server.context import AppContext
@@ -351,7 +351,7 @@ def list_exceptions(ctx: ContextDep, principal: PrincipalDep, include_ended: boo
 def create_exception(request: Request, ctx: ContextDep, principal: AdminDep, body: ExceptionCreate) -> dict[str, Any]:
     """Exempt a device, or an org unit, from a rule: mandatory reason, expiry at most a year ahead."""
     if body.device_id is not None:
-        device = _device_or_404(ctx, principal, body.device_id)
+        device = device_or_404(ctx, principal, body.device_id)
         unit_id = int(device["org_unit_id"])
     elif body.org_unit is None:
         raise HTTPException(status_code=400, detail="give device_id or org_unit")
@@ -389,7 +389,7 @@ def revoke_exception(request: Request, ctx: ContextDep, principal: AdminDep,
 @router.get("/devices/{device_id}/actions", response_model=DeviceActions, responses={404: {"model": Problem}})
 def device_actions(ctx: ContextDep, principal: PrincipalDep, device_id: DeviceIdPath) -> dict[str, Any]:
     """The device's running ladders (step reached, next step and deadline), block and exceptions."""
-    device = _device_or_404(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.read() as conn:
         running = ladder.device_ladders(conn, [device_id])[device_id]
         since = ladder.blocked_since(conn, device_id)

@@ -11,12 +11,13 @@ import csv
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from agent.policy import PolicyError, load_policy_text
@@ -47,6 +48,7 @@ from server.settings import SettingsError, parse_duration
 from server.store import accounts, audit, enrolment, fleet, maintenance
 from server.store import policies as policy_store
 from server.store.accounts import Principal
+from server.store.db import Database
 from server.store.scope import Scope
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"],
@@ -173,17 +175,26 @@ def csv_stream(rows: Iterator[dict[str, Any]], columns: tuple[str, ...]) -> Iter
     yield buffer.getvalue()
 
 
-def _export_rows(ctx: AppContext, principal: Principal, flt: fleet.DeviceFilter, window: float, sort: str,
-                 fmt: str) -> Iterator[str]:
-    with ctx.db.read() as conn:
-        rows = fleet.iter_devices(conn, principal.scope, flt, now=_now(), stale_after=window, sort=sort)
-        if fmt == "csv":
-            yield from csv_stream(rows, EXPORT_COLUMNS)
-        else:
-            yield "["
-            for count, row in enumerate(rows):
-                yield ("," if count else "") + json.dumps({name: row.get(name) for name in EXPORT_COLUMNS})
-            yield "]"
+def streamed_export(db: Database, query: Callable[[Connection], Iterator[dict[str, Any]]], columns: tuple[str, ...],
+                    fmt: str, filename: str) -> StreamingResponse:
+    """An attachment ``filename.fmt``: the ``columns`` of the rows ``query`` yields, as CSV or a JSON array,
+    streamed on one read connection held while the body is sent (so an export never builds a list). Never
+    cached: an export holds fleet data."""
+    def body() -> Iterator[str]:
+        with db.read() as conn:
+            rows = query(conn)
+            if fmt == "csv":
+                yield from csv_stream(rows, columns)
+            else:
+                yield "["
+                for count, row in enumerate(rows):
+                    yield ("," if count else "") + json.dumps({name: row.get(name) for name in columns})
+                yield "]"
+
+    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+    return StreamingResponse(body(), media_type=media,
+                             headers={"Content-Disposition": f'attachment; filename="{filename}.{fmt}"',
+                                      "Cache-Control": "no-store"})
 
 
 @router.get("/devices/export", responses={200: {"content": {"text/csv": {}, "application/json": {}},
@@ -197,12 +208,13 @@ def export_devices(request: Request, ctx: ContextDep, principal: PrincipalDep,
     with ctx.db.write() as conn:
         audit.record(conn, actor=principal.actor, action="devices.export", remote_addr=client_address(request),
                      details={"format": format, "filters": {k: v for k, v in vars(query).items() if v is not None}})
-    media = "text/csv; charset=utf-8" if format == "csv" else "application/json"
-    return StreamingResponse(_export_rows(ctx, principal, flt, window, query.sort, format), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="devices.{format}"'})
+    return streamed_export(ctx.db, lambda conn: fleet.iter_devices(conn, principal.scope, flt, now=_now(),
+                                                                   stale_after=window, sort=query.sort),
+                           EXPORT_COLUMNS, format, "devices")
 
 
-def _device_or_404(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
+def device_or_404(ctx: AppContext, principal: Principal, device_id: str) -> dict[str, Any]:
+    """The device as the admin API shows it, when it is in the principal's scope; 404 otherwise."""
     with ctx.db.read() as conn:
         device = fleet.get_device(conn, principal.scope, device_id, now=_now(),
                                   stale_after=ctx.settings.stale_after)
@@ -214,7 +226,7 @@ def _device_or_404(ctx: AppContext, principal: Principal, device_id: str) -> dic
 @router.get("/devices/{device_id}", response_model=DeviceDetail, responses={404: {"model": Problem}})
 def device_detail(ctx: ContextDep, principal: PrincipalDep, device_id: DeviceIdPath) -> dict[str, Any]:
     """Current checks (evidence, remediation), the latest history and the latest kept reports."""
-    device = _device_or_404(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.read() as conn:
         checks = fleet.device_checks(conn, device)
         history = fleet.device_history(conn, device_id, per_page=50)
@@ -230,7 +242,7 @@ def device_history(ctx: ContextDep, principal: PrincipalDep, device_id: DeviceId
                    rule: Annotated[Optional[str], Query(max_length=200, pattern=TEXT)] = None,
                    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
                    per_page: Annotated[int, Query(ge=1, le=fleet.MAX_PER_PAGE)] = 50) -> dict[str, Any]:
-    _device_or_404(ctx, principal, device_id)
+    device_or_404(ctx, principal, device_id)
     with ctx.db.read() as conn:
         history = fleet.device_history(conn, device_id, page=page, per_page=per_page, rule_id=rule)
     return {"items": history.items, "total": history.total, "page": history.page,
@@ -241,19 +253,19 @@ def device_history(ctx: ContextDep, principal: PrincipalDep, device_id: DeviceId
                                                                                     409: {"model": Problem}})
 def revoke_device(request: Request, ctx: ContextDep, principal: AdminDep, device_id: DeviceIdPath) -> dict[str, Any]:
     """Revoke a device: every later report and policy request signed by it is refused."""
-    device = _device_or_404(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.write() as conn:
         if not enrolment.revoke_device(conn, device_id, _now()):
             raise HTTPException(status_code=409, detail=f"device {device_id} is already {device['state']}")
         audit.record(conn, actor=principal.actor, action="device.revoke", target=device_id,
                      org_unit_id=device["org_unit_id"], remote_addr=client_address(request),
                      details={"hostname": device["hostname"]})
-    return _device_or_404(ctx, principal, device_id)
+    return device_or_404(ctx, principal, device_id)
 
 
 def _decide_pending(request: Request, ctx: ContextDep, principal: Principal, device_id: str, approve: bool
                     ) -> dict[str, Any]:
-    device = _device_or_404(ctx, principal, device_id)
+    device = device_or_404(ctx, principal, device_id)
     with ctx.db.write() as conn:
         try:
             if approve:
@@ -264,7 +276,7 @@ def _decide_pending(request: Request, ctx: ContextDep, principal: Principal, dev
         except enrolment.EnrolmentError as exc:
             raise HTTPException(status_code=exc.status, detail=f"{exc.message} (it is {device['state']})") from exc
         enrolment.record_decision(conn, principal.actor, device, approve, replaced, client_address(request))
-    return _device_or_404(ctx, principal, device_id)
+    return device_or_404(ctx, principal, device_id)
 
 
 @router.post("/devices/{device_id}/approve", response_model=DeviceModel, responses={404: {"model": Problem},

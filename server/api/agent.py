@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent import protocol
 from server.api import access
-from server.api.deps import ContextDep, client_address, limit_ip
+from server.api.deps import ContextDep, client_address, limit_ip, signed_headers
 from server.api.models import (
     EnrollRequest,
     EnrollResponse,
@@ -253,13 +253,7 @@ def _policy_for_device(ctx: AppContext, device_id: str, method: str, path: str, 
                        429: {"model": Problem}})
 async def get_policy(request: Request, ctx: ContextDep, response: Response) -> Any:
     """The device's policy as a bundle signed by the server key. Requests are signed by the device."""
-    limit_ip(request, ctx)
-    device_id = request.headers.get(protocol.HEADER_DEVICE)
-    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
-    signature = request.headers.get(protocol.HEADER_SIGNATURE)
-    if not device_id or not timestamp or not signature or len(device_id) > 64:
-        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
-                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
+    device_id, timestamp, signature = signed_headers(request, ctx)
     stored, last_seq, counter = await run_in_threadpool(_policy_for_device, ctx, device_id, request.method,
                                                         request.url.path, timestamp, signature)
     etag = f'"{stored.policy.digest()}"'
@@ -278,15 +272,6 @@ def _etag_matches(header: Optional[str], etag: str) -> bool:
         return False
     candidates = [item.strip().removeprefix("W/") for item in header.split(",")]
     return etag in candidates or "*" in candidates
-
-
-@router.post("/ping", response_model=Ping, tags=["meta"], responses={413: {"model": Problem}, 429: {"model": Problem}})
-async def ping(request: Request, ctx: ContextDep) -> dict[str, bool]:
-    """A trivial endpoint: reads and discards the body (the load benchmark's reference)."""
-    limit_ip(request, ctx)
-    async for _chunk in request.stream():
-        pass
-    return {"ok": True}
 
 
 @router.get("/health", response_model=Ping, tags=["meta"], responses={503: {"model": Problem}})

@@ -1,4 +1,4 @@
-"""Typed FastAPI dependencies shared by the admin API and the dashboard."""
+"""Typed FastAPI dependencies and request checks shared by the agent and admin APIs and the dashboard."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from agent import protocol
 from server.context import AppContext
 from server.ratelimit import Limiter, retry_after_header
 from server.store import accounts, audit
@@ -31,6 +32,19 @@ def limit_ip(request: Request, ctx: AppContext, limiter: Optional[Limiter] = Non
     if wait:
         raise HTTPException(status_code=429, detail=f"too many requests from this address: retry in {wait:.0f} s",
                             headers={"Retry-After": retry_after_header(wait)})
+
+
+def signed_headers(request: Request, ctx: AppContext) -> tuple[str, str, str]:
+    """Device id, timestamp and signature of a request signed by a device (GET /policy, access requests),
+    after the per-address limit; 401 when a header is missing. The caller verifies the signature."""
+    limit_ip(request, ctx)
+    device_id = request.headers.get(protocol.HEADER_DEVICE)
+    timestamp = request.headers.get(protocol.HEADER_TIMESTAMP)
+    signature = request.headers.get(protocol.HEADER_SIGNATURE)
+    if not device_id or not timestamp or not signature or len(device_id) > 64:
+        raise HTTPException(status_code=401, detail=f"signed request required: headers {protocol.HEADER_DEVICE}, "
+                                                    f"{protocol.HEADER_TIMESTAMP} and {protocol.HEADER_SIGNATURE}")
+    return device_id, timestamp, signature
 
 
 def _bearer(request: Request) -> Optional[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Optional
@@ -13,6 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from sqlalchemy.pool import QueuePool
 
+from common.ttlcache import TTLCache
 from server.context import AppContext
 from server.metrics import token_matches
 from server.store import fleet
@@ -27,23 +27,17 @@ FLEET_CACHE_SECONDS = 10.0
 def install(ctx: AppContext) -> None:
     """The built-in gauges of a node: devices by status, database pool, singleton jobs, change notices."""
     metrics = ctx.metrics
-    cache: dict[str, tuple[float, dict[str, int]]] = {}
-    cache_lock = threading.Lock()
+    cache: TTLCache[str, dict[str, int]] = TTLCache(FLEET_CACHE_SECONDS)
 
-    def devices_by_status() -> dict[str, int]:
-        now = time.monotonic()
-        with cache_lock:
-            cached = cache.get("devices")
-            if cached and now - cached[0] < FLEET_CACHE_SECONDS:
-                return cached[1]
+    def count_devices() -> dict[str, int]:
         with ctx.db.read() as conn:
             summary = fleet.fleet_summary(conn, Scope.everything(), now=time.time(),
                                           stale_after=ctx.settings.stale_after, with_rules=False)
-        counts = {**{str(k): int(v) for k, v in summary.by_compliance.items()}, "stale": summary.stale,
-                  "revoked": summary.revoked}
-        with cache_lock:
-            cache["devices"] = (now, counts)
-        return counts
+        return {**{str(k): int(v) for k, v in summary.by_compliance.items()}, "stale": summary.stale,
+                "revoked": summary.revoked}
+
+    def devices_by_status() -> dict[str, int]:
+        return cache.get_or_load("devices", count_devices)
 
     metrics.gauge("teleposture_devices", "Enrolled devices by compliance status (active devices), plus the "
                   "stale (not seen within stale_after) and revoked ones.", devices_by_status, label="status")

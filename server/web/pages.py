@@ -5,18 +5,17 @@ from __future__ import annotations
 import secrets
 import time
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
-from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, RedirectResponse, Response
 
 from server import device_notices, lowprio
 from server.actions import ladder
 from server.api.access import device_access
-from server.api.admin import EXPORT_COLUMNS, csv_stream
+from server.api.admin import EXPORT_COLUMNS, streamed_export
 from server.api.deps import ContextDep
 from server.context import AppContext
 from server.store import access as access_store
@@ -363,14 +362,9 @@ def export_devices(request: Request, ctx: ContextDep, user: UserDep, args: ListA
     _export_audit(ctx, request, user, "devices.export", args)
     scope = user.principal.scope
 
-    def rows() -> Iterator[str]:
-        with ctx.db.read() as conn:
-            yield from csv_stream(fleet.iter_devices(conn, scope, args.device_filter(scope), now=time.time(),
-                                                      stale_after=ctx.settings.stale_after, sort=args.sort),
-                                   EXPORT_COLUMNS)
-
-    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="devices-{_stamp()}.csv"', "Cache-Control": "no-store"})
+    return streamed_export(ctx.db, lambda conn: fleet.iter_devices(
+        conn, scope, args.device_filter(scope), now=time.time(), stale_after=ctx.settings.stale_after,
+        sort=args.sort), EXPORT_COLUMNS, "csv", f"devices-{_stamp()}")
 
 
 @router.get("/devices/checks.csv")
@@ -378,14 +372,9 @@ def export_checks(request: Request, ctx: ContextDep, user: UserDep, args: ListAr
     _export_audit(ctx, request, user, "checks.export", args)
     scope = user.principal.scope
 
-    def rows() -> Iterator[str]:
-        with ctx.db.read() as conn:
-            yield from csv_stream(queries.iter_check_states(conn, scope, args.device_filter(scope), now=time.time(),
-                                                             stale_after=ctx.settings.stale_after),
-                                   queries.CHECK_EXPORT_COLUMNS)
-
-    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="check-states-{_stamp()}.csv"', "Cache-Control": "no-store"})
+    return streamed_export(ctx.db, lambda conn: queries.iter_check_states(
+        conn, scope, args.device_filter(scope), now=time.time(), stale_after=ctx.settings.stale_after),
+        queries.CHECK_EXPORT_COLUMNS, "csv", f"check-states-{_stamp()}")
 
 
 # -- one device --------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ Each takes the caller's Scope and applies it in SQL, like the store's own querie
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from agent.policy import Policy, evaluate, summarize
+from common.ttlcache import TTLCache
 from server.store import counts, fleet, maintenance, sessions
 from server.store import policies as policy_store
 from server.store.accounts import Principal
@@ -195,39 +195,18 @@ def rule_ids(conn: Connection, scope: Scope) -> list[str]:
     return sorted(found)
 
 
-class _TTLCache:
-    """Tiny per-process cache for slow-changing lists (OS names) so list pages do not scan for them."""
-
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._values: dict[Any, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            hit = self._values.get(key)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl:
-            return hit[1]
-        return None
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._values[key] = (time.monotonic(), value)
-
-
-_os_cache = _TTLCache(60.0)
+# Per process: OS names change slowly, and the list pages' filter menu should not scan for them each time.
+_os_cache: TTLCache[tuple[str, Optional[frozenset[int]]], list[str]] = TTLCache(60.0)
 
 
 def os_names(conn: Connection, scope: Scope) -> list[str]:
-    key = (str(conn.engine.url), scope.org_unit_ids)
-    cached = _os_cache.get(key)
-    if cached is not None:
-        return list(cached)
-    names = sorted(str(n) for n in conn.execute(
-        sa.select(devices.c.os_name).where(devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id))
-        .group_by(devices.c.os_name).limit(200)).scalars())
-    _os_cache.put(key, names)
-    return names
+    def scan() -> list[str]:
+        return sorted(str(n) for n in conn.execute(
+            sa.select(devices.c.os_name).where(devices.c.state == DEVICE_ACTIVE,
+                                               scope.clause(devices.c.org_unit_id))
+            .group_by(devices.c.os_name).limit(200)).scalars())
+
+    return list(_os_cache.get_or_load((str(conn.engine.url), scope.org_unit_ids), scan))
 
 
 CHECK_EXPORT_COLUMNS = ("device_id", "hostname", "org_unit", "rule_id", "check", "severity", "status", "since",

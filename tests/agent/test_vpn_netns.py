@@ -29,12 +29,13 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import pytest
 
+from benchmarks.openvpn_lab import SERVER_VETH, NetnsPair, sh, wait_for_text
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 DATAGRAMS = 20  # sent per traffic probe: enough to tell "through the tunnel" from its own stray packets
 CORPORATE = "203.0.113.0/24"
-SERVER_VETH, CLIENT_VETH = "192.0.2.1", "192.0.2.2"  # 192.0.2.0/25: the client's "Internet" link
 SERVER_TUN, CLIENT_TUN = "192.0.2.129", "192.0.2.130"  # the tunnel's point-to-point addresses
 CLIENT_TUN_DEV, SERVER_TUN_DEV = "office", "corpnet0"
 
@@ -47,30 +48,13 @@ def _require_tools() -> None:
             pytest.skip(f"{tool} is not installed")
 
 
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
-
-
-def wait_for(path: Path, text: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    log = path.read_text(errors="replace") if path.exists() else "(no log)"
-    raise AssertionError(f"openvpn did not print {text!r} within {timeout}s; log:\n{log[-3000:]}")
-
-
-class Lab:
-    """Two namespaces, a veth pair between them and the OpenVPN processes; everything torn down in close()."""
+class Lab(NetnsPair):
+    """The namespace pair (the veth is the client's "Internet", 192.0.2.0/25), the organisation's network
+    behind the server, and a static-key OpenVPN tunnel between them; everything torn down in close()."""
 
     def __init__(self, tmp: Path) -> None:
-        tag = f"{os.getpid() % 100000}"
-        self.server, self.client = f"tpv-srv-{tag}", f"tpv-cli-{tag}"
+        super().__init__("tpv")
         self.tmp = tmp
-        self.procs: List[subprocess.Popen] = []
         self.client_proc: Any = None
         self.key = tmp / "static.key"
         version = sh("openvpn", "--version", check=False).stdout
@@ -78,31 +62,21 @@ class Lab:
         self.extra = ["--allow-deprecated-insecure-static-crypto"] if " 2.7" in version.split("\n")[0] else []
 
     def build(self) -> None:
-        for ns in (self.server, self.client):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", self.server, "link", "add", "vsrv", "type", "veth", "peer", "name", "vcli", "netns", self.client)
-        sh("ip", "-n", self.server, "addr", "add", f"{SERVER_VETH}/25", "dev", "vsrv")
-        sh("ip", "-n", self.client, "addr", "add", f"{CLIENT_VETH}/25", "dev", "vcli")
-        sh("ip", "-n", self.server, "link", "set", "vsrv", "up")
-        sh("ip", "-n", self.client, "link", "set", "vcli", "up")
+        super().build()
         sh("ip", "-n", self.client, "route", "add", "default", "via", SERVER_VETH)
         # the organisation's network, behind the server
         sh("ip", "-n", self.server, "addr", "add", "203.0.113.1/32", "dev", "lo")
         sh("openvpn", "--genkey", "secret", str(self.key))
 
     def _openvpn(self, ns: str, log: Path, args: List[str]) -> subprocess.Popen:
-        argv = ["ip", "netns", "exec", ns, "openvpn", "--dev-type", "tun", "--secret", str(self.key),
-                "--cipher", "AES-256-CBC", "--proto", "udp", "--ping", "1", "--verb", "3", "--log", str(log), *self.extra, *args]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(proc)
-        return proc
+        return self.spawn(ns, ["openvpn", "--dev-type", "tun", "--secret", str(self.key), "--cipher", "AES-256-CBC",
+                               "--proto", "udp", "--ping", "1", "--verb", "3", "--log", str(log), *self.extra, *args])
 
     def start_server(self) -> None:
         log = self.tmp / "server.log"
         proc = self._openvpn(self.server, log, ["--dev", SERVER_TUN_DEV, "--ifconfig", SERVER_TUN, CLIENT_TUN,
                                                 "--local", SERVER_VETH, "--lport", "1194"])
-        wait_for(log, "link local (bound)", proc)
+        wait_for_text(log, ("link local (bound)",), proc, 20)
 
     def start_client(self, extra_routes: Sequence[str] = ()) -> None:
         log = self.tmp / "client.log"
@@ -111,7 +85,7 @@ class Lab:
         self.client_proc = self._openvpn(self.client, log, [
             "--dev", CLIENT_TUN_DEV, "--ifconfig", CLIENT_TUN, SERVER_TUN, "--remote", SERVER_VETH, "1194",
             "--nobind", "--route", "203.0.113.0", "255.255.255.0", *extra_routes])
-        wait_for(log, "Initialization Sequence Completed", self.client_proc)
+        wait_for_text(log, ("Initialization Sequence Completed",), self.client_proc, 20)
 
     def stop_client(self) -> None:
         self.client_proc.terminate()
@@ -129,18 +103,6 @@ class Lab:
         code = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 f"for _ in range({count}): s.sendto(b'x', ('203.0.113.1', 9))")
         sh("ip", "netns", "exec", self.client, sys.executable, "-c", code)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-        for ns in (self.server, self.client):
-            sh("ip", "netns", "del", ns, check=False)
 
 
 @pytest.fixture(scope="module")

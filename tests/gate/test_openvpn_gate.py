@@ -32,6 +32,7 @@ from benchmarks.collector_sim import Posture, SimDevice
 from benchmarks.loopback import ServerProcess, serve
 from benchmarks.openvpn_lab import Identity, VpnLab, wait_for_text
 from tests.server.conftest import init_collector, run_cli
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -63,6 +64,17 @@ class Env:
     @property
     def url(self) -> str:
         return self.collector_url
+
+    def last_gate_decision(self, device_id: str, timeout: float = 15) -> dict[str, Any]:
+        """The last decision a gate reported about the device, once one has arrived."""
+        seen: list[Any] = [None]
+
+        def reported() -> bool:
+            seen[0] = self.admin("GET", f"/devices/{device_id}/access").json()["last_gate_decision"]
+            return seen[0] is not None
+
+        wait_until(reported, timeout, "a gate decision reported to the collector", interval=0.5)
+        return dict(seen[0])
 
     def admin(self, method: str, path: str, token: Optional[str] = None, **kwargs: Any) -> httpx.Response:
         return httpx.request(method, self.url + "/api/v1/admin" + path, timeout=10,
@@ -162,14 +174,8 @@ def test_1_compliant_device_connects(env: Env) -> None:
     assert "ALLOW ok" in env.gate_text() and alice.fingerprint in env.gate_text()
     client.stop()
     # the gate reports back: the team sees the connection
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        last = env.admin("GET", f"/devices/{device.device_id}/access").json()["last_gate_decision"]
-        if last is not None:
-            break
-        time.sleep(0.5)
-    assert last is not None and (last["gate"], last["outcome"], last["event"]) == ("vpn.example.org", "allow",
-                                                                                   "connect")
+    last = env.last_gate_decision(device.device_id)
+    assert (last["gate"], last["outcome"], last["event"]) == ("vpn.example.org", "allow", "connect")
 
 
 def test_2_denied_device_is_refused_with_the_reason_in_its_language(env: Env) -> None:
@@ -181,13 +187,8 @@ def test_2_denied_device_is_refused_with_the_reason_in_its_language(env: Env) ->
     assert "AUTH_FAILED,Teleposture : accès refusé: non respecté : Disque système chiffré" in client.text()
     assert "Initialization Sequence Completed" not in client.text()
     assert "DENY rule_failed" in env.gate_text()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        last = env.admin("GET", f"/devices/{device.device_id}/access").json()["last_gate_decision"]
-        if last is not None:
-            break
-        time.sleep(0.5)
-    assert last is not None and (last["outcome"], last["reason"]) == ("deny", "rule_failed")
+    last = env.last_gate_decision(device.device_id)
+    assert (last["outcome"], last["reason"]) == ("deny", "rule_failed")
     # an Arabic-speaking employee reads it in Arabic
     arabic = env.lab.start_client(bob, lang="ar")
     assert arabic.outcome() == "refused"

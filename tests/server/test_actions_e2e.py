@@ -11,7 +11,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -27,20 +26,12 @@ from server.store.schema import events
 from tests.agent.service.test_notify import session_bus  # noqa: F401 (fixture)
 from tests.server.conftest import Template
 from tests.server.receivers import RsyslogReceiver, SmtpReceiver, WebhookReceiver
+from tests.waiting import wait_until
 
 LADDER = {"critical": [{"after": "0s", "do": "notify_employee"}, {"after": "2s", "do": "notify_team"},
                        {"after": "4s", "do": "block"}]}
 ENV = {"TELEPOSTURE_ACTIONS_INTERVAL": "0.2", "TELEPOSTURE_DELIVERY_BACKOFF_MAX": "1",
        "TELEPOSTURE_DELIVERY_LEASE": "3", "TELEPOSTURE_POLICY_CACHE_SECONDS": "0"}
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _first_seen(ids: list[str]) -> list[str]:
@@ -97,9 +88,9 @@ def test_ladder_sinks_outages_and_a_killed_collector(initialised: Template, tmp_
             state.ensure()
             settings = load_settings({"state_dir": str(state.root), "language": "fr"}, environ={})
             ladder_view.record(state, LiveHost(), settings, baseline(), answer["actions"], runtime_root=str(runtime))
-            _wait(lambda: "sera bloqué le" in monitor_log.read_text(encoding="utf-8"), 10, "the notification")
+            wait_until(lambda: "sera bloqué le" in monitor_log.read_text(encoding="utf-8"), 10, "the notification")
             timings["notification"] = time.monotonic() - t0
-            timings["block"] = _wait(lambda: api.get(f"/api/v1/admin/devices/{device.device_id}/actions")
+            timings["block"] = wait_until(lambda: api.get(f"/api/v1/admin/devices/{device.device_id}/actions")
                                      .json()["blocked"], 30, "the block step")
             # Killed in the middle, with undelivered events in the outbox.
             os.killpg(server.process.pid, signal.SIGKILL)
@@ -131,7 +122,7 @@ def test_ladder_sinks_outages_and_a_killed_collector(initialised: Template, tmp_
                 return _first_seen([line.split('eventId="')[1].split('"')[0] for line in rsyslog.lines()
                                     if 'eventId="' in line and device.device_id in line])
 
-            timings["all delivered after restart"] = _wait(
+            timings["all delivered after restart"] = wait_until(
                 lambda: hook_ids() == outbox and mail_ids() == outbox and syslog_ids() == outbox, 60,
                 "every event at every sink")
             timings["compliant again"] = time.monotonic() - t1

@@ -27,6 +27,7 @@ from benchmarks.loopback import REPO, ServerProcess, serve
 from server.ratelimit import SharedBuckets, SharedRateLimiter, prune_buckets, take_together
 from server.store.db import Database
 from tests.server.conftest import init_collector, postgres_database, run_cli
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -203,14 +204,6 @@ def _runs(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-def _wait_for(condition: object, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() - start < timeout, f"{what} within {timeout} s"
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def test_a_singleton_job_runs_on_one_node_and_moves_when_that_node_dies(tmp_path: Path) -> None:
     runs = tmp_path / "runs.txt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -221,13 +214,13 @@ def test_a_singleton_job_runs_on_one_node_and_moves_when_that_node_dies(tmp_path
                 nodes[name] = subprocess.Popen([sys.executable, "-c", PROBE_NODE, url, name, str(runs)], env=env,
                                                start_new_session=True)
                 if name == "a":
-                    _wait_for(lambda: "a" in _runs(runs), 20, "node a starts running the job")
+                    wait_until(lambda: "a" in _runs(runs), 20, "node a starts running the job")
             time.sleep(1.5)  # b tried to take the lock about five times meanwhile
             assert set(_runs(runs)) == {"a"}, "the job ran on both nodes at once"
             before = len(_runs(runs))
             os.killpg(nodes["a"].pid, signal.SIGKILL)
             nodes["a"].wait()
-            took = _wait_for(lambda: "b" in _runs(runs), 10, "node b takes the job over")
+            took = wait_until(lambda: "b" in _runs(runs), 10, "node b takes the job over")
             time.sleep(0.5)
             after = _runs(runs)[before:]
             assert after and set(after) <= {"a", "b"} and after[-1] == "b"
@@ -258,13 +251,13 @@ def test_real_nodes_run_each_job_once_and_a_survivor_takes_over(tmp_path: Path) 
             return all(set(view) == jobs for view in views) and all(
                 sum(view[job] for view in views) == 1 for job in jobs)
 
-        _wait_for(settled, 20, "each job held by exactly one node")
+        wait_until(settled, 20, "each job held by exactly one node")
         time.sleep(2)  # several intervals later: still exactly one holder per job
         assert settled()
         victim = next(node for node in nodes if _leaders(node, token)["daily-snapshot"] == 1)
         survivor = nodes[1 - nodes.index(victim)]
         os.killpg(victim.process.pid, signal.SIGKILL)
         victim.process.wait()
-        took = _wait_for(lambda: all(v == 1 for v in _leaders(survivor, token).values()), 20,
+        took = wait_until(lambda: all(v == 1 for v in _leaders(survivor, token).values()), 20,
                          "the surviving node takes every job over")
         assert took < 10.0

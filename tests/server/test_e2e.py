@@ -47,6 +47,20 @@ def test_token_enrol_report_and_admin_view_over_http(initialised: Template) -> N
         assert client.get("/openapi.json").json()["info"]["title"] == "Teleposture collector"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("flags", "mounted"), [((), False), (("--workers", "2", "--benchmark-routes"), True)],
+                         ids=["production", "benchmark-workers"])
+def test_the_benchmark_ping_is_served_only_when_asked(initialised: Template, flags: tuple[str, ...],
+                                                      mounted: bool) -> None:
+    # (the worker processes' side, and a stray variable in the environment: test_benchmark_routes.py)
+    with serve(initialised.data_dir, initialised.database_url, *flags, start_timeout=90) as server:
+        client = httpx.Client(base_url=server.url, timeout=20)
+        answer = client.post("/api/v1/ping", content=b'{"x": 1}', headers={"Content-Type": "application/json"})
+        assert answer.status_code == (200 if mounted else 404), answer.text
+        assert ("/api/v1/ping" in client.get("/openapi.json").json()["paths"]) is mounted
+        assert client.get("/api/v1/health").status_code == 200
+
+
 def test_serve_refuses_insecure_or_unready_setups(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     url = f"sqlite+pysqlite:///{data_dir / 'teleposture.db'}"

@@ -70,7 +70,7 @@ def test_headers_are_bounded_to_64_kib(front: tuple[int, int]) -> None:
 def test_bodies_are_bounded_before_the_collector(front: tuple[int, int]) -> None:
     port, _collector = front
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/api/v1/ping", body=b"x" * (4 * 1024 * 1024 + 1),
+    conn.request("POST", "/api/v1/reports", body=b"x" * (4 * 1024 * 1024 + 1),
                  headers={"Content-Type": "application/json"})
     assert conn.getresponse().status == 413
     conn.close()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 from benchmarks.collector_sim import Posture
 from server.actions import delivery
@@ -13,6 +11,7 @@ from server.actions.sinks import Sink
 from tests.server.conftest import Collector
 from tests.server.receivers import RsyslogReceiver, SmtpReceiver
 from tests.server.test_actions import push_ladder_policy
+from tests.waiting import eventually
 
 
 def _deliver_all(collector: Collector, name: str) -> Sink:
@@ -22,15 +21,6 @@ def _deliver_all(collector: Collector, name: str) -> Sink:
         if not delivery.deliver_sink(collector.db, sink, policy=delivery.DeliveryPolicy()).delivered:
             break
     return sink
-
-
-def _wait(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_email_sink_starttls_auth_in_the_recipients_language(collector: Collector, tmp_path: Path) -> None:
@@ -93,7 +83,7 @@ def test_syslog_sink_tcp_json_and_tls_cef_into_rsyslog(collector: Collector, tmp
         collector.send(device.report(posture=Posture(disk_encrypted=False)))
         _deliver_all(collector, "siem-tcp")
         _deliver_all(collector, "siem-tls")
-        assert _wait(lambda: len(rsyslog.lines()) >= 4), rsyslog.lines()
+        assert eventually(lambda: len(rsyslog.lines()) >= 4), rsyslog.lines()
         plain = [line for line in rsyslog.lines() if line.startswith("plain ")]
         tls = [line for line in rsyslog.lines() if line.startswith("tls ")]
         assert plain and tls

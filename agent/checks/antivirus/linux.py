@@ -10,12 +10,12 @@ agents, not anti-malware: they are named in the evidence and not counted.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.checks._values import load_json
 from agent.checks.antivirus.signatures import signature_facts
 from agent.checks.base import CheckOutcome, ParseError
 from agent.probes import NOT_FOUND, Host
@@ -55,11 +55,8 @@ CLAMAV_PROCESSES = ("clamd", "clamonacc", "freshclam")
 
 def parse_processes(text: str) -> List[Dict[str, Any]]:
     """The probe layer's process list (JSON list of {pid, name, exe, cmdline, username})."""
-    try:
-        rows = json.loads(text)
-    except ValueError as exc:
-        raise ParseError(f"process list: expected JSON, found {text[:40]!r}") from exc
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    rows = load_json(text, "process list", list)
+    if not all(isinstance(r, dict) for r in rows):
         raise ParseError("process list: expected a JSON list of process objects")
     return rows
 
@@ -126,12 +123,7 @@ def _value(data: Mapping[str, Any], *names: str) -> Any:
 
 def parse_mdatp_health(text: str) -> Dict[str, Any]:
     """``mdatp health --output json``: health, real-time protection, definitions age."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ParseError(f"mdatp health --output json: expected JSON, found {text[:40]!r}") from exc
-    if not isinstance(data, dict):
-        raise ParseError("mdatp health --output json: expected a JSON object")
+    data = load_json(text, "mdatp health --output json", dict)
     realtime = _value(data, "realTimeProtectionEnabled", "real_time_protection_enabled")
     minutes = _value(data, "definitionsUpdatedMinutesAgo", "definitions_updated_minutes_ago")
     healthy = _value(data, "healthy")

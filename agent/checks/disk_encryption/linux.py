@@ -18,11 +18,11 @@ the whole check is an error, or not applicable for an overlay root (a container)
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.checks._values import load_json
 from agent.checks.base import CheckOutcome, ParseError
 from agent.checks.messages import message
 from agent.probes import Host
@@ -160,11 +160,8 @@ def _text(value: Any, column: str) -> Optional[str]:
 
 def parse_lsblk(text: str) -> List[Tuple[BlockNode, ...]]:
     """Every root-to-node path of the lsblk tree (a device with two parents appears twice)."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ParseError(f"lsblk --json: expected JSON, found {text[:60]!r} ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("blockdevices"), list):
+    data = load_json(text, "lsblk --json", dict)
+    if not isinstance(data.get("blockdevices"), list):
         raise ParseError("lsblk --json: expected an object with a 'blockdevices' list")
     paths: List[Tuple[BlockNode, ...]] = []
 

@@ -13,11 +13,11 @@ Sources: ``nft -j list ruleset`` when nft exists (it also shows rules iptables-n
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.checks._values import load_json
 from agent.checks.base import CheckOutcome, ParseError
 from agent.checks.messages import message
 from agent.probes import NOT_FOUND, Host
@@ -81,11 +81,8 @@ def _nft_rule(exprs: Any) -> Rule:
 
 def parse_nft_json(text: str) -> Ruleset:
     """``nft -j list ruleset`` -> chains keyed by (family, table, name)."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise ParseError(f"nft -j list ruleset: expected JSON, found {text[:60]!r} ({exc})") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("nftables"), list):
+    data = load_json(text, "nft -j list ruleset", dict)
+    if not isinstance(data.get("nftables"), list):
         raise ParseError("nft -j list ruleset: expected an object with an 'nftables' list")
     if not any(isinstance(i, dict) and "metainfo" in i for i in data["nftables"]):
         raise ParseError("nft -j list ruleset: no metainfo object; output looks truncated or foreign")

@@ -9,11 +9,11 @@ groups of the distributions stand in for it and the evidence says so.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
+from agent.checks._host_json import process_rows
 from agent.checks.base import CheckOutcome, ParseError
 from agent.checks.messages import message
 from agent.checks.screen_lock.linux import (
@@ -160,14 +160,8 @@ def _console_user(host: Host, evidence: List[str]) -> Tuple[Optional[str], Optio
     if procs.error is not None:
         return None, CheckOutcome.error(CHECK, message("failure_and", first=listing.failure_message(),
                                                        second=procs.failure_message()))
-    try:
-        rows = json.loads(procs.stdout)
-    except ValueError as exc:
-        raise ParseError(f"process list: expected JSON, found unparsable text ({exc})") from exc
-    if not isinstance(rows, list):
-        raise ParseError("process list: expected a JSON list of processes")
-    owners = sorted({str(r.get("username")) for r in rows if isinstance(r, dict)
-                     and r.get("name") in DISPLAY_SERVERS and r.get("username") not in _SYSTEM_USERS
+    owners = sorted({str(r.get("username")) for r in process_rows(procs.stdout)
+                     if r.get("name") in DISPLAY_SERVERS and r.get("username") not in _SYSTEM_USERS
                      and r.get("username")})
     evidence.append(f"{listing.describe_failure()}; desktop processes owned by: {', '.join(owners) or 'nobody'}")
     return (owners[0] if owners else None), None

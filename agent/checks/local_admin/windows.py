@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional
 
-from agent.checks._windows_ps import as_dict_list, parse_ps_json, ps_failure_message, ps_str, run_ps
-from agent.checks.base import CheckOutcome, ParseError
+from agent.checks._windows_ps import (
+    as_dict_list,
+    parse_ps_object,
+    ps_failure_message,
+    ps_str,
+    run_ps,
+)
+from agent.checks.base import CheckOutcome
 from agent.checks.messages import message
 from agent.probes import Host
 
@@ -34,9 +40,8 @@ ADMIN_PS = (
 
 
 def parse_admin(text: str) -> Dict[str, Any]:
-    data = parse_ps_json(text, "Get-LocalGroupMember -SID S-1-5-32-544")
-    if not isinstance(data, dict) or "Members" not in data:
-        raise ParseError("Get-LocalGroupMember -SID S-1-5-32-544: expected {User, Members, TokenGroups}")
+    data = parse_ps_object(text, "Get-LocalGroupMember -SID S-1-5-32-544", ("User", "Members", "TokenGroups"),
+                           required=("Members",))
     members = as_dict_list(data.get("Members"), "Get-LocalGroupMember")
     token = data.get("TokenGroups")
     return {"user": ps_str(data.get("User")), "members": members,

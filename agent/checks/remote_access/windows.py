@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Set
 
-from agent.checks._windows_ps import as_dict_list, parse_ps_json, ps_failure_message, ps_int, ps_str, run_ps
+from agent.checks._windows_ps import (
+    as_dict_list,
+    parse_ps_object,
+    ps_failure_message,
+    ps_int,
+    ps_str,
+    run_ps,
+)
 from agent.checks.base import CheckOutcome, ParseError
 from agent.checks.remote_access.common import reachable, service_for, summarise
 from agent.probes import Host
@@ -33,9 +40,7 @@ LISTEN_PS = (
 
 
 def parse_listen(text: str) -> Dict[str, Any]:
-    data = parse_ps_json(text, "Get-NetTCPConnection -State Listen")
-    if not isinstance(data, dict) or "Listen" not in data:
-        raise ParseError("Get-NetTCPConnection -State Listen: expected {Listen, AllowedPorts}")
+    data = parse_ps_object(text, "Get-NetTCPConnection -State Listen", ("Listen", "AllowedPorts"), required=("Listen",))
     sockets = []
     for row in as_dict_list(data.get("Listen"), "Get-NetTCPConnection"):
         port = ps_int(row.get("LocalPort"))

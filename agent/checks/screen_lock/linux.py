@@ -17,11 +17,11 @@ decide between "no graphical session" (not applicable) and "cannot tell" (error)
 from __future__ import annotations
 
 import configparser
-import json
 import re
 import xml.etree.ElementTree as ElementTree
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from agent.checks._host_json import process_rows
 from agent.checks.base import CheckOutcome, ParseError
 from agent.checks.messages import Message, message
 from agent.probes import NOT_FOUND, Host
@@ -216,13 +216,8 @@ def _display_processes(host: Host) -> Tuple[Optional[List[str]], Optional[Messag
     probe = host.processes()
     if probe.error is not None:
         return None, probe.failure_message()
-    try:
-        rows = json.loads(probe.stdout)
-    except ValueError as exc:
-        raise ParseError(f"process list: expected JSON, found {probe.stdout[:40]!r}") from exc
-    if not isinstance(rows, list):
-        raise ParseError("process list: expected a JSON list")
-    return sorted({str(r.get("name")) for r in rows if isinstance(r, dict) and r.get("name") in DISPLAY_SERVERS}), None
+    rows = process_rows(probe.stdout)
+    return sorted({str(r.get("name")) for r in rows if r.get("name") in DISPLAY_SERVERS}), None
 
 
 def collect(host: Host, params: Mapping[str, Any]) -> CheckOutcome:

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping
 
-from agent.checks._windows_ps import parse_ps_json, ps_bool, ps_failure_message, ps_int, ps_str, run_ps
-from agent.checks.base import CheckOutcome, ParseError
+from agent.checks._windows_ps import (
+    parse_ps_object,
+    ps_bool,
+    ps_failure_message,
+    ps_int,
+    ps_str,
+    run_ps,
+)
+from agent.checks.base import CheckOutcome
 from agent.checks.messages import message
 from agent.probes import Host
 
@@ -27,9 +34,7 @@ SECURE_BOOT_PS = (
 
 
 def parse_secure_boot(text: str) -> Dict[str, Any]:
-    data = parse_ps_json(text, "Confirm-SecureBootUEFI")
-    if not isinstance(data, dict):
-        raise ParseError("Confirm-SecureBootUEFI: expected {SecureBoot, Category, FirmwareType, Registry}")
+    data = parse_ps_object(text, "Confirm-SecureBootUEFI", ("SecureBoot", "Category", "FirmwareType", "Registry"))
     return {"state": ps_bool(data.get("SecureBoot")), "category": ps_str(data.get("Category")),
             "error": ps_str(data.get("Error")), "firmware": (ps_str(data.get("FirmwareType")) or "").lower(),
             "registry": ps_int(data.get("Registry"))}

@@ -27,6 +27,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from agent.checks._host_json import process_rows
+from agent.checks._values import load_json
 from agent.checks.base import CheckOutcome, ParseError, network_list
 from agent.checks.messages import message
 from agent.checks.vpn.kinds import counts_as_tunnel, parse_tun_flags, uevent_devtype
@@ -165,23 +167,10 @@ class Link:
 
 # -- pure parsers ---------------------------------------------------------------
 
-def _json_list(text: str, what: str) -> List[Any]:
-    stripped = text.strip()
-    if not stripped:
-        raise ParseError(f"{what}: expected a JSON list, found empty output")
-    try:
-        data = json.loads(stripped)
-    except ValueError as exc:
-        raise ParseError(f"{what}: expected JSON, found {stripped[:60]!r} ({exc})") from exc
-    if not isinstance(data, list):
-        raise ParseError(f"{what}: expected a JSON list, found {type(data).__name__}")
-    return data
-
-
 def parse_links(text: str) -> List[Link]:
     """``ip -d -j addr show`` -> links (name, link type, linkinfo kind, flags, addresses)."""
     links: List[Link] = []
-    for index, entry in enumerate(_json_list(text, "ip -d -j addr show")):
+    for index, entry in enumerate(load_json(text, "ip -d -j addr show", list)):
         if not isinstance(entry, dict) or not isinstance(entry.get("ifname"), str):
             raise ParseError(f"ip -d -j addr show: entry #{index} has no interface name")
         flags = entry.get("flags") or []
@@ -228,7 +217,7 @@ def parse_route_get(probe: ProbeResult, address: str) -> RouteAnswer:
         if message.startswith("RTNETLINK answers:") or "unreachable" in message.lower():
             return RouteAnswer(address, None, no_route=message.splitlines()[0])
         raise ParseError(f"ip route get {address}: exited {probe.rc}: {message[:200] or 'no output'}")
-    entries = _json_list(probe.stdout, f"ip -j route get {address}")
+    entries = load_json(probe.stdout, f"ip -j route get {address}", list)
     if not entries or not isinstance(entries[0], dict):
         raise ParseError(f"ip -j route get {address}: expected one route object, found {probe.stdout.strip()[:60]!r}")
     route = entries[0]
@@ -298,7 +287,7 @@ def ipsec_policy_for(policies: Sequence[IpsecPolicy], address: str, source: Opti
 def parse_rules(text: str) -> List[str]:
     """``ip -j rule`` -> the non-standard rules as text (policy routing evidence)."""
     rules = []
-    for entry in _json_list(text, "ip -j rule"):
+    for entry in load_json(text, "ip -j rule", list):
         if not isinstance(entry, dict):
             continue
         table = str(entry.get("table", ""))
@@ -320,7 +309,7 @@ def parse_rules(text: str) -> List[str]:
 def parse_default_routes(text: str) -> List[str]:
     """``ip -j route show table all`` -> default routes of every table, as text."""
     found = []
-    for entry in _json_list(text, "ip -j route show table all"):
+    for entry in load_json(text, "ip -j route show table all", list):
         if not isinstance(entry, dict):
             continue
         dst = entry.get("dst")
@@ -333,11 +322,8 @@ def parse_default_routes(text: str) -> List[str]:
 
 def parse_vpn_processes(text: str) -> List[str]:
     """Host.processes() JSON -> sorted labels of known VPN clients."""
-    rows = _json_list(text, "process list")
     labels = set()
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
+    for row in process_rows(text):
         candidates = [str(row.get("name") or "")]
         exe = row.get("exe")
         if isinstance(exe, str) and exe:
@@ -376,7 +362,7 @@ def parse_specific_routes(text: str) -> List[str]:
     """``ip -j route show table all`` -> the destinations of every route more specific than a default
     (on-link networks, host routes, local and broadcast addresses of every table), as CIDR."""
     found: List[str] = []
-    for entry in _json_list(text, "ip -j route show table all"):
+    for entry in load_json(text, "ip -j route show table all", list):
         if not isinstance(entry, dict):
             continue
         dst = str(entry.get("dst", ""))

@@ -33,6 +33,7 @@ from agent.probes import (
     ProbeResult,
     Recording,
     ReplayHost,
+    WrappedHost,
 )
 
 WINDOWS = Path(__file__).resolve().parents[2] / "fixtures" / "windows"
@@ -40,42 +41,17 @@ RECORDINGS = sorted(p for p in WINDOWS.glob("*/*.json") if p.name != "expected.j
 POLICY = load_policy_file(POLICIES_DIR / "ma-telework-baseline.json")
 
 
-class Counting(Host):
+class Counting(WrappedHost):
     """Passes everything to ``inner`` and counts the PowerShell processes asked for."""
 
     def __init__(self, inner: Host) -> None:
-        self.inner = inner
-        self.platform = inner.platform
+        super().__init__(inner)
         self.powershell: List[Sequence[str]] = []
 
     def run(self, argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, cache_on: Sequence[str] = ()) -> ProbeResult:
         if argv and argv[0] == POWERSHELL:
             self.powershell.append(argv)
         return self.inner.run(argv, timeout, cache_on)
-
-    def read_text(self, path: str) -> ProbeResult:
-        return self.inner.read_text(path)
-
-    def listdir(self, path: str) -> ProbeResult:
-        return self.inner.listdir(path)
-
-    def stat(self, path: str) -> ProbeResult:
-        return self.inner.stat(path)
-
-    def processes(self) -> ProbeResult:
-        return self.inner.processes()
-
-    def interfaces(self) -> ProbeResult:
-        return self.inner.interfaces()
-
-    def now(self) -> float:
-        return self.inner.now()
-
-    def cached(self, argv: Sequence[str], cache_on: Sequence[str]) -> Optional[ProbeResult]:
-        return self.inner.cached(argv, cache_on)
-
-    def recorded_runs(self) -> List[ProbeResult]:
-        return self.inner.recorded_runs()
 
 
 @pytest.mark.parametrize("path", RECORDINGS, ids=[f"{p.parent.name}/{p.stem}" for p in RECORDINGS])

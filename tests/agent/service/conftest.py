@@ -9,6 +9,7 @@ import pytest
 from agent.probes import Recording
 from agent.service.config import Settings, load_settings
 from tests.agent.service.fakecollector import FakeCollector
+from tests.agent.service.realcollector import RealCollector
 
 
 @pytest.fixture()
@@ -22,6 +23,15 @@ def make_settings(state_dir: Path, **flags: object) -> Settings:
     values: dict = {"state_dir": str(state_dir)}
     values.update({k: v for k, v in flags.items()})
     return load_settings(values, environ={"TELEPOSTURE_CONFIG": ""})
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCollector]:
+    """A real `teleposture-server serve` for the module's tests (test_faults.py runs its own)."""
+    real = RealCollector(tmp_path_factory.mktemp("collector"))
+    real.start()
+    yield real
+    real.stop()
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from agent.service.core import AgentService
 from benchmarks.loopback import serve
 from tests.agent.service.conftest import agent_env, make_settings
 from tests.agent.service.realcollector import AGENT, RealCollector
+from tests.waiting import wait_until
 from tests.web.conftest import sign_in
 
 pytestmark = pytest.mark.slow
@@ -147,15 +148,6 @@ class Agent:
             service.close()
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _delivered_all(agent: Agent, collector: RealCollector, device_id: str) -> Callable[[], bool]:
     def check() -> bool:
         on_collector = {rid for _, rid, _ in _collector_rows(collector, device_id)}
@@ -237,7 +229,7 @@ def test_disk_full_is_not_corruption_and_the_agent_resumes(collector: RealCollec
     device_id = agent.enrol(collector)
     agent.start()
     try:
-        _wait(_delivered_all(agent, collector, device_id), 60, "first reports delivered")
+        wait_until(_delivered_all(agent, collector, device_id), 60, "first reports delivered")
         filler = _fill(tmpfs)
         files_when_full = _files(agent.state)
         time.sleep(6)  # several 1 s cycles on a full disk
@@ -248,9 +240,9 @@ def test_disk_full_is_not_corruption_and_the_agent_resumes(collector: RealCollec
         assert _files(agent.state) == files_when_full  # nothing moved aside, no new file
         assert len(agent.events("storage_unavailable")) == 1  # logged once, not once per cycle
         filler.unlink()
-        _wait(_more_cycles(agent, 3), 60, "cycles after space came back")
+        wait_until(_more_cycles(agent, 3), 60, "cycles after space came back")
         assert len(agent.events("storage_recovered")) == 1
-        _wait(_delivered_all(agent, collector, device_id), 60, "every report delivered after space came back")
+        wait_until(_delivered_all(agent, collector, device_id), 60, "every report delivered after space came back")
     finally:
         agent.stop()
     agent.drain()
@@ -265,7 +257,7 @@ def test_read_only_file_system_waits_then_resumes(collector: RealCollector, agen
     agent.env = dict(agent_env(agent.state), **FAST)
     device_id = agent.enrol(collector)
     agent.start()
-    _wait(_more_cycles(agent, 2), 60, "first cycles")
+    wait_until(_more_cycles(agent, 2), 60, "first cycles")
     agent.stop()
     files = _files(agent.state)
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
@@ -282,8 +274,8 @@ def test_read_only_file_system_waits_then_resumes(collector: RealCollector, agen
     finally:
         subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
     try:
-        _wait(_more_cycles(agent, 3), 60, "cycles once the file system is writable")
-        _wait(_delivered_all(agent, collector, device_id), 60, "every report delivered")
+        wait_until(_more_cycles(agent, 3), 60, "cycles once the file system is writable")
+        wait_until(_delivered_all(agent, collector, device_id), 60, "every report delivered")
     finally:
         agent.stop()
     agent.drain()
@@ -319,13 +311,13 @@ def test_lost_or_rolled_back_state_db_never_reuses_a_seq(collector: RealCollecto
                                                           fault: Callable[[Path, Path], None]) -> None:
     device_id = agent.enrol(collector)
     agent.start()
-    _wait(_more_cycles(agent, 2), 60, "first cycles")
+    wait_until(_more_cycles(agent, 2), 60, "first cycles")
     agent.stop()
     backup = agent.state.parent / "state.db.backup"  # a copy from a few reports ago
     shutil.copy2(agent.state / "state.db", backup)
     agent.start()
-    _wait(_more_cycles(agent, 3), 60, "more cycles")
-    _wait(_delivered_all(agent, collector, device_id), 60, "reports delivered before the fault")
+    wait_until(_more_cycles(agent, 3), 60, "more cycles")
+    wait_until(_delivered_all(agent, collector, device_id), 60, "reports delivered before the fault")
     agent.stop()
     counter_before = max(agent.created().values())
     fault(agent.state, backup)
@@ -341,8 +333,8 @@ def test_lost_or_rolled_back_state_db_never_reuses_a_seq(collector: RealCollecto
         assert "was unreadable" in once.stderr and "rebuilt" in once.stderr and "Traceback" not in once.stderr
     agent.extra_created[once.stdout.split("report_id ")[1].split()[0]] = 0
     agent.start()
-    _wait(_more_cycles(agent, 4), 60, "cycles after the fault")
-    _wait(_delivered_all(agent, collector, device_id), 60, "every report delivered after the fault")
+    wait_until(_more_cycles(agent, 4), 60, "cycles after the fault")
+    wait_until(_delivered_all(agent, collector, device_id), 60, "every report delivered after the fault")
     agent.stop()
     agent.drain()
     created, delivered, lost = _account(f"state.db {fault.__name__.strip('_')}", agent, collector, device_id)
@@ -360,7 +352,7 @@ def test_cloned_state_directory_refuses_to_report_and_the_collector_flags_it(
         collector: RealCollector, agent: Agent, tmp_path: Path) -> None:
     device_id = agent.enrol(collector)
     agent.start()
-    _wait(_more_cycles(agent, 2), 60, "first cycles")
+    wait_until(_more_cycles(agent, 2), 60, "first cycles")
     agent.stop()
     clone_state = tmp_path / "clone-state"
     shutil.copytree(agent.state, clone_state)
@@ -378,10 +370,10 @@ def test_cloned_state_directory_refuses_to_report_and_the_collector_flags_it(
     clone.start()
     agent.start()
     try:
-        _wait(_more_cycles(agent, 3), 60, "cycles of the genuine agent")
+        wait_until(_more_cycles(agent, 3), 60, "cycles of the genuine agent")
         assert clone.alive() and clone.created() == {}
         assert "was enrolled on machine" in clone.status()["last_error"]["message"]
-        _wait(_delivered_all(agent, collector, device_id), 60, "the genuine agent's reports")
+        wait_until(_delivered_all(agent, collector, device_id), 60, "the genuine agent's reports")
     finally:
         clone.stop()
         agent.stop()
@@ -443,8 +435,8 @@ def test_clock_days_off_is_measured_and_corrected(collector: RealCollector, agen
         assert "stamped again with the collector's time" in once.stderr, once.stderr
     agent.start()
     try:
-        _wait(_more_cycles(agent, 5), 90, "cycles under faketime")
-        _wait(_delivered_all(agent, collector, device_id), 60, "every report delivered")
+        wait_until(_more_cycles(agent, 5), 90, "cycles under faketime")
+        wait_until(_delivered_all(agent, collector, device_id), 60, "every report delivered")
     finally:
         agent.stop()
     # read what the service measured under faketime before the test's own drain, which runs on the real clock

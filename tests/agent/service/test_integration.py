@@ -28,17 +28,15 @@ from agent import protocol
 from agent.service.core import AgentService
 from tests.agent.service.conftest import agent_env, make_settings
 from tests.agent.service.realcollector import AGENT, ROOT, RealCollector
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCollector]:
-    real = RealCollector(tmp_path_factory.mktemp("collector"))
-    real.start()
-    real.allow_replacement()  # every test enrols this same machine again, from a fresh state directory
-    yield real
-    real.stop()
+def collector(collector: RealCollector) -> RealCollector:
+    collector.allow_replacement()  # every test enrols this same machine again, from a fresh state directory
+    return collector
 
 
 @pytest.fixture()
@@ -59,15 +57,6 @@ def _enrol(collector: RealCollector, state: Path) -> str:
     done = _agent(state, "enroll", "--server", collector.url, "--token", collector.token(), "--allow-http")
     assert done.returncode == 0, done.stderr
     return json.loads((state / "identity.json").read_text())["device_id"]
-
-
-def _wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _outbox_seqs(state: Path) -> Set[int]:
@@ -106,14 +95,14 @@ def test_collector_outage_then_everything_arrives_in_order_once(running, tmp_pat
     proc = subprocess.Popen([AGENT, "run", "--replay", str(recording), *FAST_RUN], env=agent_env(state),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _wait(lambda: len(running.stored_seqs(device_id)) >= 2, 30)
+        assert eventually(lambda: len(running.stored_seqs(device_id)) >= 2, 30)
         running.stop()
         before = _last_allocated(state)
-        assert _wait(lambda: _last_allocated(state) >= before + 8, 30)  # produced while the collector is away
+        assert eventually(lambda: _last_allocated(state) >= before + 8, 30)  # produced while the collector is away
         assert len(_outbox_seqs(state)) >= 6
         running.start()
         produced_during_outage = _last_allocated(state)
-        assert _wait(lambda: max(running.stored_seqs(device_id) or [0]) >= produced_during_outage, 30)
+        assert eventually(lambda: max(running.stored_seqs(device_id) or [0]) >= produced_during_outage, 30)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -27,6 +27,7 @@ from agent.service.notify import (
     parse_console_owner,
     windows_argv,
 )
+from tests.waiting import eventually
 
 NOW = 1_800_000_000.0
 ITEM = {"rule_id": "disk-encryption", "severity": "critical", "started_at": NOW - 60, "step": 1, "steps": 3,
@@ -75,15 +76,6 @@ def test_exact_commands_per_platform() -> None:
     assert base64.b64encode(notice.body.encode()).decode() in inner
 
 
-def _wait_for(predicate: Any, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture
 def session_bus(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A session bus at RUNTIME/<uid>/bus with dunst serving org.freedesktop.Notifications and dbus-monitor
@@ -98,7 +90,7 @@ def session_bus(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     procs = [subprocess.Popen(["dbus-daemon", "--session", f"--address={address}", "--nofork", "--nopidfile"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        assert _wait_for(lambda: (bus_dir / "bus").exists()), "dbus-daemon did not start"
+        assert eventually(lambda: (bus_dir / "bus").exists(), 15), "dbus-daemon did not start"
         procs.append(subprocess.Popen(["xvfb-run", "-a", "dunst"], env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL, start_new_session=True))
 
@@ -107,7 +99,7 @@ def session_bus(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
                                      "org.freedesktop.DBus.NameHasOwner", "string:org.freedesktop.Notifications"],
                                     env=env, capture_output=True, text=True, check=False)
             return "boolean true" in answer.stdout
-        assert _wait_for(served, 30), "dunst did not take org.freedesktop.Notifications"
+        assert eventually(served, 30), "dunst did not take org.freedesktop.Notifications"
         log = tmp_path / "monitor.log"
         with open(log, "w") as handle:
             procs.append(subprocess.Popen(["dbus-monitor", "--session",
@@ -133,7 +125,7 @@ def test_real_notification_on_the_session_bus(session_bus: tuple[Path, Path]) ->
     notifier = Notifier(LiveHost(), lang="fr", reminder=3600, as_uid=-1, runtime_root=str(runtime))
     memory, notice, shown = notifier.consider([ITEM], {}, baseline(), time.time())
     assert shown == 1 and notice is not None
-    assert _wait_for(lambda: "Notify" in log.read_text(encoding="utf-8", errors="replace"))
+    assert eventually(lambda: "Notify" in log.read_text(encoding="utf-8", errors="replace"), 15)
     recorded = log.read_text(encoding="utf-8")
     assert "Teleposture : action requise sur cet ordinateur" in recorded
     assert baseline().rule("disk-encryption").title["fr"] in recorded and "sera bloqué le" in recorded
@@ -144,7 +136,7 @@ def test_real_notification_on_the_session_bus(session_bus: tuple[Path, Path]) ->
     _, notice3, shown3 = notifier.consider([{**ITEM, "step": 2, "last_action": "notify_team"}], again, baseline(),
                                            time.time())
     assert shown3 == 1 and notice3 is not None
-    assert _wait_for(lambda: log.read_text(encoding="utf-8").count("member=Notify") == 2)
+    assert eventually(lambda: log.read_text(encoding="utf-8").count("member=Notify") == 2, 15)
 
 
 def test_sessions_found_in_passwd_or_through_nss(tmp_path: Path) -> None:

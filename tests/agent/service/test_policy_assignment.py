@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from agent import protocol
 from agent.policy import baseline
@@ -16,14 +13,6 @@ from agent.service.core import AgentService
 from tests.agent.service.conftest import make_settings
 from tests.agent.service.realcollector import RealCollector
 from tests.agent.service.test_reenrol import _enrol
-
-
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCollector]:
-    real = RealCollector(tmp_path_factory.mktemp("collector"))
-    real.start()
-    yield real
-    real.stop()
 
 
 def _push(collector: RealCollector, tmp_path: Path, policy_id: str, version: int) -> None:

@@ -6,20 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from tests.agent.service.conftest import agent_env
 from tests.agent.service.realcollector import AGENT, RealCollector
-
-
-@pytest.fixture(scope="module")
-def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCollector]:
-    real = RealCollector(tmp_path_factory.mktemp("collector"))
-    real.start()
-    yield real
-    real.stop()
 
 
 def _enrol(collector: RealCollector, state: Path, *extra: str) -> tuple[str, str]:

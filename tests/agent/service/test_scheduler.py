@@ -16,6 +16,7 @@ from agent.probes import ProbeResult, ReplayHost
 from agent.service.core import AgentService, enroll
 from agent.service.scheduler import Daemon
 from tests.agent.service.conftest import agent_env, make_settings
+from tests.waiting import eventually
 
 FAST = {"check_interval": "0.2", "upload_interval": "0.2", "policy_refresh_interval": "0.5",
         "vpn_sample_interval": "0.1", "splay": "0"}
@@ -31,15 +32,6 @@ def _run(daemon: Daemon) -> threading.Thread:
     thread = threading.Thread(target=daemon.run_forever, kwargs={"install_signals": False}, daemon=True)
     thread.start()
     return thread
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_cycles_and_uploads_on_schedule_without_overlap(tmp_path, fake, replay_host) -> None:
@@ -84,9 +76,9 @@ def test_backoff_honours_retry_after_and_delivers_later(tmp_path, fake, replay_h
     daemon = Daemon(service, splay=0, first_cycle_delay=3600)
     thread = _run(daemon)
     try:
-        assert _wait(lambda: fake.requests.count("POST /api/v1/reports") >= 1)
+        assert eventually(lambda: fake.requests.count("POST /api/v1/reports") >= 1, interval=0.05)
         failed_at = time.monotonic()
-        assert _wait(lambda: fake.accepted == [1])
+        assert eventually(lambda: fake.accepted == [1])
         assert time.monotonic() - failed_at >= 0.9  # not before the Retry-After
         assert fake.requests.count("POST /api/v1/reports") == 2  # no hammering in between
     finally:
@@ -121,8 +113,8 @@ def test_network_change_triggers_an_immediate_cycle(tmp_path, fake, replay_host)
         time.sleep(0.5)
         assert triggers == []
         event.set()
-        assert _wait(lambda: triggers == ["network_change"], timeout=5)
-        assert _wait(lambda: fake.accepted == [1])
+        assert eventually(lambda: triggers == ["network_change"], 5, interval=0.05)
+        assert eventually(lambda: fake.accepted == [1])
         share = fake.payloads[0]["facts"]["vpn"]["facts"]["vpn_up_share"]
         assert 0 < share < 1  # samples with eth0 only, then one with the tunnel up
     finally:
@@ -140,8 +132,8 @@ def test_new_policy_reschedules_the_jobs(tmp_path, fake, replay_host) -> None:
     daemon = Daemon(service, splay=0, first_cycle_delay=3600)
     thread = _run(daemon)
     try:
-        assert _wait(lambda: service.policy.version == 7)
-        assert _wait(lambda: daemon.scheduler.get_job("cycle").trigger.interval.total_seconds() == 1234)
+        assert eventually(lambda: service.policy.version == 7)
+        assert eventually(lambda: daemon.scheduler.get_job("cycle").trigger.interval.total_seconds() == 1234)
     finally:
         daemon.stop()
         thread.join(timeout=10)

@@ -13,7 +13,7 @@ import pytest
 from agent import protocol
 from agent.policy.validate import parse_duration as policy_duration
 from agent.service.config import load_settings as load_agent
-from agent.settings import (
+from common.settings import (
     Option,
     SettingsError,
     as_bool,
