@@ -20,11 +20,12 @@ command -v "$python" >/dev/null || { echo "build-wheelhouse: $python not found; 
 "$python" -m pip --version >/dev/null 2>&1 || {
     echo "build-wheelhouse: $python has no pip; install python3-pip (Debian) or set PYTHON" >&2; exit 2; }
 
-# The laptop package carries the agent only: the collector (server/) is left out of the wheel.
+# The laptop package carries the agent (and common/, the helpers it shares with the collector and the
+# gate) only: the collector (server/) and the gate are left out of the wheel.
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
 cp "$repo/pyproject.toml" "$repo/setup.py" "$repo/README.md" "$src/"
-for package in agent policies; do
+for package in agent common policies; do
     cp -r "$repo/$package" "$src/$package"
 done
 find "$src" -name __pycache__ -type d -prune -exec rm -rf {} +
