@@ -54,6 +54,16 @@ def _lower_priority() -> None:
     """In the child process, before its first check: the lowest CPU priority that never starves."""
     if sys.platform == "linux":
         try:
+            # A session of its own: with autogroup scheduling (desktop and shared Linux machines) the
+            # kernel shares the CPU between sessions first, and the child's hashing would otherwise be
+            # charged to the collector's session, which ingest then waits to be given back. At
+            # autogroup nice 19 the child's session only gets what the others leave.
+            os.setsid()
+            with open("/proc/self/autogroup", "w", encoding="ascii") as autogroup:
+                autogroup.write(str(NICE))
+        except OSError as exc:  # no autogroup in this kernel (or under systemd: a cgroup), no matter
+            log.debug("password-check process keeps its scheduling group: %s", exc)
+        try:
             # SCHED_BATCH: never preempts a thread that wakes up (ingest), only runs on what is left.
             # Not SCHED_IDLE: that gets next to nothing on a busy machine, and sign-ins time out.
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
@@ -107,14 +117,18 @@ class LowPriorityPool:
 
     def _executor_now(self) -> Executor:
         with self._lock:
-            if self._executor is None:
-                # Made on first use: uvicorn worker processes are forked after the app module is imported.
-                self._executor = self._make_executor()
-            return self._executor
+            if self._executor is not None:
+                return self._executor
+            # Made on first use: uvicorn worker processes are forked after the app module is imported.
+            executor = self._executor = self._make_executor()
+        # Started here, not in the first timed check: a sample with the child's start-up in it would
+        # make stand-ins wait seconds.
+        executor.submit(int).result()
+        return executor
 
     def _check(self, function: Callable[..., T], *args: object) -> T:
-        began = self._clock()
         executor = self._executor_now()
+        began = self._clock()
         try:
             result = executor.submit(function, *args).result()
         except BrokenExecutor as exc:
