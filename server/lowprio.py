@@ -7,7 +7,7 @@ run on the request threads, took both cores of a small collector and report inge
 priority (nice 19, and SCHED_BATCH on Linux): ingest always wins the CPU, sign-ins wait for what is
 left. A process, not a thread: a starved low-priority thread holding the GIL (it needs it around each
 hash) would stall every request thread of its process behind it. The child is started
-with "spawn", so it inherits no listening socket, and it exits when its parent's pipe closes.
+with "spawn", so it inherits no listening socket, and it exits within a second of its parent.
 
 Most attempts of a storm name no user at all. Hashing a dummy password for them only hides which names
 exist; a pause as long as a real check takes hides it as well and costs nothing. ``stand_in`` sleeps for
@@ -44,15 +44,39 @@ MAX_WAITING = 16
 SAMPLES = 64  # recent real check durations a stand-in draws from
 MIN_SAMPLES = 4  # fewer recent ones than this: a stand-in runs a real check
 SAMPLE_MAX_AGE = 600.0  # seconds: older durations no longer tell how long a check takes now
+PARENT_POLL_SECONDS = 1.0
 
 
 class Busy(RuntimeError):
     """Too many checks are already waiting in this process: answer 429 and let the client retry."""
 
 
+def _exit_with_parent(parent: int) -> None:
+    # The child holds both ends of its task queue, so its parent's death closes no pipe it reads.
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(0)
+
+
+def _start_child(parent: int) -> None:
+    """In the child process, before its first check: leave with the parent, lowest priority."""
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+    _lower_priority()
+
+
 def _lower_priority() -> None:
-    """In the child process, before its first check: the lowest CPU priority that never starves."""
+    """The lowest CPU priority that never starves, for the calling (child) process."""
     if sys.platform == "linux":
+        try:
+            # A session of its own: with autogroup scheduling (desktop and shared Linux machines) the
+            # kernel shares the CPU between sessions first, and the child's hashing would otherwise be
+            # charged to the collector's session, which ingest then waits to be given back. At
+            # autogroup nice 19 the child's session only gets what the others leave.
+            os.setsid()
+            with open("/proc/self/autogroup", "w", encoding="ascii") as autogroup:
+                autogroup.write(str(NICE))
+        except OSError as exc:  # no autogroup in this kernel (or under systemd: a cgroup), no matter
+            log.debug("password-check process keeps its scheduling group: %s", exc)
         try:
             # SCHED_BATCH: never preempts a thread that wakes up (ingest), only runs on what is left.
             # Not SCHED_IDLE: that gets next to nothing on a busy machine, and sign-ins time out.
@@ -68,7 +92,8 @@ def _lower_priority() -> None:
 
 def low_priority_process() -> Executor:
     """The executor of real checks: one child process, started with "spawn", at the lowest priority."""
-    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority)
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_child,
+                               initargs=(os.getpid(),))
 
 
 class LowPriorityPool:
@@ -105,17 +130,23 @@ class LowPriorityPool:
         with self._lock:
             self._pending -= 1
 
-    def _executor_now(self) -> Executor:
+    def _executor_now(self) -> tuple[Executor, bool]:
+        """The executor, and whether it was made just now."""
         with self._lock:
-            if self._executor is None:
-                # Made on first use: uvicorn worker processes are forked after the app module is imported.
-                self._executor = self._make_executor()
-            return self._executor
+            if self._executor is not None:
+                return self._executor, False
+            # Made on first use: uvicorn worker processes are forked after the app module is imported.
+            self._executor = self._make_executor()
+            return self._executor, True
 
     def _check(self, function: Callable[..., T], *args: object) -> T:
-        began = self._clock()
-        executor = self._executor_now()
+        executor, fresh = self._executor_now()
         try:
+            if fresh:
+                # Started before timing: a sample with the child's start-up in it would make
+                # stand-ins wait seconds.
+                executor.submit(int).result()
+            began = self._clock()
             result = executor.submit(function, *args).result()
         except BrokenExecutor as exc:
             # The child process died (killed, out of memory): the next check starts a new one.

@@ -11,6 +11,8 @@ import json
 import os
 import random
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -168,6 +170,29 @@ def test_password_checks_run_in_a_low_priority_process_with_a_bounded_queue() ->
         assert pool.run(pow, 6, 2) == 36 and pool.checks_run == 6
     finally:
         pool.shutdown()
+
+
+def test_the_password_check_process_ends_with_its_parent(tmp_path: Any) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text("import os\nfrom server import lowprio\nif __name__ == '__main__':\n"
+                      "    print(lowprio.LowPriorityPool().run(os.getpid), flush=True)\n"
+                      "    os._exit(0)  # killed, as it were: no shutdown of the pool\n")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": repo}, check=True)
+    child = int(done.stdout.strip())
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(child), "the password-check process outlived its parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_stand_in_sleeps_like_a_recent_real_check_and_checks_for_real_when_it_knows_none() -> None:

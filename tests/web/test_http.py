@@ -52,7 +52,7 @@ def _unit_id(live: LiveCollector, name: str) -> int:
 # -- sign-in and sessions ----------------------------------------------------------------------
 
 def test_pages_redirect_to_sign_in_without_a_session(live: LiveCollector) -> None:
-    with httpx.Client(base_url=live.url) as client:
+    with httpx.Client(base_url=live.url, timeout=30) as client:
         for path in ("/", "/devices", "/devices/export.csv", "/policies", "/audit", "/report"):
             answer = client.get(path)
             assert answer.status_code == 303, path
@@ -60,7 +60,7 @@ def test_pages_redirect_to_sign_in_without_a_session(live: LiveCollector) -> Non
 
 
 def test_session_cookie_is_httponly_lax_and_not_secure_on_plain_http(live: LiveCollector) -> None:
-    with httpx.Client(base_url=live.url) as client:
+    with httpx.Client(base_url=live.url, timeout=30) as client:
         page = client.get("/login")
         answer = client.post("/login", data={"username": "admin", "password": live.admin_password,
                                              "csrf_token": csrf_of(page.text), "next": "/devices"})
@@ -72,7 +72,7 @@ def test_session_cookie_is_httponly_lax_and_not_secure_on_plain_http(live: LiveC
 
 
 def test_sign_in_refuses_a_missing_or_foreign_csrf_token(live: LiveCollector) -> None:
-    with httpx.Client(base_url=live.url) as client:
+    with httpx.Client(base_url=live.url, timeout=30) as client:
         client.get("/login")
         assert client.post("/login", data={"username": "admin", "password": live.admin_password}).status_code == 403
         other = httpx.get(live.url + "/login")  # another browser's token does not fit this browser's nonce
@@ -84,7 +84,7 @@ def test_sign_in_refuses_a_missing_or_foreign_csrf_token(live: LiveCollector) ->
 
 def test_wrong_password_is_refused_and_audited(live: LiveCollector) -> None:
     before = _count(live, "SELECT count(*) FROM audit_log WHERE action = 'user.login' AND outcome = 'failed'")
-    with httpx.Client(base_url=live.url) as client:
+    with httpx.Client(base_url=live.url, timeout=30) as client:
         page = client.get("/login")
         answer = client.post("/login", data={"username": "admin", "password": "not-the-password",
                                              "csrf_token": csrf_of(page.text)})
@@ -99,7 +99,7 @@ def test_repeated_failures_lock_the_user_name_even_for_the_right_password(live: 
     limited_sql = ("SELECT count(*) FROM audit_log WHERE action = 'user.login' AND outcome = 'failed' "
                    "AND details LIKE '%\"limited\": \"user name\"%'")
     before = _count(live, limited_sql)
-    with httpx.Client(base_url=live.url) as client:
+    with httpx.Client(base_url=live.url, timeout=30) as client:
         page = client.get("/login")
         token = csrf_of(page.text)
         for _ in range(5):
@@ -453,7 +453,7 @@ def test_printable_report_for_an_org_unit_and_period(live: LiveCollector, admin:
 
 
 def test_static_files_are_served_and_nothing_else(live: LiveCollector) -> None:
-    with httpx.Client(base_url=live.url) as client:
+    with httpx.Client(base_url=live.url, timeout=30) as client:
         htmx = client.get("/static/vendor/htmx-2.0.11.min.js")
         assert htmx.status_code == 200 and "htmx" in htmx.text[:2000]
         assert client.get("/static/vendor/chart.js-LICENSE.md").status_code == 200
@@ -496,7 +496,7 @@ def test_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
 
 
 def test_language_can_be_chosen_before_signing_in(live: LiveCollector) -> None:
-    with httpx.Client(base_url=live.url) as client:
+    with httpx.Client(base_url=live.url, timeout=30) as client:
         page = client.get("/login?next=/devices")
         answer = client.post("/lang", data={"csrf_token": csrf_of(page.text), "lang": "ar",
                                             "next": "/login?next=/devices"})
