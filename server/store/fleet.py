@@ -209,7 +209,9 @@ def _device_item(row: Any, now: float, stale_after: float) -> dict[str, Any]:
 
 
 def list_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: float, stale_after: float,
-                 sort: Optional[str] = None, page: int = 1, per_page: int = 50) -> Page:
+                 sort: Optional[str] = None, page: int = 1, per_page: int = 50,
+                 known_total: Optional[int] = None) -> Page:
+    """A page of devices; ``known_total`` (the maintained counts of a large fleet) spares the count."""
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryError(f"page must be >= 1 and per_page between 1 and {MAX_PER_PAGE}")
     name, descending = parse_sort(sort)
@@ -217,7 +219,9 @@ def list_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: floa
     rule_ids = _rule_status_ids(conn, scope, flt) if flt.failing_rule else None
     where = _device_conditions(scope, flt, now, stale_after, prefix_ranges(conn), rule_ids)
     only_rule = replace(flt, failing_rule=None, rule_status="fail", org_unit_id=None) == DeviceFilter()
-    if rule_ids is not None and only_rule:
+    if known_total is not None:
+        total = known_total
+    elif rule_ids is not None and only_rule:
         # check_state.active mirrors the device being active, and the id query applied scope and org
         # unit: the list is the answer, no count over the fleet needed.
         total = len(rule_ids)

@@ -137,6 +137,11 @@ devices = sa.Table(
     # Dashboard (migration 0003): the overview's one pass per org unit, and the OS filter.
     sa.Index(None, "state", "org_unit_id", "compliance", "last_seen", "enrolled_at"),
     sa.Index(None, "state", "os_name"),
+    # The overview's never-seen devices, oldest enrolment first (migration 0013). Partial: it holds only
+    # devices that never reported, so finding none costs nothing (the (state, enrolled_at) index walked
+    # all 1M devices looking for them: 0.9 s) and ingest touches it once per device, at its first report.
+    sa.Index("ix_devices_never_seen", "state", "enrolled_at", postgresql_where=sa.text("last_seen IS NULL"),
+             sqlite_where=sa.text("last_seen IS NULL")),
 )
 
 check_state = sa.Table(

@@ -19,7 +19,7 @@ from server.api.admin import EXPORT_COLUMNS, streamed_export
 from server.api.deps import ContextDep
 from server.context import AppContext
 from server.store import access as access_store
-from server.store import accounts, audit, enrolment, fleet, maintenance, sessions
+from server.store import accounts, audit, counts, enrolment, fleet, maintenance, sessions
 from server.store.scope import Scope
 from server.web import auth, queries, render
 from server.web.common import (
@@ -230,8 +230,8 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
     with ctx.db.read() as conn:
         # Counts the snapshot job keeps are used while at most two job intervals old (it may be late).
         max_age = 2 * ctx.settings.maintenance_interval + 60
-        counts = queries.fleet_overview(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
-                                        live_limit=ctx.settings.overview_live_limit)
+        figures = queries.fleet_overview(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
+                                         live_limit=ctx.settings.overview_live_limit)
         rules = queries.rule_counts(conn, scope, now=now, max_age=max_age)
         trend = maintenance.daily_trend(conn, scope, since_day=maintenance.utc_day(now - TREND_DAYS * 86400))
         changes = queries.recent_changes(conn, scope, limit=12)
@@ -244,7 +244,7 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
                                                                        + d["error"]) else None for d in trend],
                   "stale": [d["stale"] for d in trend], "devices": [d["devices"] for d in trend]}
     return render.page("overview.html", context(
-        request, ctx, user, "overview", summary=counts, fresh=counts, units=counts.units, trend=trend,
+        request, ctx, user, "overview", summary=figures, fresh=figures, units=figures.units, trend=trend,
         rules=sorted(rules.rules.items()), rules_counted_at=rules.computed_at,
         trend_data=trend_data, changes=changes, stale=stale, org_units=all_units,
         org_unit_id=unit_id, ladder_counts=ladder_counts, denied=denied))
@@ -333,16 +333,21 @@ SORTABLE = (("hostname", "devices.hostname"), ("user", "devices.user"), ("serial
 def device_list(request: Request, ctx: ContextDep, user: UserDep, args: ListArgsDep) -> Response:
     scope = user.principal.scope
     now = time.time()
+    flt = args.device_filter(scope)
     with ctx.db.read() as conn:
-        result = fleet.list_devices(conn, scope, args.device_filter(scope), now=now,
-                                    stale_after=ctx.settings.stale_after, sort=args.sort, page=args.page,
-                                    per_page=args.per_page)
+        known = counts.list_total(conn, scope, flt, now=now, stale_after=ctx.settings.stale_after,
+                                  max_age=2 * ctx.settings.maintenance_interval + 60,
+                                  live_limit=ctx.settings.overview_live_limit)
+        result = fleet.list_devices(conn, scope, flt, now=now, stale_after=ctx.settings.stale_after,
+                                    sort=args.sort, page=args.page, per_page=args.per_page,
+                                    known_total=None if known is None else known[0])
         partial = bool(request.headers.get("hx-request")) and not request.headers.get("hx-history-restore-request")
         extra: dict[str, Any] = {}
         if not partial:
             extra = {"org_units": accounts.list_org_units(conn, scope), "rule_ids": queries.rule_ids(conn, scope),
                      "os_names": queries.os_names(conn, scope)}
     data = context(request, ctx, user, "devices", result=result, args=args, sortable=SORTABLE,
+                   counted_at=None if known is None else known[1],
                    per_page_choices=PER_PAGE_CHOICES, **extra)
     return render.page("_device_table.html" if partial else "devices.html", data)
 

@@ -144,6 +144,38 @@ def test_overview_of_a_large_fleet_reads_the_counts_the_snapshot_job_keeps(db: D
             conn.execute(fleet_counts.delete())
 
 
+def test_device_list_total_of_a_large_fleet_comes_from_the_maintained_counts(db: Database) -> None:
+    stale_after = 2 * DAY
+    with db.read() as conn:
+        units = dict(conn.execute(sa.select(org_units.c.name, org_units.c.id)).all())
+    with db.write() as conn:
+        counts.refresh(conn, now=NOW - 300, stale_after=stale_after)
+    try:
+        with db.read() as conn:
+            for flt in (fleet.DeviceFilter(), fleet.DeviceFilter(compliance="compliant"),
+                        fleet.DeviceFilter(org_unit_id=units["A"]),
+                        fleet.DeviceFilter(org_unit_id=units["B"], compliance="unknown")):
+                live = fleet.list_devices(conn, Scope.everything(), flt, now=NOW, stale_after=stale_after).total
+                assert counts.list_total(conn, Scope.everything(), flt, now=NOW, stale_after=stale_after,
+                                         max_age=600, live_limit=0) == (live, NOW - 300)
+                # Small fleets and old counts: counted live.
+                assert counts.list_total(conn, Scope.everything(), flt, now=NOW, stale_after=stale_after,
+                                         max_age=600, live_limit=10_000) is None
+                assert counts.list_total(conn, Scope.everything(), flt, now=NOW + 3600, stale_after=stale_after,
+                                         max_age=600, live_limit=0) is None
+            # Filters the counts do not hold are counted live.
+            for flt in (fleet.DeviceFilter(stale=True), fleet.DeviceFilter(search="lap"),
+                        fleet.DeviceFilter(failing_rule="disk"), fleet.DeviceFilter(state="revoked")):
+                assert counts.list_total(conn, Scope.everything(), flt, now=NOW, stale_after=stale_after,
+                                         max_age=600, live_limit=0) is None
+            page = fleet.list_devices(conn, Scope.everything(), fleet.DeviceFilter(), now=NOW,
+                                      stale_after=stale_after, known_total=12345, per_page=5)
+            assert page.total == 12345 and len(page.items) == 5
+    finally:
+        with db.write() as conn:
+            conn.execute(fleet_counts.delete())
+
+
 @pytest.mark.parametrize("prefix", ["lap", "LAP-0", "lap_", "lap%", "la", "zz-ü", "<script", "x" * 30, "s1", "user1",
                                     "nothing", "ü", "\U0010ffff"])
 def test_prefix_search_finds_exactly_the_like_matches(db: Database, prefix: str) -> None:
