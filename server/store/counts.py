@@ -75,6 +75,16 @@ def refresh(conn: Connection, *, now: float, stale_after: float) -> dict[int, Un
     return found
 
 
+def stored_max_age(maintenance_interval: float) -> float:
+    """How old stored counts may be and still be used: two job intervals (the job may be late)."""
+    return 2 * maintenance_interval + 60
+
+
+def _fleet_size(units: dict[int, UnitCounts]) -> int:
+    """Devices in the counts, active and revoked."""
+    return sum(e["devices"] + e["revoked"] for e in units.values())
+
+
 def maintained(conn: Connection, scope: Scope, *, now: float, stale_after: float,
                max_age: float) -> Optional[tuple[dict[int, UnitCounts], float]]:
     """The stored counts in ``scope`` and when they were made, or None when there are none, they are
@@ -88,6 +98,17 @@ def maintained(conn: Connection, scope: Scope, *, now: float, stale_after: float
     return {int(r.org_unit_id): {name: int(r._mapping[name]) for name in COUNT_FIELDS} for r in rows}, counted_at
 
 
+def stored_or_live(conn: Connection, scope: Scope, *, now: float, stale_after: float, max_age: float,
+                   live_limit: int) -> tuple[dict[int, UnitCounts], Optional[float]]:
+    """Counts per org unit in ``scope`` and when they were made: the stored ones when at most ``max_age``
+    old and the fleet in scope has more than ``live_limit`` devices (active and revoked), else counted
+    live now (time None)."""
+    stored = maintained(conn, scope, now=now, stale_after=stale_after, max_age=max_age)
+    if stored is not None and _fleet_size(stored[0]) > live_limit:
+        return stored
+    return count_units(conn, scope, cutoff=now - stale_after), None
+
+
 def list_total(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: float, stale_after: float, max_age: float,
                live_limit: int) -> Optional[tuple[int, float]]:
     """The device list's total from the stored counts, and when they were made, for a list of active
@@ -97,7 +118,7 @@ def list_total(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: float,
     if replace(flt, compliance=None, org_unit_id=None) != DeviceFilter():
         return None
     stored = maintained(conn, scope, now=now, stale_after=stale_after, max_age=max_age)
-    if stored is None or sum(e["devices"] + e["revoked"] for e in stored[0].values()) <= live_limit:
+    if stored is None or _fleet_size(stored[0]) <= live_limit:
         return None
     units, counted_at = stored
     picked = [e for unit_id, e in units.items() if flt.org_unit_id is None or unit_id == flt.org_unit_id]

@@ -228,8 +228,7 @@ def overview(request: Request, ctx: ContextDep, user: UserDep,
     now = time.time()
     stale_after = ctx.settings.stale_after
     with ctx.db.read() as conn:
-        # Counts the snapshot job keeps are used while at most two job intervals old (it may be late).
-        max_age = 2 * ctx.settings.maintenance_interval + 60
+        max_age = counts.stored_max_age(ctx.settings.maintenance_interval)
         figures = queries.fleet_overview(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
                                          live_limit=ctx.settings.overview_live_limit)
         rules = queries.rule_counts(conn, scope, now=now, max_age=max_age)
@@ -336,7 +335,7 @@ def device_list(request: Request, ctx: ContextDep, user: UserDep, args: ListArgs
     flt = args.device_filter(scope)
     with ctx.db.read() as conn:
         known = counts.list_total(conn, scope, flt, now=now, stale_after=ctx.settings.stale_after,
-                                  max_age=2 * ctx.settings.maintenance_interval + 60,
+                                  max_age=counts.stored_max_age(ctx.settings.maintenance_interval),
                                   live_limit=ctx.settings.overview_live_limit)
         result = fleet.list_devices(conn, scope, flt, now=now, stale_after=ctx.settings.stale_after,
                                     sort=args.sort, page=args.page, per_page=args.per_page,

@@ -83,10 +83,8 @@ def fleet_overview(conn: Connection, scope: Scope, *, now: float, stale_after: f
                    live_limit: int) -> Overview:
     """The overview's counts: those the snapshot job keeps when they are at most ``max_age`` old and
     the fleet in scope has more than ``live_limit`` devices (active and revoked), else counted live."""
-    stored = counts.maintained(conn, scope, now=now, stale_after=stale_after, max_age=max_age)
-    if stored is not None and sum(e["devices"] + e["revoked"] for e in stored[0].values()) > live_limit:
-        return _overview(conn, *stored)
-    return overview(conn, scope, cutoff=now - stale_after)
+    return _overview(conn, *counts.stored_or_live(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
+                                                  live_limit=live_limit))
 
 
 def _overview(conn: Connection, per_unit: dict[int, counts.UnitCounts], counted_at: Optional[float]) -> Overview:
