@@ -131,6 +131,10 @@ class Cluster:
         """Whether this node runs the singleton job ``name`` now."""
         return any(j.leading.is_set() for j in self._jobs if j.name == name)
 
+    def runs(self, name: str) -> int:
+        """How many times this node has run the singleton job ``name``."""
+        return sum(j.runs for j in self._jobs if j.name == name)
+
     def job_names(self) -> list[str]:
         return [job.name for job in self._jobs]
 
