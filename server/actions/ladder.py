@@ -11,9 +11,11 @@ background worker (a deadline passed, an exception expired) and the admin API (a
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Optional
 
 import sqlalchemy as sa
@@ -93,9 +95,20 @@ def effective_ladder(conn: Connection, policy: Policy, org_unit_id: int) -> Ladd
     """The org unit's own ladder when it has one, else the policy's ``actions``."""
     row = conn.execute(sa.select(org_unit_ladders.c.actions).where(org_unit_ladders.c.org_unit_id == org_unit_id)
                        ).first()
-    if row is not None and row.actions is not None:
-        return parse_ladder(json.loads(row.actions))
-    return policy.actions
+    return ladder_of(policy, None if row is None else row.actions)
+
+
+def ladder_of(policy: Policy, unit_ladder: Optional[str]) -> Ladder:
+    """The ladder that applies: the org unit's own (``org_unit_ladders.actions`` as stored) when it has one,
+    else the policy's ``actions``."""
+    return policy.actions if unit_ladder is None else _stored_ladder(unit_ladder)
+
+
+@functools.lru_cache(maxsize=256)
+def _stored_ladder(text: str) -> Ladder:
+    # A function of the stored text alone (validated when it was set): parsing and validating it again
+    # for each access decision cost more than the decision. Read-only, as it is shared.
+    return MappingProxyType(parse_ladder(json.loads(text)))
 
 
 # -- exceptions --------------------------------------------------------------------------------------
@@ -355,14 +368,6 @@ def device_blocked(conn: Connection, device_id: str) -> bool:
     """True while a ladder step `block` holds for the device (the access decision denies it)."""
     return conn.execute(sa.select(device_blocks.c.rule_id).where(device_blocks.c.device_id == device_id)
                         .limit(1)).first() is not None
-
-
-def blocked_devices(conn: Connection, device_ids: Sequence[str]) -> set[str]:
-    """Which of these devices a ladder step `block` holds (one query, for the access decisions)."""
-    if not device_ids:
-        return set()
-    return {str(row.device_id) for row in conn.execute(
-        sa.select(device_blocks.c.device_id).distinct().where(device_blocks.c.device_id.in_(list(device_ids))))}
 
 
 def block_severities(ladder: Ladder) -> frozenset[str]:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from agent import protocol
+from agent.policy import Policy
 from gate import decision as tokens
 from server import device_ca
 from server.access import decide, describe
@@ -124,34 +125,31 @@ def _now() -> float:
     return time.time()
 
 
-def _titles(ctx: AppContext, conn: Connection, org_unit_id: int) -> dict[str, dict[str, str]]:
-    stored = ctx.ingestor.policies.get(conn, org_unit_id)
-    return {} if stored is None else {rule.id: dict(rule.title) for rule in stored.policy.rules}
+def _titles(policy: Policy) -> dict[str, dict[str, str]]:
+    return {rule.id: dict(rule.title) for rule in policy.rules}
 
 
 def issue_many(ctx: AppContext, conn: Connection, device_ids: Sequence[str], now: float) -> dict[str, dict[str, Any]]:
     """Decide for each known device, keep the result (and since when it holds) and sign it; the
     noncompliance ladder (its blocks, and which severities it blocks) goes into each decision."""
     answers: dict[str, dict[str, Any]] = {}
-    titles: dict[int, dict[str, dict[str, str]]] = {}
-    governed: dict[int, frozenset[str]] = {}
+    # org unit -> (the severities its ladder blocks, its policy's rule titles)
+    units: dict[int, tuple[frozenset[str], dict[str, dict[str, str]]]] = {}
     lifetime = ctx.settings.decision_lifetime
-    loaded = store.load_inputs(conn, device_ids, now)
-    blocked = ladder.blocked_devices(conn, list(loaded))
-    for device_id, inputs in loaded.items():
+    server_key_id = protocol.key_id(ctx.server_public_key)
+    for device_id, inputs in store.load_inputs(conn, device_ids, now).items():
         unit = inputs.device.org_unit_id
-        if unit not in governed:
+        if unit not in units:
             stored = ctx.ingestor.policies.get(conn, unit)
-            governed[unit] = frozenset() if stored is None else ladder.block_severities(
-                ladder.effective_ladder(conn, stored.policy, unit))
+            units[unit] = (frozenset(), {}) if stored is None else (
+                ladder.block_severities(ladder.ladder_of(stored.policy, inputs.unit_ladder)), _titles(stored.policy))
+        governed, titles = units[unit]
         result = decide(inputs.facts, now=now, stale_limit=ctx.settings.access_stale_limit,
-                        blocked=device_id in blocked, exception=inputs.exception, ladder_blocks=governed[unit])
+                        blocked=inputs.blocked, exception=inputs.exception, ladder_blocks=governed)
         since = store.record_state(conn, inputs.device, result, inputs.previous, now)
-        if unit not in titles:
-            titles[unit] = _titles(ctx, conn, unit)
-        causes = [describe(c, titles[unit]) for c in result.causes]
-        warnings = [describe(w, titles[unit]) for w in result.warnings]
-        token = tokens.sign(ctx.server_key, server_key_id=protocol.key_id(ctx.server_public_key),
+        causes = [describe(c, titles) for c in result.causes]
+        warnings = [describe(w, titles) for w in result.warnings]
+        token = tokens.sign(ctx.server_key, server_key_id=server_key_id,
                             device_id=device_id, device_key_id=inputs.device.key_id, decision=result.decision,
                             since=since, now=now, lifetime=lifetime, fingerprints=inputs.fingerprints,
                             causes=causes, warnings=warnings, hostname=inputs.device.hostname,

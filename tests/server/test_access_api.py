@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from agent import protocol
 from benchmarks.collector_sim import Posture
 from gate import decision as tokens
+from server.actions import ladder
+from server.store.schema import device_blocks
 from tests.server.conftest import Collector
 
 FP = "a1" * 32
@@ -111,6 +114,45 @@ def test_revoked_device_is_denied_even_with_an_exception(collector: Collector) -
     assert collector.admin("POST", f"/devices/{device.device_id}/revoke").status_code == 200
     after = collector.admin("GET", f"/devices/{device.device_id}/access").json()
     assert after["decision"] == "deny" and after["causes"] == [{"code": "device_revoked"}]
+
+
+def test_the_decision_follows_the_org_units_ladder_and_its_block(collector: Collector) -> None:
+    """The ladder inputs of a decision (read with the device row): the org unit's own ladder, whether it has a
+    ``block`` step for the severity, and whether a block holds for this device and not another."""
+    device, other = collector.enroll(), collector.enroll()
+
+    def access(which: Any) -> dict[str, Any]:
+        got = collector.admin("GET", f"/devices/{which.device_id}/access")
+        assert got.status_code == 200, got.text
+        return got.json()
+
+    def codes(items: list[dict[str, Any]]) -> list[str]:
+        return [f"{item['code']}:{item.get('rule_id', '')}" for item in items]
+
+    t0 = time.time()
+    collector.send(device.report(created_at=t0 - 30), other.report(created_at=t0 - 30))
+    ladder_url = "/org-units/Finance/ladder"
+    assert collector.admin("PUT", ladder_url, json={"actions": {"critical": [
+        {"after": "0s", "do": "notify_employee"}, {"after": "1h", "do": "block"}]}}).status_code == 200
+    failing = Posture(disk_encrypted=False)
+    answer = collector.send(device.report(created_at=t0 - 20, posture=failing),
+                            other.report(created_at=t0 - 20, posture=failing))
+    # The org unit's ladder governs critical failures: a warning until its block step.
+    for which in (device, other):
+        decided = answer["access"][which.device_id]
+        assert decided["decision"] == "allow" and decided["causes"] == []
+        assert codes(decided["warnings"]) == ["rule_failed:disk-encryption"]
+    with collector.db.write() as conn:
+        assert ladder.fire_due_steps(conn, now=t0 + 7200) == 2
+        conn.execute(device_blocks.delete().where(device_blocks.c.device_id == other.device_id))
+    blocked = access(device)
+    assert blocked["decision"] == "deny" and codes(blocked["causes"]) == ["blocked:"]
+    assert codes(blocked["warnings"]) == ["rule_failed:disk-encryption"]
+    assert access(other)["decision"] == "allow"
+    # Back to the policy's ladder (none): a critical failure denies at once, the block still holds.
+    assert collector.admin("PUT", ladder_url, json={"actions": None}).status_code == 200
+    assert codes(access(device)["causes"]) == ["blocked:", "rule_failed:disk-encryption"]
+    assert codes(access(other)["causes"]) == ["rule_failed:disk-encryption"]
 
 
 def test_denied_overview_since_and_gate_reports(collector: Collector) -> None:
