@@ -106,7 +106,7 @@ def compact_jws(header: Mapping[str, str], payload: bytes, server_key: Ed25519Pr
     """RFC 7515 compact serialization signed with Ed25519: the very bytes joserfc's ``serialize_compact``
     gives for the same header, payload and key (its header JSON: ASCII, no spaces, keys in the order
     given; Ed25519 signatures are deterministic), without its registry and key-wrapping machinery, which
-    cost the collector more CPU than the signature (tests/gate/test_decision.py compares the two)."""
+    cost the collector more CPU than the signature (tests/server/test_decision_signing.py compares the two)."""
     header_segment = _b64url(json.dumps(header, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
     signing_input = header_segment + b"." + _b64url(payload)
     return (signing_input + b"." + _b64url(server_key.sign(signing_input))).decode("ascii")

@@ -6,12 +6,14 @@ import time
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from agent import protocol
 from benchmarks.collector_sim import Posture
 from gate import decision as tokens
 from server.actions import ladder
-from server.store.schema import device_blocks
+from server.store import access as store
+from server.store.schema import device_blocks, metadata
 from tests.server.conftest import Collector
 
 FP = "a1" * 32
@@ -153,6 +155,25 @@ def test_the_decision_follows_the_org_units_ladder_and_its_block(collector: Coll
     assert collector.admin("PUT", ladder_url, json={"actions": None}).status_code == 200
     assert codes(access(device)["causes"]) == ["blocked:", "rule_failed:disk-encryption"]
     assert codes(access(other)["causes"]) == ["rule_failed:disk-encryption"]
+
+
+def test_decision_inputs_are_read_by_device_not_across_the_fleet() -> None:
+    """Each statement of load_inputs finds a device's rows through an index that starts with the device id.
+    SQLite has no statistics here (the collector never runs ANALYZE): with ``AND active IS 1`` it walked the index
+    that starts with ``active``, i.e. every active rule row of the fleet, for each decision."""
+    engine = sa.create_engine("sqlite://")
+    metadata.create_all(engine)
+    executed: list[str] = []
+    with engine.begin() as conn:
+        conn.connection.dbapi_connection.set_trace_callback(executed.append)
+        assert store.load_inputs(conn, ["dev-a", "dev-b"], time.time()) == {}
+        conn.connection.dbapi_connection.set_trace_callback(None)
+        assert len(executed) == 4
+        for sql in executed:
+            plan = [str(row[-1]) for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+            assert not [step for step in plan if step.startswith("SCAN") or "_active_" in step], (sql, plan)
+            assert "(device_id=?" in plan[0] or "(id=?)" in plan[0], (sql, plan)
+    engine.dispose()
 
 
 def test_denied_overview_since_and_gate_reports(collector: Collector) -> None:
