@@ -312,6 +312,7 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
                 (f"trends: one rule + org unit, {min(days, 400)} d", f"/trends?rule=disk-encryption&org_unit={unit}"
                                                                      f"&since={first}"),
                 ("compliance on a past day (print view)", f"/report/on?day={middle}"),
+                ("compliance report, today (print view)", "/report"),
             ]
             timings = []
             for label, path in pages:
@@ -319,6 +320,10 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
                     client.headers["HX-Request"] = "true"
                 timings.append(measure(client, label, path, requests))
                 client.headers.pop("HX-Request", None)
+            token = run_cli("--data-dir", str(data_dir), "--database-url", url, "api-token", "create",
+                            "--name", f"bench-{secrets.token_hex(4)}").strip().splitlines()[-1]
+            with httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {token}"}) as api:
+                timings.append(measure(api, "API fleet summary", "/api/v1/admin/summary", requests))
             started = time.perf_counter()
             client.get("/policies/1/dry-run")
             log(f"  (policy dry-run on 5,000 stored reports: {time.perf_counter() - started:.1f} s)")

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from server.store import counts as fleet_counts
 from server.store.schema import (
+    RESULT_STATUSES,
     check_state,
     daily_rule_stats,
     daily_stats,
@@ -131,6 +132,23 @@ def daily_trend(conn: Connection, scope: Scope, *, since_day: str,
     rows = conn.execute(sa.select(daily_stats.c.day, *(sa.func.sum(daily_stats.c[n]).label(n) for n in names))
                         .where(*where).group_by(daily_stats.c.day).order_by(daily_stats.c.day)).mappings()
     return [{"day": row["day"], **{n: int(row[n] or 0) for n in names}} for row in rows]
+
+
+def snapshot_rule_counts(conn: Connection, scope: Scope, *,
+                         day: str) -> tuple[dict[str, dict[str, int]], Optional[float]]:
+    """Rule -> check_state status -> active devices, as the day's latest snapshot counted them in the
+    org units in scope, and when it did (None: no rollups that day). Rules whose rows hold only the
+    day's changes (no device has them now) are left out, as a live count would leave them out."""
+    rows = conn.execute(sa.select(daily_rule_stats).where(daily_rule_stats.c.day == day,
+                                                         scope.clause(daily_rule_stats.c.org_unit_id))).all()
+    rules: dict[str, dict[str, int]] = {}
+    for row in rows:
+        found = {status: int(row._mapping[column]) for status, column in STATUS_COLUMNS.items()}
+        if any(found.values()):
+            target = rules.setdefault(str(row.rule_id), dict.fromkeys(RESULT_STATUSES, 0))
+            for status, count in found.items():
+                target[status] += count
+    return rules, min((float(r.computed_at) for r in rows), default=None)
 
 
 _ROLLUP_SUMS = (*STATUS_COLUMNS.values(), "new_failures", "fixed")

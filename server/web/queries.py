@@ -16,15 +16,13 @@ from sqlalchemy.engine import Connection
 
 from agent.policy import Policy, evaluate, summarize
 from common.ttlcache import TTLCache
-from server.store import counts, fleet, maintenance, sessions
+from server.store import counts, fleet, maintenance, sessions, summary
 from server.store import policies as policy_store
 from server.store.accounts import Principal
 from server.store.schema import (
     COMPLIANCE_STATES,
     DEVICE_ACTIVE,
-    RESULT_STATUSES,
     check_state,
-    daily_rule_stats,
     devices,
     org_units,
     reports,
@@ -76,18 +74,19 @@ class Overview:
 
 def overview(conn: Connection, scope: Scope, *, cutoff: float) -> Overview:
     """The counts made live (exact, one pass over the devices index)."""
-    return _overview(conn, counts.count_units(conn, scope, cutoff=cutoff), None)
+    return overview_of(conn, counts.count_units(conn, scope, cutoff=cutoff), None)
 
 
 def fleet_overview(conn: Connection, scope: Scope, *, now: float, stale_after: float, max_age: float,
                    live_limit: int) -> Overview:
     """The overview's counts: those the snapshot job keeps when they are at most ``max_age`` old and
     the fleet in scope has more than ``live_limit`` devices (active and revoked), else counted live."""
-    return _overview(conn, *counts.stored_or_live(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
-                                                  live_limit=live_limit))
+    return overview_of(conn, *counts.stored_or_live(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
+                                                    live_limit=live_limit))
 
 
-def _overview(conn: Connection, per_unit: dict[int, counts.UnitCounts], counted_at: Optional[float]) -> Overview:
+def overview_of(conn: Connection, per_unit: dict[int, counts.UnitCounts], counted_at: Optional[float]) -> Overview:
+    """The overview of counts per org unit (counts.count_units or counts.stored_or_live)."""
     out = Overview(by_compliance={c: 0 for c in COMPLIANCE_STATES},
                    fresh_by_compliance={c: 0 for c in COMPLIANCE_STATES}, counted_at=counted_at)
     units: dict[int, dict[str, Any]] = {}
@@ -147,18 +146,10 @@ def rule_counts(conn: Connection, scope: Scope, *, now: float, max_age: float) -
     already counts them per org unit every few minutes, so the overview shows that count with its
     time. Without a recent snapshot (a new collector) the count is made live.
     """
-    day = maintenance.utc_day(now)
-    rows = conn.execute(sa.select(daily_rule_stats).where(daily_rule_stats.c.day == day,
-                                                         scope.clause(daily_rule_stats.c.org_unit_id))).all()
-    if rows and min(float(r.computed_at) for r in rows) >= now - max_age:
-        rules: dict[str, dict[str, int]] = {}
-        for row in rows:
-            target = rules.setdefault(str(row.rule_id), {s: 0 for s in RESULT_STATUSES})
-            for status, column in maintenance.STATUS_COLUMNS.items():
-                target[status] += int(row._mapping[column])
-        return RuleCounts(rules, min(float(r.computed_at) for r in rows))
-    live = fleet.fleet_summary(conn, scope, now=now, stale_after=1.0)
-    return RuleCounts(live.rules, None)
+    rules, computed_at = maintenance.snapshot_rule_counts(conn, scope, day=maintenance.utc_day(now))
+    if computed_at is not None and computed_at >= now - max_age:
+        return RuleCounts(rules, computed_at)
+    return RuleCounts(summary.rule_status_counts(conn, scope), None)
 
 
 def recent_changes(conn: Connection, scope: Scope, *, limit: int = 12,

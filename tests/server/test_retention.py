@@ -20,8 +20,7 @@ from server.store import accounts, maintenance, migrate, retention
 from server.store.db import Database
 from server.store.schema import daily_rule_stats, deliveries, events, reports, sinks, transitions
 from server.store.scope import Scope
-from tests.server.conftest import Collector, collector_settings, run_cli
-from tests.waiting import eventually
+from tests.server.conftest import Collector, collector_settings, run_cli, settle_jobs
 
 DAY = 86400.0
 
@@ -33,23 +32,13 @@ def _history(collector: Collector, device_id: str | None) -> list[dict[str, obje
     return list(response.json()["items"])
 
 
-def _settle_jobs(collector: Collector) -> None:
-    """On PostgreSQL a node runs each singleton job (retention, daily snapshot) as soon as it takes the job's
-    lock, which can be seconds into the test, once the previous test's collector let it go: wait for those
-    first runs, so that none prunes or counts in the middle of what the test measures (the next runs are
-    maintenance_interval away). On SQLite the first run waits a whole interval."""
-    if collector.db.is_postgres:
-        cluster = collector.client.app.state.ctx.cluster
-        eventually(lambda: all(cluster.runs(name) >= 1 for name in cluster.job_names()), timeout=20)
-
-
 def _count(db: Database, table: sa.Table) -> int:
     with db.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def test_history_retention_drops_old_months_and_keeps_the_rest(collector: Collector) -> None:
-    _settle_jobs(collector)
+    settle_jobs(collector)
     now = time.time()
     device = collector.enroll()
     # A first report 400 days ago (one transition per rule), a failure 200 days ago, its fix 10 days ago.
@@ -112,7 +101,7 @@ def _event_types(db: Database) -> set[str]:
 
 
 def test_event_retention_never_drops_undelivered_events_and_keeps_dead_letters(collector: Collector) -> None:
-    _settle_jobs(collector)
+    settle_jobs(collector)
     now = time.time()
     db = collector.db
     settings = collector.client.app.state.ctx.settings
@@ -224,7 +213,7 @@ def test_migration_partitions_an_existing_history(database_url: str) -> None:
 
 
 def test_daily_rollups_count_failures_fixes_and_time_to_fix(collector: Collector) -> None:
-    _settle_jobs(collector)
+    settle_jobs(collector)
     # "Today" is noon UTC ten days ago, so "+/- hours" stay within each day whatever the clock says.
     today = time.time() // DAY * DAY - 10 * DAY + 12 * 3600
     finance = [collector.enroll(org_unit="Finance") for _ in range(2)]

@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from server.store import counts, fleet
+from server.store import counts, fleet, summary
 from server.store.db import Database
-from server.store.schema import check_state, devices, fleet_counts, org_units
+from server.store.schema import COMPLIANCE_STATES, check_state, devices, fleet_counts, org_units
 from server.store.scope import Scope
 from server.web import queries
 from tests.server.conftest import PG_ADMIN_URL, pg_available, postgres_database
@@ -85,10 +86,22 @@ def test_overview_agrees_with_the_store_summary(db: Database) -> None:
         for scope in (Scope.everything(), Scope(frozenset({units["A"]})), Scope(frozenset({units["B"]})),
                       Scope(frozenset())):
             ours = queries.overview(conn, scope, cutoff=now - stale_after)
-            store = fleet.fleet_summary(conn, scope, now=now, stale_after=stale_after, with_rules=False)
+
+            def listed(**conditions: Any) -> list[dict[str, Any]]:
+                return fleet.list_devices(conn, scope, fleet.DeviceFilter(**conditions), now=now,
+                                          stale_after=stale_after, per_page=500).items
+
+            active = listed()
             assert (ours.devices, ours.stale, ours.never_seen, ours.revoked) == \
-                (store.devices, store.stale, store.never_seen, store.revoked)
-            assert ours.by_compliance == store.by_compliance
+                (len(active), len(listed(stale=True)), sum(d["last_seen"] is None for d in active),
+                 len(listed(state="revoked")))
+            assert ours.by_compliance == {c: sum(d["compliance"] == c for d in active) for c in COMPLIANCE_STATES}
+            # The store's summary is made of the same counts, with the per-rule counts beside them.
+            store = summary.fleet_summary(conn, scope, now=now, stale_after=stale_after, max_age=600,
+                                          live_limit=10_000)
+            assert (store.devices, store.stale, store.never_seen, store.revoked, store.by_compliance) == \
+                (ours.devices, ours.stale, ours.never_seen, ours.revoked, ours.by_compliance)
+            assert store.rules.get("disk", {}).get("fail", 0) == len(listed(failing_rule="disk"))
             assert sum(u["devices"] for u in ours.units) == ours.devices
             assert sum(u["stale"] for u in ours.units) == ours.stale
             # Compliance counts only devices seen within the window.
