@@ -47,7 +47,7 @@ def rule_status_counts(conn: Connection, scope: Scope) -> dict[str, dict[str, in
 
 
 def summary_of(conn: Connection, scope: Scope, per_unit: dict[int, counts.UnitCounts], counted_at: Optional[float],
-               *, stale_after: float, with_rules: bool = True) -> FleetSummary:
+               *, stale_after: float) -> FleetSummary:
     """The summary of counts per org unit (counts.stored_or_live); the per-rule counts are counted live
     with live device counts (``counted_at`` None), else read from the snapshot that made them."""
     summary = FleetSummary(stale_after=stale_after, by_compliance=dict.fromkeys(COMPLIANCE_STATES, 0),
@@ -62,17 +62,16 @@ def summary_of(conn: Connection, scope: Scope, per_unit: dict[int, counts.UnitCo
     summary.reporting = summary.devices - summary.by_compliance["unknown"]
     if summary.reporting:
         summary.compliant_percent = round(100.0 * summary.by_compliance["compliant"] / summary.reporting, 2)
-    if with_rules:
-        summary.rules = rule_status_counts(conn, scope) if counted_at is None else \
-            maintenance.snapshot_rule_counts(conn, scope, day=maintenance.utc_day(counted_at))[0]
+    summary.rules = rule_status_counts(conn, scope) if counted_at is None else \
+        maintenance.snapshot_rule_counts(conn, scope, day=maintenance.utc_day(counted_at))[0]
     return summary
 
 
 def fleet_summary(conn: Connection, scope: Scope, *, now: float, stale_after: float, max_age: float,
-                  live_limit: int, with_rules: bool = True) -> FleetSummary:
+                  live_limit: int) -> FleetSummary:
     """The summary in ``scope``: counted live when the fleet in scope has up to ``live_limit`` devices
     (active and revoked) or the stored counts are older than ``max_age`` or made for another stale
     window, else the stored counts with their time (counts.stored_or_live)."""
     per_unit, counted_at = counts.stored_or_live(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
                                                  live_limit=live_limit)
-    return summary_of(conn, scope, per_unit, counted_at, stale_after=stale_after, with_rules=with_rules)
+    return summary_of(conn, scope, per_unit, counted_at, stale_after=stale_after)

@@ -72,11 +72,6 @@ class Overview:
     counted_at: Optional[float] = None  # when the snapshot job counted; None: counted live just now
 
 
-def overview(conn: Connection, scope: Scope, *, cutoff: float) -> Overview:
-    """The counts made live (exact, one pass over the devices index)."""
-    return overview_of(conn, counts.count_units(conn, scope, cutoff=cutoff), None)
-
-
 def fleet_overview(conn: Connection, scope: Scope, *, now: float, stale_after: float, max_age: float,
                    live_limit: int) -> Overview:
     """The overview's counts: those the snapshot job keeps when they are at most ``max_age`` old and

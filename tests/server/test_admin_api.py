@@ -151,6 +151,9 @@ def test_summary_of_a_large_fleet_reads_the_maintained_counts(initialised: Templ
         _fleet(collector)  # alpha, bravo in Finance; charlie, =delta in HR
         live = collector.admin("GET", "/summary").json()
         assert live["counted_at"] is None and live["counts_age_seconds"] is None, "no stored counts yet"
+        documented = collector.client.get("/openapi.json").json()["components"]["schemas"]["FleetSummaryModel"]
+        assert "maintenance job" in documented["properties"]["counted_at"]["description"]
+        assert "counted live" in documented["properties"]["counts_age_seconds"]["description"]
         counted_at = time.time() - 120
         with collector.db.write() as conn:
             maintenance.snapshot_daily_stats(conn, now=counted_at, stale_after=collector.settings.stale_after)
