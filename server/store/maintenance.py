@@ -17,6 +17,7 @@ from server.store.schema import (
     check_state,
     daily_rule_stats,
     daily_stats,
+    daily_status_changes,
     transitions,
     web_sessions,
 )
@@ -225,11 +226,10 @@ def rule_period(conn: Connection, scope: Scope, *, since_day: str, until_day: st
 
 
 def prune_rollups(conn: Connection, *, retention: float, now: Optional[float] = None) -> int:
-    """Delete daily rollups (both tables) of days older than ``retention``; a few thousand rows a day."""
+    """Delete daily rollups (all three tables) of days older than ``retention``; a few thousand rows a day."""
     oldest_kept = utc_day((time.time() if now is None else now) - retention)
-    deleted = conn.execute(daily_rule_stats.delete().where(daily_rule_stats.c.day < oldest_kept)).rowcount or 0
-    deleted += conn.execute(daily_stats.delete().where(daily_stats.c.day < oldest_kept)).rowcount or 0
-    return int(deleted)
+    return sum(int(conn.execute(table.delete().where(table.c.day < oldest_kept)).rowcount or 0)
+               for table in (daily_rule_stats, daily_stats, daily_status_changes))
 
 
 def prune_web_sessions(conn: Connection, *, now: Optional[float] = None, batch: int = 1000) -> int:

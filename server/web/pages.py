@@ -19,7 +19,7 @@ from server.api.admin import EXPORT_COLUMNS, streamed_export
 from server.api.deps import ContextDep
 from server.context import AppContext
 from server.store import access as access_store
-from server.store import accounts, audit, counts, enrolment, fleet, maintenance, sessions
+from server.store import accounts, audit, change_counts, counts, enrolment, fleet, maintenance, sessions
 from server.store import summary as summary_store
 from server.store.scope import Scope
 from server.web import auth, queries, render
@@ -505,7 +505,7 @@ def report(request: Request, ctx: ContextDep, user: UserDep,
         fresh = queries.overview_of(conn, per_unit, counted_at)
         trend = [d for d in maintenance.daily_trend(conn, scope, since_day=maintenance.utc_day(start))
                  if d["day"] < maintenance.utc_day(end) or d["day"] == maintenance.utc_day(end - 1)]
-        changes = queries.transitions_in_period(conn, scope, since=start, until=end)
+        changes = change_counts.changes_in_period(conn, scope, since=start, until=end)
         failing = queries.non_compliant_devices(conn, scope, limit=200)
         all_units = accounts.list_org_units(conn, user.principal.scope)
     unit_name = next((u["name"] for u in all_units if u["id"] == unit_id), None)

@@ -228,15 +228,6 @@ def non_compliant_devices(conn: Connection, scope: Scope, *, limit: int = 200) -
     return [{**d, "failing": failing.get(d["id"], [])} for d in page.items]
 
 
-def transitions_in_period(conn: Connection, scope: Scope, *, since: float, until: float) -> dict[str, int]:
-    """Count of changes to each status in a period (the report's 'what happened' line)."""
-    rows = conn.execute(sa.select(transitions.c.new_status, sa.func.count())
-                        .where(transitions.c.at >= since, transitions.c.at < until,
-                               scope.clause(transitions.c.org_unit_id))
-                        .group_by(transitions.c.new_status))
-    return {str(status): int(count) for status, count in rows}
-
-
 @dataclass
 class DryRun:
     """What a policy version would conclude on the latest stored facts of devices in scope."""
