@@ -1,13 +1,14 @@
-"""Changes per status over a period (the printable report's "what happened" line), read from a daily
-rollup instead of counting every history row of the period (1 s for 30 days at 100,000 devices).
+"""Changes per status over a period (the printable report's "what happened" line), read from rollups
+instead of counting every history row of the period (1 s for 30 days at 100,000 devices).
 
-`daily_status_changes` holds, per UTC day of `at` x org unit x new status, the `transitions` rows
-with an id up to `rollup_marks.last_id`. The snapshot job adds the rows inserted since its last run
-(`roll_up`): counting by id rather than by day means a report that an agent buffered for days and
-sends late is still counted on the day it describes, exactly as a live count would. A period's count
-is then the rollup of its whole days, plus, counted live, the rows of those days past the mark and
-the rows of its partial days (typically today since midnight): always the number a live count gives,
-and still given for days whose history retention has pruned (the rollups are kept longer).
+`daily_status_changes` and `hourly_status_changes` hold, per UTC day (hour) of `at` x org unit x new
+status, the `transitions` rows with an id up to `rollup_marks.last_id`. The snapshot job adds the rows
+inserted since its last run (`roll_up`): counting by id rather than by time means a report that an
+agent buffered for days and sends late is still counted on the day it describes, exactly as a live
+count would. A period's count is then the days' rollup for its whole days, the hours' for the whole
+hours at its ends, and, counted live, the rows of those past the mark and the partial hours at its
+ends: always the number a live count gives, and still given for days whose history retention has
+pruned (the rollups are kept longer).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from server.store.maintenance import utc_day
-from server.store.schema import daily_status_changes, rollup_marks, transitions
+from server.store.schema import daily_status_changes, hourly_status_changes, rollup_marks, transitions
 from server.store.scope import Scope
 
-MARK = "daily_status_changes"
+MARK = "status_changes"
 DAY = 86400.0
+HOUR = 3600.0
 # Only rows recorded this long before the job runs are rolled up: on PostgreSQL ids are taken in
 # one order and committed in another, and an ingest transaction far shorter than half this has
 # committed every id below the newest such row (a row the job skipped would never be counted).
@@ -35,11 +36,36 @@ SETTLE_SECONDS = 300.0
 BATCH = 1_000_000
 
 
-def _utc_day_of(at: Any, dialect: str) -> Any:
-    """SQL for the UTC day (YYYY-MM-DD) of an epoch-seconds column, as maintenance.utc_day."""
+def _utc_hour_of(at: Any, dialect: str) -> Any:
+    """SQL for the UTC hour (YYYY-MM-DD HH) of an epoch-seconds column, as _hour_key."""
     if dialect == "postgresql":
-        return sa.func.to_char(sa.func.timezone("UTC", sa.func.to_timestamp(at)), "YYYY-MM-DD")
-    return sa.func.strftime("%Y-%m-%d", at, "unixepoch")
+        return sa.func.to_char(sa.func.timezone("UTC", sa.func.to_timestamp(at)), "YYYY-MM-DD HH24")
+    return sa.func.strftime("%Y-%m-%d %H", at, "unixepoch")
+
+
+def _hour_key(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H", time.gmtime(ts))
+
+
+def _add(conn: Connection, table: sa.Table, key_column: str, counts: Counter[tuple[str, int, str]]) -> None:
+    """Add ``counts`` (time key, org unit, new status -> changes) to a rollup table: one executemany
+    of updates for the rows it has, one of inserts for the others (the first run adds a year of hours)."""
+    key = table.c[key_column]
+    times = sorted({time_key for time_key, _, _ in counts})
+    existing: set[tuple[str, int, str]] = set()
+    for chunk in range(0, len(times), 500):
+        existing.update((str(r[0]), int(r[1]), str(r[2])) for r in conn.execute(
+            sa.select(key, table.c.org_unit_id, table.c.new_status).where(key.in_(times[chunk:chunk + 500]))))
+    updates = [{"b_key": k[0], "b_unit": k[1], "b_status": k[2], "b_changes": n}
+               for k, n in counts.items() if k in existing]
+    inserts = [{key_column: k[0], "org_unit_id": k[1], "new_status": k[2], "changes": n}
+               for k, n in counts.items() if k not in existing]
+    if updates:
+        conn.execute(table.update().where(key == sa.bindparam("b_key"), table.c.org_unit_id == sa.bindparam("b_unit"),
+                                          table.c.new_status == sa.bindparam("b_status"))
+                     .values(changes=table.c.changes + sa.bindparam("b_changes")), updates)
+    if inserts:
+        conn.execute(table.insert(), inserts)
 
 
 def last_counted_id(conn: Connection) -> Optional[int]:
@@ -64,20 +90,18 @@ def roll_up(conn: Connection, *, now: float, batch: int = BATCH) -> int:
                           .where(rollup_marks.c.name == MARK, rollup_marks.c.last_id == last)
                           .values(last_id=int(upto), updated_at=now)).rowcount:
         return 0
-    day = _utc_day_of(transitions.c.at, conn.dialect.name).label("day")
-    added = 0
-    for row in conn.execute(sa.select(day, transitions.c.org_unit_id, transitions.c.new_status,
+    hour = _utc_hour_of(transitions.c.at, conn.dialect.name).label("hour")
+    hours: Counter[tuple[str, int, str]] = Counter()
+    days: Counter[tuple[str, int, str]] = Counter()
+    for row in conn.execute(sa.select(hour, transitions.c.org_unit_id, transitions.c.new_status,
                                       sa.func.count().label("changes"))
                             .where(transitions.c.id > start, transitions.c.id <= upto)
-                            .group_by(day, transitions.c.org_unit_id, transitions.c.new_status)).all():
-        key = (daily_status_changes.c.day == row.day, daily_status_changes.c.org_unit_id == row.org_unit_id,
-               daily_status_changes.c.new_status == row.new_status)
-        if not conn.execute(daily_status_changes.update().where(*key)
-                            .values(changes=daily_status_changes.c.changes + row.changes)).rowcount:
-            conn.execute(daily_status_changes.insert().values(day=row.day, org_unit_id=row.org_unit_id,
-                                                              new_status=row.new_status, changes=row.changes))
-        added += int(row.changes)
-    return added
+                            .group_by(hour, transitions.c.org_unit_id, transitions.c.new_status)):
+        hours[(str(row.hour), int(row.org_unit_id), str(row.new_status))] += int(row.changes)
+        days[(str(row.hour)[:10], int(row.org_unit_id), str(row.new_status))] += int(row.changes)
+    _add(conn, hourly_status_changes, "hour", hours)
+    _add(conn, daily_status_changes, "day", days)
+    return sum(days.values())
 
 
 def _count_live(conn: Connection, scope: Scope, *where: Any) -> Counter[str]:
@@ -94,38 +118,58 @@ def _span(start: float, end: float, now: float) -> float:
 
 
 def _rollup_edge(edge: float, now: float, *, first: bool) -> float:
-    """Where the rolled-up days start (``first``) or end for a period edge inside a day: at the day's
+    """Where the rolled-up hours start (``first``) or end for a period edge inside an hour: at the hour's
     start or end, whichever leaves the shorter part to count live (added or taken off)."""
-    day_start = math.floor(edge / DAY) * DAY
-    day_end = day_start + DAY
-    if edge == day_start:
+    hour_start = math.floor(edge / HOUR) * HOUR
+    hour_end = hour_start + HOUR
+    if edge == hour_start:
         return edge
-    inward, outward = (day_end, day_start) if first else (day_start, day_end)
+    inward, outward = (hour_end, hour_start) if first else (hour_start, hour_end)
     cost_in = _span(min(edge, inward), max(edge, inward), now)
     cost_out = _span(min(edge, outward), max(edge, outward), now)
     return outward if cost_out < cost_in else inward
+
+
+def _rolled_up(conn: Connection, scope: Scope, first: float, last: float) -> Counter[str]:
+    """The rollups' changes in [first, last) (whole hours): whole days from the days', the rest from the hours'."""
+    first_day = min(math.ceil(first / DAY) * DAY, last)
+    last_day = max(math.floor(last / DAY) * DAY, first_day)
+    hour = hourly_status_changes.c.hour
+    hours = [sa.and_(hour >= _hour_key(start), hour < _hour_key(end))
+             for start, end in ((first, first_day), (last_day, last)) if start < end]
+    queries = []
+    if first_day < last_day:
+        queries.append(sa.select(daily_status_changes.c.new_status, daily_status_changes.c.changes)
+                       .where(daily_status_changes.c.day >= _hour_key(first_day)[:10],
+                              daily_status_changes.c.day < _hour_key(last_day)[:10],
+                              scope.clause(daily_status_changes.c.org_unit_id)))
+    if hours:
+        queries.append(sa.select(hourly_status_changes.c.new_status, hourly_status_changes.c.changes)
+                       .where(sa.or_(*hours), scope.clause(hourly_status_changes.c.org_unit_id)))
+    counts: Counter[str] = Counter()
+    for query in queries:
+        rows = query.subquery()
+        for status, total in conn.execute(sa.select(rows.c.new_status, sa.func.sum(rows.c.changes))
+                                          .group_by(rows.c.new_status)):
+            counts[str(status)] += int(total)
+    return counts
 
 
 def changes_in_period(conn: Connection, scope: Scope, *, since: float, until: float,
                       now: Optional[float] = None) -> dict[str, int]:
     """Count of changes to each status with `at` in [since, until) in the org units in scope.
 
-    The rolled-up days [first, last) cover the period's whole days, and a partial day too when less of
-    it lies outside the period than inside (today: the rest of the day is in the future): its rows
-    outside the period are then taken off, counted live."""
+    The rolled-up hours [first, last) cover the period's whole hours, and a partial hour too when less
+    of it lies outside the period than inside (the current hour: the rest of it is in the future): its
+    rows outside the period are then taken off, counted live."""
     current = time.time() if now is None else now
     mark = last_counted_id(conn)
     first = _rollup_edge(since, current, first=True)
     last = _rollup_edge(until, current, first=False)
     if mark is None or first >= last:
         return dict(_count_live(conn, scope, transitions.c.at >= since, transitions.c.at < until))
-    rolled = conn.execute(sa.select(daily_status_changes.c.new_status, sa.func.sum(daily_status_changes.c.changes))
-                          .where(daily_status_changes.c.day >= utc_day(first),
-                                 daily_status_changes.c.day <= utc_day(last - DAY),
-                                 scope.clause(daily_status_changes.c.org_unit_id))
-                          .group_by(daily_status_changes.c.new_status))
-    counts = Counter({str(status): int(total) for status, total in rolled})
-    # Rows of the rolled-up days in the period that the job has not counted yet: found along the id,
+    counts = _rolled_up(conn, scope, first, last)
+    # Rows of the rolled-up hours in the period that the job has not counted yet: found along the id,
     # since they are the few newest; `at + 0` keeps the planner off the index on `at` (SQLite took it,
     # walking the whole period).
     not_counted = transitions.c.at + 0
@@ -135,7 +179,7 @@ def changes_in_period(conn: Connection, scope: Scope, *, since: float, until: fl
         if start < end:
             counts.subtract(_count_live(conn, scope, transitions.c.id <= mark, transitions.c.at >= start,
                                         transitions.c.at < end))
-    for start, end in ((since, first), (last, until)):  # the period's rows outside the rolled-up days
+    for start, end in ((since, first), (last, until)):  # the period's rows outside the rolled-up hours
         if start < end:
             counts.update(_count_live(conn, scope, transitions.c.at >= start, transitions.c.at < end))
     return {status: count for status, count in counts.items() if count}

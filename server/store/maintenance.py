@@ -18,6 +18,7 @@ from server.store.schema import (
     daily_rule_stats,
     daily_stats,
     daily_status_changes,
+    hourly_status_changes,
     transitions,
     web_sessions,
 )
@@ -226,10 +227,12 @@ def rule_period(conn: Connection, scope: Scope, *, since_day: str, until_day: st
 
 
 def prune_rollups(conn: Connection, *, retention: float, now: Optional[float] = None) -> int:
-    """Delete daily rollups (all three tables) of days older than ``retention``; a few thousand rows a day."""
+    """Delete rollups of days older than ``retention``; a few thousand rows a day."""
     oldest_kept = utc_day((time.time() if now is None else now) - retention)
-    return sum(int(conn.execute(table.delete().where(table.c.day < oldest_kept)).rowcount or 0)
-               for table in (daily_rule_stats, daily_stats, daily_status_changes))
+    by_day = [(daily_rule_stats, daily_rule_stats.c.day), (daily_stats, daily_stats.c.day),
+              (daily_status_changes, daily_status_changes.c.day),
+              (hourly_status_changes, hourly_status_changes.c.hour)]  # "YYYY-MM-DD HH" sorts after its day
+    return sum(int(conn.execute(table.delete().where(column < oldest_kept)).rowcount or 0) for table, column in by_day)
 
 
 def prune_web_sessions(conn: Connection, *, now: Optional[float] = None, batch: int = 1000) -> int:

@@ -560,11 +560,20 @@ daily_rule_stats = sa.Table(
 )
 
 # Changes (transitions rows) per UTC day of `at` x org unit x new status, for the report's period counts.
-# Rows are added to by the snapshot job for the history rows up to rollup_marks.last_id
-# (server/store/change_counts.py).
+# The snapshot job adds the history rows up to rollup_marks.last_id (server/store/change_counts.py).
 daily_status_changes = sa.Table(
     "daily_status_changes", metadata,
     sa.Column("day", sa.String(10), primary_key=True),  # YYYY-MM-DD (UTC) of the change's `at`
+    sa.Column("org_unit_id", sa.Integer, primary_key=True),
+    sa.Column("new_status", sa.String(16), primary_key=True),
+    sa.Column("changes", sa.Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# The same per UTC hour, for the partial days at a period's ends.
+hourly_status_changes = sa.Table(
+    "hourly_status_changes", metadata,
+    sa.Column("hour", sa.String(13), primary_key=True),  # YYYY-MM-DD HH (UTC) of the change's `at`
     sa.Column("org_unit_id", sa.Integer, primary_key=True),
     sa.Column("new_status", sa.String(16), primary_key=True),
     sa.Column("changes", sa.Integer, nullable=False),

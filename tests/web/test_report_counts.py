@@ -150,9 +150,10 @@ def test_report_changes_are_the_rollup_plus_the_rest_counted_live(initialised: A
             periods = [(now - 30 * DAY, now), (midnight - 6 * DAY, midnight - 4 * DAY),
                        (midnight - 5 * DAY + 7200, midnight - DAY), (midnight - 2 * DAY, now + 1),
                        (midnight + 1, now + 1), (midnight - 5 * DAY, midnight - 5 * DAY + DAY / 2),
-                       # partial days mostly inside the period: their day's rollup less the rows outside
                        (midnight - 6 * DAY + 0.3 * DAY, midnight - 5 * DAY + 0.8 * DAY),
-                       (midnight - 5 * DAY + 0.3 * DAY, midnight - 5 * DAY + 0.8 * DAY)]
+                       (midnight - 5 * DAY + 0.3 * DAY, midnight - 5 * DAY + 0.8 * DAY),
+                       # ends 10 minutes into an hour: its rollup less the rows before, then live
+                       (midnight - 6 * DAY + DAY / 4 + 600, midnight - 5 * DAY + 0.75 * DAY + 600)]
             for scope in (Scope.everything(), Scope(frozenset([hr_id]))):
                 for since, until in periods:
                     expected = _live_changes(conn, scope, since, until)
