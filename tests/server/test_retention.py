@@ -18,7 +18,16 @@ from server.actions import delivery
 from server.actions.events import emit_event
 from server.store import accounts, maintenance, migrate, retention
 from server.store.db import Database
-from server.store.schema import daily_rule_stats, deliveries, events, reports, sinks, transitions
+from server.store.schema import (
+    daily_rule_stats,
+    daily_status_changes,
+    deliveries,
+    events,
+    hourly_status_changes,
+    reports,
+    sinks,
+    transitions,
+)
 from server.store.scope import Scope
 from tests.server.conftest import Collector, collector_settings, run_cli, settle_jobs
 
@@ -319,3 +328,20 @@ def test_partition_changes_are_serialised_across_processes(database_url: str, tm
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_rollup_retention_keeps_the_report_change_counts_of_the_kept_days(collector: Collector) -> None:
+    settle_jobs(collector)
+    now = time.time()
+    oldest_kept = maintenance.utc_day(now - 400 * DAY)
+    day_before = maintenance.utc_day(now - 401 * DAY)
+    with collector.db.write() as conn:
+        for day in (day_before, oldest_kept):
+            conn.execute(daily_status_changes.insert().values(day=day, org_unit_id=1, new_status="fail", changes=3))
+            for hour in ("00", "23"):
+                conn.execute(hourly_status_changes.insert().values(hour=f"{day} {hour}", org_unit_id=1,
+                                                                   new_status="fail", changes=1))
+        assert maintenance.prune_rollups(conn, retention=400 * DAY, now=now) == 3
+        assert conn.execute(sa.select(daily_status_changes.c.day)).scalars().all() == [oldest_kept]
+        assert sorted(conn.execute(sa.select(hourly_status_changes.c.hour)).scalars().all()) == [
+            f"{oldest_kept} 00", f"{oldest_kept} 23"]
