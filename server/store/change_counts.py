@@ -21,6 +21,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from server.store.maintenance import utc_day
 from server.store.schema import daily_status_changes, hourly_status_changes, rollup_marks, transitions
 from server.store.scope import Scope
 
@@ -140,8 +141,8 @@ def _rolled_up(conn: Connection, scope: Scope, first: float, last: float) -> Cou
     queries = []
     if first_day < last_day:
         queries.append(sa.select(daily_status_changes.c.new_status, daily_status_changes.c.changes)
-                       .where(daily_status_changes.c.day >= _hour_key(first_day)[:10],
-                              daily_status_changes.c.day < _hour_key(last_day)[:10],
+                       .where(daily_status_changes.c.day >= utc_day(first_day),
+                              daily_status_changes.c.day < utc_day(last_day),
                               scope.clause(daily_status_changes.c.org_unit_id)))
     if hours:
         queries.append(sa.select(hourly_status_changes.c.new_status, hourly_status_changes.c.changes)
