@@ -116,8 +116,8 @@ def _changes_line(html: str) -> dict[str, int]:
 
 def test_report_changes_are_the_rollup_plus_the_rest_counted_live(initialised: Any,  # noqa: F811
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whole days come from the snapshot job's rollup, the rest (rows past its mark: a day it has not
-    counted, a report sent late for a counted day; partial days) live: the sum is the live count."""
+    """Whole days and hours come from the snapshot job's rollups, the rest (rows past its mark: a day it
+    has not counted, a report sent late for a counted day; parts of hours) live: the sum is the live count."""
     with in_process(initialised) as collector:
         settle_jobs(collector)
         now = time.time()
@@ -175,6 +175,7 @@ def test_report_changes_are_the_rollup_plus_the_rest_counted_live(initialised: A
             assert change_counts.last_counted_id(conn) == conn.execute(sa.select(sa.func.max(transitions.c.id))
                                                                        ).scalar_one()
             before = change_counts.changes_in_period(conn, Scope.everything(), since=midnight - 7 * DAY, until=midnight)
+            assert before == _live_changes(conn, Scope.everything(), midnight - 7 * DAY, midnight)
         pruned = collector.settings.model_copy(update={"history_retention": 3 * DAY})
         retention.enforce(collector.db, pruned, now=now)
         with collector.db.read() as conn:
