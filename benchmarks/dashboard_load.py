@@ -45,7 +45,7 @@ from agent.policy import baseline  # noqa: E402
 from benchmarks.collector_sim import Posture, linux_facts  # noqa: E402
 from benchmarks.loopback import serve  # noqa: E402
 from server import cli  # noqa: E402
-from server.store import maintenance  # noqa: E402
+from server.store import change_counts, maintenance  # noqa: E402
 from server.store.schema import (  # noqa: E402
     check_state,
     daily_rule_stats,
@@ -188,8 +188,10 @@ def seed(url: str, count: int, rng: random.Random, days: int = 30) -> dict[str, 
                                     "computed_at": computed_at})
             conn.execute(daily_rule_stats.insert(), rollups)
     with engine.begin() as conn:
-        # Today's snapshot by the maintenance job's own code (per-rule counts the overview shows).
+        # Today's snapshot by the maintenance job's own code (per-rule counts the overview shows), and its
+        # rollup of the history's changes (the report's period counts).
         maintenance.snapshot_daily_stats(conn, now=now, stale_after=2 * DAY)
+        change_counts.roll_up(conn, now=now)
     with engine.connect() as conn:
         totals = {name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
                   for name, table in (("devices", devices), ("check_state", check_state),
@@ -312,6 +314,7 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
                 (f"trends: one rule + org unit, {min(days, 400)} d", f"/trends?rule=disk-encryption&org_unit={unit}"
                                                                      f"&since={first}"),
                 ("compliance on a past day (print view)", f"/report/on?day={middle}"),
+                ("compliance report, today (print view)", "/report"),
             ]
             timings = []
             for label, path in pages:
@@ -319,6 +322,10 @@ def run_backend(backend: str, count: int, requests: int, keep: Path | None = Non
                     client.headers["HX-Request"] = "true"
                 timings.append(measure(client, label, path, requests))
                 client.headers.pop("HX-Request", None)
+            token = run_cli("--data-dir", str(data_dir), "--database-url", url, "api-token", "create",
+                            "--name", f"bench-{secrets.token_hex(4)}").strip().splitlines()[-1]
+            with httpx.Client(base_url=base, timeout=60, headers={"Authorization": f"Bearer {token}"}) as api:
+                timings.append(measure(api, "API fleet summary", "/api/v1/admin/summary", requests))
             started = time.perf_counter()
             client.get("/policies/1/dry-run")
             log(f"  (policy dry-run on 5,000 stored reports: {time.perf_counter() - started:.1f} s)")

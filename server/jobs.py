@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 from server import device_notices, ratelimit
 from server.actions import delivery
 from server.settings import Settings
-from server.store import maintenance, retention
+from server.store import change_counts, maintenance, retention
 from server.store.db import Database
 
 if TYPE_CHECKING:
@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def daily_snapshot(ctx: AppContext) -> None:
+    now = time.time()
     with ctx.db.write() as conn:
-        maintenance.snapshot_daily_stats(conn, stale_after=ctx.settings.stale_after)
+        maintenance.snapshot_daily_stats(conn, now=now, stale_after=ctx.settings.stale_after)
+        change_counts.roll_up(conn, now=now)
 
 
 def run_retention(db: Database, settings: Settings, *,

@@ -45,8 +45,9 @@ from server.api.models import (
 )
 from server.context import AppContext
 from server.settings import SettingsError, parse_duration
-from server.store import accounts, audit, enrolment, fleet, maintenance
+from server.store import accounts, audit, counts, enrolment, fleet, maintenance
 from server.store import policies as policy_store
+from server.store import summary as summary_store
 from server.store.accounts import Principal
 from server.store.db import Database
 from server.store.scope import Scope
@@ -128,13 +129,22 @@ class DeviceQuery:
 @router.get("/summary", response_model=FleetSummaryModel, responses={400: {"model": Problem}})
 def summary(ctx: ContextDep, principal: PrincipalDep,
             stale_after: Annotated[Optional[str], Query(max_length=20, pattern=TEXT)] = None) -> dict[str, Any]:
-    """Devices, compliant %, per-rule status counts and stale devices, within the caller's scope."""
+    """Devices, compliant %, per-rule status counts and stale devices, within the caller's scope.
+
+    Counted live for a fleet in scope of up to `overview_live_limit` devices; above it, the counts the
+    maintenance job keeps (made every `maintenance_interval`), with `counted_at` and `counts_age_seconds`."""
     window = _stale_after(ctx, stale_after)
+    now = _now()
     with ctx.db.read() as conn:
-        result = fleet.fleet_summary(conn, principal.scope, now=_now(), stale_after=window)
+        result = summary_store.fleet_summary(
+            conn, principal.scope, now=now, stale_after=window,
+            max_age=counts.stored_max_age(ctx.settings.maintenance_interval),
+            live_limit=ctx.settings.overview_live_limit)
     return {"devices": result.devices, "reporting": result.reporting, "by_compliance": result.by_compliance,
             "compliant_percent": result.compliant_percent, "stale": result.stale, "never_seen": result.never_seen,
-            "revoked": result.revoked, "stale_after_seconds": result.stale_after, "rules": result.rules}
+            "revoked": result.revoked, "stale_after_seconds": result.stale_after, "rules": result.rules,
+            "counted_at": result.counted_at,
+            "counts_age_seconds": None if result.counted_at is None else max(0.0, now - result.counted_at)}
 
 
 @router.get("/devices", response_model=DevicePage, responses={400: {"model": Problem}})

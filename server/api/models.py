@@ -119,6 +119,13 @@ class FleetSummaryModel(BaseModel):
     revoked: int
     stale_after_seconds: float
     rules: dict[str, RuleCounts]
+    counted_at: Optional[float] = Field(
+        default=None, description="when the collector's maintenance job made these counts (epoch seconds): "
+        "set for a fleet in scope above overview_live_limit devices, whose counts are kept rather than made "
+        "on each request; null when counted live for this answer")
+    counts_age_seconds: Optional[float] = Field(
+        default=None, description="how old the counts are (now - counted_at); null when counted live. Devices "
+        "that enrolled or reported since are not in them yet")
 
 
 class DeviceModel(BaseModel):

@@ -1,4 +1,5 @@
-"""Read queries behind the admin API and the dashboard: fleet summary, device lists, device detail.
+"""Read queries behind the admin API and the dashboard: device lists, device detail, history (the fleet
+summary: server.store.summary).
 
 Every function takes a `Scope` and applies it in SQL. Lists are paginated and their filters and sort
 keys are allow-listed; each combination is answered from an index on devices or check_state (see
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import sqlalchemy as sa
@@ -84,19 +85,6 @@ class Page:
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.per_page))
-
-
-@dataclass
-class FleetSummary:
-    devices: int = 0  # active devices
-    reporting: int = 0  # active devices with at least one report
-    by_compliance: dict[str, int] = field(default_factory=dict)
-    compliant_percent: Optional[float] = None  # of reporting devices; None when none reported yet
-    stale: int = 0  # active devices not seen for stale_after seconds (including never seen)
-    never_seen: int = 0
-    revoked: int = 0
-    stale_after: float = 0.0
-    rules: dict[str, dict[str, int]] = field(default_factory=dict)  # rule -> status -> count
 
 
 def _like_prefix(text: str) -> str:
@@ -249,38 +237,6 @@ def iter_devices(conn: Connection, scope: Scope, flt: DeviceFilter, *, now: floa
         .where(*where).order_by(*order))
     for row in result.mappings():
         yield _device_item(row, now, stale_after)
-
-
-def fleet_summary(conn: Connection, scope: Scope, *, now: float, stale_after: float,
-                  with_rules: bool = True) -> FleetSummary:
-    """Counts of the active fleet. ``with_rules=False`` skips the per-rule counts, which read every
-    current check state (~1M rows at 100k devices): the dashboard takes those from the trend snapshot."""
-    summary = FleetSummary(stale_after=stale_after, by_compliance={state: 0 for state in COMPLIANCE_STATES})
-    active = [devices.c.state == DEVICE_ACTIVE, scope.clause(devices.c.org_unit_id)]
-    for compliance, count in conn.execute(sa.select(devices.c.compliance, sa.func.count()).where(*active)
-                                          .group_by(devices.c.compliance)):
-        summary.by_compliance[str(compliance)] = int(count)
-    summary.devices = sum(summary.by_compliance.values())
-    summary.reporting = summary.devices - summary.by_compliance.get("unknown", 0)
-    if summary.reporting:
-        summary.compliant_percent = round(100.0 * summary.by_compliance.get("compliant", 0) / summary.reporting, 2)
-    cutoff = now - stale_after
-    summary.stale = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
-        *active, devices.c.last_seen < cutoff)).scalar_one())
-    summary.never_seen = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
-        *active, devices.c.last_seen.is_(None))).scalar_one())
-    summary.stale += int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
-        *active, devices.c.last_seen.is_(None), devices.c.enrolled_at < cutoff)).scalar_one())
-    summary.revoked = int(conn.execute(sa.select(sa.func.count()).select_from(devices).where(
-        devices.c.state == "revoked", scope.clause(devices.c.org_unit_id))).scalar_one())
-    if not with_rules:
-        return summary
-    for rule_id, status, count in conn.execute(
-            sa.select(check_state.c.rule_id, check_state.c.status, sa.func.count())
-            .where(check_state.c.active.is_(True), scope.clause(check_state.c.org_unit_id))
-            .group_by(check_state.c.rule_id, check_state.c.status)):
-        summary.rules.setdefault(str(rule_id), {s: 0 for s in RESULT_STATUSES})[str(status)] = int(count)
-    return summary
 
 
 def _json_or(text: Optional[str], default: Any) -> Any:

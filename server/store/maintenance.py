@@ -13,9 +13,12 @@ from sqlalchemy.engine import Connection
 
 from server.store import counts as fleet_counts
 from server.store.schema import (
+    RESULT_STATUSES,
     check_state,
     daily_rule_stats,
     daily_stats,
+    daily_status_changes,
+    hourly_status_changes,
     transitions,
     web_sessions,
 )
@@ -133,6 +136,23 @@ def daily_trend(conn: Connection, scope: Scope, *, since_day: str,
     return [{"day": row["day"], **{n: int(row[n] or 0) for n in names}} for row in rows]
 
 
+def snapshot_rule_counts(conn: Connection, scope: Scope, *,
+                         day: str) -> tuple[dict[str, dict[str, int]], Optional[float]]:
+    """Rule -> check_state status -> active devices, as the day's latest snapshot counted them in the
+    org units in scope, and when it did (None: no rollups that day). Rules whose rows hold only the
+    day's changes (no device has them now) are left out, as a live count would leave them out."""
+    rows = conn.execute(sa.select(daily_rule_stats).where(daily_rule_stats.c.day == day,
+                                                         scope.clause(daily_rule_stats.c.org_unit_id))).all()
+    rules: dict[str, dict[str, int]] = {}
+    for row in rows:
+        found = {status: int(row._mapping[column]) for status, column in STATUS_COLUMNS.items()}
+        if any(found.values()):
+            target = rules.setdefault(str(row.rule_id), dict.fromkeys(RESULT_STATUSES, 0))
+            for status, count in found.items():
+                target[status] += count
+    return rules, min((float(r.computed_at) for r in rows), default=None)
+
+
 _ROLLUP_SUMS = (*STATUS_COLUMNS.values(), "new_failures", "fixed")
 
 
@@ -207,11 +227,12 @@ def rule_period(conn: Connection, scope: Scope, *, since_day: str, until_day: st
 
 
 def prune_rollups(conn: Connection, *, retention: float, now: Optional[float] = None) -> int:
-    """Delete daily rollups (both tables) of days older than ``retention``; a few thousand rows a day."""
+    """Delete rollups of days older than ``retention``; a few thousand rows a day."""
     oldest_kept = utc_day((time.time() if now is None else now) - retention)
-    deleted = conn.execute(daily_rule_stats.delete().where(daily_rule_stats.c.day < oldest_kept)).rowcount or 0
-    deleted += conn.execute(daily_stats.delete().where(daily_stats.c.day < oldest_kept)).rowcount or 0
-    return int(deleted)
+    by_day = [(daily_rule_stats, daily_rule_stats.c.day), (daily_stats, daily_stats.c.day),
+              (daily_status_changes, daily_status_changes.c.day),
+              (hourly_status_changes, hourly_status_changes.c.hour)]  # "YYYY-MM-DD HH" sorts after its day
+    return sum(int(conn.execute(table.delete().where(column < oldest_kept)).rowcount or 0) for table, column in by_day)
 
 
 def prune_web_sessions(conn: Connection, *, now: Optional[float] = None, batch: int = 1000) -> int:

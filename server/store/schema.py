@@ -558,3 +558,32 @@ daily_rule_stats = sa.Table(
     # rules x days kept, not with devices (88,000 rows for 20 units, 11 rules and 400 days: ~15 ms).
     sqlite_with_rowid=False,
 )
+
+# Changes (transitions rows) per UTC day of `at` x org unit x new status, for the report's period counts.
+# The snapshot job adds the history rows up to rollup_marks.last_id (server/store/change_counts.py).
+daily_status_changes = sa.Table(
+    "daily_status_changes", metadata,
+    sa.Column("day", sa.String(10), primary_key=True),  # YYYY-MM-DD (UTC) of the change's `at`
+    sa.Column("org_unit_id", sa.Integer, primary_key=True),
+    sa.Column("new_status", sa.String(16), primary_key=True),
+    sa.Column("changes", sa.Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# The same per UTC hour, for the partial days at a period's ends.
+hourly_status_changes = sa.Table(
+    "hourly_status_changes", metadata,
+    sa.Column("hour", sa.String(13), primary_key=True),  # YYYY-MM-DD HH (UTC) of the change's `at`
+    sa.Column("org_unit_id", sa.Integer, primary_key=True),
+    sa.Column("new_status", sa.String(16), primary_key=True),
+    sa.Column("changes", sa.Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# How far a rollup has read an append-only table: the last id counted (one row per rollup).
+rollup_marks = sa.Table(
+    "rollup_marks", metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("last_id", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)

@@ -19,7 +19,8 @@ from server.api.admin import EXPORT_COLUMNS, streamed_export
 from server.api.deps import ContextDep
 from server.context import AppContext
 from server.store import access as access_store
-from server.store import accounts, audit, counts, enrolment, fleet, maintenance, sessions
+from server.store import accounts, audit, change_counts, counts, enrolment, fleet, maintenance, sessions
+from server.store import summary as summary_store
 from server.store.scope import Scope
 from server.web import auth, queries, render
 from server.web.common import (
@@ -495,15 +496,21 @@ def report(request: Request, ctx: ContextDep, user: UserDep,
         raise bad_request("the period is limited to 366 days: choose a shorter period")
     scope = queries.narrow(user.principal.scope, unit_id)
     with ctx.db.read() as conn:
-        summary = fleet.fleet_summary(conn, scope, now=now, stale_after=ctx.settings.stale_after)
-        fresh = queries.overview(conn, scope, cutoff=now - ctx.settings.stale_after)
+        # Today's figures: one count (live, or the maintained one of a large fleet) for both tables.
+        per_unit, counted_at = counts.stored_or_live(
+            conn, scope, now=now, stale_after=ctx.settings.stale_after,
+            max_age=counts.stored_max_age(ctx.settings.maintenance_interval),
+            live_limit=ctx.settings.overview_live_limit)
+        summary = summary_store.summary_of(conn, scope, per_unit, counted_at, stale_after=ctx.settings.stale_after)
+        fresh = queries.overview_of(conn, per_unit, counted_at)
         trend = [d for d in maintenance.daily_trend(conn, scope, since_day=maintenance.utc_day(start))
                  if d["day"] < maintenance.utc_day(end) or d["day"] == maintenance.utc_day(end - 1)]
-        changes = queries.transitions_in_period(conn, scope, since=start, until=end)
+        changes = change_counts.changes_in_period(conn, scope, since=start, until=end)
         failing = queries.non_compliant_devices(conn, scope, limit=200)
         all_units = accounts.list_org_units(conn, user.principal.scope)
     unit_name = next((u["name"] for u in all_units if u["id"] == unit_id), None)
     return render.page("report.html", context(
         request, ctx, user, "report", summary=summary, fresh=fresh, trend=trend, changes=changes, failing=failing,
+        counts_age_minutes=None if counted_at is None else int(max(0.0, now - counted_at) // 60),
         org_units=all_units, org_unit_id=unit_id, unit_name=unit_name, since=maintenance.utc_day(start),
         until=maintenance.utc_day(end - 1), rules=sorted(summary.rules.items())))

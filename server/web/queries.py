@@ -16,15 +16,13 @@ from sqlalchemy.engine import Connection
 
 from agent.policy import Policy, evaluate, summarize
 from common.ttlcache import TTLCache
-from server.store import counts, fleet, maintenance, sessions
+from server.store import counts, fleet, maintenance, sessions, summary
 from server.store import policies as policy_store
 from server.store.accounts import Principal
 from server.store.schema import (
     COMPLIANCE_STATES,
     DEVICE_ACTIVE,
-    RESULT_STATUSES,
     check_state,
-    daily_rule_stats,
     devices,
     org_units,
     reports,
@@ -74,20 +72,16 @@ class Overview:
     counted_at: Optional[float] = None  # when the snapshot job counted; None: counted live just now
 
 
-def overview(conn: Connection, scope: Scope, *, cutoff: float) -> Overview:
-    """The counts made live (exact, one pass over the devices index)."""
-    return _overview(conn, counts.count_units(conn, scope, cutoff=cutoff), None)
-
-
 def fleet_overview(conn: Connection, scope: Scope, *, now: float, stale_after: float, max_age: float,
                    live_limit: int) -> Overview:
     """The overview's counts: those the snapshot job keeps when they are at most ``max_age`` old and
     the fleet in scope has more than ``live_limit`` devices (active and revoked), else counted live."""
-    return _overview(conn, *counts.stored_or_live(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
-                                                  live_limit=live_limit))
+    return overview_of(conn, *counts.stored_or_live(conn, scope, now=now, stale_after=stale_after, max_age=max_age,
+                                                    live_limit=live_limit))
 
 
-def _overview(conn: Connection, per_unit: dict[int, counts.UnitCounts], counted_at: Optional[float]) -> Overview:
+def overview_of(conn: Connection, per_unit: dict[int, counts.UnitCounts], counted_at: Optional[float]) -> Overview:
+    """The overview of counts per org unit (counts.count_units or counts.stored_or_live)."""
     out = Overview(by_compliance={c: 0 for c in COMPLIANCE_STATES},
                    fresh_by_compliance={c: 0 for c in COMPLIANCE_STATES}, counted_at=counted_at)
     units: dict[int, dict[str, Any]] = {}
@@ -147,18 +141,10 @@ def rule_counts(conn: Connection, scope: Scope, *, now: float, max_age: float) -
     already counts them per org unit every few minutes, so the overview shows that count with its
     time. Without a recent snapshot (a new collector) the count is made live.
     """
-    day = maintenance.utc_day(now)
-    rows = conn.execute(sa.select(daily_rule_stats).where(daily_rule_stats.c.day == day,
-                                                         scope.clause(daily_rule_stats.c.org_unit_id))).all()
-    if rows and min(float(r.computed_at) for r in rows) >= now - max_age:
-        rules: dict[str, dict[str, int]] = {}
-        for row in rows:
-            target = rules.setdefault(str(row.rule_id), {s: 0 for s in RESULT_STATUSES})
-            for status, column in maintenance.STATUS_COLUMNS.items():
-                target[status] += int(row._mapping[column])
-        return RuleCounts(rules, min(float(r.computed_at) for r in rows))
-    live = fleet.fleet_summary(conn, scope, now=now, stale_after=1.0)
-    return RuleCounts(live.rules, None)
+    rules, computed_at = maintenance.snapshot_rule_counts(conn, scope, day=maintenance.utc_day(now))
+    if computed_at is not None and computed_at >= now - max_age:
+        return RuleCounts(rules, computed_at)
+    return RuleCounts(summary.rule_status_counts(conn, scope), None)
 
 
 def recent_changes(conn: Connection, scope: Scope, *, limit: int = 12,
@@ -240,15 +226,6 @@ def non_compliant_devices(conn: Connection, scope: Scope, *, limit: int = 200) -
                                 .order_by(check_state.c.rule_id)).mappings():
             failing.setdefault(row["device_id"], []).append(dict(row))
     return [{**d, "failing": failing.get(d["id"], [])} for d in page.items]
-
-
-def transitions_in_period(conn: Connection, scope: Scope, *, since: float, until: float) -> dict[str, int]:
-    """Count of changes to each status in a period (the report's 'what happened' line)."""
-    rows = conn.execute(sa.select(transitions.c.new_status, sa.func.count())
-                        .where(transitions.c.at >= since, transitions.c.at < until,
-                               scope.clause(transitions.c.org_unit_id))
-                        .group_by(transitions.c.new_status))
-    return {str(status): int(count) for status, count in rows}
 
 
 @dataclass

@@ -25,6 +25,7 @@ from server.store import policies as policy_store
 from server.store.db import Database
 from server.store.schema import metadata
 from tests import postgres as test_postgres
+from tests.waiting import eventually
 
 # Configured, listening at 5432, or a throwaway cluster started for this test process (tests/postgres.py).
 PG_ADMIN_URL = test_postgres.admin_url()
@@ -232,6 +233,16 @@ def in_process(template: Template, **overrides: Any) -> Iterator[Collector]:
 def collector(initialised: Template) -> Iterator[Collector]:
     with in_process(initialised) as running:
         yield running
+
+
+def settle_jobs(collector: Collector) -> None:
+    """On PostgreSQL a node runs each singleton job (retention, daily snapshot) as soon as it takes the job's
+    lock, which can be seconds into the test, once the previous test's collector let it go: wait for those
+    first runs, so that none prunes or counts in the middle of what the test measures (the next runs are
+    maintenance_interval away). On SQLite the first run waits a whole interval."""
+    if collector.db.is_postgres:
+        cluster = collector.client.app.state.ctx.cluster
+        eventually(lambda: all(cluster.runs(name) >= 1 for name in cluster.job_names()), timeout=20)
 
 
 def snapshot(db: Database, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple[Any, ...]]]:

@@ -8,12 +8,14 @@ import json
 import time
 from dataclasses import replace
 
+import pytest
 import sqlalchemy as sa
 
 from agent.policy import baseline
 from benchmarks.collector_sim import SimDevice
+from server.store import maintenance
 from server.store.schema import devices
-from tests.server.conftest import Collector
+from tests.server.conftest import Collector, Template, in_process, settle_jobs
 
 
 def _fleet(collector: Collector) -> dict[str, SimDevice]:
@@ -139,3 +141,47 @@ def test_enrolment_tokens_policies_and_audit(collector: Collector) -> None:
 
     with collector.db.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(devices)).scalar() == 1
+
+
+def test_summary_of_a_large_fleet_reads_the_maintained_counts(initialised: Template) -> None:
+    """Above overview_live_limit the summary is the snapshot job's count, with its time and age; at or
+    below it (in the caller's scope) it is counted live."""
+    with in_process(initialised, overview_live_limit=1) as collector:
+        settle_jobs(collector)
+        _fleet(collector)  # alpha, bravo in Finance; charlie, =delta in HR
+        live = collector.admin("GET", "/summary").json()
+        assert live["counted_at"] is None and live["counts_age_seconds"] is None, "no stored counts yet"
+        documented = collector.client.get("/openapi.json").json()["components"]["schemas"]["FleetSummaryModel"]
+        assert "maintenance job" in documented["properties"]["counted_at"]["description"]
+        assert "counted live" in documented["properties"]["counts_age_seconds"]["description"]
+        counted_at = time.time() - 120
+        with collector.db.write() as conn:
+            maintenance.snapshot_daily_stats(conn, now=counted_at, stale_after=collector.settings.stale_after)
+        late = SimDevice(hostname="foxtrot", machine_id="m-foxtrot", serial="SER-foxtrot")
+        collector.enroll(late, org_unit="HR")
+        collector.send(late.report(posture=replace(late.posture, disk_encrypted=False)))
+
+        stored = collector.admin("GET", "/summary").json()
+        assert stored["counted_at"] == pytest.approx(counted_at)
+        assert 120 <= stored["counts_age_seconds"] < 180
+        # The figures of the snapshot: foxtrot, added after it, is in none of them yet.
+        assert {k: v for k, v in stored.items() if k not in ("counted_at", "counts_age_seconds")} == \
+            {k: v for k, v in live.items() if k not in ("counted_at", "counts_age_seconds")}
+        assert stored["devices"] == 4 and stored["rules"]["disk-encryption"]["fail"] == 2
+        # Another stale window than the one counted for: counted live.
+        other = collector.admin("GET", "/summary", params={"stale_after": "4d"}).json()
+        assert other["counted_at"] is None and other["devices"] == 5
+
+        # A viewer of HR sees HR's stored counts only (two devices then, above the limit of one).
+        hr = collector.admin("GET", "/summary", token=collector.api_token(org_units=("HR",))).json()
+        assert hr["counted_at"] == pytest.approx(counted_at)
+        assert hr["devices"] == 2 and hr["by_compliance"]["not_compliant"] == 1
+        assert hr["rules"]["disk-encryption"] == {"pass": 1, "warn": 0, "fail": 1, "not_applicable": 0, "error": 0}
+
+    with in_process(initialised) as collector:  # the default limit (50,000): this fleet is counted live
+        settle_jobs(collector)
+        exact = collector.admin("GET", "/summary").json()
+        assert exact["counted_at"] is None and exact["counts_age_seconds"] is None
+        assert exact["devices"] == 5 and exact["rules"]["disk-encryption"]["fail"] == 3
+        hr = collector.admin("GET", "/summary", token=collector.api_token(org_units=("HR",), name="t2")).json()
+        assert hr["counted_at"] is None and hr["devices"] == 3

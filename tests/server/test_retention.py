@@ -18,10 +18,18 @@ from server.actions import delivery
 from server.actions.events import emit_event
 from server.store import accounts, maintenance, migrate, retention
 from server.store.db import Database
-from server.store.schema import daily_rule_stats, deliveries, events, reports, sinks, transitions
+from server.store.schema import (
+    daily_rule_stats,
+    daily_status_changes,
+    deliveries,
+    events,
+    hourly_status_changes,
+    reports,
+    sinks,
+    transitions,
+)
 from server.store.scope import Scope
-from tests.server.conftest import Collector, collector_settings, run_cli
-from tests.waiting import eventually
+from tests.server.conftest import Collector, collector_settings, run_cli, settle_jobs
 
 DAY = 86400.0
 
@@ -33,23 +41,13 @@ def _history(collector: Collector, device_id: str | None) -> list[dict[str, obje
     return list(response.json()["items"])
 
 
-def _settle_jobs(collector: Collector) -> None:
-    """On PostgreSQL a node runs each singleton job (retention, daily snapshot) as soon as it takes the job's
-    lock, which can be seconds into the test, once the previous test's collector let it go: wait for those
-    first runs, so that none prunes or counts in the middle of what the test measures (the next runs are
-    maintenance_interval away). On SQLite the first run waits a whole interval."""
-    if collector.db.is_postgres:
-        cluster = collector.client.app.state.ctx.cluster
-        eventually(lambda: all(cluster.runs(name) >= 1 for name in cluster.job_names()), timeout=20)
-
-
 def _count(db: Database, table: sa.Table) -> int:
     with db.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def test_history_retention_drops_old_months_and_keeps_the_rest(collector: Collector) -> None:
-    _settle_jobs(collector)
+    settle_jobs(collector)
     now = time.time()
     device = collector.enroll()
     # A first report 400 days ago (one transition per rule), a failure 200 days ago, its fix 10 days ago.
@@ -112,7 +110,7 @@ def _event_types(db: Database) -> set[str]:
 
 
 def test_event_retention_never_drops_undelivered_events_and_keeps_dead_letters(collector: Collector) -> None:
-    _settle_jobs(collector)
+    settle_jobs(collector)
     now = time.time()
     db = collector.db
     settings = collector.client.app.state.ctx.settings
@@ -224,7 +222,7 @@ def test_migration_partitions_an_existing_history(database_url: str) -> None:
 
 
 def test_daily_rollups_count_failures_fixes_and_time_to_fix(collector: Collector) -> None:
-    _settle_jobs(collector)
+    settle_jobs(collector)
     # "Today" is noon UTC ten days ago, so "+/- hours" stay within each day whatever the clock says.
     today = time.time() // DAY * DAY - 10 * DAY + 12 * 3600
     finance = [collector.enroll(org_unit="Finance") for _ in range(2)]
@@ -330,3 +328,20 @@ def test_partition_changes_are_serialised_across_processes(database_url: str, tm
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_rollup_retention_keeps_the_report_change_counts_of_the_kept_days(collector: Collector) -> None:
+    settle_jobs(collector)
+    now = time.time()
+    oldest_kept = maintenance.utc_day(now - 400 * DAY)
+    day_before = maintenance.utc_day(now - 401 * DAY)
+    with collector.db.write() as conn:
+        for day in (day_before, oldest_kept):
+            conn.execute(daily_status_changes.insert().values(day=day, org_unit_id=1, new_status="fail", changes=3))
+            for hour in ("00", "23"):
+                conn.execute(hourly_status_changes.insert().values(hour=f"{day} {hour}", org_unit_id=1,
+                                                                   new_status="fail", changes=1))
+        assert maintenance.prune_rollups(conn, retention=400 * DAY, now=now) == 3
+        assert conn.execute(sa.select(daily_status_changes.c.day)).scalars().all() == [oldest_kept]
+        assert sorted(conn.execute(sa.select(hourly_status_changes.c.hour)).scalars().all()) == [
+            f"{oldest_kept} 00", f"{oldest_kept} 23"]

@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from server.store import counts, fleet
+from server.store import counts, fleet, summary
 from server.store.db import Database
-from server.store.schema import check_state, devices, fleet_counts, org_units
+from server.store.schema import COMPLIANCE_STATES, check_state, devices, fleet_counts, org_units
 from server.store.scope import Scope
 from server.web import queries
 from tests.server.conftest import PG_ADMIN_URL, pg_available, postgres_database
@@ -76,6 +77,10 @@ def _fill(db: Database, now: float) -> dict[str, int]:
     return units
 
 
+def _live_overview(conn: sa.Connection, scope: Scope, *, cutoff: float) -> queries.Overview:
+    return queries.overview_of(conn, counts.count_units(conn, scope, cutoff=cutoff), None)
+
+
 def test_overview_agrees_with_the_store_summary(db: Database) -> None:
     now = NOW
     with db.read() as conn:
@@ -84,11 +89,23 @@ def test_overview_agrees_with_the_store_summary(db: Database) -> None:
     with db.read() as conn:
         for scope in (Scope.everything(), Scope(frozenset({units["A"]})), Scope(frozenset({units["B"]})),
                       Scope(frozenset())):
-            ours = queries.overview(conn, scope, cutoff=now - stale_after)
-            store = fleet.fleet_summary(conn, scope, now=now, stale_after=stale_after, with_rules=False)
+            ours = _live_overview(conn, scope, cutoff=now - stale_after)
+
+            def listed(**conditions: Any) -> list[dict[str, Any]]:
+                return fleet.list_devices(conn, scope, fleet.DeviceFilter(**conditions), now=now,
+                                          stale_after=stale_after, per_page=500).items
+
+            active = listed()
             assert (ours.devices, ours.stale, ours.never_seen, ours.revoked) == \
-                (store.devices, store.stale, store.never_seen, store.revoked)
-            assert ours.by_compliance == store.by_compliance
+                (len(active), len(listed(stale=True)), sum(d["last_seen"] is None for d in active),
+                 len(listed(state="revoked")))
+            assert ours.by_compliance == {c: sum(d["compliance"] == c for d in active) for c in COMPLIANCE_STATES}
+            # The store's summary is made of the same counts, with the per-rule counts beside them.
+            store = summary.fleet_summary(conn, scope, now=now, stale_after=stale_after, max_age=600,
+                                          live_limit=10_000)
+            assert (store.devices, store.stale, store.never_seen, store.revoked, store.by_compliance) == \
+                (ours.devices, ours.stale, ours.never_seen, ours.revoked, ours.by_compliance)
+            assert store.rules.get("disk", {}).get("fail", 0) == len(listed(failing_rule="disk"))
             assert sum(u["devices"] for u in ours.units) == ours.devices
             assert sum(u["stale"] for u in ours.units) == ours.stale
             # Compliance counts only devices seen within the window.
@@ -115,7 +132,7 @@ def test_overview_of_a_large_fleet_reads_the_counts_the_snapshot_job_keeps(db: D
     try:
         with db.read() as conn:
             for scope in scopes:
-                live = queries.overview(conn, scope, cutoff=NOW - stale_after)
+                live = _live_overview(conn, scope, cutoff=NOW - stale_after)
                 kept = queries.fleet_overview(conn, scope, now=NOW, stale_after=stale_after, max_age=600,
                                               live_limit=0)
                 # Nobody reported in the 5 minutes since the count: the same figures, with their time.
@@ -133,7 +150,7 @@ def test_overview_of_a_large_fleet_reads_the_counts_the_snapshot_job_keeps(db: D
                          .values(devices=fleet_counts.c.devices + 7, compliant=fleet_counts.c.compliant + 7,
                                  fresh_compliant=fleet_counts.c.fresh_compliant + 7))
         with db.read() as conn:
-            live = queries.overview(conn, Scope.everything(), cutoff=NOW - stale_after)
+            live = _live_overview(conn, Scope.everything(), cutoff=NOW - stale_after)
             kept = queries.fleet_overview(conn, Scope.everything(), now=NOW, stale_after=stale_after, max_age=600,
                                           live_limit=0)
         assert (kept.devices, kept.fresh_reporting, kept.by_compliance["compliant"]) == \
