@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import importlib
 import importlib.util
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -20,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from agent import protocol
 from server import jobs
@@ -32,6 +31,7 @@ from server.api import admin as admin_api
 from server.api import agent as agent_api
 from server.api import metrics
 from server.api.validation import validation_error
+from server.bodies import BodyLimitMiddleware
 from server.cluster import POLICY_CHANNEL, Cluster
 from server.context import AppContext, load_server_key
 from server.ingest import Ingestor
@@ -44,55 +44,22 @@ log = logging.getLogger(__name__)
 API_VERSION = "1"
 
 
-class BodyLimitMiddleware:
-    """413 for any request body over the limit, before a route (or FastAPI's body parsing) sees it."""
+class CollectorApp(FastAPI):
+    """The collector's FastAPI application with ``POST /api/v1/reports`` answered in front of it
+    (server.api.agent.ReportsFastLane); every other request, and the lifespan, goes through FastAPI."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
+    def __init__(self, ctx: AppContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state.ctx = ctx
+        # The handlers' own dict: handlers added later (below in create_app) answer the lane's errors too.
+        self.reports_lane = agent_api.ReportsFastLane(ctx, self.exception_handlers, debug=self.debug)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if self.reports_lane.takes(scope):
+            scope["app"] = self  # as Starlette sets it, for the exception handlers' Request
+            await self.reports_lane(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send, f"request body of {int(declared)} bytes is over the limit of {self.limit} "
-                                     "bytes: send smaller batches")
-            return
-        if declared is not None:
-            # The server enforces Content-Length itself; the size is already known to be in bounds.
-            await self.app(scope, receive, send)
-            return
-        messages: list[Message] = []
-        size = 0
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                await self._refuse(send, f"request body is over the limit of {self.limit} bytes: "
-                                         "send smaller batches")
-                return
-            if not message.get("more_body", False):
-                break
-
-        async def replay() -> Message:
-            if messages:
-                return messages.pop(0)
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _refuse(send: Send, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+        await super().__call__(scope, receive, send)
 
 
 # `serve --benchmark-routes` tells its uvicorn worker processes through this variable (see app_from_environment).
@@ -143,10 +110,9 @@ def create_app(settings: Settings, *, db: Database | None = None, benchmark_rout
                 buckets.dispose()
             db.dispose()
 
-    app = FastAPI(title="Teleposture collector", version=API_VERSION, lifespan=lifespan,
-                  description="Signed posture reports in, fleet compliance out. Agent endpoints are signed "
-                              "with the device's Ed25519 key; admin endpoints take `Authorization: Bearer`.")
-    app.state.ctx = ctx
+    app = CollectorApp(ctx, title="Teleposture collector", version=API_VERSION, lifespan=lifespan,
+                       description="Signed posture reports in, fleet compliance out. Agent endpoints are signed "
+                                   "with the device's Ed25519 key; admin endpoints take `Authorization: Bearer`.")
     app.include_router(agent_api.router)
     app.include_router(admin_api.router)
     app.include_router(actions_api.router)
@@ -161,8 +127,6 @@ def create_app(settings: Settings, *, db: Database | None = None, benchmark_rout
         web: Any = importlib.import_module("server.web")
         if hasattr(web, "router"):
             app.include_router(web.router)
-    # Added first, so it runs inside the body limit (Starlette wraps the last added outermost).
-    app.add_middleware(agent_api.ReportsFastLane)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
 
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import zlib
-from typing import Any
+from typing import Any, Optional
 
 import orjson
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyTooLarge(HTTPException):
@@ -14,19 +17,84 @@ class BodyTooLarge(HTTPException):
         super().__init__(status_code=413, detail=detail)
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes: "
-                           "send fewer envelopes per batch")
-    chunks = []
+class OverLimit(Exception):
+    """The request body grew over the limit while it was read (answered with ``refuse_too_large``)."""
+
+
+def declared_over_limit(declared: int, limit: int) -> str:
+    return f"request body of {declared} bytes is over the limit of {limit} bytes: send smaller batches"
+
+
+def streamed_over_limit(limit: int) -> str:
+    return f"request body is over the limit of {limit} bytes: send smaller batches"
+
+
+async def refuse_too_large(send: Send, detail: str) -> None:
+    """The 413 of an over-limit body; the connection closes (the rest of the body is not read)."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """413 for any request body over the limit, before a route (or FastAPI's body parsing) sees it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await refuse_too_large(send, declared_over_limit(int(declared), self.limit))
+            return
+        if declared is not None:
+            # The server enforces Content-Length itself; the size is already known to be in bounds.
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await refuse_too_large(send, streamed_over_limit(self.limit))
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            if messages:
+                return messages.pop(0)
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def receive_body(receive: Receive, limit: int) -> bytes:
+    """The whole request body from the ASGI ``receive``: OverLimit past ``limit`` bytes, ClientDisconnect
+    (as Starlette's Request raises it) when the client went away."""
+    chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge(f"request body is over the limit of {limit} bytes: send fewer envelopes per batch")
+            raise OverLimit(streamed_over_limit(limit))
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def gunzip_limited(data: bytes, limit: int) -> bytes:
@@ -44,10 +112,10 @@ def gunzip_limited(data: bytes, limit: int) -> bytes:
     return out
 
 
-async def read_json(request: Request, limit: int, decompressed_limit: int) -> Any:
-    """The request's JSON document (gzip accepted), or a 400/413/415 naming the problem."""
-    body = await read_limited(request, limit)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+def parse_json(body: bytes, content_encoding: Optional[str], decompressed_limit: int) -> Any:
+    """The body's JSON document (gzip accepted; ``content_encoding`` is the header, None when absent), or a
+    400/413/415 naming the problem."""
+    encoding = "identity" if content_encoding is None else content_encoding.strip().lower()
     if encoding == "gzip":
         body = gunzip_limited(body, decompressed_limit)
     elif encoding not in ("identity", ""):

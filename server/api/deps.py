@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from agent import protocol
 from server.context import AppContext
@@ -23,12 +24,24 @@ async def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
+def address_of(scope: Scope) -> str:
+    """The client's address as the server gives it (after trusted proxy headers); "unknown" without one."""
+    client = scope.get("client")
+    host: str = client[0] if client else "unknown"
+    return host
+
+
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return address_of(request.scope)
 
 
 def limit_ip(request: Request, ctx: AppContext, limiter: Optional[Limiter] = None) -> None:
-    wait = (limiter or ctx.ip_limiter).take(client_address(request))
+    limit_address(client_address(request), ctx, limiter)
+
+
+def limit_address(address: str, ctx: AppContext, limiter: Optional[Limiter] = None) -> None:
+    """429 once ``address`` is over the per-address limit (``ctx.ip_limiter`` unless another is given)."""
+    wait = (limiter or ctx.ip_limiter).take(address)
     if wait:
         raise HTTPException(status_code=429, detail=f"too many requests from this address: retry in {wait:.0f} s",
                             headers={"Retry-After": retry_after_header(wait)})
