@@ -11,12 +11,9 @@ Reasons never quote the offending value: it may be huge, or not printable.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
-
-import orjson
 
 from agent.protocol import Envelope, ProtocolError
 
@@ -51,45 +48,12 @@ def check_envelope(envelope: Envelope) -> None:
         raise BoundsError(f"signature is longer than {MAX_SIGNATURE} characters")
 
 
-class WithinBounds:
-    """SHA-256 digests of payload sections (the payload's objects and lists: facts, results...) that the walk
-    found within bounds, so the same section is not walked again.
-
-    The sections recur: a device sends the same facts report after report, and devices in the same posture
-    send the same results. A digest is taken of the section's orjson serialisation, which differs for any two
-    values whose walk could differ (types, keys, strings, integers and nesting all show in it); a section it
-    cannot serialise is walked. Only verdicts "within bounds" are kept. At ``max_entries`` the set starts
-    again (one entry per device's facts, as the key cache holds one key per device)."""
-
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self.max_entries = max_entries
-        self._digests: set[bytes] = set()
-
-    @staticmethod
-    def digest(section: Any) -> Optional[bytes]:
-        try:
-            return hashlib.sha256(orjson.dumps(section)).digest()
-        except orjson.JSONEncodeError:  # nested beyond orjson's limit: the walk judges (and names) it
-            return None
-
-    def __contains__(self, digest: bytes) -> bool:
-        return digest in self._digests
-
-    def add(self, digest: bytes) -> None:
-        # set operations are atomic under the GIL; two threads clearing at once only lose entries
-        if len(self._digests) >= self.max_entries:
-            self._digests.clear()
-        self._digests.add(digest)
-
-
-def check_payload(payload: Mapping[str, Any], text: Optional[str] = None,
-                  known: Optional[WithinBounds] = None) -> None:
+def check_payload(payload: Mapping[str, Any], text: Optional[str] = None) -> None:
     """A verified payload whose header open_envelope checked: seq, field widths, then every value.
 
     ``text``: the JSON text the payload was parsed from, when the caller has it. JSON text cannot hold a
     raw NUL (parsers refuse control characters), only the escape ``\\u0000``: without that escape in the
-    text no string or key needs searching for one (the common case). ``known``: sections already found
-    within bounds are not walked again (the same reasons otherwise: a known section holds none)."""
+    text no string or key needs searching for one (the common case)."""
     seq = payload["seq"]
     if seq > MAX_SEQ:
         raise BoundsError(f"seq must be below 2^63 ({MAX_SEQ + 1})")
@@ -101,20 +65,7 @@ def check_payload(payload: Mapping[str, Any], text: Optional[str] = None,
             raise BoundsError(f"payload field {section}.{name} must be a string")
         if value is not None and len(value) > limit:
             raise BoundsError(f"payload field {section}.{name} is longer than {limit} characters")
-    if known is None:
-        _check_value(payload, 0, "payload", text is None or "\\u0000" in text)
-        return
-    _check_keys(payload, "payload", True)
-    nul: Optional[bool] = None  # searched for in the text only when a section is walked
-    for key, item in payload.items():
-        digest = known.digest(item) if type(item) is dict or type(item) is list else None
-        if digest is not None and digest in known:
-            continue
-        if nul is None:
-            nul = text is None or "\\u0000" in text
-        _check_item(item, 0, _child("payload", key, 0), nul)
-        if digest is not None:
-            known.add(digest)
+    _check_value(payload, 0, "payload", text is None or "\\u0000" in text)
 
 
 def _check_value(value: Any, depth: int, where: str, nul: bool = True) -> None:
@@ -123,7 +74,10 @@ def _check_value(value: Any, depth: int, where: str, nul: bool = True) -> None:
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             raise BoundsError(f"{where}: nested more than {MAX_DEPTH} levels deep")
-        _check_keys(value, where, nul)
+        if value and max(map(len, value)) > MAX_KEY:
+            raise BoundsError(f"{where}: an object key is longer than {MAX_KEY} characters")
+        if nul and any("\x00" in key for key in value):
+            raise BoundsError(f"{where}: an object key holds a NUL character (U+0000)")
         if depth < 2:  # places are named down to the check (_child)
             for key, item in value.items():
                 _check_item(item, depth, _child(where, key, depth), nul)
@@ -135,13 +89,6 @@ def _check_value(value: Any, depth: int, where: str, nul: bool = True) -> None:
         _check_items(value, depth, where, nul)
     else:
         _check_item(value, depth - 1, where, nul)
-
-
-def _check_keys(value: Mapping[str, Any], where: str, nul: bool) -> None:
-    if value and max(map(len, value)) > MAX_KEY:
-        raise BoundsError(f"{where}: an object key is longer than {MAX_KEY} characters")
-    if nul and any("\x00" in key for key in value):
-        raise BoundsError(f"{where}: an object key holds a NUL character (U+0000)")
 
 
 def _check_items(items: Iterable[Any], depth: int, where: str, nul: bool) -> None:

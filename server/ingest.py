@@ -184,7 +184,6 @@ class Ingestor:
         self.raw_report_interval = raw_report_interval
         self.policies = PolicyCache(policy_cache_ttl)
         self.keys = KeyCache()
-        self.within = bounds.WithinBounds()
         self.clock = clock
 
     # -- phase 1: signatures, outside the transaction ------------------------------------------
@@ -215,7 +214,7 @@ class Ingestor:
                 continue
             try:
                 payload = protocol.open_envelope(envelope, key, now=now, loads=orjson.loads)
-                bounds.check_payload(payload, envelope.payload, self.within)
+                bounds.check_payload(payload, envelope.payload)
             except protocol.ProtocolError as exc:
                 answer.reason = str(exc)
                 continue
