@@ -101,15 +101,11 @@ def in_process(url: str, fleet: load.Fleet) -> None:
 
     @contextlib.contextmanager
     def driver() -> Iterator[ingest_sql.Driver]:
-        with db.write() as conn:
-            cursor = ingest_sql.Driver(conn)
-            try:
-                yield cursor
-            finally:
-                cursor.close()
+        with db.write_driver() as transaction:
+            yield ingest_sql.Driver(transaction)
 
     def empty() -> None:
-        with db.write():
+        with db.write_driver():
             pass
 
     seq = [10 ** 9]

@@ -240,29 +240,33 @@ class Ingestor:
             admit(sorted({c.envelope.device_id for c in candidates}))
         candidates.sort(key=lambda c: (c.envelope.device_id, c.seq))
         if candidates:
-            with self.db.write() as conn:
-                driver = Driver(conn)
-                try:
-                    # Claim each device's first envelope of the batch at once (device order, as the
-                    # locks must be taken); a device's later envelopes are claimed after the first is applied.
-                    firsts = [c for i, c in enumerate(candidates)
-                              if i == 0 or candidates[i - 1].envelope.device_id != c.envelope.device_id]
-                    claimed = ingest_sql.claim_many(driver, [self._claim_params(c, now) for c in firsts])
-                    claims = {c.index: device for c, device in zip(firsts, claimed)}
-                    states: dict[str, dict[str, StateRow]] = {}
-                    for candidate in candidates:
-                        if candidate.index in claims:
-                            claim = claims[candidate.index]
-                        else:
-                            claim = ingest_sql.claim_many(driver, [self._claim_params(candidate, now)])[0]
-                        answers[candidate.index] = self._apply(conn, driver, candidate, claim, now, states, stats)
-                    accepted = sorted({str(a.device_id) for a in answers if a.status == ACCEPTED})
-                    running = ladder.ladders_from_rows(accepted, ingest_sql.running_ladders(driver, accepted))
-                    for answer in answers:
-                        if answer.status == ACCEPTED and answer.device_id in running:
-                            answer.actions = running[answer.device_id]
-                finally:
-                    driver.close()
+            with self.db.write_driver() as transaction:
+                conn = transaction.conn
+                driver = Driver(transaction)
+                # Claim each device's first envelope of the batch at once (device order, as the
+                # locks must be taken); a device's later envelopes are claimed after the first is applied.
+                firsts = [c for i, c in enumerate(candidates)
+                          if i == 0 or candidates[i - 1].envelope.device_id != c.envelope.device_id]
+                claimed = ingest_sql.claim_many(driver, [self._claim_params(c, now) for c in firsts])
+                claims = {c.index: device for c, device in zip(firsts, claimed)}
+                states: dict[str, dict[str, StateRow]] = {}
+                # Devices that may have a running ladder: one ran at the claim, or an evaluation (which may
+                # start one) ran in this transaction. The others have none to show.
+                laddered: set[str] = set()
+                for candidate in candidates:
+                    if candidate.index in claims:
+                        claim = claims[candidate.index]
+                    else:
+                        claim = ingest_sql.claim_many(driver, [self._claim_params(candidate, now)])[0]
+                    answer = answers[candidate.index] = self._apply(conn, driver, candidate, claim, now, states,
+                                                                    stats)
+                    if answer.status == ACCEPTED and claim is not None and (claim.has_ladder or answer.evaluated):
+                        laddered.add(candidate.envelope.device_id)
+                ids = sorted(laddered)
+                running = ladder.ladders_from_rows(ids, ingest_sql.running_ladders(driver, ids)) if ids else {}
+                for answer in answers:
+                    if answer.status == ACCEPTED:
+                        answer.actions = running.get(str(answer.device_id), [])
         for answer in answers:
             if answer.status == ACCEPTED:
                 stats.accepted += 1

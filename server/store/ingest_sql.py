@@ -1,9 +1,10 @@
 """All the SQL of report ingest (server.ingest), in the write transaction it is given.
 
-The per-report statements run as plain driver SQL on the transaction's DBAPI cursor (``Driver``):
-building Core expressions, and SQLAlchemy's result set-up per execute, cost more CPU than the
-statements themselves. Column names are those of server/store/schema.py; ``:name`` placeholders
-(converted for psycopg). Rarer writes (a first report, a changed rule) use Core.
+The per-report statements run as plain driver SQL on the transaction's DBAPI cursor (``Driver``, on a
+``Database.write_driver`` transaction): building Core expressions, and SQLAlchemy's result set-up per
+execute, cost more CPU than the statements themselves. Column names are those of server/store/schema.py;
+``:name`` placeholders (converted for psycopg). Rarer writes (a first report, a changed rule) use Core, on
+the transaction's Connection.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.ingest_diff import Diff, RuleChange, StateRow
+from server.store.db import DriverTransaction
 from server.store.schema import check_state, devices, reports, transitions
 
 CLAIM_SEQ = (
     "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created, last_report_id = :rid "
     "WHERE id = :id AND state = 'active' AND last_seq < :seq "
     "RETURNING org_unit_id, platform, compliance, fail_count, warn_count, error_count, disagreements, "
-    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash, eval_valid_until, machine_id")
+    "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash, eval_valid_until, machine_id, "
+    # Whether a noncompliance ladder runs (most devices have none: then the batch skips _RUNNING_LADDERS). Read
+    # in the claim's transaction, so a ladder another node started before it shows.
+    "EXISTS (SELECT 1 FROM ladder_state WHERE ladder_state.device_id = devices.id)")
 _LOAD_STATE = (
     "SELECT rule_id, status, since, failing_since, reason, message, evidence, agent_status, check_id, severity "
     "FROM check_state WHERE device_id = :id")
@@ -54,6 +59,7 @@ class ClaimedDevice(NamedTuple):
     eval_hash: Optional[str]
     eval_valid_until: Optional[float]
     machine_id: str
+    has_ladder: bool  # SQLite gives 0 or 1
 
 
 class RefusalRow(NamedTuple):
@@ -66,10 +72,9 @@ class RefusalRow(NamedTuple):
 class Driver:
     """The write transaction's DBAPI cursor, with statements in the driver's placeholder style."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.cursor = conn.connection.cursor()
-        self.pyformat = conn.dialect.name == "postgresql"  # psycopg: %(name)s; sqlite3: :name
+    def __init__(self, transaction: DriverTransaction) -> None:
+        self.cursor = transaction.cursor
+        self.pyformat = transaction.pyformat
 
     def execute(self, sql: str, params: Mapping[str, Any]) -> None:
         self.cursor.execute(_pyformat(sql) if self.pyformat else sql, params)
@@ -89,9 +94,6 @@ class Driver:
         while cursor.nextset():
             out.append(list(cursor.fetchall()))
         return out
-
-    def close(self) -> None:
-        self.cursor.close()
 
 
 @functools.cache

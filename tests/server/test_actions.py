@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from agent.policy import PolicyError, baseline, load_policy_text
 from benchmarks.collector_sim import Posture
 from server.actions import delivery, ladder
+from server.store.db import Database
 from server.store.schema import deliveries, events
 from tests.server.conftest import Collector
 from tests.server.receivers import WebhookReceiver
@@ -198,6 +199,33 @@ def test_exception_ends_episode_and_expires(collector: Collector) -> None:
     assert ended.status_code == 200 and ended.json()["ended_at"] is not None
     assert collector.admin("DELETE", f"/exceptions/{unit.json()['id']}").status_code == 404
     assert [e["id"] for e in collector.admin("GET", "/exceptions").json()] == []
+
+
+def test_unchanged_report_shows_a_ladder_another_node_started(collector: Collector) -> None:
+    """An upload answer lists the device's running ladders even when its report changed nothing (no
+    evaluation) and the ladder was started elsewhere: here by another node's exception-expiry job."""
+    push_ladder_policy(collector)
+    device = collector.enroll()
+    other = collector.enroll()
+    t0 = time.time()
+    failing = Posture(disk_encrypted=False)
+    granted = collector.admin("POST", "/exceptions", json={
+        "rule_id": "disk-encryption", "device_id": device.device_id, "reason": "laptop on order",
+        "expires_at": t0 + 3600})
+    assert granted.status_code == 201, granted.text
+    assert collector.send(device.report(created_at=t0, posture=failing))["results"][0]["actions"] == []
+    collector.send(other.report(created_at=t0))
+    other_node = Database(collector.database_url)
+    try:
+        with other_node.write() as conn:
+            assert ladder.expire_exceptions(conn, now=t0 + 3601) == 1
+    finally:
+        other_node.dispose()
+    answers = collector.send(device.report(created_at=t0 + 10, posture=failing),
+                             other.report(created_at=t0 + 10))["results"]
+    assert [a["status"] for a in answers] == ["accepted", "accepted"]
+    assert [item["rule_id"] for item in answers[0]["actions"]] == ["disk-encryption"]
+    assert answers[1]["actions"] == []
 
 
 def test_org_unit_ladder_override_and_validation(collector: Collector) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from server import security
 from server.ratelimit import RateLimiter
 from server.settings import SettingsError, insecure_reasons, load_settings, parse_duration
 from server.store import accounts, maintenance, migrate, retention
+from server.store import db as db_module
 from server.store.db import Database
 from server.store.schema import metadata, reports
 from tests.server.conftest import Collector
@@ -130,3 +132,44 @@ def test_user_create_and_sign_in(collector: Collector, monkeypatch: pytest.Monke
         principal = accounts.complete_sign_in(conn, match)
         hr = accounts.org_unit_id(conn, "HR")
     assert principal is not None and principal.role == "viewer" and principal.scope.org_unit_ids == {hr}
+
+
+def test_driver_transaction_commits_or_drops_driver_and_core_writes_together(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    db = Database(database_url)
+    table = sa.table("driver_probe", sa.column("id"), sa.column("v"))
+    insert = f"INSERT INTO driver_probe (id, v) VALUES ({'%(id)s, %(v)s' if db.is_postgres else ':id, :v'})"
+    try:
+        with db.write() as conn:
+            conn.execute(sa.text("CREATE TABLE driver_probe (id INTEGER PRIMARY KEY, v VARCHAR(10))"))
+        with db.write_driver() as transaction:
+            transaction.cursor.execute(insert, {"id": 1, "v": "driver"})
+            transaction.conn.execute(table.insert().values(id=2, v="core"))
+        with pytest.raises(RuntimeError):
+            with db.write_driver() as transaction:
+                transaction.conn.execute(table.insert().values(id=3, v="core"))
+                transaction.cursor.execute(insert, {"id": 4, "v": "driver"})
+                raise RuntimeError("abandoned")
+        with pytest.raises(sa.exc.IntegrityError):  # the driver's own error, as SQLAlchemy raises it
+            with db.write_driver() as transaction:
+                transaction.cursor.execute(insert, {"id": 5, "v": "driver"})
+                transaction.cursor.execute(insert, {"id": 1, "v": "again"})
+        if not db.is_postgres:
+            # Another process holds the write lock beyond the busy timeout: an OperationalError (a 503).
+            holder = sqlite3.connect(database_url.split("///", 1)[1], isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(sa.exc.OperationalError, match="locked"):
+                    with db.write_driver() as transaction:
+                        transaction.cursor.execute(insert, {"id": 6, "v": "driver"})
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+        with db.write_driver() as transaction:  # the pool's connections are all usable again
+            transaction.cursor.execute(insert, {"id": 7, "v": "driver"})
+        with db.read() as conn:
+            rows = sorted(tuple(row) for row in conn.execute(sa.select(table.c.id, table.c.v)))
+        assert rows == [(1, "driver"), (2, "core"), (7, "driver")]
+    finally:
+        db.dispose()
