@@ -105,8 +105,7 @@ def load_inputs(conn: Connection, device_ids: Sequence[str], now: float) -> dict
         return {}
     names = {f"d{i}": device_id for i, device_id in enumerate(ids)}
     placeholders = ", ".join(f":{name}" for name in names)
-    driver = Driver(conn)
-    try:
+    with Driver.on(conn) as driver:
         rows = driver.rows(_DEVICES.format(ids=placeholders), names)
         rules: dict[str, list[RuleState]] = {row[0]: [] for row in rows}
         for device_id, rule_id, severity, status, since, failing_since, active in driver.rows(
@@ -121,8 +120,6 @@ def load_inputs(conn: Connection, device_ids: Sequence[str], now: float) -> dict
         prints: dict[str, list[str]] = {row[0]: [] for row in rows}
         for device_id, fingerprint in driver.rows(_CREDENTIALS.format(ids=placeholders), names):
             prints[device_id].append(fingerprint)
-    finally:
-        driver.close()
     out: dict[str, DecisionInputs] = {}
     for device_id, org_unit_id, key_id, hostname, state, last_seen, blocked, unit_ladder, *stored in rows:
         previous = None if stored[0] is None else _state_item(dict(zip(_STATE_COLUMNS, stored)))
@@ -222,11 +219,8 @@ def record_state(conn: Connection, device: DeviceRow, result: AccessDecision, pr
 
 
 def _write(conn: Connection, sql: str, params: dict[str, Any]) -> None:
-    driver = Driver(conn)
-    try:
+    with Driver.on(conn) as driver:
         driver.execute(sql, params)
-    finally:
-        driver.close()
 
 
 def denied_now(conn: Connection, scope: Scope, *, page: int = 1, per_page: int = 50) -> Page:

@@ -9,9 +9,10 @@ the transaction's Connection.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 import sqlalchemy as sa
@@ -70,11 +71,24 @@ class RefusalRow(NamedTuple):
 
 
 class Driver:
-    """The write transaction's DBAPI cursor, with statements in the driver's placeholder style."""
+    """A transaction's DBAPI cursor, with statements in the driver's placeholder style: the ingest
+    transaction's (``Driver(transaction)``), or a cursor of its own on a Core connection's transaction
+    (``Driver.on(conn)``, for plain SQL beside Core statements, e.g. the access decision's inputs)."""
 
     def __init__(self, transaction: DriverTransaction) -> None:
-        self.cursor = transaction.cursor
+        self.cursor: Any = transaction.cursor
         self.pyformat = transaction.pyformat
+
+    @classmethod
+    @contextlib.contextmanager
+    def on(cls, conn: Connection) -> Iterator[Driver]:
+        driver = cls.__new__(cls)
+        driver.cursor = conn.connection.cursor()
+        driver.pyformat = conn.dialect.name == "postgresql"
+        try:
+            yield driver
+        finally:
+            driver.cursor.close()
 
     def execute(self, sql: str, params: Mapping[str, Any]) -> None:
         self.cursor.execute(_pyformat(sql) if self.pyformat else sql, params)
