@@ -102,7 +102,7 @@ def in_process(url: str, fleet: load.Fleet) -> None:
     @contextlib.contextmanager
     def driver() -> Iterator[ingest_sql.Driver]:
         with db.write_driver() as transaction:
-            yield ingest_sql.Driver(transaction)
+            yield ingest_sql.Driver(transaction.cursor, transaction.pyformat)
 
     def empty() -> None:
         with db.write_driver():

@@ -242,7 +242,7 @@ class Ingestor:
         if candidates:
             with self.db.write_driver() as transaction:
                 conn = transaction.conn
-                driver = Driver(transaction)
+                driver = Driver(transaction.cursor, transaction.pyformat)
                 # Claim each device's first envelope of the batch at once (device order, as the
                 # locks must be taken); a device's later envelopes are claimed after the first is applied.
                 firsts = [c for i, c in enumerate(candidates)

@@ -184,25 +184,15 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        lock = self._write_lock
-        if lock is not None:
-            lock.acquire()
-        try:
-            with self.write_engine.begin() as conn:
-                yield conn
-        finally:
-            if lock is not None:
-                lock.release()
+        with self._write_lock or contextlib.nullcontext(), self.write_engine.begin() as conn:
+            yield conn
 
     @contextlib.contextmanager
     def write_driver(self) -> Iterator[DriverTransaction]:
         """``write()``'s transaction (same lock, BEGIN IMMEDIATE with its busy timeout, pool and idle ping)
         on the pooled DBAPI connection. Commits when the block ends, rolls back when it raises; the driver's
         errors are raised as ``sqlalchemy.exc.DBAPIError``, as ``write()`` raises them."""
-        lock = self._write_lock
-        if lock is not None:
-            lock.acquire()
-        try:
+        with self._write_lock or contextlib.nullcontext():
             dbapi_error = self.write_engine.dialect.loaded_dbapi.Error
             try:
                 transaction = DriverTransaction(self.write_engine)
@@ -219,9 +209,6 @@ class Database:
                 raise
             finally:
                 transaction.close()
-        finally:
-            if lock is not None:
-                lock.release()
 
     def dispose(self) -> None:
         self.read_engine.dispose()

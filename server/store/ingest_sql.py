@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.ingest_diff import Diff, RuleChange, StateRow
-from server.store.db import DriverTransaction
 from server.store.schema import check_state, devices, reports, transitions
 
 CLAIM_SEQ = (
@@ -71,24 +70,23 @@ class RefusalRow(NamedTuple):
 
 
 class Driver:
-    """A transaction's DBAPI cursor, with statements in the driver's placeholder style: the ingest
-    transaction's (``Driver(transaction)``), or a cursor of its own on a Core connection's transaction
-    (``Driver.on(conn)``, for plain SQL beside Core statements, e.g. the access decision's inputs)."""
+    """A transaction's DBAPI cursor, with statements in the driver's placeholder style (``pyformat``:
+    psycopg's %(name)s; else sqlite3's :name): the ingest transaction's
+    (``Driver(transaction.cursor, transaction.pyformat)``), or a cursor of its own on a Core connection's
+    transaction (``Driver.on(conn)``, for plain SQL beside Core statements, e.g. the access decision's inputs)."""
 
-    def __init__(self, transaction: DriverTransaction) -> None:
-        self.cursor: Any = transaction.cursor
-        self.pyformat = transaction.pyformat
+    def __init__(self, cursor: Any, pyformat: bool) -> None:
+        self.cursor = cursor
+        self.pyformat = pyformat
 
     @classmethod
     @contextlib.contextmanager
     def on(cls, conn: Connection) -> Iterator[Driver]:
-        driver = cls.__new__(cls)
-        driver.cursor = conn.connection.cursor()
-        driver.pyformat = conn.dialect.name == "postgresql"
+        cursor = conn.connection.cursor()
         try:
-            yield driver
+            yield cls(cursor, conn.dialect.name == "postgresql")
         finally:
-            driver.cursor.close()
+            cursor.close()
 
     def execute(self, sql: str, params: Mapping[str, Any]) -> None:
         self.cursor.execute(_pyformat(sql) if self.pyformat else sql, params)
