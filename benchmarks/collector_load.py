@@ -215,7 +215,7 @@ class Fleet:
         # The agent's own results depend only on the posture: evaluate each distinct posture once.
         if posture not in self._results:
             facts = linux_facts("h", "m", "s", posture)
-            self._results[posture] = [r.to_json() for r in evaluate(self.policy, facts, "linux", now)]
+            self._results[posture] = [r.to_report_json() for r in evaluate(self.policy, facts, "linux", now)]
         return self._results[posture]
 
     def round(self) -> list[dict[str, str]]:

@@ -26,7 +26,12 @@ class ServerKeyError(RuntimeError):
     """The server signing key is missing or unreadable."""
 
 
-INGEST_THREADS = 16
+# Ingest threads per process. PostgreSQL: one per concurrent upload that waits on the network (more than
+# database connections would only queue on the pool). SQLite: one, since a process writes one transaction
+# at a time (Database's write lock) and the GIL runs one thread's Python at a time: with 16, the threads
+# queued on that lock, each hand-over a context switch, and at one report per request that cost
+# 0.2-0.3 ms of CPU per report (benchmarks/collector_load.py, batch 1).
+INGEST_THREADS = {"postgresql": 16, "sqlite": 1}
 
 
 @dataclass
@@ -49,8 +54,11 @@ class AppContext:
     # The threads report ingest runs in (server.api.agent): a plain executor costs the event loop a fraction
     # of what anyio's thread hop (run_in_threadpool) does, which at one report per request was a large
     # share of the request's CPU. More threads than database connections would only queue on the pool.
-    ingest_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=INGEST_THREADS, thread_name_prefix="ingest"))
+    ingest_pool: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ingest_pool = ThreadPoolExecutor(max_workers=INGEST_THREADS[self.db.backend],
+                                              thread_name_prefix="ingest")
 
     def policy_changed(self) -> None:
         """An admin changed a policy assignment in this process: forget cached resolutions now."""
