@@ -326,7 +326,7 @@ class Ingestor:
             # Same inputs as the evaluation whose results check_state holds, at a time those results still
             # hold (no failing rule has left its grace period since): nothing to evaluate or write.
             if raw_due:
-                self._keep_raw(conn, cand, now, str(device.compliance), stored.ref)
+                self._keep_raw(driver, cand, now, str(device.compliance), stored.ref)
                 ingest_sql.mark_raw_kept(driver, device_id, now)
                 stats.raw_kept += 1
             return Answer(ACCEPTED, device_id, cand.seq, compliance=str(device.compliance), last_seq=cand.seq)
@@ -338,13 +338,13 @@ class Ingestor:
         diff = diff_states(old, results, agent_statuses, cand.created_at)
         states[device_id] = diff.states
         org_unit_id = int(device.org_unit_id)
-        ingest_sql.write_diff(conn, device_id, org_unit_id, cand.seq, cand.created_at, now, diff)
+        ingest_sql.write_diff(driver, device_id, org_unit_id, cand.seq, cand.created_at, now, diff)
         stats.state_writes += len(diff.writes)
         stats.transitions += len(diff.changes)
         summary = diff.summary
         if diff.changes or diff.gone or summary.compliance != device.compliance:
             # The ladder, blocks and events of this change, in this transaction (server.actions).
-            ladder.on_evaluation(conn, device_id=device_id, org_unit_id=org_unit_id, policy=stored.policy,
+            ladder.on_evaluation(conn, driver, device_id=device_id, org_unit_id=org_unit_id, policy=stored.policy,
                                  changes=diff.changes, gone_rules=diff.gone, old_compliance=str(device.compliance),
                                  new_compliance=summary.compliance, at=cand.created_at, now=now)
         wanted = {"compliance": summary.compliance, "fail_count": summary.fail_count,
@@ -357,17 +357,17 @@ class Ingestor:
         if "compliance" in updates:
             updates["compliance_since"] = cand.created_at
         if diff.changed or bool(set(updates) - {"eval_hash", "eval_valid_until"}) or raw_due:
-            self._keep_raw(conn, cand, now, summary.compliance, stored.ref)
+            self._keep_raw(driver, cand, now, summary.compliance, stored.ref)
             updates["last_raw_report_at"] = now
             stats.raw_kept += 1
         if updates:
-            ingest_sql.update_device(conn, device_id, updates)
+            ingest_sql.update_device(driver, device_id, updates)
         return Answer(ACCEPTED, device_id, cand.seq, compliance=summary.compliance, last_seq=cand.seq,
                       evaluated=True)
 
     @staticmethod
-    def _keep_raw(conn: Connection, cand: _Candidate, now: float, compliance: str, policy_ref: str) -> None:
-        ingest_sql.keep_raw(conn, device_id=cand.envelope.device_id, seq=cand.seq,
+    def _keep_raw(driver: Driver, cand: _Candidate, now: float, compliance: str, policy_ref: str) -> None:
+        ingest_sql.keep_raw(driver, device_id=cand.envelope.device_id, seq=cand.seq,
                             report_id=str(cand.payload["report_id"])[:64], created_at=cand.created_at, now=now,
                             compliance=compliance, policy_ref=policy_ref, payload=cand.envelope.payload,
                             signature=cand.envelope.signature[:100])

@@ -83,8 +83,12 @@ class Diff:
         return bool(self.writes or self.gone)
 
 
+# One encoder for every call: json.dumps with these options builds a new JSONEncoder each time.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _ENCODER.encode(value)
 
 
 def diff_states(old: Mapping[str, StateRow], results: Sequence[Result], agent_statuses: Mapping[str, str],

@@ -11,8 +11,9 @@ reported as ``warn`` with ``Result.within_grace`` set: the one place that decide
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from agent.checks.declarations import CheckSpec, row_problems, type_ok
 from agent.checks.specs import SPECS

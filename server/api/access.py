@@ -34,6 +34,7 @@ from server.context import AppContext
 from server.store import access as store
 from server.store import audit, fleet
 from server.store.accounts import Principal
+from server.store.ingest_sql import Driver
 
 log = logging.getLogger(__name__)
 
@@ -129,15 +130,17 @@ def _titles(policy: Policy) -> dict[str, dict[str, str]]:
     return {rule.id: dict(rule.title) for rule in policy.rules}
 
 
-def issue_many(ctx: AppContext, conn: Connection, device_ids: Sequence[str], now: float) -> dict[str, dict[str, Any]]:
+def issue_many(ctx: AppContext, conn: Connection, driver: Driver, device_ids: Sequence[str],
+               now: float) -> dict[str, dict[str, Any]]:
     """Decide for each known device, keep the result (and since when it holds) and sign it; the
-    noncompliance ladder (its blocks, and which severities it blocks) goes into each decision."""
+    noncompliance ladder (its blocks, and which severities it blocks) goes into each decision. ``driver``:
+    a cursor in ``conn``'s transaction, for the decision's own statements."""
     answers: dict[str, dict[str, Any]] = {}
     # org unit -> (the severities its ladder blocks, its policy's rule titles)
     units: dict[int, tuple[frozenset[str], dict[str, dict[str, str]]]] = {}
     lifetime = ctx.settings.decision_lifetime
     server_key_id = protocol.key_id(ctx.server_public_key)
-    for device_id, inputs in store.load_inputs(conn, device_ids, now).items():
+    for device_id, inputs in store.load_inputs(driver, device_ids, now).items():
         unit = inputs.device.org_unit_id
         if unit not in units:
             stored = ctx.ingestor.policies.get(conn, unit)
@@ -146,7 +149,7 @@ def issue_many(ctx: AppContext, conn: Connection, device_ids: Sequence[str], now
         governed, titles = units[unit]
         result = decide(inputs.facts, now=now, stale_limit=ctx.settings.access_stale_limit,
                         blocked=inputs.blocked, exception=inputs.exception, ladder_blocks=governed)
-        since = store.record_state(conn, inputs.device, result, inputs.previous, now)
+        since = store.record_state(driver, inputs.device, result, inputs.previous, now)
         causes = [describe(c, titles) for c in result.causes]
         warnings = [describe(w, titles) for w in result.warnings]
         token = tokens.sign(ctx.server_key, server_key_id=server_key_id,
@@ -162,7 +165,8 @@ def issue_many(ctx: AppContext, conn: Connection, device_ids: Sequence[str], now
 
 def issue(ctx: AppContext, conn: Connection, device_id: str, now: float) -> Optional[dict[str, Any]]:
     """One device's signed decision (see issue_many); None for an unknown device."""
-    return issue_many(ctx, conn, [device_id], now).get(device_id)
+    with Driver.on(conn) as driver:
+        return issue_many(ctx, conn, driver, [device_id], now).get(device_id)
 
 
 def decisions_for_upload(ctx: AppContext, device_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -170,8 +174,11 @@ def decisions_for_upload(ctx: AppContext, device_ids: Sequence[str]) -> dict[str
     ``access`` key); the reports are already stored whatever happens here."""
     if not device_ids:
         return {}
-    with ctx.db.write() as conn:
-        return issue_many(ctx, conn, device_ids, _now())
+    # The ingest's kind of transaction (Database.write_driver): SQLAlchemy's own begin, commit and
+    # reset cost more CPU than the decision's statements (~0.15 ms per evaluated batch-1 report).
+    with ctx.db.write_driver() as transaction:
+        return issue_many(ctx, transaction.conn, Driver(transaction.cursor, transaction.pyformat), device_ids,
+                          _now())
 
 
 # -- gates ------------------------------------------------------------------------------------

@@ -98,28 +98,28 @@ _INSERT_STATE = ("INSERT INTO access_state (device_id, decision, since, causes, 
                  "VALUES (:id, :decision, :now, :causes, :warnings, :now, :unit)")
 
 
-def load_inputs(conn: Connection, device_ids: Sequence[str], now: float) -> dict[str, DecisionInputs]:
-    """Decision inputs of each known device among ``device_ids`` (4 queries, whatever the count)."""
+def load_inputs(driver: Driver, device_ids: Sequence[str], now: float) -> dict[str, DecisionInputs]:
+    """Decision inputs of each known device among ``device_ids`` (4 queries, whatever the count), read on the
+    transaction's ``driver`` cursor."""
     ids = sorted(set(device_ids))
     if not ids:
         return {}
     names = {f"d{i}": device_id for i, device_id in enumerate(ids)}
     placeholders = ", ".join(f":{name}" for name in names)
-    with Driver.on(conn) as driver:
-        rows = driver.rows(_DEVICES.format(ids=placeholders), names)
-        rules: dict[str, list[RuleState]] = {row[0]: [] for row in rows}
-        for device_id, rule_id, severity, status, since, failing_since, active in driver.rows(
-                _RULES.format(ids=placeholders), names):
-            if active:
-                # A warn whose facts fail (failing_since is kept for fail and for warn within grace: Result.failing).
-                rules[device_id].append(RuleState(rule_id, severity, status, float(since),
-                                                  within_grace=status == "warn" and failing_since is not None))
-        exceptions = {device_id: AccessException(reason, float(expires_at), created_by)
-                      for device_id, reason, expires_at, created_by
-                      in driver.rows(_EXCEPTIONS.format(ids=placeholders), {**names, "now": now})}
-        prints: dict[str, list[str]] = {row[0]: [] for row in rows}
-        for device_id, fingerprint in driver.rows(_CREDENTIALS.format(ids=placeholders), names):
-            prints[device_id].append(fingerprint)
+    rows = driver.rows(_DEVICES.format(ids=placeholders), names)
+    rules: dict[str, list[RuleState]] = {row[0]: [] for row in rows}
+    for device_id, rule_id, severity, status, since, failing_since, active in driver.rows(
+            _RULES.format(ids=placeholders), names):
+        if active:
+            # A warn whose facts fail (failing_since is kept for fail and for warn within grace: Result.failing).
+            rules[device_id].append(RuleState(rule_id, severity, status, float(since),
+                                              within_grace=status == "warn" and failing_since is not None))
+    exceptions = {device_id: AccessException(reason, float(expires_at), created_by)
+                  for device_id, reason, expires_at, created_by
+                  in driver.rows(_EXCEPTIONS.format(ids=placeholders), {**names, "now": now})}
+    prints: dict[str, list[str]] = {row[0]: [] for row in rows}
+    for device_id, fingerprint in driver.rows(_CREDENTIALS.format(ids=placeholders), names):
+        prints[device_id].append(fingerprint)
     out: dict[str, DecisionInputs] = {}
     for device_id, org_unit_id, key_id, hostname, state, last_seen, blocked, unit_ladder, *stored in rows:
         previous = None if stored[0] is None else _state_item(dict(zip(_STATE_COLUMNS, stored)))
@@ -198,7 +198,7 @@ def unlink_credential(conn: Connection, device_id: str, fingerprint: str) -> boo
         network_credentials.c.device_id == device_id, network_credentials.c.fingerprint == fingerprint)).rowcount)
 
 
-def record_state(conn: Connection, device: DeviceRow, result: AccessDecision, previous: Optional[dict[str, Any]],
+def record_state(driver: Driver, device: DeviceRow, result: AccessDecision, previous: Optional[dict[str, Any]],
                  now: float) -> float:
     """Keep the device's current decision (``previous``: its stored one); answer since when it holds. An
     unchanged outcome and set of causes keeps its ``since``; nothing is written when nothing changed."""
@@ -212,15 +212,10 @@ def record_state(conn: Connection, device: DeviceRow, result: AccessDecision, pr
         if same and previous["warnings"] == json.loads(warnings):
             return float(previous["since"])
         since = float(previous["since"]) if same else now
-        _write(conn, _UPDATE_STATE, {**values, "since": since})
+        driver.execute(_UPDATE_STATE, {**values, "since": since})
         return since
-    _write(conn, _INSERT_STATE, {**values, "unit": device.org_unit_id})
+    driver.execute(_INSERT_STATE, {**values, "unit": device.org_unit_id})
     return now
-
-
-def _write(conn: Connection, sql: str, params: dict[str, Any]) -> None:
-    with Driver.on(conn) as driver:
-        driver.execute(sql, params)
 
 
 def denied_now(conn: Connection, scope: Scope, *, page: int = 1, per_page: int = 50) -> Page:

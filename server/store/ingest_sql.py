@@ -2,9 +2,9 @@
 
 The per-report statements run as plain driver SQL on the transaction's DBAPI cursor (``Driver``, on a
 ``Database.write_driver`` transaction): building Core expressions, and SQLAlchemy's result set-up per
-execute, cost more CPU than the statements themselves. Column names are those of server/store/schema.py;
-``:name`` placeholders (converted for psycopg). Rarer writes (a first report, a changed rule) use Core, on
-the transaction's Connection.
+execute, cost more CPU than the statements themselves (an evaluated report's writes through Core cost
+~0.3 ms more). Column names are those of server/store/schema.py; ``:name`` placeholders (converted for
+psycopg). Rarer reads (a refused claim, public keys) use Core, on the transaction's Connection.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from server.ingest_diff import Diff, RuleChange, StateRow
-from server.store.schema import check_state, devices, reports, transitions
+from server.store.schema import devices
 
 CLAIM_SEQ = (
     "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created, last_report_id = :rid "
@@ -91,6 +91,9 @@ class Driver:
     def execute(self, sql: str, params: Mapping[str, Any]) -> None:
         self.cursor.execute(_pyformat(sql) if self.pyformat else sql, params)
 
+    def execute_many(self, sql: str, params: Sequence[Mapping[str, Any]]) -> None:
+        self.cursor.executemany(_pyformat(sql) if self.pyformat else sql, params)
+
     def rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         self.execute(sql, params)
         return list(self.cursor.fetchall())
@@ -139,12 +142,28 @@ def load_states(driver: Driver, device_id: str) -> dict[str, StateRow]:
     return {str(r[0]): StateRow(*r[1:]) for r in driver.rows(_LOAD_STATE, {"id": device_id})}
 
 
-_STATE_COLUMNS = ("status", "since", "failing_since", "reason", "message", "evidence", "agent_status", "check_id",
-                  "severity", "updated_at")
-_UPDATE_STATE = (check_state.update()
-                 .where(check_state.c.device_id == sa.bindparam("b_device_id"),
-                        check_state.c.rule_id == sa.bindparam("b_rule_id"))
-                 .values({name: sa.bindparam(f"v_{name}") for name in _STATE_COLUMNS}))
+_INSERT_STATE = (
+    "INSERT INTO check_state (device_id, rule_id, org_unit_id, active, status, since, failing_since, reason, message, "
+    "evidence, agent_status, check_id, severity, updated_at) VALUES (:device_id, :rule_id, :org_unit_id, :active, "
+    ":status, :since, :failing_since, :reason, :message, :evidence, :agent_status, :check_id, :severity, :updated_at)")
+_UPDATE_STATE = (
+    "UPDATE check_state SET status = :status, since = :since, failing_since = :failing_since, reason = :reason, "
+    "message = :message, evidence = :evidence, agent_status = :agent_status, check_id = :check_id, "
+    "severity = :severity, updated_at = :updated_at WHERE device_id = :device_id AND rule_id = :rule_id")
+_INSERT_TRANSITION = (
+    "INSERT INTO transitions (device_id, rule_id, check_id, old_status, new_status, at, recorded_at, seq, reason, "
+    "message, org_unit_id) VALUES (:device_id, :rule_id, :check_id, :old_status, :new_status, :at, :recorded_at, "
+    ":seq, :reason, :message, :org_unit_id)")
+# ``{rules}``: one placeholder per rule.
+_DELETE_GONE = "DELETE FROM check_state WHERE device_id = :device_id AND rule_id IN ({rules})"
+_INSERT_RAW = (
+    "INSERT INTO reports (device_id, seq, report_id, created_at, received_at, compliance, policy_ref, payload, "
+    "signature) VALUES (:device_id, :seq, :report_id, :created_at, :received_at, :compliance, :policy_ref, :payload, "
+    ":signature)")
+# The device columns an evaluation may set (server.ingest._apply): update_device names no other.
+_DEVICE_COLUMNS = frozenset(("compliance", "compliance_since", "fail_count", "warn_count", "error_count",
+                             "disagreements", "policy_ref", "agent_policy_ref", "agent_version", "eval_hash",
+                             "eval_valid_until", "last_raw_report_at"))
 
 
 def _state_values(row: StateRow, now: float) -> dict[str, Any]:
@@ -153,25 +172,26 @@ def _state_values(row: StateRow, now: float) -> dict[str, Any]:
             "check_id": row.check_id, "severity": row.severity, "updated_at": now}
 
 
-def write_diff(conn: Connection, device_id: str, org_unit_id: int, seq: int, at: float, now: float,
+def write_diff(driver: Driver, device_id: str, org_unit_id: int, seq: int, at: float, now: float,
                diff: Diff) -> None:
     """Store an evaluation's state writes, transitions and removed rules: one executemany per kind of row
     (a first report writes ~2 rows per rule)."""
     inserts = [{"device_id": device_id, "rule_id": w.rule_id, "org_unit_id": org_unit_id, "active": True,
                 **_state_values(w.row, now)} for w in diff.writes if w.insert]
-    updates = [{"b_device_id": device_id, "b_rule_id": w.rule_id,
-                **{f"v_{k}": v for k, v in _state_values(w.row, now).items()}} for w in diff.writes if not w.insert]
+    updates = [{"device_id": device_id, "rule_id": w.rule_id, **_state_values(w.row, now)}
+               for w in diff.writes if not w.insert]
     if inserts:
-        conn.execute(check_state.insert(), inserts)
+        driver.execute_many(_INSERT_STATE, inserts)
     if updates:
-        conn.execute(_UPDATE_STATE, updates)
+        driver.execute_many(_UPDATE_STATE, updates)
     if diff.changes:
-        conn.execute(transitions.insert(), [_transition(c, device_id, org_unit_id, seq, at, now)
-                                            for c in diff.changes])
+        driver.execute_many(_INSERT_TRANSITION, [_transition(c, device_id, org_unit_id, seq, at, now)
+                                                 for c in diff.changes])
     if diff.gone:
         # The policy no longer has these rules: their state is no longer current.
-        conn.execute(check_state.delete().where(check_state.c.device_id == device_id,
-                                                check_state.c.rule_id.in_(list(diff.gone))))
+        names = {f"r{i}": rule_id for i, rule_id in enumerate(diff.gone)}
+        driver.execute(_DELETE_GONE.format(rules=", ".join(f":{name}" for name in names)),
+                       {"device_id": device_id, **names})
 
 
 def _transition(change: RuleChange, device_id: str, org_unit_id: int, seq: int, at: float,
@@ -181,19 +201,29 @@ def _transition(change: RuleChange, device_id: str, org_unit_id: int, seq: int, 
             "seq": seq, "reason": change.reason, "message": change.message, "org_unit_id": org_unit_id}
 
 
-def update_device(conn: Connection, device_id: str, values: Mapping[str, Any]) -> None:
-    conn.execute(devices.update().where(devices.c.id == device_id).values(**values))
+def update_device(driver: Driver, device_id: str, values: Mapping[str, Any]) -> None:
+    """Set ``values`` (columns of _DEVICE_COLUMNS) on the device row."""
+    driver.execute(_update_device_sql(tuple(sorted(values))), {**values, "id": device_id})
+
+
+@functools.cache
+def _update_device_sql(columns: tuple[str, ...]) -> str:
+    unknown = set(columns) - _DEVICE_COLUMNS
+    if unknown:
+        raise ValueError(f"not a device column an evaluation sets: {sorted(unknown)}")
+    assignments = ", ".join(f"{name} = :{name}" for name in columns)
+    return f"UPDATE devices SET {assignments} WHERE id = :id"  # noqa: S608 (names from _DEVICE_COLUMNS)
 
 
 def mark_raw_kept(driver: Driver, device_id: str, now: float) -> None:
     driver.execute(_MARK_RAW_KEPT, {"id": device_id, "now": now})
 
 
-def keep_raw(conn: Connection, *, device_id: str, seq: int, report_id: str, created_at: float, now: float,
+def keep_raw(driver: Driver, *, device_id: str, seq: int, report_id: str, created_at: float, now: float,
              compliance: str, policy_ref: str, payload: str, signature: str) -> None:
-    conn.execute(reports.insert().values(
-        device_id=device_id, seq=seq, report_id=report_id, created_at=created_at, received_at=now,
-        compliance=compliance, policy_ref=policy_ref, payload=payload, signature=signature))
+    driver.execute(_INSERT_RAW, {"device_id": device_id, "seq": seq, "report_id": report_id,
+                                 "created_at": created_at, "received_at": now, "compliance": compliance,
+                                 "policy_ref": policy_ref, "payload": payload, "signature": signature})
 
 
 def running_ladders(driver: Driver, device_ids: Sequence[str]) -> list[tuple[Any, ...]]:

@@ -13,6 +13,7 @@ from benchmarks.collector_sim import Posture
 from gate import decision as tokens
 from server.actions import ladder
 from server.store import access as store
+from server.store.ingest_sql import Driver
 from server.store.schema import device_blocks, metadata
 from tests.server.conftest import Collector
 
@@ -166,7 +167,8 @@ def test_decision_inputs_are_read_by_device_not_across_the_fleet() -> None:
     executed: list[str] = []
     with engine.begin() as conn:
         conn.connection.dbapi_connection.set_trace_callback(executed.append)
-        assert store.load_inputs(conn, ["dev-a", "dev-b"], time.time()) == {}
+        with Driver.on(conn) as driver:
+            assert store.load_inputs(driver, ["dev-a", "dev-b"], time.time()) == {}
         conn.connection.dbapi_connection.set_trace_callback(None)
         assert len(executed) == 4
         for sql in executed:
