@@ -69,6 +69,9 @@ class Answer:
     # Whether the report was evaluated (its inputs differ from the last evaluation's): only then can the
     # device's access decision have changed, so only then does the upload answer carry a new one.
     evaluated: bool = field(default=False, compare=False)
+    # Whether that evaluation started a noncompliance ladder episode (then the answer reads the device's
+    # ladders even though none ran at the claim).
+    ladder_started: bool = field(default=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status if self.reason is None or self.status != REJECTED
@@ -250,8 +253,8 @@ class Ingestor:
                 claimed = ingest_sql.claim_many(driver, [self._claim_params(c, now) for c in firsts])
                 claims = {c.index: device for c, device in zip(firsts, claimed)}
                 states: dict[str, dict[str, StateRow]] = {}
-                # Devices that may have a running ladder: one ran at the claim, or an evaluation (which may
-                # start one) ran in this transaction. The others have none to show.
+                # Devices that may have a running ladder: one ran at the claim, or an evaluation in this
+                # transaction started one. The others have none to show.
                 laddered: set[str] = set()
                 for candidate in candidates:
                     if candidate.index in claims:
@@ -260,7 +263,7 @@ class Ingestor:
                         claim = ingest_sql.claim_many(driver, [self._claim_params(candidate, now)])[0]
                     answer = answers[candidate.index] = self._apply(conn, driver, candidate, claim, now, states,
                                                                     stats)
-                    if answer.status == ACCEPTED and claim is not None and (claim.has_ladder or answer.evaluated):
+                    if answer.status == ACCEPTED and claim is not None and (claim.has_ladder or answer.ladder_started):
                         laddered.add(candidate.envelope.device_id)
                 ids = sorted(laddered)
                 running = ladder.ladders_from_rows(ids, ingest_sql.running_ladders(driver, ids)) if ids else {}
@@ -342,11 +345,13 @@ class Ingestor:
         stats.state_writes += len(diff.writes)
         stats.transitions += len(diff.changes)
         summary = diff.summary
+        ladder_started = False
         if diff.changes or diff.gone or summary.compliance != device.compliance:
             # The ladder, blocks and events of this change, in this transaction (server.actions).
-            ladder.on_evaluation(conn, driver, device_id=device_id, org_unit_id=org_unit_id, policy=stored.policy,
-                                 changes=diff.changes, gone_rules=diff.gone, old_compliance=str(device.compliance),
-                                 new_compliance=summary.compliance, at=cand.created_at, now=now)
+            ladder_started = ladder.on_evaluation(
+                conn, driver, device_id=device_id, org_unit_id=org_unit_id, policy=stored.policy, changes=diff.changes,
+                gone_rules=diff.gone, old_compliance=str(device.compliance), new_compliance=summary.compliance,
+                at=cand.created_at, now=now)
         wanted = {"compliance": summary.compliance, "fail_count": summary.fail_count,
                   "warn_count": summary.warn_count, "error_count": summary.error_count,
                   "disagreements": summary.disagreements, "policy_ref": stored.ref,
@@ -363,7 +368,7 @@ class Ingestor:
         if updates:
             ingest_sql.update_device(driver, device_id, updates)
         return Answer(ACCEPTED, device_id, cand.seq, compliance=summary.compliance, last_seq=cand.seq,
-                      evaluated=True)
+                      evaluated=True, ladder_started=ladder_started)
 
     @staticmethod
     def _keep_raw(driver: Driver, cand: _Candidate, now: float, compliance: str, policy_ref: str) -> None:

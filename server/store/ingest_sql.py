@@ -203,7 +203,8 @@ def _transition(change: RuleChange, device_id: str, org_unit_id: int, seq: int, 
 
 def update_device(driver: Driver, device_id: str, values: Mapping[str, Any]) -> None:
     """Set ``values`` (columns of _DEVICE_COLUMNS) on the device row."""
-    driver.execute(_update_device_sql(tuple(sorted(values))), {**values, "id": device_id})
+    sql = _update_device_sql(tuple(sorted(values)))
+    driver.execute(sql, {**values, "id": device_id})
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from agent.policy import PolicyError, baseline, load_policy_text
 from benchmarks.collector_sim import Posture
 from server.actions import delivery, ladder
 from server.store.db import Database
-from server.store.schema import deliveries, events
+from server.store.schema import check_state, deliveries, events
 from tests.server.conftest import Collector
 from tests.server.receivers import WebhookReceiver
 
@@ -248,3 +248,39 @@ def test_org_unit_ladder_override_and_validation(collector: Collector) -> None:
         body = json.loads(conn.execute(sa.select(events.c.body).where(events.c.type == "step.reached")
                                        .order_by(events.c.id.desc()).limit(1)).scalar_one_or_none() or "{}")
     assert body["unmapped"]["teleposture"]["recipients"] == ["chef@example.org"]
+
+
+def test_a_rule_dropped_from_the_policy_loses_its_state_and_ends_its_episode(collector: Collector) -> None:
+    """A new policy version without a rule: the next evaluation of a device deletes that rule's state (of that
+    device only) and ends its running episode, whose block lifts."""
+    push_ladder_policy(collector)
+    device, other = collector.enroll(), collector.enroll()
+    t0 = time.time()
+    failing = Posture(disk_encrypted=False)
+    answer = collector.send(device.report(created_at=t0, posture=failing))["results"][0]
+    assert [item["rule_id"] for item in answer["actions"]] == ["disk-encryption"]
+    collector.send(other.report(created_at=t0, posture=failing))
+    with collector.db.write() as conn:
+        assert ladder.fire_due_steps(conn, now=t0 + 45) >= 1
+        assert ladder.device_blocked(conn, str(device.device_id))
+    document = baseline().to_json()
+    document.update(version=document["version"] + 200, actions=LADDER,
+                    rules=[rule for rule in document["rules"] if rule["id"] != "disk-encryption"])
+    pushed = collector.admin("POST", "/policies", json={"document": json.dumps(document)})
+    assert pushed.status_code == 201, pushed.text
+    answer = collector.send(device.report(created_at=t0 + 50, posture=failing))["results"][0]
+    assert answer["status"] == "accepted" and answer["compliance"] == "compliant" and answer["actions"] == []
+    with collector.db.read() as conn:
+        rules = {str(row.device_id): {str(r) for r in row.rules.split(",")} for row in conn.execute(
+            sa.select(check_state.c.device_id, sa.func.group_concat(check_state.c.rule_id).label("rules")
+                      if not collector.db.is_postgres else
+                      sa.func.string_agg(check_state.c.rule_id, ",").label("rules"))
+            .group_by(check_state.c.device_id))}
+        assert "disk-encryption" not in rules[str(device.device_id)]
+        assert "disk-encryption" in rules[str(other.device_id)]  # not evaluated since: its state stays
+        assert not ladder.device_blocked(conn, str(device.device_id))
+        assert ladder.device_ladders(conn, [str(device.device_id)]) == {str(device.device_id): []}
+        unblocked = conn.execute(sa.select(events.c.body).where(events.c.type == "device.unblocked",
+                                                                events.c.device_id == device.device_id)).all()
+    assert [json.loads(row.body)["unmapped"]["teleposture"]["why"] for row in unblocked] == [
+        "rule removed from the policy"]

@@ -7,10 +7,12 @@ import json
 import time
 from dataclasses import replace
 
+import pytest
 import sqlalchemy as sa
 
 from agent import protocol
 from benchmarks.collector_sim import SimDevice
+from server.store import ingest_sql
 from server.store.schema import check_state, devices, reports, transitions
 from tests.server.conftest import Collector, Template, in_process, snapshot
 
@@ -230,3 +232,10 @@ def test_the_reports_fast_lane_answers_as_the_route_did(collector: Collector) ->
     assert "post" in client.get("/openapi.json").json()["paths"]["/api/v1/reports"]
     empty = client.post("/api/v1/reports", json={"envelopes": []})
     assert empty.status_code == 200 and empty.json()["results"] == []
+
+
+def test_update_device_sets_only_the_columns_an_evaluation_sets() -> None:
+    """update_device builds its SET list from the names it is given: any other column is refused before a
+    statement is sent (the driver is never used)."""
+    with pytest.raises(ValueError, match="last_seq"):
+        ingest_sql.update_device(None, "dev", {"compliance": "compliant", "last_seq": 7})  # type: ignore[arg-type]
