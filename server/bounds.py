@@ -33,6 +33,11 @@ FIELD_LIMITS: Mapping[tuple[str, str], int] = {
 MAX_REPORT_ID = 64
 
 _DEVICE_ID = re.compile(r"^[0-9A-Za-z-]{1,36}$")
+# Byte tables for _text_within_bounds: each ASCII digit as "0", any other byte as "a"; the quote kept, any
+# other byte as "a"; the bytes that are neither a quote nor a bracket (deleted).
+_DIGITS = bytes(48 if 48 <= b <= 57 else 97 for b in range(256))
+_QUOTES = bytes(34 if b == 34 else 97 for b in range(256))
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 
 
 class BoundsError(ProtocolError):
@@ -51,9 +56,10 @@ def check_envelope(envelope: Envelope) -> None:
 def check_payload(payload: Mapping[str, Any], text: Optional[str] = None) -> None:
     """A verified payload whose header open_envelope checked: seq, field widths, then every value.
 
-    ``text``: the JSON text the payload was parsed from, when the caller has it. JSON text cannot hold a
-    raw NUL (parsers refuse control characters), only the escape ``\\u0000``: without that escape in the
-    text no string or key needs searching for one (the common case)."""
+    ``text``: the JSON text the payload was parsed from, when the caller has it. When the text alone proves
+    every value within the bounds (``_text_within_bounds``, the common case) the walk is skipped; else the
+    walk decides, and finds the same errors. JSON text cannot hold a raw NUL (parsers refuse control
+    characters), only the escape ``\\u0000``: without it no string or key needs searching for one."""
     seq = payload["seq"]
     if seq > MAX_SEQ:
         raise BoundsError(f"seq must be below 2^63 ({MAX_SEQ + 1})")
@@ -65,7 +71,43 @@ def check_payload(payload: Mapping[str, Any], text: Optional[str] = None) -> Non
             raise BoundsError(f"payload field {section}.{name} must be a string")
         if value is not None and len(value) > limit:
             raise BoundsError(f"payload field {section}.{name} is longer than {limit} characters")
-    _check_value(payload, 0, "payload", text is None or "\\u0000" in text)
+    if text is None or not _text_within_bounds(text):
+        _check_value(payload, 0, "payload", text is None or "\\u0000" in text)
+
+
+def _text_within_bounds(text: str) -> bool:
+    """True when the valid JSON ``text`` alone proves that its value holds no NUL, no string or key over
+    MAX_KEY characters, no integer outside 64 bits and nothing nested deeper than MAX_DEPTH; False: the walk
+    decides (a string over MAX_KEY characters, 19 digits in a row, a NUL escape, deep nesting).
+
+    Byte translations and searches instead of a visit to each of a report's ~600 values: 30 us instead of
+    85-110 us for the agent's 8.5 KB report."""
+    data = text.encode("utf-8")
+    if b"\\" in data:
+        if b"\\u0000" in data:
+            return False
+        # One byte for each escaped backslash or quote: no quote is left inside a string, and each string
+        # still has at least as many bytes as characters (any other escape is longer than what it stands for).
+        data = data.replace(b"\\\\", b"_").replace(b'\\"', b"_")
+    # |n| < 10^18 for every integer (digits inside strings only make this stricter).
+    if b"0" * 19 in data.translate(_DIGITS):
+        return False
+    # No run of MAX_KEY + 1 bytes without a quote: every string, key or value, is at most MAX_KEY characters.
+    if b"a" * (MAX_KEY + 1) in data.translate(_QUOTES):
+        return False
+    # Quotes and brackets only; quotes now come in pairs, one per string: without what lies between each
+    # pair (usually nothing: the replace), only the nesting is left.
+    marks = data.translate(None, _NOT_STRUCTURE)
+    nesting = marks.replace(b'""', b"")
+    if b'"' in nesting:  # a bracket inside a string
+        nesting = b"".join(marks.split(b'"')[::2])
+    # Each round removes every innermost container, at most two levels: empty after MAX_DEPTH / 2 rounds
+    # means at most MAX_DEPTH levels (the payload's own object is the first).
+    for _ in range(MAX_DEPTH // 2):
+        nesting = nesting.replace(b"{}", b"").replace(b"[]", b"")
+        if not nesting:
+            return True
+    return False
 
 
 def _check_value(value: Any, depth: int, where: str, nul: bool = True) -> None:

@@ -122,6 +122,14 @@ def record_report_notices(conn: Connection, device_id: str, seq: int, payload: M
     return written
 
 
+def carries_notices(payload: Mapping[str, Any]) -> bool:
+    """Whether record_report_notices has anything to look at in this report (False: it reads and writes
+    nothing, as for nearly every report)."""
+    skew = reported_clock_skew(payload)
+    return (isinstance(payload.get("seq_reset"), list) or bool(_int(payload.get("dropped_reports")))
+            or (skew is not None and abs(skew) > CLOCK_SKEW_TOLERANCE))
+
+
 def reported_clock_skew(payload: Mapping[str, Any]) -> Optional[float]:
     """``clock_skew_seconds`` from the report's os_identity facts, if the agent measured it."""
     facts = payload.get("facts")

@@ -29,6 +29,20 @@ CLAIM_SEQ = (
     # Whether a noncompliance ladder runs (most devices have none: then the batch skips _RUNNING_LADDERS). Read
     # in the claim's transaction, so a ladder another node started before it shows.
     "EXISTS (SELECT 1 FROM ladder_state WHERE ladder_state.device_id = devices.id)")
+# The whole effect of an unchanged report, as one autocommit statement (server.ingest, a batch of one):
+# CLAIM_SEQ's update, only when the report takes the ingest shortcut with nothing else to do, judged in the
+# statement itself: same org unit (so the same policy) and evaluation inputs (eval_hash), results still
+# valid, no raw payload due, no ladder running; ``{machine}``: the reported machine is the enrolled one.
+# No row: the report goes the transaction's way (CLAIM_SEQ), which also finds what refused it.
+_CLAIM_UNCHANGED = (
+    "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created, last_report_id = :rid "
+    "WHERE id = :id AND state = 'active' AND last_seq < :seq AND org_unit_id = :org_unit "
+    "AND eval_hash = :eval_hash AND (eval_valid_until IS NULL OR :created < eval_valid_until) "
+    "AND :now - last_raw_report_at < :raw_interval "
+    "AND NOT EXISTS (SELECT 1 FROM ladder_state WHERE ladder_state.device_id = devices.id){machine} "
+    "RETURNING compliance")
+_ANY_MACHINE = _CLAIM_UNCHANGED.format(machine="")
+_SAME_MACHINE = _CLAIM_UNCHANGED.format(machine=" AND (machine_id = :machine_id OR machine_id = '')")
 _LOAD_STATE = (
     "SELECT rule_id, status, since, failing_since, reason, message, evidence, agent_status, check_id, severity "
     "FROM check_state WHERE device_id = :id")
@@ -129,6 +143,16 @@ def claim_params(device_id: str, seq: int, created_at: float, report_id: str, no
 def claim_many(driver: Driver, params: Sequence[Mapping[str, Any]]) -> list[Optional[ClaimedDevice]]:
     """Take each seq (dedupe + row lock, in the order given): the device row, or None when refused."""
     return [ClaimedDevice(*rows[0]) if rows else None for rows in driver.rows_each(CLAIM_SEQ, params)]
+
+
+def claim_unchanged(driver: Driver, params: Mapping[str, Any], machine_id: Optional[str]) -> Optional[str]:
+    """_CLAIM_UNCHANGED (``params``: claim_params and org_unit, eval_hash, raw_interval; ``machine_id``: the
+    reported one, if any): the device's compliance when it took the seq, else None (nothing changed)."""
+    if machine_id:
+        rows = driver.rows(_SAME_MACHINE, {**params, "machine_id": machine_id})
+    else:
+        rows = driver.rows(_ANY_MACHINE, params)
+    return str(rows[0][0]) if rows else None
 
 
 def refusal(conn: Connection, device_id: str) -> Optional[RefusalRow]:

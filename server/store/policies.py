@@ -107,11 +107,17 @@ def list_policies(conn: Connection) -> list[dict[str, Any]]:
     return out
 
 
-def get_policy(conn: Connection, pk: int) -> Optional[StoredPolicy]:
+def cached_policy(pk: int) -> Optional[StoredPolicy]:
+    """The policy version ``pk`` if this process parsed it already (versions never change), else None."""
     with _parsed_lock:
         cached = _parsed.get(pk)
+    return None if cached is None else StoredPolicy(pk, cached)
+
+
+def get_policy(conn: Connection, pk: int) -> Optional[StoredPolicy]:
+    cached = cached_policy(pk)
     if cached is not None:
-        return StoredPolicy(pk, cached)
+        return cached
     row = conn.execute(sa.select(policies.c.document).where(policies.c.id == pk)).first()
     if row is None:
         return None

@@ -172,3 +172,88 @@ def test_check_payload_with_its_text_finds_what_the_walk_finds(inner: Any, expec
         with pytest.raises(bounds.BoundsError, match=expected):
             bounds.check_payload(orjson.loads(text), source)
     bounds.check_payload({**payload, "facts": {"t": {"a": {"b": ["fine", 1, 2.5, None, True]}}}}, "{}")
+
+
+def _walk_error(value: Any) -> str | None:
+    """The walk's verdict on ``value`` (no text given): its error, or None."""
+    try:
+        bounds.check_payload({"seq": 1, "report_id": "r", "agent": {}, "policy": {}, "facts": {"t": value}})
+    except bounds.BoundsError as exc:
+        return str(exc)
+    return None
+
+
+def _verdicts(text: str) -> tuple[bool, str | None, str | None]:
+    """(the text shortcut's proof, check_payload's error with the text, the walk's error on what the text
+    parses to: orjson gives a float for an integer beyond 64 bits)."""
+    full = '{"agent":{},"facts":{"t":' + text + '},"policy":{},"report_id":"r","seq":1}'
+    payload = orjson.loads(full)
+    try:
+        bounds.check_payload(payload, full)
+        with_text = None
+    except bounds.BoundsError as exc:
+        with_text = str(exc)
+    return bounds._text_within_bounds(full), with_text, _walk_error(payload["facts"]["t"])
+
+
+def _lists(depth: int, inner: Any = 1) -> Any:
+    for _ in range(depth):
+        inner = [inner]
+    return inner
+
+
+@pytest.mark.parametrize("value,proven,error", [
+    # what real reports hold: proven from the text alone
+    ({"evidence": ["ss: [::]:22 {sshd}", "a \"quoted\" path C:\\Windows\\", "line\nbreak"], "n": -(10 ** 18 - 1)},
+     True, None),
+    ({"evidence": ["e" * 200], "k" * 200: 2.5e300, "é": "é" * 100}, True, None),
+    # the shortcut cannot prove these: the walk decides, and accepts them
+    ({"n": 2 ** 63 - 1, "m": -(2 ** 63)}, False, None),
+    ({"evidence": ["v" * bounds.MAX_STRING]}, False, None),
+    ({"s": "é" * 101}, False, None),  # 202 bytes of UTF-8 for 101 characters
+    (_lists(bounds.MAX_DEPTH - 3), False, None),  # 31 levels of lists: one level per round
+    # outside the bounds: the walk's errors, whatever the text holds
+    ({"n": 2 ** 63}, False, "outside the 64-bit"),
+    ({'"' * 202: 1}, False, "object key is longer"),  # escaped quotes would otherwise split the key
+    ({"\\" * 201: 1}, False, "object key is longer"),
+    ({"k" * 150 + "\n" * 51: 1}, False, "object key is longer"),
+    ({"s": "a\x00b"}, False, "NUL character"),
+    ({"s": "v" * (bounds.MAX_STRING + 1)}, False, "longer than 16384"),
+    # brackets inside strings cannot hide nesting
+    (_lists(40, "]" * 40), False, "nested more than 32"),
+    (_lists(40, "[" * 40 + "]" * 80), False, "nested more than 32"),
+    ({"a": _lists(40), "b": "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"}, False, "nested more than 32"),
+], ids=["report-like", "at-200", "int64-ends", "long-value", "utf8-bytes", "31-lists", "int-2^63",
+        "key-of-quotes", "key-of-backslashes", "key-with-escapes", "nul", "long-string", "brackets-in-string",
+        "bracket-pairs-in-string", "brackets-elsewhere"])
+def test_text_shortcut_proves_only_what_the_walk_accepts(value: Any, proven: bool, error: str | None) -> None:
+    text = orjson.dumps(value).decode()
+    shortcut, with_text, walked = _verdicts(text)
+    assert shortcut is proven
+    assert with_text == walked
+    assert (walked is None) if error is None else (walked is not None and error in walked)
+
+
+def test_text_shortcut_proves_a_real_report_and_tolerates_insignificant_whitespace(collector: Collector) -> None:
+    device = collector.enroll()
+    text = device.report()["payload"]
+    assert bounds._text_within_bounds(text)
+    assert bounds._text_within_bounds(json.dumps(json.loads(text), indent=2))
+    assert not bounds._text_within_bounds(text.replace('"facts":{', '"facts":{"' + "k" * 201 + '" : 1,', 1))
+
+
+_json_text = st.text(alphabet=st.sampled_from('ab"\\[]{}\n\x00é0123456789'), max_size=250)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2 ** 64), max_value=2 ** 64) | _json_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_json_text, inner, max_size=3), max_leaves=80)
+
+
+@settings(max_examples=400, deadline=None, database=None, derandomize=True)
+@given(value=_json_values, depth=st.integers(min_value=0, max_value=40))
+def test_text_shortcut_never_proves_a_value_the_walk_refuses(value: Any, depth: int) -> None:
+    value = _lists(depth, value)
+    for text in (json.dumps(value, ensure_ascii=False, separators=(",", ":")), json.dumps(value),
+                 json.dumps(value, indent=1)):
+        shortcut, with_text, walked = _verdicts(text)
+        assert with_text == walked
+        assert not (shortcut and walked is not None)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +15,7 @@ import sqlalchemy as sa
 from agent import protocol
 from benchmarks.collector_sim import SimDevice
 from server.store import ingest_sql
-from server.store.schema import check_state, devices, reports, transitions
+from server.store.schema import check_state, devices, ladder_state, org_units, reports, transitions
 from tests.server.conftest import Collector, Template, in_process, snapshot
 
 
@@ -239,3 +241,126 @@ def test_update_device_sets_only_the_columns_an_evaluation_sets() -> None:
     statement is sent (the driver is never used)."""
     with pytest.raises(ValueError, match="last_seq"):
         ingest_sql.update_device(None, "dev", {"compliance": "compliant", "last_seq": 7})  # type: ignore[arg-type]
+
+
+def _resigned(device: SimDevice, envelope: dict[str, str], **changes: object) -> dict[str, str]:
+    payload = {**json.loads(envelope["payload"]), **changes}
+    assert device.device_id
+    return protocol.seal(device.key, device.device_id, payload).to_json()
+
+
+def _spy_unchanged(collector: Collector, monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """What each one-statement claim of an unchanged report (Ingestor._claim_unchanged) returned."""
+    outcomes: list[str | None] = []
+    real = ingest_sql.claim_unchanged
+
+    def spy(*args: Any, **kwargs: Any) -> str | None:
+        outcomes.append(real(*args, **kwargs))
+        return outcomes[-1]
+
+    monkeypatch.setattr(ingest_sql, "claim_unchanged", spy)
+    return outcomes
+
+
+def _device_row(collector: Collector, device_id: str) -> dict[str, Any]:
+    with collector.db.read() as conn:
+        return dict(conn.execute(sa.select(devices).where(devices.c.id == device_id)).one()._mapping)
+
+
+def test_unchanged_report_of_a_batch_of_one_is_one_statement_with_the_transactions_effect(
+        collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes = _spy_unchanged(collector, monkeypatch)
+    device = collector.enroll()
+    machine = {"machine_id": device.machine_id}  # as the agent sends it (agent/service/core.py)
+    at = time.time() - 60
+    assert collector.send(_resigned(device, device.report(created_at=at), **machine))["accepted"] == 1
+    assert outcomes == [], "a device this process never claimed goes the transaction's way"
+    before = snapshot(collector.db, exclude=("devices",))
+    fast_envelope = _resigned(device, device.report(created_at=at + 10), **machine)
+    fast = collector.send(fast_envelope)
+    assert outcomes == ["compliant"]
+    assert snapshot(collector.db, exclude=("devices",)) == before
+    row = _device_row(collector, str(device.device_id))
+    assert (row["last_seq"], row["last_report_id"]) == (2, json.loads(fast_envelope["payload"])["report_id"])
+    assert abs(row["last_report_at"] - (at + 10)) < 0.01 and abs(row["last_seen"] - time.time()) < 60
+
+    # the same report through the transaction: the same answer, the same row
+    monkeypatch.setattr(collector.client.app.state.ctx.ingestor, "_claim_unchanged", lambda *_: None)
+    slow = collector.send(_resigned(device, device.report(created_at=at + 20), **machine))
+    assert snapshot(collector.db, exclude=("devices",)) == before
+    for answer in (fast, slow):
+        del answer["server_time"]
+        answer["results"][0].pop("seq"), answer["results"][0].pop("last_seq")
+    assert fast == slow and fast["results"][0]["actions"] == [] and fast["access"] == {}
+    after = _device_row(collector, str(device.device_id))
+    assert {k: v for k, v in after.items() if not k.startswith("last_")} == \
+        {k: v for k, v in row.items() if not k.startswith("last_")}
+
+
+def _moved(collector: Collector, device_id: str) -> None:
+    with collector.db.write() as conn:
+        conn.execute(org_units.insert().values(name="Elsewhere", created_at=time.time()))
+        unit = conn.execute(sa.select(org_units.c.id).where(org_units.c.name == "Elsewhere")).scalar()
+        conn.execute(devices.update().where(devices.c.id == device_id).values(org_unit_id=unit))
+
+
+def _set_device(**values: Any) -> Callable[[Collector, str], None]:
+    def change(collector: Collector, device_id: str) -> None:
+        with collector.db.write() as conn:
+            conn.execute(devices.update().where(devices.c.id == device_id).values(**values))
+    return change
+
+
+def _ladder(collector: Collector, device_id: str) -> None:
+    with collector.db.write() as conn:
+        unit = conn.execute(sa.select(devices.c.org_unit_id).where(devices.c.id == device_id)).scalar()
+        conn.execute(ladder_state.insert().values(
+            device_id=device_id, rule_id="disk-encryption", org_unit_id=unit, severity="critical",
+            started_at=time.time(), steps_fired=0, next_action="notify", next_at=time.time() + 3600,
+            ladder='[[3600, "notify"]]', updated_at=time.time()))
+
+
+@pytest.mark.parametrize("case", ["raw-due", "results-expired", "moved", "other-machine", "notices", "duplicate",
+                                  "revoked", "ladder"])
+def test_unchanged_report_goes_the_transactions_way_when_the_statement_cannot_judge_it(
+        collector: Collector, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    outcomes = _spy_unchanged(collector, monkeypatch)
+    device = collector.enroll()
+    device_id = str(device.device_id)
+    at = time.time() - 60
+    collector.send(device.report(created_at=at))
+    envelope = device.report(created_at=at + 10)
+    if case == "raw-due":
+        _set_device(last_raw_report_at=None)(collector, device_id)
+    elif case == "results-expired":
+        _set_device(eval_valid_until=at + 5)(collector, device_id)
+    elif case == "moved":
+        _moved(collector, device_id)
+    elif case == "other-machine":
+        envelope = _resigned(device, envelope, machine_id="copied-machine")
+    elif case == "notices":
+        envelope = _resigned(device, envelope, dropped_reports=3)
+    elif case == "duplicate":
+        collector.send(envelope)
+        outcomes.clear()
+    elif case == "revoked":
+        _set_device(state="revoked")(collector, device_id)
+    elif case == "ladder":
+        _ladder(collector, device_id)
+    with collector.db.read() as conn:
+        raw_before = conn.execute(sa.select(sa.func.count()).select_from(reports)).scalar()
+    result = collector.send(envelope)["results"][0]
+    assert None in outcomes or (case == "notices" and outcomes == []), outcomes
+    with collector.db.read() as conn:
+        raw_after = conn.execute(sa.select(sa.func.count()).select_from(reports)).scalar()
+        evaluated_until = conn.execute(sa.select(devices.c.eval_valid_until).where(devices.c.id == device_id)).scalar()
+    expected = {"raw-due": "accepted", "results-expired": "accepted", "moved": "accepted", "notices": "accepted",
+                "other-machine": "rejected: cloned identity", "duplicate": "duplicate", "revoked": "rejected: device",
+                "ladder": "accepted"}
+    assert result["status"].startswith(expected[case]), result
+    if case == "raw-due":
+        assert raw_after == raw_before + 1, "the transaction kept the raw payload that was due"
+    if case == "results-expired":
+        assert evaluated_until != at + 5, "the transaction evaluated the report again"
+    if case == "ladder":
+        assert [a["rule_id"] for a in result["actions"]] == ["disk-encryption"], "the answer shows the ladder"

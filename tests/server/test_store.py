@@ -173,3 +173,25 @@ def test_driver_transaction_commits_or_drops_driver_and_core_writes_together(
         assert rows == [(1, "driver"), (2, "core"), (7, "driver")]
     finally:
         db.dispose()
+
+
+def test_autocommit_driver_statements_commit_alone_and_the_pool_gets_transactions_back(database_url: str) -> None:
+    db = Database(database_url, pool_size=1)
+    insert = f"INSERT INTO autocommit_probe (id) VALUES ({'%(id)s' if db.is_postgres else ':id'})"
+    try:
+        with db.write() as conn:
+            conn.execute(sa.text("CREATE TABLE autocommit_probe (id INTEGER PRIMARY KEY)"))
+        with pytest.raises(sa.exc.IntegrityError):
+            with db.write_driver(autocommit=True) as transaction:
+                transaction.cursor.execute(insert, {"id": 1})
+                transaction.cursor.execute(insert, {"id": 1})  # fails alone: the first stays
+        with pytest.raises(RuntimeError):
+            transaction.conn  # noqa: B018 - no Core statements beside autocommit ones
+        with pytest.raises(RuntimeError):
+            with db.write_driver() as transaction:  # the same pooled connection: a transaction again
+                transaction.cursor.execute(insert, {"id": 2})
+                raise RuntimeError("abandoned")
+        with db.read() as conn:
+            assert conn.execute(sa.text("SELECT id FROM autocommit_probe")).scalars().all() == [1]
+    finally:
+        db.dispose()
