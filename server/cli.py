@@ -252,6 +252,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "forwarded_allow_ips": ",".join(settings.trusted_proxies) or None,
         "ssl_certfile": str(settings.tls_certfile) if settings.tls_certfile else None,
         "ssl_keyfile": str(settings.tls_keyfile) if settings.tls_keyfile else None,
+        # uvicorn's httptools protocol writing an answer's head and body at once (server/http_protocol.py)
+        "http": "server.http_protocol:JoinedHttpToolsProtocol",
     }
     if settings.workers > 1:
         os.environ["TELEPOSTURE_SETTINGS_JSON"] = settings.model_dump_json()
