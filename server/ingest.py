@@ -53,7 +53,6 @@ from server.store.schema import DEVICE_ACTIVE, DEVICE_PENDING
 log = logging.getLogger(__name__)
 
 ACCEPTED = "accepted"
-MAX_REMEMBERED_DEVICES = 200_000  # Ingestor's org unit per device: forgotten all at once beyond this
 DUPLICATE = "duplicate"
 REJECTED = "rejected"
 
@@ -139,10 +138,18 @@ class PolicyCache:
 
 class KeyCache:
     """device id -> public key. Safe to keep: a device id names one key for ever (re-enrolment makes a
-    new device). Revocation is not cached: the ingest transaction checks the device state each time."""
+    new device). Revocation is not cached: the ingest transaction checks the device state each time.
+
+    Beside each key, the device's org unit as last read (with the key, then from each claim): only a hint
+    of which policy, so which eval_hash, the one-statement claim of an unchanged report tries
+    (``Ingestor._claim_unchanged``); that statement checks the org unit again, so a moved device takes the
+    transaction. Read with the key, the hint is there whenever the key is, in whichever process or node
+    the report lands (agents report hourly: a hint only from this process's own earlier claims was missing
+    for most reports once a fleet had several workers or nodes)."""
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self._keys: dict[str, Ed25519PublicKey] = {}
+        self._org_units: dict[str, int] = {}
         self._lock = threading.Lock()
         self.max_entries = max_entries
 
@@ -160,17 +167,32 @@ class KeyCache:
             with db.read() as conn:
                 rows = ingest_sql.public_keys(conn, missing)
             loaded = {}
-            for device_id, pem in rows:
+            units = {}
+            for device_id, pem, org_unit_id in rows:
                 try:
                     loaded[device_id] = protocol.load_public_key(pem)
                 except protocol.ProtocolError:
                     log.error("device %s has an unreadable public key in the database", device_id)
+                    continue
+                units[device_id] = org_unit_id
             with self._lock:
                 if len(self._keys) + len(loaded) > self.max_entries:
                     self._keys.clear()
+                    self._org_units.clear()
                 self._keys.update(loaded)
+                self._org_units.update(units)
             found.update(loaded)
         return found
+
+    def org_unit(self, device_id: str) -> Optional[int]:
+        """The device's org unit as last read or claimed here (a hint: see the class), None if unknown."""
+        return self._org_units.get(device_id)
+
+    def remember_org_units(self, claims: Iterable[tuple[str, Optional[ClaimedDevice]]]) -> None:
+        """The org units the claims found (a device an admin moved is then tried in its new unit)."""
+        for device_id, device in claims:
+            if device is not None and device_id in self._keys:
+                self._org_units[device_id] = int(device.org_unit_id)
 
 
 def _eval_hash(inputs: list[Any]) -> str:
@@ -209,9 +231,6 @@ class Ingestor:
         self.policies = PolicyCache(policy_cache_ttl)
         self.keys = KeyCache()
         self.clock = clock
-        # device id -> org unit, as its last claim in this process found it: which policy (so which
-        # eval_hash) _claim_unchanged tries; its statement checks the org unit again.
-        self._org_units: dict[str, int] = {}
 
     # -- phase 1: signatures, outside the transaction ------------------------------------------
 
@@ -281,7 +300,7 @@ class Ingestor:
                           if i == 0 or candidates[i - 1].envelope.device_id != c.envelope.device_id]
                 claimed = ingest_sql.claim_many(driver, [self._claim_params(c, now) for c in firsts])
                 claims = {c.index: device for c, device in zip(firsts, claimed)}
-                self._remember_org_units((c.envelope.device_id, device) for c, device in zip(firsts, claimed))
+                self.keys.remember_org_units((c.envelope.device_id, device) for c, device in zip(firsts, claimed))
                 states: dict[str, dict[str, StateRow]] = {}
                 # Devices that may have a running ladder: one ran at the claim, or an evaluation in this
                 # transaction started one. The others have none to show.
@@ -291,7 +310,7 @@ class Ingestor:
                         claim = claims[candidate.index]
                     else:
                         claim = ingest_sql.claim_many(driver, [self._claim_params(candidate, now)])[0]
-                        self._remember_org_units([(candidate.envelope.device_id, claim)])
+                        self.keys.remember_org_units([(candidate.envelope.device_id, claim)])
                     answer = answers[candidate.index] = self._apply(conn, driver, candidate, claim, now, states,
                                                                     stats)
                     if answer.status == ACCEPTED and claim is not None and (claim.has_ladder or answer.ladder_started):
@@ -317,7 +336,7 @@ class Ingestor:
         e.g. for a device this process has not claimed yet, or a report with notices."""
         device_id = cand.envelope.device_id
         payload = cand.payload
-        org_unit_id = self._org_units.get(device_id)
+        org_unit_id = self.keys.org_unit(device_id)
         stored = None if org_unit_id is None else self.policies.peek(org_unit_id)
         platform = payload["agent"].get("platform")
         if stored is None or not isinstance(platform, str) or device_notices.carries_notices(payload):
@@ -331,13 +350,6 @@ class Ingestor:
         if compliance is None:
             return None
         return Answer(ACCEPTED, device_id, cand.seq, compliance=compliance, last_seq=cand.seq, actions=[])
-
-    def _remember_org_units(self, claims: Iterable[tuple[str, Optional[ClaimedDevice]]]) -> None:
-        if len(self._org_units) > MAX_REMEMBERED_DEVICES:
-            self._org_units.clear()
-        for device_id, device in claims:
-            if device is not None:
-                self._org_units[device_id] = int(device.org_unit_id)
 
     @staticmethod
     def _refusal(conn: Connection, device_id: str, seq: int) -> Answer:

@@ -130,10 +130,11 @@ def _pyformat(sql: str) -> str:
     return re.sub(r":(\w+)", r"%(\1)s", sql)
 
 
-def public_keys(conn: Connection, device_ids: Sequence[str]) -> list[tuple[str, str]]:
-    """(device id, PEM public key) of the known devices among ``device_ids``."""
-    rows = conn.execute(sa.select(devices.c.id, devices.c.public_key).where(devices.c.id.in_(list(device_ids))))
-    return [(str(row.id), str(row.public_key)) for row in rows]
+def public_keys(conn: Connection, device_ids: Sequence[str]) -> list[tuple[str, str, int]]:
+    """(device id, PEM public key, org unit) of the known devices among ``device_ids``."""
+    rows = conn.execute(sa.select(devices.c.id, devices.c.public_key, devices.c.org_unit_id)
+                        .where(devices.c.id.in_(list(device_ids))))
+    return [(str(row.id), str(row.public_key), int(row.org_unit_id)) for row in rows]
 
 
 def claim_params(device_id: str, seq: int, created_at: float, report_id: str, now: float) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from agent import protocol
 from benchmarks.collector_sim import SimDevice
+from server.ingest import KeyCache
 from server.store import ingest_sql
 from server.store.schema import check_state, devices, ladder_state, org_units, reports, transitions
 from tests.server.conftest import Collector, Template, in_process, snapshot
@@ -274,7 +275,7 @@ def test_unchanged_report_of_a_batch_of_one_is_one_statement_with_the_transactio
     machine = {"machine_id": device.machine_id}  # as the agent sends it (agent/service/core.py)
     at = time.time() - 60
     assert collector.send(_resigned(device, device.report(created_at=at), **machine))["accepted"] == 1
-    assert outcomes == [], "a device this process never claimed goes the transaction's way"
+    assert outcomes == [], "no policy looked up in this process yet: the transaction's way"
     before = snapshot(collector.db, exclude=("devices",))
     fast_envelope = _resigned(device, device.report(created_at=at + 10), **machine)
     fast = collector.send(fast_envelope)
@@ -318,6 +319,24 @@ def _ladder(collector: Collector, device_id: str) -> None:
             device_id=device_id, rule_id="disk-encryption", org_unit_id=unit, severity="critical",
             started_at=time.time(), steps_fired=0, next_action="notify", next_at=time.time() + 3600,
             ladder='[[3600, "notify"]]', updated_at=time.time()))
+
+
+def test_unchanged_report_is_one_statement_in_a_process_that_never_saw_the_device(
+        collector: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another worker or node (no key cached, no claim of this device yet): the org unit read with the key
+    is enough for the one-statement claim. Agents report hourly, so with several workers most reports land
+    where the device's previous one did not."""
+    outcomes = _spy_unchanged(collector, monkeypatch)
+    device = collector.enroll()
+    machine = {"machine_id": device.machine_id}
+    at = time.time() - 60
+    assert collector.send(_resigned(device, device.report(created_at=at), **machine))["accepted"] == 1
+    ingestor = collector.client.app.state.ctx.ingestor
+    monkeypatch.setattr(ingestor, "keys", KeyCache())  # as in a process that never saw this device
+    outcomes.clear()
+    answer = collector.send(_resigned(device, device.report(created_at=at + 10), **machine))
+    assert answer["accepted"] == 1 and outcomes == ["compliant"]
+    assert ingestor.keys.org_unit(str(device.device_id)) == _device_row(collector, str(device.device_id))["org_unit_id"]
 
 
 @pytest.mark.parametrize("case", ["raw-due", "results-expired", "moved", "other-machine", "notices", "duplicate",
