@@ -90,8 +90,8 @@ def record_report_notices(conn: Connection, device_id: str, seq: int, payload: M
                           now: float) -> int:
     """Notices an accepted report carries; the number written (0 on the hot path: two dict lookups)."""
     written = 0
-    resets = payload.get("seq_reset")
-    if isinstance(resets, list):
+    resets, dropped, skew = _notice_triggers(payload)
+    if resets is not None:
         for item in resets[:MAX_RESETS_PER_REPORT]:
             if not isinstance(item, dict):
                 continue
@@ -100,7 +100,6 @@ def record_report_notices(conn: Connection, device_id: str, seq: int, payload: M
                        "reason": str(item.get("reason") or "")[:300], "at": str(item.get("at") or "")[:40]}
             _insert(conn, device_id, SEQ_RESET, seq, now, details)
             written += 1
-    dropped = _int(payload.get("dropped_reports"))
     if dropped:
         last = conn.execute(sa.select(device_notices.c.details).where(
             device_notices.c.device_id == device_id, device_notices.c.kind == REPORTS_DROPPED)
@@ -109,8 +108,7 @@ def record_report_notices(conn: Connection, device_id: str, seq: int, payload: M
         if dropped > before:
             _insert(conn, device_id, REPORTS_DROPPED, seq, now, {"total": dropped, "new": dropped - before})
             written += 1
-    skew = reported_clock_skew(payload)
-    if skew is not None and abs(skew) > CLOCK_SKEW_TOLERANCE:
+    if skew is not None:
         last = conn.execute(sa.select(device_notices.c.at, device_notices.c.details).where(
             device_notices.c.device_id == device_id, device_notices.c.kind == CLOCK_SKEW)
             .order_by(device_notices.c.id.desc()).limit(1)).first()
@@ -125,9 +123,17 @@ def record_report_notices(conn: Connection, device_id: str, seq: int, payload: M
 def carries_notices(payload: Mapping[str, Any]) -> bool:
     """Whether record_report_notices has anything to look at in this report (False: it reads and writes
     nothing, as for nearly every report)."""
+    resets, dropped, skew = _notice_triggers(payload)
+    return resets is not None or bool(dropped) or skew is not None
+
+
+def _notice_triggers(payload: Mapping[str, Any]) -> tuple[Optional[list[Any]], Optional[int], Optional[float]]:
+    """What in a report can make a notice (record_report_notices; carries_notices decides from the same):
+    its seq resets (a list), its dropped-reports total, a clock skew beyond the tolerance (else None)."""
+    resets = payload.get("seq_reset")
     skew = reported_clock_skew(payload)
-    return (isinstance(payload.get("seq_reset"), list) or bool(_int(payload.get("dropped_reports")))
-            or (skew is not None and abs(skew) > CLOCK_SKEW_TOLERANCE))
+    return (resets if isinstance(resets, list) else None, _int(payload.get("dropped_reports")),
+            skew if skew is not None and abs(skew) > CLOCK_SKEW_TOLERANCE else None)
 
 
 def reported_clock_skew(payload: Mapping[str, Any]) -> Optional[float]:

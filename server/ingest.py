@@ -333,7 +333,7 @@ class Ingestor:
         """A batch of one whose report changes nothing, in one autocommit statement (_CLAIM_UNCHANGED)
         instead of a transaction: the claim and the shortcut of ``_apply``, judged by the database at once
         (no BEGIN and COMMIT: on PostgreSQL two round trips fewer). None: ``ingest`` goes on its usual way,
-        e.g. for a device this process has not claimed yet, or a report with notices."""
+        e.g. for an org unit whose policy this process has not looked up lately, or a report with notices."""
         device_id = cand.envelope.device_id
         payload = cand.payload
         org_unit_id = self.keys.org_unit(device_id)

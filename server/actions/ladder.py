@@ -50,7 +50,6 @@ _EPISODE_INPUTS = (
     "UNION ALL SELECT 'exempt', rule_id, NULL FROM rule_exceptions WHERE ended_at IS NULL AND expires_at > :now "
     "AND (device_id = :device OR (device_id IS NULL AND org_unit_id = :unit)) "
     "UNION ALL SELECT 'ladder', actions, NULL FROM org_unit_ladders WHERE org_unit_id = :unit")
-_HOSTNAME = "SELECT hostname FROM devices WHERE id = :device"
 Ladder = Mapping[str, tuple[LadderStep, ...]]
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from server import security
 from server.access import AccessDecision, AccessException, DeviceAccessInput, RuleState
 from server.store.fleet import Page
-from server.store.ingest_sql import Driver
+from server.store.ingest_sql import Driver, in_list
 from server.store.schema import (
     CREDENTIAL_KINDS,
     access_exceptions,
@@ -104,8 +104,7 @@ def load_inputs(driver: Driver, device_ids: Sequence[str], now: float) -> dict[s
     ids = sorted(set(device_ids))
     if not ids:
         return {}
-    names = {f"d{i}": device_id for i, device_id in enumerate(ids)}
-    placeholders = ", ".join(f":{name}" for name in names)
+    placeholders, names = in_list(ids, "d")
     rows = driver.rows(_DEVICES.format(ids=placeholders), names)
     rules: dict[str, list[RuleState]] = {row[0]: [] for row in rows}
     for device_id, rule_id, severity, status, since, failing_since, active in driver.rows(

@@ -21,9 +21,11 @@ from sqlalchemy.engine import Connection
 from server.ingest_diff import Diff, RuleChange, StateRow
 from server.store.schema import devices
 
-CLAIM_SEQ = (
+# Taking a report's seq: dedupe (``last_seq < :seq``) and the row lock that serialises collectors.
+_CLAIM = (
     "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created, last_report_id = :rid "
-    "WHERE id = :id AND state = 'active' AND last_seq < :seq "
+    "WHERE id = :id AND state = 'active' AND last_seq < :seq ")
+CLAIM_SEQ = _CLAIM + (  # noqa: S608 (constant text only)
     "RETURNING org_unit_id, platform, compliance, fail_count, warn_count, error_count, disagreements, "
     "policy_ref, agent_policy_ref, agent_version, last_raw_report_at, eval_hash, eval_valid_until, machine_id, "
     # Whether a noncompliance ladder runs (most devices have none: then the batch skips _RUNNING_LADDERS). Read
@@ -34,10 +36,9 @@ CLAIM_SEQ = (
 # statement itself: same org unit (so the same policy) and evaluation inputs (eval_hash), results still
 # valid, no raw payload due, no ladder running; ``{machine}``: the reported machine is the enrolled one.
 # No row: the report goes the transaction's way (CLAIM_SEQ), which also finds what refused it.
-_CLAIM_UNCHANGED = (
-    "UPDATE devices SET last_seq = :seq, last_seen = :now, last_report_at = :created, last_report_id = :rid "
-    "WHERE id = :id AND state = 'active' AND last_seq < :seq AND org_unit_id = :org_unit "
-    "AND eval_hash = :eval_hash AND (eval_valid_until IS NULL OR :created < eval_valid_until) "
+_CLAIM_UNCHANGED = _CLAIM + (  # noqa: S608 (constant text only)
+    "AND org_unit_id = :org_unit AND eval_hash = :eval_hash "
+    "AND (eval_valid_until IS NULL OR :created < eval_valid_until) "
     "AND :now - last_raw_report_at < :raw_interval "
     "AND NOT EXISTS (SELECT 1 FROM ladder_state WHERE ladder_state.device_id = devices.id){machine} "
     "RETURNING compliance")
@@ -123,6 +124,12 @@ class Driver:
         while cursor.nextset():
             out.append(list(cursor.fetchall()))
         return out
+
+
+def in_list(values: Sequence[Any], prefix: str) -> tuple[str, dict[str, Any]]:
+    """Placeholders for ``IN (...)``, one per value (``:d0, :d1, ...`` for prefix ``d``), and their parameters."""
+    names = {f"{prefix}{i}": value for i, value in enumerate(values)}
+    return ", ".join(f":{name}" for name in names), names
 
 
 @functools.cache
@@ -214,9 +221,8 @@ def write_diff(driver: Driver, device_id: str, org_unit_id: int, seq: int, at: f
                                                  for c in diff.changes])
     if diff.gone:
         # The policy no longer has these rules: their state is no longer current.
-        names = {f"r{i}": rule_id for i, rule_id in enumerate(diff.gone)}
-        driver.execute(_DELETE_GONE.format(rules=", ".join(f":{name}" for name in names)),
-                       {"device_id": device_id, **names})
+        placeholders, names = in_list(diff.gone, "r")
+        driver.execute(_DELETE_GONE.format(rules=placeholders), {"device_id": device_id, **names})
 
 
 def _transition(change: RuleChange, device_id: str, org_unit_id: int, seq: int, at: float,
@@ -256,5 +262,5 @@ def running_ladders(driver: Driver, device_ids: Sequence[str]) -> list[tuple[Any
     """Rows of every running ladder episode of ``device_ids`` (see _RUNNING_LADDERS for the columns)."""
     if not device_ids:
         return []
-    names = {f"d{i}": device_id for i, device_id in enumerate(device_ids)}
-    return driver.rows(_RUNNING_LADDERS.format(ids=", ".join(f":{name}" for name in names)), names)
+    placeholders, names = in_list(device_ids, "d")
+    return driver.rows(_RUNNING_LADDERS.format(ids=placeholders), names)
