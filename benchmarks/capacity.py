@@ -50,10 +50,12 @@ from benchmarks import collector_load  # noqa: E402
 from benchmarks.collector_load import Fleet, Run, merge, send_all  # noqa: E402
 from benchmarks.dashboard_load import Timing, measure, sign_in  # noqa: E402
 from benchmarks.loopback import scratch_database, serve  # noqa: E402
+from server import device_notices  # noqa: E402
 from server.store import maintenance  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("TELEPOSTURE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DAY = 86400.0
+STALE_AFTER = 2 * DAY  # the collector's default (server.settings)
 ORG_UNITS = 50
 PLATFORMS = [("linux", "Debian GNU/Linux", "12"), ("linux", "Ubuntu", "24.04"), ("darwin", "macOS", "14.6"),
              ("windows", "Windows 11 Pro", "10.0.22631")]
@@ -128,13 +130,24 @@ def seed(url: str, enrolled: int, active: int, fleet: Fleet, rng: random.Random)
             for number in range(driven, active):
                 for state in synthetic(number)[1]:
                     copy.write_row(state)
+        # A collector that has been running flagged each silent device when it fell silent (the stale-devices
+        # job): their notices, and the job's mark at today's cutoff (without them, the run would measure a
+        # one-off catch-up of 700,000 notices instead of the steady state).
+        with cursor.copy("COPY device_notices (device_id, kind, at, details) FROM STDIN") as copy:
+            for number in range(active, enrolled):
+                row = synthetic(number)[0]
+                copy.write_row((row[0], device_notices.STALE, row[18] + STALE_AFTER + 600,
+                                json.dumps({"last_seen": row[18], "stale_after": STALE_AFTER})))
+        cursor.execute("INSERT INTO server_settings (name, value) VALUES (%s, %s)",
+                       (device_notices.SWEEP_MARK, repr(now - STALE_AFTER)))
         raw.commit()
     finally:
         raw.close()
     with engine.begin() as conn:
-        maintenance.snapshot_daily_stats(conn, now=now, stale_after=2 * DAY)
+        maintenance.snapshot_daily_stats(conn, now=now, stale_after=STALE_AFTER)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("VACUUM ANALYZE")
+        conn.exec_driver_sql("CHECKPOINT")  # the bulk load on disk before the clock starts, as on a running server
         counts = {name: conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()  # noqa: S608
                   for name in ("devices", "check_state")}
         size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()

@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import json
 import time
+import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from agent import protocol
 from server.device_notices import list_notices
-from server.store.schema import devices, events
+from server.store.schema import device_notices, devices, events, server_settings
 from tests.server.conftest import Collector
 from tests.web.conftest import csrf_of
 
@@ -147,3 +148,82 @@ def test_a_clock_days_off_is_a_notice_and_an_event_once_a_day(collector: Collect
     assert len(skew_events) == 2 and json.loads(skew_events[0])["metadata"]["event_code"] == "clock.skew"
     page = _device_page(collector, monkeypatch, device.device_id)
     assert 'class="notice-clock_skew"' in page and "by -48.0 hours" in page
+
+
+def _silent_copies(collector: Collector, count: int, last_seen: float | None, enrolled_at: float) -> list[str]:
+    """``count`` active devices like an enrolled one, silent since ``last_seen`` (None: never reported)."""
+    template = collector.enroll()
+    with collector.db.write() as conn:
+        row = dict(conn.execute(sa.select(devices).where(devices.c.id == template.device_id)).mappings().one())
+        conn.execute(devices.update().where(devices.c.id == template.device_id).values(state="revoked"))
+        ids = [str(uuid.uuid4()) for _ in range(count)]
+        conn.execute(devices.insert(), [{**row, "id": device_id, "machine_id": f"m-{device_id}",
+                                         "last_seen": last_seen, "enrolled_at": enrolled_at} for device_id in ids])
+    return ids
+
+
+def _stale_notices(collector: Collector) -> dict[str, int]:
+    with collector.db.read() as conn:
+        rows = conn.execute(sa.select(device_notices.c.device_id, sa.func.count())
+                            .where(device_notices.c.kind == "stale").group_by(device_notices.c.device_id)).all()
+    return {str(device_id): count for device_id, count in rows}
+
+
+def test_a_silent_fleet_is_flagged_in_batches_each_device_once(collector: Collector) -> None:
+    from server.device_notices import SWEEP_MARK, flag_stale_devices
+
+    now = time.time()
+    # 1,200 devices silent for 3 days, the same last_seen for all (ties across batch ends), and 7 that never reported
+    silent = _silent_copies(collector, 1200, now - 3 * 86400, now - 30 * 86400)
+    with collector.db.write() as conn:
+        conn.execute(server_settings.delete().where(server_settings.c.name == SWEEP_MARK))  # a first sweep
+        never = [str(i) for i in conn.execute(sa.update(devices).where(devices.c.id.in_(silent[:7]))
+                                              .values(last_seen=None).returning(devices.c.id)).scalars()]
+    flagged = []
+    for _ in range(5):
+        with collector.db.write() as conn:
+            flagged.append(flag_stale_devices(conn, now=now, stale_after=2 * 86400, limit=500))
+    assert flagged == [500, 500, 200, 0, 0]
+    assert _stale_notices(collector) == {device_id: 1 for device_id in silent}
+    with collector.db.read() as conn:
+        mark = conn.execute(sa.select(server_settings.c.value).where(server_settings.c.name == SWEEP_MARK)).scalar()
+    assert float(mark) == pytest.approx(now - 2 * 86400)  # done up to the cutoff
+    assert set(never) <= set(_stale_notices(collector))
+
+
+def test_the_sweep_looks_only_past_its_mark_and_follows_a_shorter_stale_after(collector: Collector) -> None:
+    from server.device_notices import SWEEP_OVERLAP, flag_stale_devices
+
+    now = time.time()
+    with collector.db.write() as conn:
+        assert flag_stale_devices(conn, now=now, stale_after=2 * 86400) == 0  # an empty fleet: the mark is set
+    # silent since before the mark (less its overlap): the sweep ran while it went silent, so it was
+    # flagged then; the sweep does not look again (this one was made silent behind its back)
+    behind = _silent_copies(collector, 1, now - 2 * 86400 - SWEEP_OVERLAP - 60, now - 30 * 86400)
+    with collector.db.write() as conn:
+        assert flag_stale_devices(conn, now=now + 60, stale_after=2 * 86400) == 0
+    # within the overlap: looked at again, flagged
+    with collector.db.write() as conn:
+        conn.execute(devices.update().where(devices.c.id == behind[0])
+                     .values(last_seen=now - 2 * 86400 - SWEEP_OVERLAP / 2))
+        assert flag_stale_devices(conn, now=now + 60, stale_after=2 * 86400) == 1
+    # stale_after lowered to one day: the devices silent between the new and the old cutoff count now
+    between = _silent_copies(collector, 1, now - 1.5 * 86400, now - 30 * 86400)
+    with collector.db.write() as conn:
+        assert flag_stale_devices(conn, now=now + 60, stale_after=2 * 86400) == 0
+        assert flag_stale_devices(conn, now=now + 60, stale_after=86400) == 1
+    assert _stale_notices(collector) == {behind[0]: 1, between[0]: 1}
+
+
+def test_an_unreadable_sweep_mark_means_one_full_sweep(collector: Collector) -> None:
+    from server.device_notices import SWEEP_MARK, flag_stale_devices
+
+    now = time.time()
+    silent = _silent_copies(collector, 3, now - 30 * 86400, now - 60 * 86400)
+    with collector.db.write() as conn:
+        conn.execute(server_settings.delete().where(server_settings.c.name == SWEEP_MARK))
+        conn.execute(server_settings.insert().values(name=SWEEP_MARK, value="not a number"))
+        assert flag_stale_devices(conn, now=now, stale_after=2 * 86400) == 3
+        assert float(conn.execute(sa.select(server_settings.c.value)
+                                  .where(server_settings.c.name == SWEEP_MARK)).scalar_one()) == now - 2 * 86400
+    assert set(_stale_notices(collector)) == set(silent)
