@@ -65,6 +65,7 @@ class _Job:
     interval: float
     run: Callable[[], None]
     takeover: float
+    at_start: bool = False
     leading: threading.Event = field(default_factory=threading.Event)
     runs: int = 0
 
@@ -123,9 +124,13 @@ class Cluster:
                 self._stop.wait(RECONNECT_SECONDS)
 
     # --- singleton jobs -------------------------------------------------------------------------------
-    def singleton(self, name: str, interval: float, job: Callable[[], None], *, takeover: float = 5.0) -> None:
-        """Run ``job`` every ``interval`` seconds on one node of the cluster (register before ``start``)."""
-        self._jobs.append(_Job(name, interval, job, takeover))
+    def singleton(self, name: str, interval: float, job: Callable[[], None], *, takeover: float = 5.0,
+                  at_start: bool = False) -> None:
+        """Run ``job`` every ``interval`` seconds on one node of the cluster (register before ``start``).
+
+        The node that takes a job over runs it at once; on SQLite (one node, no lock to take) the first run
+        waits an interval, unless ``at_start``."""
+        self._jobs.append(_Job(name, interval, job, takeover, at_start))
 
     def leads(self, name: str) -> bool:
         """Whether this node runs the singleton job ``name`` now."""
@@ -151,6 +156,8 @@ class Cluster:
 
     def _run_local(self, job: _Job) -> None:
         job.leading.set()
+        if job.at_start:
+            self._run_once(job)
         while not self._wait(job.interval):
             self._run_once(job)
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from server.context import AppContext
 
 log = logging.getLogger(__name__)
+SLOW_PLANNER_STATS_SECONDS = 1.0
 
 
 def daily_snapshot(ctx: AppContext) -> None:
@@ -54,6 +55,16 @@ def flag_stale_devices(ctx: AppContext, batch: int = 500) -> None:
             return
 
 
+def refresh_planner_stats(ctx: AppContext) -> None:
+    """SQLite's planner statistics (server.store.maintenance.refresh_planner_stats); nothing on PostgreSQL."""
+    run = maintenance.refresh_planner_stats(ctx.db)
+    if run is None:
+        return
+    # Ingest waits for SQLite's one write lock meanwhile: say so when that was long.
+    level = logging.WARNING if run.seconds > SLOW_PLANNER_STATS_SECONDS else logging.DEBUG
+    log.log(level, "planner statistics: %d tables analyzed in %.3f s (write lock held)", run.tables, run.seconds)
+
+
 def prune_rate_buckets(ctx: AppContext) -> None:
     if ctx.db.is_postgres:
         ratelimit.prune_buckets(ctx.db)
@@ -66,3 +77,7 @@ def register(ctx: AppContext) -> None:
     cluster.singleton("retention", interval, lambda: enforce_retention(ctx))
     cluster.singleton("prune-rate-buckets", interval, lambda: prune_rate_buckets(ctx))
     cluster.singleton("stale-devices", interval, lambda: flag_stale_devices(ctx))
+    if not ctx.db.is_postgres:
+        # At start too: a collector opened on a database without statistics (an upgrade, a restored file)
+        # plans with guesses until the first run. PostgreSQL's autovacuum analyzes; no job, no lock connection.
+        cluster.singleton("planner-stats", interval, lambda: refresh_planner_stats(ctx), at_start=True)

@@ -160,7 +160,7 @@ def test_the_decision_follows_the_org_units_ladder_and_its_block(collector: Coll
 
 def test_decision_inputs_are_read_by_device_not_across_the_fleet() -> None:
     """Each statement of load_inputs finds a device's rows through an index that starts with the device id.
-    SQLite has no statistics here (the collector never runs ANALYZE): with ``AND active IS 1`` it walked the index
+    SQLite has no statistics here (a fresh database, no ANALYZE yet): with ``AND active IS 1`` it walked the index
     that starts with ``active``, i.e. every active rule row of the fleet, for each decision."""
     engine = sa.create_engine("sqlite://")
     metadata.create_all(engine)

@@ -201,6 +201,42 @@ def test_exception_ends_episode_and_expires(collector: Collector) -> None:
     assert [e["id"] for e in collector.admin("GET", "/exceptions").json()] == []
 
 
+def test_org_unit_exception_end_restarts_failing_rules_past_and_within_grace(collector: Collector) -> None:
+    """Ending an org unit's exception restarts the ladder of each of its devices whose rule fails, past its
+    grace (``fail``) or still within it (``warn``), and of no other device."""
+    push_ladder_policy(collector, {**LADDER, "high": [{"after": "0s", "do": "notify_employee"}]})
+    t0 = time.time()
+    off = Posture(firewall_enabled=False)  # firewall-enabled: high, a day of grace
+    within, past, passing = collector.enroll(), collector.enroll(), collector.enroll()
+    elsewhere = collector.enroll(org_unit="Sales")
+    collector.send(past.report(created_at=t0 - 2 * 86400, posture=off))
+    collector.send(within.report(created_at=t0, posture=off), past.report(created_at=t0, posture=off),
+                   passing.report(created_at=t0), elsewhere.report(created_at=t0, posture=off))
+    ids = [str(d.device_id) for d in (within, past, passing, elsewhere)]
+    with collector.db.read() as conn:
+        statuses = dict(conn.execute(sa.select(check_state.c.device_id, check_state.c.status).where(
+            check_state.c.rule_id == "firewall-enabled")).all())
+    assert [statuses[i] for i in ids] == ["warn", "fail", "pass", "warn"]
+
+    def firewall_ladders() -> dict[str, float]:
+        with collector.db.read() as conn:
+            running = ladder.device_ladders(conn, ids)
+        return {device_id: item["started_at"] for device_id, items in running.items()
+                for item in items if item["rule_id"] == "firewall-enabled"}
+
+    assert set(firewall_ladders()) == {ids[0], ids[1], ids[3]}
+    granted = collector.admin("POST", "/exceptions", json={"rule_id": "firewall-enabled", "org_unit": "Finance",
+                                                           "reason": "firewall migration", "expires_at": t0 + 86400})
+    assert granted.status_code == 201, granted.text
+    assert set(firewall_ladders()) == {ids[3]}
+    ended_at = time.time()
+    assert collector.admin("DELETE", f"/exceptions/{granted.json()['id']}").status_code == 200
+    restarted = firewall_ladders()
+    assert set(restarted) == {ids[0], ids[1], ids[3]}
+    assert restarted[ids[0]] >= ended_at and restarted[ids[1]] >= ended_at
+    assert restarted[ids[3]] == pytest.approx(t0)  # another org unit: its episode went on untouched
+
+
 def test_unchanged_report_shows_a_ladder_another_node_started(collector: Collector) -> None:
     """An upload answer lists the device's running ladders even when its report changed nothing (no
     evaluation) and the ladder was started elsewhere: here by another node's exception-expiry job."""
