@@ -17,7 +17,6 @@ aside never makes the agent reuse a sequence number the collector has already se
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ from agent.service.storage import (
     is_storage_error,
     move_database_aside,
     needs_reopen,
+    read_untouched,
     storage_unavailable,
 )
 from agent.service.storage import rollback as _rollback
@@ -377,41 +377,16 @@ class StateDir:
                 self._db = None
 
 
-_READ_ATTEMPTS = 3
-
-
 def read_status_file(db_path: Path) -> Dict[str, Any]:
-    """The status saved in a state.db (and ``seq_counter``), read without creating, moving or writing a file:
-    `status` and `check` look at the service's state while it runs, as any user.
+    """The status saved in a state.db (and ``seq_counter``), read without creating, moving or writing a file
+    (agent.service.storage.read_untouched: its errors)."""
+    def read(conn: sqlite3.Connection) -> Dict[str, Any]:
+        out = _decode_status(conn.execute(_STATUS_QUERY).fetchall())
+        counter = conn.execute(_SEQ_QUERY).fetchone()
+        out["seq_counter"] = int(counter[0]) if counter else 0
+        return out
 
-    Raises OSError (FileNotFoundError, PermissionError) when the file cannot be reached, sqlite3.Error when
-    it is not a readable state database.
-    """
-    wal, shm = Path(f"{db_path}-wal"), Path(f"{db_path}-shm")
-    for _ in range(_READ_ATTEMPTS):
-        before = os.stat(db_path)
-        if not os.access(db_path, os.R_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(db_path))
-        live = wal.exists() and shm.exists()
-        # A writer (the service) has its log and index open: read through them like any reader. Without
-        # them the file alone is the database, and ``immutable`` stops SQLite from creating a -wal and a
-        # -shm that a read-only connection could not remove (left behind, root's files in the service's
-        # directory).
-        uri = f"{db_path.resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}"
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-        try:
-            rows = conn.execute(_STATUS_QUERY).fetchall()
-            counter = conn.execute(_SEQ_QUERY).fetchone()
-        finally:
-            conn.close()
-        after = os.stat(db_path)
-        # ``immutable`` reads are safe only if no writer opened the file meanwhile: else read again.
-        if live or (not wal.exists() and (before.st_ino, before.st_size, before.st_mtime_ns)
-                    == (after.st_ino, after.st_size, after.st_mtime_ns)):
-            out = _decode_status(rows)
-            out["seq_counter"] = int(counter[0]) if counter else 0
-            return out
-    raise sqlite3.OperationalError(f"{db_path} kept changing while it was read ({_READ_ATTEMPTS} attempts)")
+    return read_untouched(db_path, read)
 
 
 def failing_since_of(status: Mapping[str, Any]) -> Dict[str, float]:
