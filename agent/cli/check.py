@@ -4,6 +4,12 @@ check: run the policy's checks on this machine (or on a recording), print a tabl
 on in English, French or Arabic, or the documented JSON (docs/check-json.md). Exit codes:
 0 compliant, 1 not compliant (any fail, or any rule that could not be checked: an unchecked rule
 is not met), 2 usage or internal error.
+
+Grace periods: a live check reads, without writing it, when the agent's service recorded each rule
+starting to fail (its state database), so a failure still within its rule's grace period is the
+same ``warn`` here as in the service's reports and at the collector (and, like there, does not make
+the machine not compliant). Where that record cannot be read, or for a recording (another machine,
+another day), failures are shown as they are and the output says why.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import argparse
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import textwrap
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set, TextIO, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
 
 from agent import __version__, protocol
 from agent.checks.base import CheckOutcome
@@ -37,6 +45,7 @@ from agent.policy.loader import YAML_MISSING, read_policy_text
 from agent.policy.messages import render
 from agent.probes import Host, LiveHost, Recording, RecordingError, RecordingHost, ReplayHost
 from agent.service.config import ConfigError, load_settings
+from agent.service.state import StateDir, failing_since_of, read_status_file
 
 CHECK_JSON_SCHEMA = "teleposture/check/v1"
 EXIT_COMPLIANT = 0
@@ -54,8 +63,12 @@ def register(sub: Any) -> None:
     check = sub.add_parser(
         "check", help="check this machine against the policy",
         description="Check this machine against the telework security policy and say what to fix. "
-                    "Exit status: 0 compliant, 1 not compliant (a rule failed or could not be checked), "
-                    "2 usage or internal error.")
+                    "A failure still within its rule's grace period is a WARN, as the agent's service and the "
+                    "collector judge it: when it started failing is read (never written) from the service's "
+                    "state directory; where that cannot be read (not enrolled, no permission: run with sudo) "
+                    "or with --replay, failures are shown as FAIL and the output says why. "
+                    "Exit status: 0 compliant (a WARN included), 1 not compliant (a rule failed or could not "
+                    "be checked), 2 usage or internal error.")
     check.add_argument("--json", action="store_true", help="print the facts and results as JSON "
                                                           "(schema teleposture/check/v1, see docs/check-json.md)")
     check.add_argument("--only", metavar="CHECKS", help="comma-separated check ids to run, e.g. vpn,firewall")
@@ -65,9 +78,11 @@ def register(sub: Any) -> None:
                                                          "LC_MESSAGES or LANG)")
     source = check.add_mutually_exclusive_group()
     source.add_argument("--record", metavar="FILE", help="also write every probe's output to FILE (JSON)")
-    source.add_argument("--replay", metavar="FILE", help="evaluate a recording instead of this machine")
-    check.add_argument("--state-dir", metavar="DIR", help="the agent's state directory (enrolled policy, probe "
-                                                          "cache); default $TELEPOSTURE_STATE_DIR, the config file's "
+    source.add_argument("--replay", metavar="FILE", help="evaluate a recording instead of this machine (without "
+                                                         "this machine's grace-period history)")
+    check.add_argument("--state-dir", metavar="DIR", help="the agent's state directory: the enrolled policy "
+                                                          "and when failures started (only read), the probe "
+                                                          "cache; default $TELEPOSTURE_STATE_DIR, the config file's "
                                                           "state_dir, else the service's (/var/lib/teleposture on "
                                                           "Linux); without write access to it the probe cache goes "
                                                           "to ~/.cache/teleposture")
@@ -157,6 +172,54 @@ def choose_policy(policy_file: Optional[str], state_dir: Path) -> Tuple[Policy, 
     return baseline(), notes
 
 
+GRACE_REASONS = ("not_enrolled", "permission_denied", "state_unreadable", "replay")
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """What `check` reads of the agent service's status, never writing it: when each rule started failing
+    (grace periods count from there, as in the service and at the collector) and the collector's deadlines."""
+
+    state_dir: Path
+    status: Mapping[str, Any]
+    failing_since: Optional[Dict[str, float]]  # None: not known, failures are shown as they are
+    reason: Optional[str] = None  # why not known, one of GRACE_REASONS
+    error: str = ""
+
+    @property
+    def source(self) -> Path:
+        return StateDir(self.state_dir).db_path
+
+    def note(self, texts: CommandLineTexts) -> Optional[str]:
+        """The sentence saying that grace periods were not taken into account, and why; None when they were."""
+        if self.reason is None:
+            return None
+        path = self.state_dir if self.reason == "not_enrolled" else self.source
+        return texts.ui("grace_unknown", why=texts.ui(f"grace_why_{self.reason}", path=path, error=self.error))
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"applied": self.failing_since is not None,
+                "source": None if self.reason == "replay" else str(self.source), "reason": self.reason,
+                "note": self.note(CommandLineTexts("en"))}
+
+
+def read_service_record(state_dir: Path, replay: bool) -> ServiceRecord:
+    """The service's record in ``state_dir``, or why it cannot be used. Never raises, never writes."""
+    if replay:
+        # A recording may come from another computer and another day: this one's history is not its.
+        return ServiceRecord(state_dir, {}, None, "replay")
+    try:
+        status = read_status_file(StateDir(state_dir).db_path)
+    except FileNotFoundError:
+        return ServiceRecord(state_dir, {}, None, "not_enrolled")
+    except PermissionError:
+        return ServiceRecord(state_dir, {}, None, "permission_denied")
+    except (OSError, sqlite3.Error) as exc:
+        return ServiceRecord(state_dir, {}, None, "state_unreadable", str(exc))
+    # No failing_since yet (no cycle since enrolment) is the service's own start: every failure begins now.
+    return ServiceRecord(state_dir, status, failing_since_of(status))
+
+
 def parse_only(value: Optional[str]) -> Optional[List[str]]:
     if value is None:
         return None
@@ -201,7 +264,8 @@ def run_check(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optio
         state_dir, cache_dir = resolve_state_dir(args.state_dir)
         policy, notes = choose_policy(args.policy, state_dir)
         host = make_host(args, cache_dir)
-        cycle = run_cycle(host, policy, only)
+        record = read_service_record(state_dir, bool(args.replay))
+        cycle = run_cycle(host, policy, only, failing_since=record.failing_since)
         if args.record:
             save_recording(host, cycle, args.record)
     except UsageError as exc:
@@ -215,18 +279,27 @@ def run_check(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optio
         print(f"note: {note}", file=err)
     from agent.service import ladder_view
 
-    known = ladder_view.read_known(state_dir) if state_dir is not None and not args.replay else {}
+    known = ladder_view.known_from_status(record.status)
     if args.json:
         document = check_json(policy, cycle)
+        document["grace"] = record.to_json()
         if known:
             document["deadlines"] = known
         out.write(json.dumps(document, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     else:
         lang = args.lang or detect_language()
+        texts = CommandLineTexts(lang)
         use_color = out.isatty() and not os.environ.get("NO_COLOR")
-        out.write(render_table(policy, cycle, CommandLineTexts(lang), width=_terminal_width(), color=use_color))
+        grace_note = record.note(texts) if grace_would_matter(policy, cycle) else None
+        out.write(render_table(policy, cycle, texts, width=_terminal_width(), color=use_color,
+                               notes=[grace_note] if grace_note else []))
         out.write(ladder_view.render_known(known, lang))
     return EXIT_COMPLIANT if cycle.status == "compliant" else EXIT_NOT_COMPLIANT
+
+
+def grace_would_matter(policy: Policy, cycle: Cycle) -> bool:
+    """A failure whose rule has a grace period: the service's record could have made it a warn."""
+    return any(result.status == "fail" and policy.rule(result.rule_id).grace_seconds > 0 for result in cycle.results)
 
 
 def check_json(policy: Policy, cycle: Cycle) -> Dict[str, Any]:
@@ -321,8 +394,10 @@ def _header(policy: Policy, cycle: Cycle, texts: CommandLineTexts) -> List[str]:
             texts.ui("machine", hostname=facts.get("hostname") or "?", os=os_text)]
 
 
-def render_table(policy: Policy, cycle: Cycle, texts: CommandLineTexts, width: int = 110, color: bool = False) -> str:
-    """The report for a person: a table, or labelled blocks for right-to-left languages and narrow terminals."""
+def render_table(policy: Policy, cycle: Cycle, texts: CommandLineTexts, width: int = 110, color: bool = False,
+                 notes: Sequence[str] = ()) -> str:
+    """The report for a person: a table, or labelled blocks for right-to-left languages and narrow terminals;
+    ``notes`` (already in the table's language) go between the rules and the result."""
     def status_word(status: str) -> str:
         word = texts.status(status)
         return f"\x1b[{_COLORS[status]}m{word}\x1b[0m" if color and status in _COLORS else word
@@ -365,6 +440,8 @@ def render_table(policy: Policy, cycle: Cycle, texts: CommandLineTexts, width: i
                     parts.append(padded)
                 lines.append("  ".join(parts).rstrip())
             lines.append("")
+    for note in notes:
+        lines.extend(_wrap(note, width) + [""])
     lines.extend(_summary(policy, cycle, texts))
     return "\n".join(lines) + "\n"
 

@@ -26,6 +26,15 @@ UI_EN: Mapping[str, str] = {
     "summary_not_compliant": "Result: NOT COMPLIANT. Fix what the table lists under \"What to do\".",
     "summary_error": "Result: NOT COMPLIANT. Some rules could not be checked, and a rule that cannot be checked "
                      "is not met.",
+    # Said once under the table when a failure is shown without the service's record of when it started.
+    "grace_unknown": "Note: grace periods were not taken into account ({why}). A failure is shown as FAIL here, "
+                     "even one that the agent's service still counts as within its grace period (WARN).",
+    "grace_why_not_enrolled": "the agent's service has recorded nothing in {path}: this computer is not enrolled, "
+                              "or the service has not run yet",
+    "grace_why_permission_denied": "only the agent's service can read {path}; run the check with sudo, or as "
+                                   "administrator, to take them into account",
+    "grace_why_state_unreadable": "the agent's state {path} cannot be read: {error}",
+    "grace_why_replay": "a recording is judged without this computer's history of failures",
 }
 SECTIONS: Mapping[str, Mapping[str, str]] = {"status": STATUS_EN, "severity": SEVERITY_EN, "ui": UI_EN}
 

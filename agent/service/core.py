@@ -29,7 +29,7 @@ from agent.probes import Host, LiveHost
 from agent.service.config import Settings
 from agent.service.outbox import DUPLICATE, REJECTED, Queued, Spool, SpoolError
 from agent.service.sampler import VpnSampler
-from agent.service.state import Identity, StateDir, StateError, keep_last_report
+from agent.service.state import Identity, StateDir, StateError, failing_since_of, keep_last_report
 from agent.service.storage import (
     StorageUnavailable,
     free_bytes,
@@ -200,12 +200,6 @@ def _add_fact(facts: Dict[str, Any], check: str, name: str, value: Any) -> bool:
     return True
 
 
-def _float_map(value: Any) -> Dict[str, float]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 # -- the running agent ----------------------------------------------------------------------------------
 
 class AgentService:
@@ -374,7 +368,7 @@ class AgentService:
         started = time.monotonic()
         policy = self.policy
         # when each rule started failing, so grace periods give the same verdicts here as at the collector
-        failing_since = _float_map(self.state.status().get("failing_since"))
+        failing_since = failing_since_of(self.state.status())
         cycle = run_cycle(self.host, policy, failing_since=failing_since)
         facts = cycle.facts_json()
         evaluated = cycle.results

@@ -68,27 +68,10 @@ def describe(item: Mapping[str, Any]) -> str:
 TEXTS_EN: Mapping[str, str] = {"heading": "Deadlines known from the collector (as of {when}):"}
 
 
-def read_known(state_dir: Any) -> Dict[str, Any]:
-    """``{"received_at", "items"}`` from a state directory's status; {} if none or unreadable.
-
-    Strictly read-only and never raising: `check` runs as any user, and inside the service's sandbox where the
-    state directory cannot be written (StateDir would create and chmod it)."""
-    import json
-    import sqlite3
-    from pathlib import Path
-
-    path = Path(state_dir) / "state.db"
-    if not path.exists():
-        return {}
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
-        try:
-            row = conn.execute("SELECT value FROM status WHERE name = 'ladder'").fetchone()
-        finally:
-            conn.close()
-        ladder = json.loads(row[0]) if row else None
-    except (sqlite3.Error, OSError, ValueError):
-        return {}
+def known_from_status(status: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{"received_at", "items"}`` of the ladders kept in a status (read by `check` with
+    agent.service.state.read_status_file, which writes nothing); {} when there are none."""
+    ladder = status.get("ladder")
     if not isinstance(ladder, Mapping):
         return {}
     return {"received_at": ladder.get("received_at"), "items": known_deadlines({"ladder": ladder})}

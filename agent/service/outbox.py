@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from agent.service.storage import is_corruption, is_storage_error, move_database_aside, storage_unavailable
+from agent.service.storage import (
+    is_corruption,
+    is_storage_error,
+    move_database_aside,
+    read_untouched,
+    storage_unavailable,
+)
 from agent.service.storage import rollback as _rollback
 
 log = logging.getLogger(__name__)
@@ -427,17 +433,17 @@ def peek(path: Path) -> Dict[str, object]:
                                 "dead_letters": 0}
     if not Path(path).exists():
         return empty
-    try:
-        conn = sqlite3.connect(f"file:{Path(path).as_posix()}?mode=ro", uri=True, timeout=10.0)
-    except sqlite3.Error as exc:
-        return dict(empty, problem=f"outbox unreadable: {exc}")
-    try:
+    def read(conn: sqlite3.Connection) -> Tuple[int, int, Dict[str, int], int]:
         depth, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox").fetchone()
         meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         dead = conn.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0]
+        return depth, total, meta, dead
+
+    try:
+        depth, total, meta, dead = read_untouched(Path(path), read, timeout=10.0)
+    except OSError as exc:
+        return dict(empty, problem=f"outbox unreadable: {exc}")
     except sqlite3.Error as exc:
         return dict(empty, problem=f"outbox unreadable ({exc}); the agent moves it aside on its next run")
-    finally:
-        conn.close()
     return {"depth": int(depth), "bytes": int(total), "dropped_total": int(meta.get("dropped_total", 0)),
             "rejected_total": int(meta.get("rejected_total", 0)), "dead_letters": int(dead)}

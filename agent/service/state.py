@@ -35,6 +35,7 @@ from agent.service.storage import (
     is_storage_error,
     move_database_aside,
     needs_reopen,
+    read_untouched,
     storage_unavailable,
 )
 from agent.service.storage import rollback as _rollback
@@ -367,21 +368,34 @@ class StateDir:
         """The saved status, read-only: never creates, moves or writes a file (for `status`)."""
         if not self.db_path.exists():
             return {}
-        conn = sqlite3.connect(f"file:{self.db_path.as_posix()}?mode=ro", uri=True, timeout=10.0)
-        try:
-            rows = conn.execute(_STATUS_QUERY).fetchall()
-            counter = conn.execute(_SEQ_QUERY).fetchone()
-        finally:
-            conn.close()
-        out = _decode_status(rows)
-        out["seq_counter"] = int(counter[0]) if counter else 0
-        return out
+        return read_status_file(self.db_path)
 
     def close(self) -> None:
         with self._db_lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def read_status_file(db_path: Path) -> Dict[str, Any]:
+    """The status saved in a state.db (and ``seq_counter``), read without creating, moving or writing a file
+    (agent.service.storage.read_untouched: its errors)."""
+    def read(conn: sqlite3.Connection) -> Dict[str, Any]:
+        out = _decode_status(conn.execute(_STATUS_QUERY).fetchall())
+        counter = conn.execute(_SEQ_QUERY).fetchone()
+        out["seq_counter"] = int(counter[0]) if counter else 0
+        return out
+
+    return read_untouched(db_path, read)
+
+
+def failing_since_of(status: Mapping[str, Any]) -> Dict[str, float]:
+    """Rule id -> when its facts started failing (epoch seconds), as the service keeps it in its status;
+    the grace periods count from there. Anything else there reads as no failure recorded."""
+    value = status.get("failing_since")
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _decode_status(rows: List[Any]) -> Dict[str, Any]:

@@ -18,7 +18,9 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, TypeVar, Union
+
+T = TypeVar("T")
 
 CONDITION_FILE = "condition.json"
 CONDITION_SIZE = 4096
@@ -197,3 +199,37 @@ def move_database_aside(path: Path) -> Path:
         if source.exists():
             source.replace(Path(str(target) + suffix))
     return target
+
+
+_READ_ATTEMPTS = 3
+
+
+def read_untouched(path: Path, read: Callable[[sqlite3.Connection], T], timeout: float = 5.0) -> T:
+    """``read(connection)`` on an SQLite database without creating, moving or writing a file: `status` and
+    `check` look at the service's databases while it runs, as any user.
+
+    Raises OSError (FileNotFoundError, PermissionError) when the file cannot be reached, sqlite3.Error when
+    it is not a readable database.
+    """
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    for _ in range(_READ_ATTEMPTS):
+        before = os.stat(path)
+        if not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        live = wal.exists() and shm.exists()
+        # A writer (the service) has its log and index open: read through them like any reader. Without
+        # them the file alone is the database, and ``immutable`` stops SQLite from creating a -wal and a
+        # -shm that a read-only connection could not remove (left behind, root's files in the service's
+        # directory).
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?{'mode=ro' if live else 'immutable=1'}",
+                               uri=True, timeout=timeout)
+        try:
+            result = read(conn)
+        finally:
+            conn.close()
+        after = os.stat(path)
+        # ``immutable`` reads are safe only if no writer opened the file meanwhile: else read again.
+        if live or (not wal.exists() and (before.st_ino, before.st_size, before.st_mtime_ns)
+                    == (after.st_ino, after.st_size, after.st_mtime_ns)):
+            return result
+    raise sqlite3.OperationalError(f"{path} kept changing while it was read ({_READ_ATTEMPTS} attempts)")

@@ -56,8 +56,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Any]:
 
 def test_json_has_the_documented_shape(recorded: Dict[str, Any]) -> None:
     doc = recorded["json"]
-    assert set(doc) == {"schema", "status", "agent", "checked_at", "policy", "platform", "checks", "facts", "results"}
+    assert set(doc) == {"schema", "status", "agent", "checked_at", "policy", "platform", "checks", "facts", "results",
+                        "grace"}
     assert doc["schema"] == "teleposture/check/v1"
+    # a fresh state directory: no record of when failures started (tests/agent/cli/test_check_grace.py)
+    assert doc["grace"]["applied"] is False and doc["grace"]["reason"] == "not_enrolled"
     assert doc["platform"] == "linux"
     assert {k: doc["policy"][k] for k in ("id", "version", "digest")} == baseline().ref()
     assert [r["rule_id"] for r in doc["results"]] == [r.id for r in baseline().rules]
@@ -111,7 +114,10 @@ def test_replay_of_this_machine_gives_identical_results(recorded: Dict[str, Any]
     code, out, err = run(["check", "--json", "--replay", str(recorded["recording"]),
                           "--state-dir", str(recorded["state"])])
     assert code == recorded["code"], err
-    assert json.loads(out) == recorded["json"]
+    replayed = json.loads(out)
+    # the same verdicts; only the grace note differs: a recording is judged without this machine's history
+    assert replayed["grace"]["reason"] == "replay"
+    assert {**replayed, "grace": None} == {**recorded["json"], "grace": None}
     saved = json.loads(recorded["recording"].read_text(encoding="utf-8"))
     assert saved["platform"] == "linux" and saved["probes"]
     assert saved["os_version"] == recorded["json"]["facts"]["os_identity"]["facts"]["os_version"]

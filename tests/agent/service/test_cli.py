@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from typing import Dict, Tuple
 
 from tests.agent.service.conftest import agent_env
 
@@ -12,6 +14,11 @@ from tests.agent.service.conftest import agent_env
 def _agent(env, *args, timeout: float = 60):
     return subprocess.run([sys.executable, "-m", "agent.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _files(root: Path) -> Dict[str, Tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+            if p.is_file()}
 
 
 def test_enroll_report_status_and_exit_codes(tmp_path, fake, recording) -> None:
@@ -33,6 +40,9 @@ def test_enroll_report_status_and_exit_codes(tmp_path, fake, recording) -> None:
     assert queued.returncode == 1
     assert "queued but not delivered: upload: collector answered HTTP 503" in queued.stdout
 
+    # no agent process runs now: `status` reads state.db and outbox.db and leaves every file as it was
+    # (SQLite's read-only mode would create their -wal and -shm)
+    before = _files(tmp_path / "state")
     status = _agent(env, "status", "--json")
     info = json.loads(status.stdout)
     assert info["device_id"] == "dev-1" and info["collector"] == fake.url
@@ -45,6 +55,7 @@ def test_enroll_report_status_and_exit_codes(tmp_path, fake, recording) -> None:
     for label in ("device", "collector", "policy", "last cycle", "outbox", "last upload", "last error"):
         assert f"\n{label}" in "\n" + text
     assert "1 report(s) queued" in text
+    assert _files(tmp_path / "state") == before
 
     fake.faults.clear()
     again = _agent(env, "report", "--now", "--replay", str(recording))
