@@ -98,8 +98,11 @@ def test_up_sh_rerun_then_ctrl_c_stops_agent_and_collector(first_run) -> None:
 
     # a re-run reuses var/: same admin, same device; then the service runs until Ctrl-C
     env.pop("TELEPOSTURE_UP_ONESHOT")
+    # SIGINT as a terminal's shell leaves it: a suite started in the background (`pytest &`) runs with
+    # SIGINT ignored, and bash cannot trap a signal ignored when it starts
     proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "up.sh")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         assert proc.stdout is not None
