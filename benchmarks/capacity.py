@@ -57,11 +57,11 @@ from benchmarks.collector_load import Fleet, Run, merge, send_all  # noqa: E402
 from benchmarks.dashboard_load import Timing, measure, sign_in  # noqa: E402
 from benchmarks.loopback import scratch_database, serve  # noqa: E402
 from server import device_notices  # noqa: E402
+from server.settings import Settings  # noqa: E402
 from server.store import maintenance  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("TELEPOSTURE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DAY = 86400.0
-STALE_AFTER = 2 * DAY  # the collector's default (server.settings)
 ORG_UNITS = 50
 PLATFORMS = [("linux", "Debian GNU/Linux", "12"), ("linux", "Ubuntu", "24.04"), ("darwin", "macOS", "14.6"),
              ("windows", "Windows 11 Pro", "10.0.22631")]
@@ -70,6 +70,8 @@ DEVICE_COLUMNS = ("id", "org_unit_id", "state", "public_key", "key_id", "machine
                   "agent_version", "enrolled_at", "last_seq", "last_seen", "last_report_at", "compliance",
                   "compliance_since", "fail_count", "warn_count", "error_count", "disagreements", "policy_ref",
                   "agent_policy_ref")
+LAST_SEEN = DEVICE_COLUMNS.index("last_seen")
+STALE_AFTER: float = Settings.model_fields["stale_after"].default  # the collector's default
 STATE_COLUMNS = ("device_id", "rule_id", "check_id", "severity", "status", "since", "failing_since", "reason",
                  "message", "evidence", "agent_status", "updated_at", "org_unit_id", "active")
 
@@ -142,8 +144,8 @@ def seed(url: str, enrolled: int, active: int, fleet: Fleet, rng: random.Random)
         with cursor.copy("COPY device_notices (device_id, kind, at, details) FROM STDIN") as copy:
             for number in range(active, enrolled):
                 row = synthetic(number)[0]
-                copy.write_row((row[0], device_notices.STALE, row[18] + STALE_AFTER + 600,
-                                json.dumps({"last_seen": row[18], "stale_after": STALE_AFTER})))
+                copy.write_row((row[0], device_notices.STALE, row[LAST_SEEN] + STALE_AFTER + 600,
+                                json.dumps({"last_seen": row[LAST_SEEN], "stale_after": STALE_AFTER})))
         cursor.execute("INSERT INTO server_settings (name, value) VALUES (%s, %s)",
                        (device_notices.SWEEP_MARK, repr(now - STALE_AFTER)))
         raw.commit()

@@ -169,7 +169,7 @@ def flag_stale_devices(conn: Connection, *, now: float, stale_after: float, limi
     window = [reported < cutoff] + ([] if mark is None else [reported >= mark - SWEEP_OVERLAP])
     found, last_looked_at = _unflagged(conn, reported, window, limit)
     # done up to the cutoff; or, when the batch is full, up to the last one flagged: the next batch goes on
-    _set_sweep_mark(conn, last_looked_at if len(found) == limit else max(cutoff, mark or cutoff))
+    _set_sweep_mark(conn, last_looked_at if len(found) == limit else cutoff if mark is None else max(cutoff, mark))
     if len(found) < limit:
         enrolled = devices.c.enrolled_at
         found += _unflagged(conn, enrolled, [reported.is_(None), enrolled < cutoff], limit - len(found))[0]
@@ -196,11 +196,12 @@ def _unflagged(conn: Connection, seen: sa.ColumnElement[Any], where: list[sa.Col
                                           device_notices.c.kind == STALE)
                                    .group_by(device_notices.c.device_id)).all()) if page else {}
         for row in page:
-            after = (float(row.seen), str(row.id))
-            if latest.get(row.id, -1.0) < after[0]:
-                found.append((after[1], after[0]))
+            device_id, silent_since = str(row.id), float(row.seen)
+            after = (silent_since, device_id)
+            if latest.get(row.id, -1.0) < silent_since:
+                found.append((device_id, silent_since))
                 if len(found) == limit:
-                    return found, after[0]
+                    return found, silent_since
         if len(page) < SWEEP_PAGE:
             return found, after[0] if after else 0.0
 

@@ -24,7 +24,7 @@ import textwrap
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, TextIO, Tuple
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Set, TextIO, Tuple
 
 from agent import __version__, protocol
 from agent.checks.base import CheckOutcome
@@ -172,7 +172,8 @@ def choose_policy(policy_file: Optional[str], state_dir: Path) -> Tuple[Policy, 
     return baseline(), notes
 
 
-GRACE_REASONS = ("not_enrolled", "permission_denied", "state_unreadable", "replay")
+# why `check` could not count grace periods (--json: grace.reason)
+GraceReason = Literal["not_enrolled", "permission_denied", "state_unreadable", "replay"]
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class ServiceRecord:
     state_dir: Path
     status: Mapping[str, Any]
     failing_since: Optional[Dict[str, float]]  # None: not known, failures are shown as they are
-    reason: Optional[str] = None  # why not known, one of GRACE_REASONS
+    reason: Optional[GraceReason] = None  # why not known
     error: str = ""
 
     @property
